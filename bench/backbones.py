@@ -1,0 +1,211 @@
+"""Backbones: any timm ViT by name, pretrained from the HF hub, a local file, or the suite's demo-vit."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from bench.errors import UserError
+
+DEMO_BACKBONE = "demo-vit"
+DEFAULT_BACKBONE = DEMO_BACKBONE
+# Backbones worth naming in `bench list`; any timm ViT name works.
+SUGGESTED_BACKBONES = (
+    DEMO_BACKBONE,
+    "vit_base_patch16_224.orig_in21k",
+    "vit_base_patch16_384.orig_in21k_ft_in1k",
+    "vit_large_patch16_224.orig_in21k",
+    "vit_small_patch16_224.augreg_in21k",
+    "test_vit",
+)
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """Where a cell's backbone weights come from, resolved and checked before any training."""
+
+    name: str
+    pretrained: bool
+    weights: Path | None
+    weights_sha256: str | None
+
+    @property
+    def is_demo(self) -> bool:
+        return self.name == DEMO_BACKBONE
+
+
+def resolve_backbone(
+    name: str, *, pretrained: bool, weights: str | Path | None, progress: bool = True
+) -> BackboneSource:
+    """Check the backbone name and its weights; fetch or build the weights now, not mid-grid."""
+    import timm
+
+    if weights is not None and not pretrained:
+        raise UserError("--weights and --no-pretrained contradict each other; drop one of them")
+    if name != DEMO_BACKBONE and not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.6)
+        hint = f" Similar timm models: {', '.join(close)}." if close else ""
+        raise UserError(
+            f"unknown backbone {name!r}: not a timm model name nor {DEMO_BACKBONE!r}.{hint}"
+        )
+    path = Path(weights).expanduser() if weights is not None else None
+    if path is not None:
+        check_weights_file(path)
+    elif pretrained and name == DEMO_BACKBONE:
+        from bench.demo_vit import ensure_demo_vit
+
+        path = ensure_demo_vit(progress=progress)
+    elif pretrained:
+        _check_hub_reachable(name)
+    digest = _sha256(path) if path is not None else None
+    return BackboneSource(name=name, pretrained=pretrained, weights=path, weights_sha256=digest)
+
+
+def create_backbone(source: BackboneSource, *, num_classes: int, img_size: int | None = None):
+    """Build the timm ViT with a fresh `num_classes` head, weights loaded, everything frozen."""
+    import timm
+
+    kwargs: dict = {"num_classes": num_classes}
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    overlay: dict = {}
+    if source.name == DEMO_BACKBONE:
+        from bench.demo_vit import DEMO_VIT_KWARGS, DEMO_VIT_MEAN, DEMO_VIT_STD
+
+        arch = "vit_small_patch16_224"
+        kwargs = {**DEMO_VIT_KWARGS, **kwargs}
+        size = kwargs["img_size"]
+        # The demo file has no head, so tell timm the source had none and let it build a new one.
+        overlay = dict(
+            mean=tuple(DEMO_VIT_MEAN),
+            std=tuple(DEMO_VIT_STD),
+            input_size=(3, size, size),
+            num_classes=0,
+            hf_hub_id=None,
+            url=None,
+            custom_load=False,
+        )
+    else:
+        arch = source.name
+    if source.weights is not None:
+        # timm loads `.npz` (Google's original format) with a custom loader, everything else as a
+        # state dict; pretrained_cfg_overlay(file=...) is timm's documented local-file path.
+        overlay.update(file=str(source.weights), custom_load=source.weights.suffix == ".npz")
+    try:
+        model = timm.create_model(
+            arch,
+            pretrained=source.pretrained,
+            pretrained_cfg_overlay=overlay or None,
+            **kwargs,
+        )
+    except (RuntimeError, KeyError, ValueError) as exc:
+        where = f" from {source.weights}" if source.weights else ""
+        raise UserError(
+            f"cannot build backbone {source.name!r}{where}: {str(exc).splitlines()[0]}"
+        ) from exc
+    if not hasattr(model, "blocks") or not hasattr(model, "get_classifier"):
+        raise UserError(f"backbone {source.name!r} is not a timm VisionTransformer-like model")
+    model.requires_grad_(False)
+    return model
+
+
+def backbone_input_size(model) -> int:
+    """The square input size the model was built for."""
+    size = model.patch_embed.img_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def default_img_size(name: str) -> int:
+    """The native input size of a backbone (demo-vit: 64), from timm's pretrained config."""
+    if name == DEMO_BACKBONE:
+        from bench.demo_vit import DEMO_VIT_KWARGS
+
+        return int(DEMO_VIT_KWARGS["img_size"])
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    return int(cfg.input_size[-1]) if cfg is not None else 224
+
+
+def check_weights_file(path: Path) -> None:
+    """Open a weights file safely (safetensors, or torch.load with weights_only) before training."""
+    if not path.is_file():
+        raise UserError(
+            f"weights file {path} does not exist; pass a safetensors or timm state-dict file"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                if not list(f.keys()):
+                    raise ValueError("it holds no tensors")
+        elif path.suffix == ".npz":
+            import numpy as np
+
+            with np.load(path, allow_pickle=False) as npz:
+                if not npz.files:
+                    raise ValueError("it holds no arrays")
+        else:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if not isinstance(state, dict):
+                raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
+    except Exception as exc:
+        raise UserError(
+            f"cannot read weights file {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+            "Give a .safetensors file, a timm/torch state dict (.pth/.bin/.pt) or a Google ViT .npz"
+        ) from None
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Fail fast when hub weights are neither cached nor downloadable (hub clients retry for ~1 min)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise UserError(
+            f"timm has no pretrained weights for {name!r}; pass --weights PATH or --no-pretrained"
+        )
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = cfg.hf_hub_id.split("@")[0]
+        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo, filename), str):
+                return
+        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    else:
+        host, offline = urlparse(cfg.url).hostname, False
+    if offline or not _reachable(host):
+        why = "HF_HUB_OFFLINE is set" if offline else f"{host} cannot be reached"
+        raise UserError(
+            f"pretrained weights for {name!r} are not cached and {why}. Download them where there is "
+            f"internet (timm.create_model({name!r}, pretrained=True) fills the HF cache), or pass a local "
+            "file with --weights PATH (safetensors or timm state dict), or use --no-pretrained"
+        )
+
+
+def _reachable(host: str | None, port: int = 443, timeout: float = 3.0) -> bool:
+    if not host:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

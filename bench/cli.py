@@ -1,0 +1,301 @@
+"""The `bench` command line: run, list, report. Heavy imports happen inside commands so
+`bench --help` is instant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="bench",
+    help="Benchmark parameter-efficient fine-tuning of Vision Transformers on medical images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_METHODS = "core"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated methods; 'core' = the card's six that exist, 'all' = every one."
+        ),
+    ] = DEFAULT_METHODS,
+    datasets: Annotated[
+        str, typer.Option(help="Comma-separated datasets from the catalog (`bench list`).")
+    ] = "demo",
+    seeds: Annotated[str, typer.Option(help="Training seeds: '0,1,2' or '0-4'.")] = "0",
+    backbone: Annotated[
+        str,
+        typer.Option(help="A timm ViT name, or 'demo-vit' (the suite-pretrained demo backbone)."),
+    ] = "demo-vit",
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Local pretrained weights (safetensors or timm state dict) instead of the hub."
+        ),
+    ] = None,
+    no_pretrained: Annotated[
+        bool,
+        typer.Option("--no-pretrained", help="Random init: the 'does pretraining help' baseline."),
+    ] = False,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs per cell (default: the dataset card's).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size for training and evaluation.")] = 32,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate for every method (default: each method's own)."),
+    ] = None,
+    img_size: Annotated[
+        int | None, typer.Option(help="Input size (default: the backbone's native size).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A method hyperparameter, METHOD.KEY=VALUE (repeatable), e.g. linear.lr=0.01.",
+        ),
+    ] = None,
+    results: Annotated[Path, typer.Option(help="Folder for the JSON records.")] = Path("results"),
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where datasets live (default $MEDPEFT_DATA or ~/.local/share/medpeft-bench)."
+        ),
+    ] = None,
+    warmup_epochs: Annotated[
+        float, typer.Option(help="Linear warm-up length in epochs before the cosine decay.")
+    ] = 1.0,
+    grad_clip: Annotated[
+        float, typer.Option(help="Gradient-norm clipping threshold (0 disables).")
+    ] = 1.0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rerun cells that already have a finished record.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and exit.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train and measure every (method x dataset x seed) cell and write one record per cell."""
+    from bench.config import parse_int_list, parse_name_list, parse_sets
+    from bench.errors import UserError
+
+    console = _console()
+    try:
+        req = _request(
+            methods=parse_name_list(methods),
+            datasets=parse_name_list(datasets),
+            seeds=parse_int_list(seeds, option="--seeds"),
+            backbone=backbone,
+            weights=weights,
+            pretrained=not no_pretrained,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            img_size=img_size,
+            device=device,
+            sets=parse_sets(set_ or []),
+            results=results,
+            data_root=data_root,
+            warmup_epochs=warmup_epochs,
+            grad_clip=grad_clip,
+            force=force,
+        )
+        from bench.runner import plan, run_grid
+
+        the_plan = plan(req, dry_run=dry_run, progress=progress)
+    except UserError as exc:
+        _fail(str(exc))
+    if dry_run:
+        _print_grid(console, the_plan, results)
+        return
+    outcome = run_grid(the_plan, req, console=console, progress=progress)
+    _print_summary(console, outcome.records)
+    console.print(
+        f"{outcome.ran} cell(s) run, {outcome.skipped} already done (--force reruns them); records in {results}/"
+    )
+    if outcome.interrupted:
+        console.print(
+            "[yellow]interrupted[/]: finished cells are saved; run the same command again to continue"
+        )
+        raise typer.Exit(130)
+
+
+def _request(**kwargs):
+    from bench.runner import RunRequest
+
+    return RunRequest(**kwargs)
+
+
+def _print_grid(console, the_plan, results: Path) -> None:
+    from rich.table import Table
+
+    from bench.records import finished
+
+    table = Table(title=f"{len(the_plan.cells)} cell(s)")
+    for col in ("run id", "method", "dataset", "seed", "epochs", "lr", "hyperparameters", "state"):
+        table.add_column(col)
+    for c in the_plan.cells:
+        state = "done" if finished(results, c.run_id) else "to run"
+        hp = ", ".join(f"{k}={v}" for k, v in c.hparams.items()) or "-"
+        table.add_row(
+            c.run_id, c.method, c.dataset, str(c.seed), str(c.epochs), f"{c.lr:g}", hp, state
+        )
+    console.print(table)
+    src = the_plan.source
+    console.print(
+        f"backbone {src.name} ({'pretrained' if src.pretrained else 'random init'}), "
+        f"img {the_plan.cells[0].img_size}px, device {the_plan.cells[0].device}"
+    )
+
+
+def _print_summary(console, records: list[dict]) -> None:
+    from rich.table import Table
+
+    from bench.data import DEMO_NOTICE
+    from bench.report import display_table, records_frame, summarize
+
+    df = records_frame(records)
+    if df.empty:
+        return
+    table_df = display_table(summarize(df))
+    table = Table(title="medpeft-bench summary", caption=DEMO_NOTICE if df["demo"].any() else None)
+    for col in table_df.columns:
+        table.add_column(
+            str(col),
+            justify="left" if col in ("dataset", "method", "backbone", "seeds") else "right",
+        )
+    for row in table_df.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+
+
+@app.command("list")
+def list_(
+    what: Annotated[str, typer.Argument(help="methods, datasets, backbones or all.")] = "all",
+) -> None:
+    """Show the registered methods (with their defaults), the dataset catalog and suggested backbones."""
+    if what not in ("all", "methods", "datasets", "backbones"):
+        _fail(f"`bench list {what}`: expected methods, datasets, backbones or all")
+    console = _console()
+    if what in ("all", "methods"):
+        from methods import CORE_METHODS, get_method, list_methods
+
+        table = _table(
+            "methods",
+            ("name", "core", "optimizer", "lr", "wd"),
+            ("hyperparameters", "what it does", "paper"),
+        )
+        for name in list_methods():
+            spec = get_method(name)
+            hp = ", ".join(f"{k}={v}" for k, v in spec.hparams.items()) or "-"
+            core = "yes" if name in CORE_METHODS or set(spec.aliases) & set(CORE_METHODS) else ""
+            table.add_row(
+                name,
+                core,
+                spec.optimizer,
+                f"{spec.lr:g}",
+                f"{spec.weight_decay:g}",
+                hp,
+                spec.summary,
+                spec.paper,
+            )
+        console.print(table)
+    if what in ("all", "datasets"):
+        from bench.data import load_catalog
+
+        table = _table(
+            "datasets", ("name", "task", "classes", "metric", "format", "epochs"), ("what it is",)
+        )
+        for card in load_catalog().values():
+            table.add_row(
+                card.name,
+                card.task,
+                str(len(card.classes)),
+                card.primary_metric,
+                card.format,
+                str(card.epochs),
+                card.title,
+            )
+        console.print(table)
+    if what in ("all", "backbones"):
+        from bench.backbones import SUGGESTED_BACKBONES
+
+        console.print(
+            "backbones: any timm ViT name (`timm.list_models('vit_*')`), e.g. "
+            + ", ".join(SUGGESTED_BACKBONES)
+        )
+
+
+def _table(title: str, fixed: tuple[str, ...], wrapping: tuple[str, ...]):
+    """Names never wrap (they are what users type); descriptions take the remaining width."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in fixed:
+        table.add_column(col, no_wrap=True)
+    for col in wrapping:
+        table.add_column(col, overflow="fold", ratio=1)
+    return table
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Option(help="Folder of JSON records.")] = Path("results"),
+    out: Annotated[Path, typer.Option(help="Folder for the rendered report.")] = Path("reports"),
+    datasets: Annotated[
+        str | None, typer.Option(help="Only these datasets (comma-separated).")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Only these methods (comma-separated).")
+    ] = None,
+) -> None:
+    """Summarise the records: a table on the terminal and reports/summary.md."""
+    from bench.config import parse_name_list
+    from bench.records import load_records
+    from bench.report import records_frame, write_summary
+
+    console = _console()
+    if not results.is_dir():
+        _fail(f"no results folder {results}; run `bench run` first or pass --results")
+    loaded = load_records(results)
+    for path in loaded.unreadable:
+        console.print(f"[yellow]skipped[/] {path}: not a medpeft-bench record (left untouched)")
+    df = records_frame(loaded.records)
+    if not df.empty and datasets:
+        df = df[df["dataset"].isin(parse_name_list(datasets))]
+    if not df.empty and methods:
+        df = df[df["method"].isin(parse_name_list(methods))]
+    _print_summary(
+        console,
+        df.to_dict("records") and [r for r in loaded.records if r["run_id"] in set(df["run_id"])],
+    )
+    path = write_summary(df, out)
+    console.print(f"wrote {path} ({len(df)} record(s))")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

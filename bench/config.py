@@ -1,0 +1,123 @@
+"""Resolved run configuration: one `CellConfig` per grid cell, its run id, and `--set` parsing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.errors import UserError
+
+# Bump when the meaning of a config field changes, so old records stop matching new cells.
+CONFIG_VERSION = 1
+_SET_RE = re.compile(r"^(?P<method>[A-Za-z0-9][\w-]*)\.(?P<key>[A-Za-z_]\w*)=(?P<value>.*)$")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """Everything needed to rerun one cell; its hash is the run id."""
+
+    method: str
+    dataset: str
+    seed: int
+    backbone: str
+    pretrained: bool
+    weights: str | None
+    weights_sha256: str | None
+    epochs: int
+    batch_size: int
+    img_size: int
+    device: str
+    precision: str
+    optimizer: str
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    grad_clip: float
+    hparams: dict[str, Any] = field(default_factory=dict)
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def run_id(self) -> str:
+        # The weights path is left out: the file's hash identifies the weights wherever they live.
+        identity = {k: v for k, v in self.to_dict().items() if k != "weights"}
+        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return f"{self.dataset}-{self.method}-s{self.seed}-{digest}"
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:
+    """Parse `--set method.key=value` items into {method: {key: raw value}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        m = _SET_RE.match(item.strip())
+        if not m or not m["value"]:
+            raise UserError(
+                f"malformed --set {item!r}: expected METHOD.KEY=VALUE, e.g. --set linear.lr=0.01"
+            )
+        out.setdefault(m["method"], {})[m["key"]] = m["value"]
+    return out
+
+
+def coerce(raw: str, default: Any, *, what: str) -> Any:
+    """Convert a `--set` string to the type of the default it overrides (never `eval`)."""
+    try:
+        if isinstance(default, bool):
+            low = raw.lower()
+            if low in _TRUE | _FALSE:
+                return low in _TRUE
+            raise ValueError
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, (list, tuple)):
+            kind = type(default[0]) if default else str
+            return type(default)(coerce(v, kind(), what=what) for v in raw.split(","))
+        if default is None:
+            for cast in (int, float):
+                try:
+                    return cast(raw)
+                except ValueError:
+                    pass
+            return None if raw.lower() == "none" else raw
+        return raw
+    except ValueError:
+        kind = type(default).__name__
+        raise UserError(f"{what}={raw!r}: expected a value of type {kind}") from None
+
+
+def parse_int_list(text: str, *, option: str, minimum: int = 0) -> list[int]:
+    """Parse '0,1,2' or '0-4' into a sorted list of distinct integers >= minimum."""
+    values: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if re.fullmatch(r"\d+-\d+", part):
+                lo, hi = (int(p) for p in part.split("-"))
+                if hi < lo:
+                    raise ValueError
+                values.update(range(lo, hi + 1))
+            else:
+                values.add(int(part))
+        except ValueError:
+            raise UserError(f"{option} {text!r}: expected integers like '0,1,2' or '0-4'") from None
+    if not values or min(values) < minimum:
+        raise UserError(f"{option} {text!r}: every value must be an integer >= {minimum}")
+    return sorted(values)
+
+
+def parse_name_list(text: str) -> list[str]:
+    """Split a comma-separated list of names, dropping blanks and duplicates, keeping order."""
+    seen: dict[str, None] = {}
+    for part in text.split(","):
+        if part.strip():
+            seen[part.strip()] = None
+    return list(seen)

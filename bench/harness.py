@@ -1,0 +1,192 @@
+"""One cell, start to finish: build, freeze, adapt, count, train, select on val, test once, measure.
+
+This is the only module that knows the order of these steps. It returns a record whatever
+happens; the runner decides what to do with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.backbones import BackboneSource, create_backbone
+from bench.config import CellConfig
+from bench.data import DEMO_NOTICE, LoadedDataset
+from bench.errors import UserError
+from bench.metrics import HIGHER_IS_BETTER, compute_metrics
+from bench.records import SCHEMA
+from bench.train import Diverged, fit, predict
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # Bit-reproducible on CPU; on GPU the fast non-deterministic kernels stay (speed is measured).
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+
+
+def build_model(cell: CellConfig, source: BackboneSource, num_classes: int):
+    """The frozen backbone, adapted by the cell's method; also returns the pre-method counts."""
+    from bench.measure import count_params
+    from methods import get_method
+
+    model = create_backbone(source, num_classes=num_classes, img_size=cell.img_size)
+    head = model.get_classifier()
+    head_params = count_params(head)
+    backbone_params = count_params(model) - head_params
+    spec = get_method(cell.method)
+    try:
+        adapted = spec.build(model, **cell.hparams)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"method {cell.method!r} with {cell.hparams}: {exc}") from exc
+    if not any(p.requires_grad for p in adapted.parameters()):
+        raise UserError(f"method {cell.method!r} left no parameter trainable")
+    return adapted, head, backbone_params, head_params
+
+
+def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -> dict[str, Any]:
+    card = data.card
+    demo = card.synthetic or source.is_demo
+    return {
+        "schema": SCHEMA,
+        "run_id": cell.run_id,
+        "status": None,
+        "error": None,
+        "demo": demo,
+        "notice": DEMO_NOTICE if demo else None,
+        "config": cell.to_dict(),
+        "dataset": {
+            "name": card.name,
+            "task": card.task,
+            "num_classes": data.num_classes,
+            "classes": list(card.classes),
+            "primary_metric": card.primary_metric,
+            "sizes": {k: len(v) for k, v in data.splits.items()},
+            "fingerprint": data.fingerprint,
+            "synthetic": card.synthetic,
+        },
+        "backbone": {
+            "name": source.name,
+            "pretrained": source.pretrained,
+            "weights": str(source.weights) if source.weights else None,
+            "weights_sha256": source.weights_sha256,
+        },
+    }
+
+
+def run_cell(
+    cell: CellConfig,
+    data: LoadedDataset,
+    source: BackboneSource,
+    *,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Run one cell and return its record (status ok, failed, oom or diverged)."""
+    from bench.measure import PeakMemory, StepTimer, Stopwatch, environment, param_report
+
+    record = base_record(cell, data, source)
+    record["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    device = torch.device(cell.device)
+    t0 = time.perf_counter()
+    watch = Stopwatch(device)
+    try:
+        seed_everything(cell.seed, device)
+        with watch.phase("build"):
+            model, head, backbone_params, head_params = build_model(cell, source, data.num_classes)
+            record["params"] = param_report(backbone_params, head_params, model, head)
+            model.to(device)
+        cfg = model.pretrained_cfg if hasattr(model, "pretrained_cfg") else {}
+        mean, std = cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3)
+        record["normalization"] = {"mean": list(mean), "std": list(std)}
+        task, primary = data.card.task, data.card.primary_metric
+        sign = 1.0 if HIGHER_IS_BETTER.get(primary, True) else -1.0
+
+        def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict[str, float]]:
+            metrics = compute_metrics(logits, labels, task)
+            return sign * metrics[primary], metrics
+
+        common = dict(
+            device=device, precision=cell.precision, img_size=cell.img_size, mean=mean, std=std
+        )
+        train_timer = StepTimer(device)
+        with PeakMemory(device) as mem_train, watch.phase("train"):
+            result = fit(
+                model,
+                (data.splits["train"].images, data.splits["train"].labels),
+                (data.splits["val"].images, data.splits["val"].labels),
+                epochs=cell.epochs,
+                batch_size=cell.batch_size,
+                optimizer=cell.optimizer,
+                lr=cell.lr,
+                weight_decay=cell.weight_decay,
+                warmup_epochs=cell.warmup_epochs,
+                grad_clip=cell.grad_clip,
+                seed=cell.seed,
+                score=score,
+                timer=train_timer,
+                on_step=on_step,
+                **common,
+            )
+        # The test split is read exactly once, after selection, with the selected weights.
+        eval_timer = StepTimer(device)
+        with PeakMemory(device) as mem_eval, watch.phase("eval"):
+            test = data.splits["test"]
+            logits, labels = predict(
+                model,
+                test.images,
+                test.labels,
+                batch_size=cell.batch_size,
+                timer=eval_timer,
+                **common,
+            )
+        test_metrics = compute_metrics(logits, labels, task)
+        best_val = result.history[result.best_epoch]["val"]
+        record.update(
+            status="ok",
+            metrics={
+                "primary_metric": primary,
+                "primary": test_metrics[primary],
+                "test": test_metrics,
+                "val": best_val,
+            },
+            training={
+                "best_epoch": result.best_epoch,
+                "epochs": cell.epochs,
+                "steps": result.steps,
+                "history": result.history,
+            },
+        )
+        record["cost"] = {
+            "train_step": train_timer.summary(),
+            "eval_step": eval_timer.summary(),
+            "memory": {"train": mem_train.result, "eval": mem_eval.result},
+        }
+    except Diverged as exc:
+        record.update(status="diverged", error=str(exc), diverged_step=exc.step)
+    except torch.cuda.OutOfMemoryError as exc:
+        record.update(
+            status="oom", error=f"CUDA out of memory at batch size {cell.batch_size}: {exc}"
+        )
+    except Exception as exc:
+        record.update(
+            status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    record.setdefault("cost", {})
+    record["cost"].update(wall_s=time.perf_counter() - t0, phases_s=dict(watch.seconds))
+    record["env"] = environment()
+    record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return record

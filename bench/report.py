@@ -1,0 +1,181 @@
+"""Records to tables: a long pandas frame, the per-setting summary, and `reports/summary.md`.
+
+Reads only the JSON records; never imports a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.data import DEMO_NOTICE
+
+# Metrics shown in percent (they are fractions in the records).
+PERCENT = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "ece", "qwk")
+
+
+def _setting(cfg: dict[str, Any]) -> str:
+    """Hash of everything but the seed: records are only ever averaged within one setting."""
+    rest = {k: v for k, v in cfg.items() if k != "seed"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _memory_mb(mem: dict[str, Any] | None) -> float | None:
+    if not mem:
+        return None
+    for key in ("peak_allocated_mb", "peak_rss_mb"):
+        if mem.get(key) is not None:
+            return float(mem[key])
+    return None
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record, with the fields tables need."""
+    rows = []
+    for r in records:
+        cfg = r.get("config", {})
+        test = (r.get("metrics") or {}).get("test", {})
+        cost = r.get("cost") or {}
+        params = r.get("params") or {}
+        mem = (cost.get("memory") or {}).get("train")
+        rows.append(
+            {
+                "run_id": r["run_id"],
+                "status": r.get("status"),
+                "error": r.get("error"),
+                "dataset": cfg.get("dataset"),
+                "method": cfg.get("method"),
+                "seed": cfg.get("seed"),
+                "backbone": cfg.get("backbone"),
+                "pretrained": cfg.get("pretrained"),
+                "img_size": cfg.get("img_size"),
+                "epochs": cfg.get("epochs"),
+                "device": cfg.get("device"),
+                "setting": _setting(cfg),
+                "demo": bool(r.get("demo")),
+                "primary_metric": (r.get("metrics") or {}).get("primary_metric")
+                or (r.get("dataset") or {}).get("primary_metric"),
+                "primary": (r.get("metrics") or {}).get("primary"),
+                **{
+                    k: test.get(k)
+                    for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece", "nll")
+                },
+                "trainable_params": params.get("trainable_params"),
+                "trainable_pct": params.get("trainable_pct"),
+                "peak_train_mem_mb": _memory_mb(mem),
+                "memory_source": (mem or {}).get("memory_source"),
+                "train_s": (cost.get("phases_s") or {}).get("train"),
+                "wall_s": cost.get("wall_s"),
+                "train_img_s": (cost.get("train_step") or {}).get("throughput_img_s"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean +- std over seeds per (dataset, method, setting); failed cells are counted, not dropped."""
+    if df.empty:
+        return pd.DataFrame()
+    out = []
+    for _, g in df.groupby(["dataset", "setting", "method"], sort=False):
+        ok = g[g["status"] == "ok"]
+        first = g.iloc[0]
+        metric = first["primary_metric"]
+        scale = 100.0 if metric in PERCENT else 1.0
+        vals = ok["primary"].dropna().astype(float) * scale
+        statuses = ", ".join(f"{n} {s}" for s, n in g["status"].value_counts().items())
+        out.append(
+            {
+                "dataset": first["dataset"],
+                "method": first["method"],
+                "backbone": first["backbone"] + ("" if first["pretrained"] else " (random init)"),
+                "seeds": len(g),
+                "status": statuses,
+                "metric": metric,
+                "mean": vals.mean() if len(vals) else float("nan"),
+                "std": vals.std(ddof=1) if len(vals) > 1 else float("nan"),
+                "accuracy": ok["accuracy"].astype(float).mean() * 100 if len(ok) else float("nan"),
+                "ece": ok["ece"].astype(float).mean() * 100 if len(ok) else float("nan"),
+                "trainable_params": first["trainable_params"]
+                if pd.notna(first["trainable_params"])
+                else None,
+                "trainable_pct": first["trainable_pct"],
+                "peak_train_mem_mb": ok["peak_train_mem_mb"].astype(float).mean()
+                if len(ok)
+                else float("nan"),
+                "train_s": ok["train_s"].astype(float).mean() if len(ok) else float("nan"),
+                "train_img_s": ok["train_img_s"].astype(float).mean() if len(ok) else float("nan"),
+                "demo": bool(g["demo"].any()),
+                "setting": first["setting"],
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def display_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary formatted for people: `mean ± std` strings, rounded costs."""
+
+    def fmt(v: Any, spec: str) -> str:
+        return "—" if v is None or pd.isna(v) else format(v, spec)
+
+    rows = []
+    for _, s in summary.iterrows():
+        score = fmt(s["mean"], ".2f") + ("" if pd.isna(s["std"]) else f" ± {s['std']:.2f}")
+        rows.append(
+            {
+                "dataset": s["dataset"],
+                "method": s["method"],
+                "backbone": s["backbone"],
+                "seeds": s["status"],
+                f"test {s['metric']}": score,
+                "acc %": fmt(s["accuracy"], ".2f"),
+                "ECE %": fmt(s["ece"], ".2f"),
+                "trainable": fmt(s["trainable_params"], ",.0f"),
+                "trainable %": fmt(s["trainable_pct"], ".4g"),
+                "peak train mem MB": fmt(s["peak_train_mem_mb"], ".0f"),
+                "train s": fmt(s["train_s"], ".1f"),
+                "train img/s": fmt(s["train_img_s"], ".0f"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def render_markdown(df: pd.DataFrame) -> str:
+    summary = summarize(df)
+    lines = ["# medpeft-bench summary", ""]
+    if df.empty:
+        return "\n".join([*lines, "No records found.", ""])
+    if bool(df["demo"].any()):
+        lines += [f"> **{DEMO_NOTICE}.**", ""]
+    for dataset, part in summary.groupby("dataset", sort=False):
+        lines += [
+            f"## {dataset}",
+            "",
+            display_table(part).drop(columns="dataset").to_markdown(index=False),
+            "",
+        ]
+    lines += [
+        "Scores are on the test split, evaluated once with the epoch selected on validation; "
+        "mean ± std over seeds (sample std). Trainable % is relative to the backbone without its head. "
+        "Peak memory: " + ", ".join(sorted(set(df["memory_source"].dropna()))) + ".",
+        "",
+    ]
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        lines += ["## Cells that did not finish", ""]
+        lines += [f"- `{r.run_id}`: **{r.status}**: {r.error}" for r in bad.itertuples()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_summary(df: pd.DataFrame, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "summary.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(render_markdown(df))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,305 @@
+"""The grid: expand (method x dataset x seed), validate everything before training, run, record."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import CellConfig, coerce
+from bench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for on the command line, before resolution."""
+
+    methods: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    backbone: str
+    weights: str | None = None
+    pretrained: bool = True
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = None
+    img_size: int | None = None
+    device: str = "auto"
+    sets: dict[str, dict[str, str]] = field(default_factory=dict)
+    results: Path = Path("results")
+    data_root: Path | None = None
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    force: bool = False
+
+
+@dataclass
+class Plan:
+    cells: list[CellConfig]
+    datasets: dict[str, Any]  # name -> LoadedDataset (None in a dry run)
+    source: Any  # BackboneSource
+
+
+def resolve_methods(names: list[str]) -> list[str]:
+    """Canonical method names; 'all' means every registered method, 'core' the card's six."""
+    from methods import CORE_METHODS, get_method, list_methods
+
+    out: list[str] = []
+    for name in names:
+        if name == "all":
+            expanded = list_methods()
+        elif name == "core":
+            expanded = [m for m in CORE_METHODS if _known(m)]
+        else:
+            try:
+                expanded = [get_method(name).name]
+            except KeyError as exc:
+                raise UserError(exc.args[0]) from None
+        out += [m for m in expanded if m not in out]
+    if not out:
+        raise UserError("no methods selected; see `bench list`")
+    return out
+
+
+def _known(name: str) -> bool:
+    from methods import get_method
+
+    try:
+        get_method(name)
+        return True
+    except KeyError:
+        return False
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "--device cuda: no CUDA device is visible to torch; use --device cpu or auto"
+        )
+    return device
+
+
+def method_settings(method: str, req: RunRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training settings, builder hyperparameters) for a method after --lr and --set."""
+    from methods import get_method
+    from methods.registry import OPTIMIZERS, TRAIN_KEYS
+
+    spec = get_method(method)
+    train = dict(spec.train_defaults)
+    if req.lr is not None:
+        train["lr"] = req.lr
+    hparams = dict(spec.hparams)
+    for key, raw in req.sets.get(method, {}).items():
+        if key in TRAIN_KEYS:
+            train[key] = coerce(raw, spec.train_defaults[key], what=f"{method}.{key}")
+        elif key in spec.hparams:
+            hparams[key] = coerce(raw, spec.hparams[key], what=f"{method}.{key}")
+        else:
+            valid = ", ".join(sorted(spec.all_defaults))
+            raise UserError(
+                f"--set {method}.{key}: {method!r} has no hyperparameter {key!r}; valid: {valid}"
+            )
+    if train["optimizer"] not in OPTIMIZERS:
+        raise UserError(
+            f"{method}.optimizer={train['optimizer']!r}: expected one of {', '.join(OPTIMIZERS)}"
+        )
+    if not train["lr"] > 0:
+        raise UserError(f"{method}: learning rate must be > 0, got {train['lr']}")
+    if train["weight_decay"] < 0:
+        raise UserError(f"{method}: weight_decay must be >= 0, got {train['weight_decay']}")
+    return train, hparams
+
+
+def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Plan:
+    """Resolve and check the whole grid. Raises UserError before any training starts."""
+    from bench.backbones import DEMO_BACKBONE, default_img_size, resolve_backbone
+    from bench.data import check_available, data_root, get_card, load_dataset
+
+    methods = resolve_methods(req.methods)
+    for method in req.sets:
+        if not _known(method):
+            resolve_methods([method])  # raises the unknown-method error with the list
+        from methods import get_method
+
+        if get_method(method).name not in methods:
+            raise UserError(
+                f"--set {method}.…: method {method!r} is not in --methods ({', '.join(methods)})"
+            )
+    if not req.datasets:
+        raise UserError("no datasets selected; see `bench list`")
+    cards = [get_card(name) for name in req.datasets]
+    if not req.seeds or min(req.seeds) < 0:
+        raise UserError("--seeds: give one or more integers >= 0, e.g. --seeds 0,1,2")
+    if req.epochs is not None and req.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {req.epochs}")
+    if req.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {req.batch_size}")
+    if req.lr is not None and not req.lr > 0:
+        raise UserError(f"--lr must be > 0, got {req.lr}")
+    if req.img_size is not None and req.img_size < 8:
+        raise UserError(f"--img-size must be >= 8, got {req.img_size}")
+    if req.warmup_epochs < 0 or req.grad_clip < 0:
+        raise UserError("--warmup-epochs and --grad-clip must be >= 0")
+    settings = {m: method_settings(m, req) for m in methods}
+    device = resolve_device(req.device)
+    root = data_root(req.data_root)
+    for card in cards:
+        check_available(card, root)
+    _check_results_folder(req.results)
+
+    img_size = req.img_size or default_img_size(req.backbone)
+    if dry_run:
+        source = resolve_backbone(req.backbone, pretrained=False, weights=None)
+        source = type(source)(
+            req.backbone, req.pretrained, Path(req.weights) if req.weights else None, None
+        )
+    else:
+        source = resolve_backbone(
+            req.backbone, pretrained=req.pretrained, weights=req.weights, progress=progress
+        )
+    weights_id = source.weights_sha256
+    if source.name == DEMO_BACKBONE and req.weights is None and req.pretrained:
+        from bench.demo_vit import DEMO_VIT_VERSION
+
+        # The recipe, not the bytes, identifies suite-pretrained weights: float results of the
+        # same recipe differ across CPUs, and results folders are shared across machines.
+        weights_id = f"recipe:{DEMO_VIT_VERSION}"
+
+    cells = []
+    for card in cards:
+        for method in methods:
+            train, hparams = settings[method]
+            for seed in req.seeds:
+                cells.append(
+                    CellConfig(
+                        method=method,
+                        dataset=card.name,
+                        seed=seed,
+                        backbone=req.backbone,
+                        pretrained=req.pretrained,
+                        weights=str(source.weights) if source.weights else None,
+                        weights_sha256=weights_id,
+                        epochs=req.epochs or card.epochs,
+                        batch_size=req.batch_size,
+                        img_size=img_size,
+                        device=device,
+                        precision="bf16" if device == "cuda" else "fp32",
+                        warmup_epochs=req.warmup_epochs,
+                        grad_clip=req.grad_clip,
+                        hparams=hparams,
+                        **train,
+                    )
+                )
+    _check_foreign_files(cells, req.results)
+    datasets: dict[str, Any] = {}
+    if not dry_run:
+        datasets = {card.name: load_dataset(card, root) for card in cards}
+        _preflight_builds(cells, datasets, source)
+    return Plan(cells=cells, datasets=datasets, source=source)
+
+
+def _check_results_folder(results: Path) -> None:
+    if results.exists() and not results.is_dir():
+        raise UserError(f"--results {results} exists and is not a folder")
+
+
+def _preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) -> None:
+    """Build each distinct (method, hyperparameters, classes) once, so a bad value or a weights file
+    that does not fit the architecture fails now rather than cells into the grid."""
+    from bench.harness import build_model
+
+    seen = set()
+    for cell in cells:
+        key = (cell.method, repr(sorted(cell.hparams.items())), datasets[cell.dataset].num_classes)
+        if key not in seen:
+            seen.add(key)
+            build_model(cell, source, datasets[cell.dataset].num_classes)
+
+
+def _check_foreign_files(cells: list[CellConfig], results: Path) -> None:
+    """A file at a cell's record path that is not a record is someone else's: never overwrite it."""
+    from bench.records import read_record, record_path
+
+    blocked = [
+        p
+        for p in (record_path(results, c.run_id) for c in cells)
+        if p.exists() and read_record(p) is None
+    ]
+    if blocked:
+        raise UserError(
+            f"{len(blocked)} file(s) in {results} sit where records go but are not medpeft-bench records "
+            f"(first: {blocked[0]}); move them away or choose another --results folder"
+        )
+
+
+@dataclass
+class GridOutcome:
+    records: list[dict[str, Any]]
+    ran: int
+    skipped: int
+    interrupted: bool = False
+
+
+def run_grid(plan_: Plan, req: RunRequest, *, console=None, progress: bool = True) -> GridOutcome:
+    """Run every unfinished cell; one failing cell never stops the grid. Ctrl-C stops after the
+    records already written; a rerun continues with the missing cells."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.harness import run_cell
+    from bench.records import finished, write_record
+
+    outcome = GridOutcome(records=[], ran=0, skipped=0)
+    todo = []
+    for cell in plan_.cells:
+        done = None if req.force else finished(req.results, cell.run_id)
+        if done is not None:
+            outcome.records.append(done)
+            outcome.skipped += 1
+        else:
+            todo.append(cell)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        grid_task = bar.add_task("grid", total=len(todo), info=f"{outcome.skipped} already done")
+        try:
+            for cell in todo:
+                label = f"{cell.dataset}/{cell.method}/seed {cell.seed}"
+                cell_task = bar.add_task(f"  {label}", total=None, info="")
+
+                def on_step(step: int, total: int, loss: float, _task=cell_task) -> None:
+                    bar.update(_task, completed=step, total=total, info=f"loss {loss:.4f}")
+
+                record = run_cell(cell, plan_.datasets[cell.dataset], plan_.source, on_step=on_step)
+                write_record(req.results, record)
+                outcome.records.append(record)
+                outcome.ran += 1
+                bar.remove_task(cell_task)
+                bar.advance(grid_task)
+                bar.console.print(_cell_line(record))
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+    return outcome
+
+
+def _cell_line(record: dict[str, Any]) -> str:
+    cfg = record["config"]
+    where = f"{cfg['dataset']}/{cfg['method']}/seed {cfg['seed']}"
+    secs = record.get("cost", {}).get("wall_s", 0.0)
+    if record["status"] == "ok":
+        m = record["metrics"]
+        return f"[green]ok[/] {where}: test {m['primary_metric']} {m['primary']:.4f} ({secs:.1f} s)"
+    return f"[red]{record['status']}[/] {where}: {record['error']}"

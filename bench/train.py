@@ -1,0 +1,224 @@
+"""Training and prediction: one optimizer rule for every method, cosine schedule, selection on val."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bench.transforms import prepare_batch
+
+MOMENTUM = 0.9
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"non-finite training loss {loss} at step {step}")
+        self.step = step
+        self.loss = loss
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_value: float
+    steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """nanoGPT's rule: trainable tensors only, weight decay on matrices (ndim >= 2), none on
+    biases, norms and other vectors."""
+    params = [p for _, p in trainable_parameters(model)]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_steps: int):
+    """Linear warm-up then half-cycle cosine to 0, stepped every iteration (timm's scheduler)."""
+    from timm.scheduler import CosineLRScheduler
+
+    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(total_steps - warmup_steps, 1),
+        lr_min=0.0,
+        warmup_t=warmup_steps,
+        warmup_lr_init=0.0,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """Train mode, except that every submodule whose parameters are all frozen stays in eval mode:
+    a frozen backbone must not run dropout or drop-path (KMnP/vpt forces `enc.eval()` likewise)."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+
+
+def autocast(device: torch.device, precision: str):
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_loader(
+    images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool, seed: int
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        TensorDataset(images, labels), batch_size=batch_size, shuffle=shuffle, generator=generator
+    )
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    img_size: int,
+    mean,
+    std,
+    timer=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, CPU) for a whole split in order."""
+    model.eval()
+    outs = []
+    for x, _ in make_loader(images, labels, batch_size=batch_size, shuffle=False, seed=0):
+        step = timer.step(len(x)) if timer is not None else contextlib.nullcontext()
+        with step:
+            x = prepare_batch(
+                x.to(device, non_blocking=True), img_size=img_size, mean=mean, std=std, train=False
+            )
+            with autocast(device, precision):
+                logits = model(x)
+            outs.append(logits.float().cpu())
+    return torch.cat(outs), labels.clone()
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    lr: float,
+    weight_decay: float,
+    warmup_epochs: float,
+    grad_clip: float,
+    device: torch.device,
+    precision: str,
+    img_size: int,
+    mean,
+    std,
+    seed: int,
+    score: Callable[[torch.Tensor, torch.Tensor], tuple[float, dict[str, float]]],
+    timer=None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> FitResult:
+    """Train for `epochs`, keep the epoch whose validation score is best, and restore its weights.
+
+    `score(logits, labels)` returns (primary value, all metrics) on the validation split; higher
+    is better and ties keep the earlier epoch. The test split never reaches this function.
+    """
+    loader = make_loader(*train, batch_size=batch_size, shuffle=True, seed=seed)
+    aug = torch.Generator().manual_seed(seed + 1)
+    opt = build_optimizer(model, optimizer, lr, weight_decay)
+    total = epochs * len(loader)
+    sched = build_scheduler(opt, total_steps=total, warmup_steps=round(warmup_epochs * len(loader)))
+    params = [p for _, p in trainable_parameters(model)]
+    loss_fn = nn.CrossEntropyLoss()
+
+    best: dict[str, torch.Tensor] | None = None
+    best_key = -math.inf
+    result = FitResult(best_epoch=-1, best_value=-math.inf, steps=0)
+    step = 0
+    for epoch in range(epochs):
+        set_train_mode(model)
+        loss_sum, seen = 0.0, 0
+        for x, y in loader:
+            ctx = timer.step(len(x)) if timer is not None else contextlib.nullcontext()
+            with ctx:
+                x = prepare_batch(
+                    x.to(device, non_blocking=True),
+                    img_size=img_size,
+                    mean=mean,
+                    std=std,
+                    train=True,
+                    generator=aug,
+                )
+                y = y.to(device, non_blocking=True)
+                with autocast(device, precision):
+                    loss = loss_fn(model(x).float(), y)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise Diverged(step, value)
+                loss.backward()
+                if grad_clip > 0:
+                    nn.utils.clip_grad_norm_(params, grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            step += 1
+            sched.step_update(num_updates=step)
+            loss_sum += value * len(x)
+            seen += len(x)
+            if on_step is not None:
+                on_step(step, total, value)
+        logits, labels = predict(
+            model,
+            *val,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            img_size=img_size,
+            mean=mean,
+            std=std,
+        )
+        value, metrics = score(logits, labels)
+        result.history.append(
+            {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val": metrics}
+        )
+        # NaN never counts as an improvement (e.g. AUC undefined on a one-class val split).
+        key = -math.inf if math.isnan(value) else value
+        if best is None or key > best_key:
+            best_key = key
+            result.best_epoch, result.best_value = epoch, value
+            best = {n: p.detach().clone() for n, p in trainable_parameters(model)}
+    result.steps = step
+    if best is not None:
+        with torch.no_grad():
+            for n, p in trainable_parameters(model):
+                p.copy_(best[n])
+    return result
