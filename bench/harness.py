@@ -90,7 +90,7 @@ def run_cell(
     data: LoadedDataset,
     source: BackboneSource,
     *,
-    on_step: Callable[[int, int, float], None] | None = None,
+    on_step: Callable[[int, int, float, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run one cell and return its record (status ok, failed, oom or diverged)."""
     from bench.measure import PeakMemory, StepTimer, Stopwatch, environment, param_report

@@ -280,8 +280,15 @@ def run_grid(plan_: Plan, req: RunRequest, *, console=None, progress: bool = Tru
                 label = f"{cell.dataset}/{cell.method}/seed {cell.seed}"
                 cell_task = bar.add_task(f"  {label}", total=None, info="")
 
-                def on_step(step: int, total: int, loss: float, _task=cell_task) -> None:
-                    bar.update(_task, completed=step, total=total, info=f"loss {loss:.4f}")
+                def on_step(
+                    step: int, total: int, loss: float, epoch: int, _t=cell_task, _e=cell.epochs
+                ) -> None:
+                    bar.update(
+                        _t,
+                        completed=step,
+                        total=total,
+                        info=f"epoch {epoch + 1}/{_e} loss {loss:.4f}",
+                    )
 
                 record = run_cell(cell, plan_.datasets[cell.dataset], plan_.source, on_step=on_step)
                 write_record(req.results, record)

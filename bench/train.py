@@ -146,7 +146,7 @@ def fit(
     seed: int,
     score: Callable[[torch.Tensor, torch.Tensor], tuple[float, dict[str, float]]],
     timer=None,
-    on_step: Callable[[int, int, float], None] | None = None,
+    on_step: Callable[[int, int, float, int], None] | None = None,
 ) -> FitResult:
     """Train for `epochs`, keep the epoch whose validation score is best, and restore its weights.
 
@@ -195,7 +195,7 @@ def fit(
             loss_sum += value * len(x)
             seen += len(x)
             if on_step is not None:
-                on_step(step, total, value)
+                on_step(step, total, value, epoch)
         logits, labels = predict(
             model,
             *val,
