@@ -172,53 +172,63 @@ def _print_summary(console, records: list[dict]) -> None:
     from rich.table import Table
 
     from bench.data import DEMO_NOTICE
-    from bench.report import display_table, records_frame, summarize
+    from bench.report import blocks, records_frame, summarize
 
     df = records_frame(records)
     if df.empty:
         return
-    table_df = display_table(summarize(df))
-    table = Table(title="medpeft-bench summary", caption=DEMO_NOTICE if df["demo"].any() else None)
-    for col in table_df.columns:
-        table.add_column(
-            str(col),
-            justify="left" if col in ("dataset", "method", "backbone", "seeds") else "right",
-        )
-    for row in table_df.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
-    console.print(table)
+    for title, table_df in blocks(summarize(df)):
+        table = Table(title=title)
+        for col in table_df.columns:
+            table.add_column(str(col), justify="left" if col in ("method", "runs") else "right")
+        for row in table_df.itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
+    if df["demo"].any():
+        console.print(f"[bold yellow]{DEMO_NOTICE}[/]")
 
 
 @app.command("list")
 def list_(
     what: Annotated[str, typer.Argument(help="methods, datasets, backbones or all.")] = "all",
+    backbone: Annotated[
+        str, typer.Option(help="Backbone on which to count trainable parameters.")
+    ] = "demo-vit",
+    num_classes: Annotated[int, typer.Option(help="Head size for the trainable counts.")] = 7,
 ) -> None:
-    """Show the registered methods (with their defaults), the dataset catalog and suggested backbones."""
+    """Show the registered methods (with defaults and trainable counts), the dataset catalog and
+    suggested backbones."""
     if what not in ("all", "methods", "datasets", "backbones"):
         _fail(f"`bench list {what}`: expected methods, datasets, backbones or all")
     console = _console()
     if what in ("all", "methods"):
+        from bench.errors import UserError
+        from bench.measure import trainable_counts
         from methods import CORE_METHODS, get_method, list_methods
 
+        try:
+            counts = trainable_counts(list_methods(), backbone=backbone, num_classes=num_classes)
+        except UserError as exc:
+            _fail(str(exc))
         table = _table(
             "methods",
-            ("name", "core", "optimizer", "lr", "wd"),
+            ("name", "core", "optimizer", "lr", "wd", "trainable"),
             ("hyperparameters", "what it does", "paper"),
         )
+        table.caption = f"trainable: with the defaults on {backbone}, {num_classes} classes"
         for name in list_methods():
             spec = get_method(name)
             hp = ", ".join(f"{k}={v}" for k, v in spec.hparams.items()) or "-"
             core = "yes" if name in CORE_METHODS or set(spec.aliases) & set(CORE_METHODS) else ""
-            table.add_row(
+            row = (
                 name,
                 core,
                 spec.optimizer,
                 f"{spec.lr:g}",
                 f"{spec.weight_decay:g}",
-                hp,
-                spec.summary,
-                spec.paper,
+                counts[name],
             )
+            table.add_row(*row, hp, spec.summary, spec.paper)
         console.print(table)
     if what in ("all", "datasets"):
         from bench.data import load_catalog

@@ -52,7 +52,11 @@ def build_model(cell: CellConfig, source: BackboneSource, num_classes: int):
         raise UserError(f"method {cell.method!r} with {cell.hparams}: {exc}") from exc
     if not any(p.requires_grad for p in adapted.parameters()):
         raise UserError(f"method {cell.method!r} left no parameter trainable")
-    return adapted, head, backbone_params, head_params
+    # A method may replace the head (an MLP head) or wrap the model; wrappers expose
+    # get_classifier() so "trainable without the head" stays meaningful.
+    if hasattr(adapted, "get_classifier"):
+        head = adapted.get_classifier()
+    return adapted, head, backbone_params, head_params, dict(model.pretrained_cfg)
 
 
 def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -> dict[str, Any]:
@@ -103,10 +107,10 @@ def run_cell(
     try:
         seed_everything(cell.seed, device)
         with watch.phase("build"):
-            model, head, backbone_params, head_params = build_model(cell, source, data.num_classes)
+            model, head, backbone_params, head_params, cfg = build_model(cell, source, data.num_classes)
             record["params"] = param_report(backbone_params, head_params, model, head)
             model.to(device)
-        cfg = model.pretrained_cfg if hasattr(model, "pretrained_cfg") else {}
+        # Normalisation follows the backbone's pretraining, read before any wrapper hid it.
         mean, std = cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3)
         record["normalization"] = {"mean": list(mean), "std": list(std)}
         task, primary = data.card.task, data.card.primary_metric

@@ -117,7 +117,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary formatted for people: `mean ± std` strings, rounded costs."""
+    """One (dataset, backbone) block of the summary formatted for people: `mean ± std` strings,
+    rounded costs, short headers so it fits an 80-column terminal."""
 
     def fmt(v: Any, spec: str) -> str:
         return "—" if v is None or pd.isna(v) else format(v, spec)
@@ -125,23 +126,28 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, s in summary.iterrows():
         score = fmt(s["mean"], ".2f") + ("" if pd.isna(s["std"]) else f" ± {s['std']:.2f}")
-        rows.append(
+        row = {"method": s["method"], "runs": s["status"], s["metric"]: score}
+        if s["metric"] != "accuracy":
+            row["acc %"] = fmt(s["accuracy"], ".2f")
+        row.update(
             {
-                "dataset": s["dataset"],
-                "method": s["method"],
-                "backbone": s["backbone"],
-                "seeds": s["status"],
-                f"test {s['metric']}": score,
-                "acc %": fmt(s["accuracy"], ".2f"),
                 "ECE %": fmt(s["ece"], ".2f"),
-                "trainable": fmt(s["trainable_params"], ",.0f"),
-                "trainable %": fmt(s["trainable_pct"], ".4g"),
-                "peak train mem MB": fmt(s["peak_train_mem_mb"], ".0f"),
+                "train %": fmt(s["trainable_pct"], ".3g"),
+                "peak MB": fmt(s["peak_train_mem_mb"], ".0f"),
                 "train s": fmt(s["train_s"], ".1f"),
-                "train img/s": fmt(s["train_img_s"], ".0f"),
+                "img/s": fmt(s["train_img_s"], ".0f"),
             }
         )
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def blocks(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, display table) per dataset and backbone, the unit results are compared in."""
+    out = []
+    for (dataset, backbone), part in summary.groupby(["dataset", "backbone"], sort=False):
+        out.append((f"{dataset} · {backbone}", display_table(part)))
+    return out
 
 
 def render_markdown(df: pd.DataFrame) -> str:
@@ -151,17 +157,14 @@ def render_markdown(df: pd.DataFrame) -> str:
         return "\n".join([*lines, "No records found.", ""])
     if bool(df["demo"].any()):
         lines += [f"> **{DEMO_NOTICE}.**", ""]
-    for dataset, part in summary.groupby("dataset", sort=False):
-        lines += [
-            f"## {dataset}",
-            "",
-            display_table(part).drop(columns="dataset").to_markdown(index=False),
-            "",
-        ]
+    for title, table in blocks(summary):
+        lines += [f"## {title}", "", table.to_markdown(index=False, disable_numparse=True), ""]
     lines += [
-        "Scores are on the test split, evaluated once with the epoch selected on validation; "
-        "mean ± std over seeds (sample std). Trainable % is relative to the backbone without its head. "
-        "Peak memory: " + ", ".join(sorted(set(df["memory_source"].dropna()))) + ".",
+        "Scores are test-split percentages, evaluated once with the epoch selected on validation; "
+        "mean ± std over seeds (sample std). `train %`: trainable parameters as a percentage of the "
+        "backbone without its head. `img/s`: steady-state training throughput. Peak memory: "
+        + ", ".join(sorted(set(df["memory_source"].dropna())))
+        + ".",
         "",
     ]
     bad = df[df["status"] != "ok"]
