@@ -1,0 +1,282 @@
+"""LoRA and the other peft tuners (methods/lora.py, methods/peft_tuners.py): counts, targeting, init."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import timm
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+import methods
+from bench.train import set_train_mode
+from methods.lora import LINEAR_TARGETS, target_regex
+from tests.conftest import tiny_vit
+
+PEFT_METHODS = (
+    "lora",
+    "dora",
+    "loha",
+    "lokr",
+    "ia3",
+    "vera",
+    "fourierft",
+    "boft",
+    "oft",
+    "hra",
+    "ln_tuning",
+    "randlora",
+    "shira",
+    "c3a",
+    "road",
+    "miss",
+    "delora",
+    "waveft",
+)
+# Tuners whose default init is a zero update (checked in peft 0.21.2's layer code): LoRA/DoRA/
+# DeLoRA B = 0, LoHa/LoKr one factor 0, (IA)³ ones, VeRA b = 0, FourierFT/WaveFT zero spectrum,
+# OFT/BOFT zero skew matrix (R = I, BOFT's s = 1), HRA cancelling pairs of reflections, LN-tuning
+# an exact copy, RandLoRA Λ = 0, SHiRA/MiSS zero entries, RoAd θ = 0, α = 1.
+IDENTITY_AT_INIT = tuple(m for m in PEFT_METHODS if m != "c3a")  # c3a: xavier-uniform kernel
+
+D, MLP, DEPTH, HEAD = 768, 3072, 12, 768 * 7 + 7  # ViT-B/16 with a 7-class head (5,383)
+
+
+def build(name: str, model: nn.Module, **hparams) -> nn.Module:
+    spec = methods.get_method(name)
+    return spec.build(model, **{**spec.hparams, **hparams})
+
+
+def trainable_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def wrapped(model: nn.Module) -> set[str]:
+    return {n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
+
+
+@pytest.fixture(scope="module")
+def vit_b() -> nn.Module:
+    """One frozen ViT-B/16 (7 classes) per module; each test adapts a deep copy (faster than timm init)."""
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=7)
+    return model.requires_grad_(False)
+
+
+def test_every_peft_method_is_registered() -> None:
+    assert set(PEFT_METHODS) <= set(methods.list_methods())
+
+
+@pytest.mark.parametrize(
+    ("hparams", "expected"),
+    [
+        # methods.md section 4: 12·r·(768 + 2304) + 5,383 for the fused qkv.
+        ({"rank": 4}, 152_839),
+        ({}, 300_295),
+        ({"rank": 16}, 595_207),
+        # R1: + 12·r·(768 + 768) for the blocks' attn.proj (patch_embed.proj not wrapped).
+        ({"targets": "qkv,proj"}, 447_751),
+        # R2: + 12·r·((768 + 3072) + (3072 + 768)) for fc1 and fc2.
+        ({"targets": "qkv,proj,fc1,fc2"}, 1_185_031),
+        ({"targets": "all"}, 1_185_031),
+        # R3: MLP only, 12·8·(3840 + 3840) + 5,383.
+        ({"targets": "mlp"}, 742_663),
+    ],
+)
+def test_lora_counts_vit_b16(vit_b: nn.Module, hparams: dict, expected: int) -> None:
+    model = build("lora", copy.deepcopy(vit_b), **hparams)
+    assert trainable_count(model) == expected
+    assert isinstance(model.patch_embed.proj, nn.Conv2d)
+
+
+# Defaults on ViT-B/16, 7 classes (all on the 12 fused qkv Linears, 768 -> 2304, unless noted).
+PINNED = {
+    "lora": 300_295,  # 12·8·(768 + 2304) + 5,383
+    "dora": 327_943,  # LoRA r=8 + 12·2304 magnitudes
+    "loha": 595_207,  # 12·2·8·(768 + 2304) + 5,383: two rank-8 pairs
+    "lokr": 26_887,  # 12·(48·24 + 48·8 + 8·32) + 5,383: W1 48x24 dense ⊗ (48x8)(8x32)
+    "ia3": 69_895,  # 12·(2304 + 3072) + 5,383: qkv outputs and fc2 inputs
+    "vera": 36_103,  # 12·(256 + 2304) + 5,383: d (r) and b (d_out); A, B frozen
+    "fourierft": 17_383,  # 12·1000 + 5,383
+    "boft": 69_895,  # 12·(192 blocks·4·4 + 2304 scales) + 5,383
+    "oft": 148_231,  # 12·(768/32)·32·31/2 + 5,383 (skew-symmetric 32x32 blocks)
+    "hra": 79_111,  # 12·8·768 + 5,383
+    "ln_tuning": 43_783,  # (12·2 + 1)·2·768 + 5,383
+    "randlora": 235_783,  # 12·(32·24 + 24·768) + 5,383: Λ (r x n) and Γ (n x 768), n = 768/32
+    "shira": 300_295,  # 12·8·(768 + 2304) + 5,383: LoRA r=8's budget as sparse entries
+    "c3a": 33_031,  # 12·(2304/768)·(768/768)·768 + 5,383: block size gcd(768, 2304) = 768
+    "road": 33_031,  # 12·(1152 θ + 1152 α) + 5,383 (road_1: one pair of scalars per 2 outputs)
+    "miss": 226_567,  # 12·8·2304 + 5,383
+    "delora": 300_307,  # LoRA r=8 + 12 λ
+    "waveft": 36_487,  # 12·2592 + 5,383
+}
+
+
+@pytest.mark.parametrize("name", PEFT_METHODS)
+def test_default_counts_vit_b16(vit_b: nn.Module, name: str) -> None:
+    model = build(name, copy.deepcopy(vit_b))
+    assert trainable_count(model) == PINNED[name]
+    assert isinstance(model.patch_embed.proj, nn.Conv2d)
+
+
+def test_lora_family_counts_match_hand_formulas() -> None:
+    lora = DEPTH * 8 * (D + 3 * D) + HEAD
+    assert PINNED["lora"] == lora == PINNED["shira"]
+    assert PINNED["dora"] == lora + DEPTH * 3 * D
+    assert PINNED["loha"] == DEPTH * 2 * 8 * (D + 3 * D) + HEAD
+    assert PINNED["delora"] == lora + DEPTH
+    assert PINNED["ia3"] == DEPTH * (3 * D + MLP) + HEAD
+    assert PINNED["vera"] == DEPTH * (256 + 3 * D) + HEAD
+
+
+@pytest.mark.parametrize(
+    ("targets", "suffixes"),
+    [
+        ("qkv", ["attn.qkv"]),
+        ("qkv,proj", ["attn.qkv", "attn.proj"]),
+        ("attn", ["attn.qkv", "attn.proj"]),
+        ("qkv,proj,fc1,fc2", ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]),
+        ("mlp", ["mlp.fc1", "mlp.fc2"]),
+        (" fc2 , qkv ", ["attn.qkv", "mlp.fc2"]),
+    ],
+)
+def test_lora_wraps_exactly_the_blocks_linears(targets: str, suffixes: list[str]) -> None:
+    model = build("lora", tiny_vit(depth=3), targets=targets)
+    expected = {f"blocks.{i}.{s}" for i in range(3) for s in suffixes}
+    assert wrapped(model) == expected
+    assert isinstance(model.patch_embed.proj, nn.Conv2d)  # never a conv-LoRA
+
+
+def test_target_regex_full_matches_block_modules_only() -> None:
+    names = [
+        n for n, _ in timm.create_model("vit_base_patch16_224", pretrained=False).named_modules()
+    ]
+    for targets in LINEAR_TARGETS:
+        hits = [n for n in names if re.fullmatch(target_regex(targets), n)]
+        assert hits and all(n.startswith("blocks.") for n in hits), targets
+        assert "patch_embed.proj" not in hits
+    # The spec's regexes select the same modules.
+    for ours, spec in [
+        ("qkv,proj", r"blocks\.\d+\.attn\.(qkv|proj)"),
+        ("qkv,proj,fc1,fc2", r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc\d)"),
+        ("mlp", r".*\.mlp\.fc\d"),
+    ]:
+        assert [n for n in names if re.fullmatch(target_regex(ours), n)] == [
+            n for n in names if re.fullmatch(spec, n)
+        ]
+
+
+@pytest.mark.parametrize("name", PEFT_METHODS)
+def test_only_adapter_tensors_and_head_train(name: str) -> None:
+    model = build(name, tiny_vit())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"head.weight", "head.bias"} <= trainable
+    adapter = trainable - {"head.weight", "head.bias"}
+    assert adapter, f"{name}: no adapter tensor trains"
+    # peft names adapter tensors <module>.<tuner>_<x>.default[...]; the wrapped originals are frozen.
+    assert all(".default" in n for n in adapter), sorted(adapter)
+    assert not any(".base_layer." in n for n in trainable)
+
+
+@pytest.mark.parametrize("name", IDENTITY_AT_INIT)
+def test_identity_at_init(name: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_vit(embed_dim=64, num_heads=2).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        after = build(name, model).eval()(x)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_c3a_starts_close_to_but_not_at_the_backbone() -> None:
+    torch.manual_seed(0)
+    model = tiny_vit().eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        after = build("c3a", model).eval()(x)
+    assert not torch.equal(after, before)
+    assert (after - before).abs().max() < 0.1 * before.abs().max()
+
+
+def test_lora_computes_the_scaled_low_rank_update() -> None:
+    # qkv = h·Wᵀ + b + (α/r)·(h·Aᵀ)·Bᵀ (methods.md section 4), with B made non-zero.
+    torch.manual_seed(0)
+    model = build("lora", tiny_vit(), rank=4, alpha=12.0)
+    layer = model.blocks[0].attn.qkv
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    with torch.no_grad():
+        b.normal_()
+        h = torch.randn(2, 5, 32)
+        base = layer.base_layer
+        expected = h @ base.weight.T + base.bias + 3.0 * (h @ a.T) @ b.T
+        torch.testing.assert_close(layer(h), expected)
+
+
+def test_lora_dropout_runs_only_in_training() -> None:
+    torch.manual_seed(0)
+    model = build("lora", tiny_vit(), dropout=0.5)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.qkv.lora_B["default"].weight.normal_()
+    x = torch.randn(2, 3, 32, 32)
+    set_train_mode(model)
+    assert not torch.equal(model(x), model(x))  # the adapter's dropout is live
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_vera_projections_are_shared_frozen_buffers() -> None:
+    model = build("vera", tiny_vit())
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    assert len(layers) == 2
+    assert layers[0].vera_A is layers[1].vera_A  # one BufferDict for all layers
+    assert not any("vera_A" in n or "vera_B" in n for n, _ in model.named_parameters())
+
+
+def test_ia3_scales_qkv_outputs_and_fc2_inputs() -> None:
+    model = build("ia3", tiny_vit())
+    scales = {n: p.shape for n, p in model.named_parameters() if "ia3_l" in n}
+    assert scales["blocks.0.attn.qkv.ia3_l.default"] == (96, 1)  # output side (d_out = 3·32)
+    assert scales["blocks.0.mlp.fc2.ia3_l.default"] == (1, 128)  # input side: the MLP hidden units
+
+
+def test_c3a_auto_block_size_is_the_gcd() -> None:
+    model = build("c3a", tiny_vit(), targets="qkv,fc1")  # 32 -> 96 and 32 -> 128: gcd 32
+    kernel = model.blocks[0].attn.qkv.c3a_kernel["default"]
+    assert kernel.shape == (3, 1, 32)
+
+
+@pytest.mark.parametrize(
+    ("name", "hparams", "match"),
+    [
+        ("lora", {"rank": 0}, "rank"),
+        ("lora", {"rank": 2.5}, "rank"),
+        ("lora", {"alpha": -1.0}, "alpha"),
+        ("lora", {"dropout": 1.0}, "dropout"),
+        ("lora", {"targets": "qkv,q_proj"}, "q_proj.*qkv, proj, fc1, fc2, attn, mlp, all"),
+        ("lora", {"targets": " , "}, "empty"),
+        ("dora", {"targets": "head"}, "unknown target"),
+        ("ia3", {"feedforward": "fc1"}, "feedforward"),
+        ("ln_tuning", {"targets": "qkv"}, "norm1, norm2, norm"),
+        ("shira", {"rank": 32}, "shira rank"),
+        ("c3a", {"block_size": 24}, "does not divide"),
+        ("hra", {"rank": 3}, "even"),
+        ("road", {"variant": "road_3"}, "variant"),
+        ("miss", {"rank": 64}, "in_features"),
+        ("fourierft", {"n_frequency": 10**6}, "n_frequency"),
+        ("lokr", {"decompose_factor": 0}, "decompose_factor"),
+    ],
+)
+def test_bad_hyperparameters_raise_value_error(name: str, hparams: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build(name, tiny_vit(), **hparams)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="peft may build its BOFT CUDA extension")
+def test_boft_refuses_a_butterfly_factor_peft_did_not_build() -> None:
+    with pytest.raises(ValueError, match="butterfly_factor"):
+        build("boft", tiny_vit(), butterfly_factor=2)
