@@ -70,17 +70,21 @@ def default_pad(height: int, width: int) -> int:
 
 @register(
     "vp",
+    # Bahng et al. train the frame alone with SGD at lr 40; with a head sharing one lr, AdamW's
+    # per-tensor scale-free steps suit both (demo: 1e-3 beat 1e-2 and SGD at 0.0625).
     optimizer="adamw",
-    lr=1e-2,
+    lr=1e-3,
     weight_decay=0.0,
     summary="Visual prompting: learnable pixel frame (pad 30 at 224 px) added to the input, plus the head",
     paper="https://arxiv.org/abs/2203.17274",
 )
-def build(model: nn.Module, *, pad: int = 0, init_std: float = 1.0) -> nn.Module:
+def build(model: nn.Module, *, pad: int = 0, init_std: float = 0.0) -> nn.Module:
     """`pad` is the frame width in pixels; 0 means round(30/224 * image size), the paper's share.
 
-    `init_std`: the frame starts as N(0, init_std^2) noise in normalised pixel space (Bahng et
-    al. use torch.randn, i.e. 1.0); 0 starts from the plain image.
+    `init_std`: the frame starts as N(0, init_std^2) in normalised pixel space. Default 0: with
+    a trainable head the method then starts exactly at the pretrained model, as zero-initialised
+    adapters do; Bahng et al.'s torch.randn (1.0), meant for a frame-only CLIP prompt, starts from
+    noise over about half the image (demo, 3 seeds: 85.2 % with 0 against 81.9 % with 1.0).
     """
     img_size = getattr(model.patch_embed, "img_size", None)
     if img_size is None:

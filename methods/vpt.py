@@ -125,12 +125,13 @@ def prompted(
 
 
 # Defaults, shared by both variants (and VFPT). p=10: the spec's headline setting (97,543 for
-# deep ViT-B/16) and the middle of the paper's grid {1, 5, 10, 50, 100, 200}. Optimizer: the
-# reference recipe is SGD (momentum 0.9) with huge base lrs (grid 0.1..50, times batch/256), i.e.
-# up to 6.25 at batch 32; on the demo at batch 32 (with the harness's clipping at 1.0) SGD lr 1.0,
-# a scaled base lr of 8, is in that grid range and learns; see the report for the sweep.
+# deep ViT-B/16) and the middle of the paper's grid {1, 5, 10, 50, 100, 200}.
+# Optimizer: the reference's SGD (momentum 0.9), lr = base lr x batch/256 with base 0.5 from its
+# grid {0.1 ... 50}: 0.0625 at batch 32. On the demo (10 epochs, batch 32, clipping at 1.0) SGD
+# at 0.05-0.1 learns (84-86 % vs 73 % for the linear probe) while 0.25 and above oscillate back
+# to linear-probe accuracy: the top of the reference grid needs its 100-epoch schedule.
 PROMPT_LENGTH = 10
-SGD_LR = 1.0
+SGD_LR = 0.0625
 
 
 @register(

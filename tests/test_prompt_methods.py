@@ -286,7 +286,7 @@ def test_bad_fourier_fraction() -> None:
 
 def test_vp_frame_is_added_around_an_untouched_interior() -> None:
     torch.manual_seed(0)
-    model = methods.get_method("vp").build(tiny_vit(img_size=48), pad=5)
+    model = methods.get_method("vp").build(tiny_vit(img_size=48), pad=5, init_std=1.0)
     prompter = model.prompter
     x = torch.randn(2, 3, 48, 48)
     framed = prompter(x)
@@ -301,7 +301,7 @@ def test_vp_frame_is_added_around_an_untouched_interior() -> None:
 
 def test_vp_trains_the_frame_and_the_head() -> None:
     torch.manual_seed(0)
-    model = methods.get_method("vp").build(tiny_vit(img_size=48), pad=5)
+    model = methods.get_method("vp").build(tiny_vit(img_size=48), pad=5, init_std=1.0)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {
         "prompter.pad_up",
@@ -349,7 +349,20 @@ def test_vp_rejects_wrong_input_size() -> None:
         model(torch.randn(1, 3, 48, 48))
 
 
-def test_vp_zero_init_starts_from_the_plain_image() -> None:
-    prompter = PadPrompter(32, 32, 4, init_std=0.0)
-    x = torch.randn(1, 3, 32, 32)
-    assert torch.equal(prompter(x), x)
+def test_vp_default_starts_from_the_plain_image() -> None:
+    assert methods.get_method("vp").hparams == {"pad": 0, "init_std": 0.0}
+    model = methods.get_method("vp").build(tiny_vit())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model.prompter(x), x)
+    assert torch.equal(model(x), model.vit(x))
+    # ... and the frame still receives a gradient from the zero start.
+    model(x).sum().backward()
+    assert model.prompter.pad_left.grad.abs().sum() > 0
+
+
+def test_vp_init_std_scales_the_frame() -> None:
+    torch.manual_seed(0)
+    frame = PadPrompter(64, 64, 8, init_std=2.0).frame()
+    strips = torch.cat((frame[..., :8, :].flatten(), frame[..., 8:56, :8].flatten()))
+    assert 1.8 < strips.std() < 2.2
+    assert torch.equal(frame[..., 8:56, 8:56], torch.zeros(1, 3, 48, 48))
