@@ -203,7 +203,7 @@ def list_(
     console = _console()
     if what in ("all", "methods"):
         from bench.errors import UserError
-        from bench.measure import trainable_counts
+        from bench.harness import trainable_counts
         from methods import CORE_METHODS, get_method, list_methods
 
         try:

@@ -36,27 +36,54 @@ def seed_everything(seed: int, device: torch.device) -> None:
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
 
 
-def build_model(cell: CellConfig, source: BackboneSource, num_classes: int):
-    """The frozen backbone, adapted by the cell's method; also returns the pre-method counts."""
+def adapt(model, method: str, hparams: dict[str, Any]):
+    """Count the frozen backbone, then apply `method`; returns (adapted model, head,
+    backbone parameters without the head, head parameters). Bad values raise UserError."""
     from bench.measure import count_params
     from methods import get_method
 
-    model = create_backbone(source, num_classes=num_classes, img_size=cell.img_size)
-    head = model.get_classifier()
-    head_params = count_params(head)
+    head_params = count_params(model.get_classifier())
     backbone_params = count_params(model) - head_params
-    spec = get_method(cell.method)
     try:
-        adapted = spec.build(model, **cell.hparams)
+        adapted = get_method(method).build(model, **hparams)
     except (ValueError, TypeError) as exc:
-        raise UserError(f"method {cell.method!r} with {cell.hparams}: {exc}") from exc
+        raise UserError(f"method {method!r} with {hparams}: {exc}") from exc
     if not any(p.requires_grad for p in adapted.parameters()):
-        raise UserError(f"method {cell.method!r} left no parameter trainable")
+        raise UserError(f"method {method!r} left no parameter trainable")
     # A method may replace the head (an MLP head) or wrap the model; wrappers expose
     # get_classifier() so "trainable without the head" stays meaningful.
-    if hasattr(adapted, "get_classifier"):
-        head = adapted.get_classifier()
-    return adapted, head, backbone_params, head_params, dict(model.pretrained_cfg)
+    head = (
+        adapted.get_classifier() if hasattr(adapted, "get_classifier") else model.get_classifier()
+    )
+    return adapted, head, backbone_params, head_params
+
+
+def build_model(cell: CellConfig, source: BackboneSource, num_classes: int):
+    """The frozen backbone, adapted by the cell's method; also returns the pre-method counts
+    and the backbone's pretrained config (read before any wrapper hides it)."""
+    model = create_backbone(source, num_classes=num_classes, img_size=cell.img_size)
+    return (*adapt(model, cell.method, cell.hparams), dict(model.pretrained_cfg))
+
+
+def trainable_counts(method_names: list[str], *, backbone: str, num_classes: int) -> dict[str, str]:
+    """Trainable parameters of each method with its default hyperparameters on `backbone`
+    (built without weights; counts do not depend on them), formatted with the % of the backbone."""
+    from bench.backbones import resolve_backbone
+    from bench.measure import count_params
+    from methods import get_method
+
+    source = resolve_backbone(backbone, pretrained=False, weights=None)
+    out = {}
+    for name in method_names:
+        model = create_backbone(source, num_classes=num_classes)
+        try:
+            adapted, _, backbone_params, _ = adapt(model, name, get_method(name).hparams)
+        except UserError as exc:
+            out[name] = f"n/a ({exc})"
+            continue
+        trainable = count_params(adapted, trainable_only=True)
+        out[name] = f"{trainable:,} ({100 * trainable / backbone_params:.3g} %)"
+    return out
 
 
 def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -> dict[str, Any]:
@@ -107,7 +134,9 @@ def run_cell(
     try:
         seed_everything(cell.seed, device)
         with watch.phase("build"):
-            model, head, backbone_params, head_params, cfg = build_model(cell, source, data.num_classes)
+            model, head, backbone_params, head_params, cfg = build_model(
+                cell, source, data.num_classes
+            )
             record["params"] = param_report(backbone_params, head_params, model, head)
             model.to(device)
         # Normalisation follows the backbone's pretraining, read before any wrapper hid it.

@@ -562,27 +562,3 @@ def environment(repo: Path | None = None) -> dict[str, Any]:
         "git_dirty": dirty,
         "medpeft_bench_version": getattr(bench, "__version__", None),
     }
-
-
-def trainable_counts(method_names: list[str], *, backbone: str, num_classes: int) -> dict[str, str]:
-    """Trainable parameters of each method with its default hyperparameters on `backbone`
-    (built without weights; counts do not depend on them), formatted with the % of the backbone."""
-    from bench.backbones import BackboneSource, create_backbone, resolve_backbone
-    from methods import get_method
-
-    resolve_backbone(backbone, pretrained=False, weights=None)  # validates the name
-    source = BackboneSource(name=backbone, pretrained=False, weights=None, weights_sha256=None)
-    out = {}
-    for name in method_names:
-        model = create_backbone(source, num_classes=num_classes)
-        head_params = count_params(model.get_classifier())
-        backbone_params = count_params(model) - head_params
-        spec = get_method(name)
-        try:
-            adapted = spec.build(model, **spec.hparams)
-        except (ValueError, TypeError) as exc:
-            out[name] = f"n/a ({exc})"
-            continue
-        trainable = count_params(adapted, trainable_only=True)
-        out[name] = f"{trainable:,} ({100 * trainable / backbone_params:.3g} %)"
-    return out
