@@ -132,6 +132,38 @@ def default_img_size(name: str) -> int:
     return int(cfg.input_size[-1]) if cfg is not None else 224
 
 
+def backbone_patch_size(name: str) -> int:
+    """The patch size of a backbone, read from a weightless build on the meta device."""
+    if name == DEMO_BACKBONE:
+        from bench.demo_vit import DEMO_VIT_KWARGS
+
+        return int(DEMO_VIT_KWARGS["patch_size"])
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    patch = model.patch_embed.patch_size
+    return int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+
+
+def method_img_size(
+    method: str, hparams: dict, *, requested: int | None, backbone: str, data_size: int | None
+) -> int:
+    """A cell's input size: --img-size when given, else the method's own rule (FPT+: its frozen
+    model at high resolution), else the backbone's native size. A method hyperparameter that pins
+    the size (FPT+'s lpm_size) wins over --img-size for that method."""
+    from methods import get_method
+
+    rule = get_method(method).input_size
+    native = default_img_size(backbone)
+    if rule is None:
+        return requested or native
+    if requested and not hparams.get("lpm_size"):
+        return requested
+    return rule(native, backbone_patch_size(backbone), data_size, hparams)
+
+
 def check_weights_file(path: Path) -> None:
     """Open a weights file safely (safetensors, or torch.load with weights_only) before training."""
     if not path.is_file():

@@ -66,7 +66,11 @@ def run(
         typer.Option(help="Learning rate for every method (default: each method's own)."),
     ] = None,
     img_size: Annotated[
-        int | None, typer.Option(help="Input size (default: the backbone's native size).")
+        int | None,
+        typer.Option(
+            help="Input size for every method (default: the backbone's native size; FPT+/FPT "
+            "run their frozen model at high resolution by their own rule)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     set_: Annotated[
@@ -128,6 +132,8 @@ def run(
     if dry_run:
         _print_grid(console, the_plan, results)
         return
+    for note in the_plan.notes:
+        console.print(f"[cyan]note[/] {note}")
     outcome = run_grid(the_plan, req, console=console, progress=progress)
     _print_summary(console, outcome.records)
     console.print(
@@ -152,19 +158,28 @@ def _print_grid(console, the_plan, results: Path) -> None:
     from bench.records import finished
 
     table = Table(title=f"{len(the_plan.cells)} cell(s)")
-    for col in ("run id", "method", "dataset", "seed", "epochs", "lr", "hyperparameters", "state"):
+    columns = ("run id", "method", "dataset", "seed", "epochs", "lr", "img", "hyperparameters")
+    for col in (*columns, "state"):
         table.add_column(col)
     for c in the_plan.cells:
         state = "done" if finished(results, c.run_id) else "to run"
         hp = ", ".join(f"{k}={v}" for k, v in c.hparams.items()) or "-"
         table.add_row(
-            c.run_id, c.method, c.dataset, str(c.seed), str(c.epochs), f"{c.lr:g}", hp, state
+            c.run_id,
+            c.method,
+            c.dataset,
+            str(c.seed),
+            str(c.epochs),
+            f"{c.lr:g}",
+            str(c.img_size),
+            hp,
+            state,
         )
     console.print(table)
     src = the_plan.source
     console.print(
         f"backbone {src.name} ({'pretrained' if src.pretrained else 'random init'}), "
-        f"img {the_plan.cells[0].img_size}px, device {the_plan.cells[0].device}"
+        f"device {the_plan.cells[0].device}"
     )
 
 
@@ -301,6 +316,84 @@ def report(
     )
     path = write_summary(df, out)
     console.print(f"wrote {path} ({len(df)} record(s))")
+
+
+@app.command()
+def profile(
+    methods: Annotated[str, typer.Option(help="Methods to profile, comma-separated.")] = "full,fpt",
+    backbone: Annotated[str, typer.Option(help="Any timm ViT name, or demo-vit.")] = "demo-vit",
+    img_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Input size for every method (default: the largest a method's rule asks for, "
+            "FPT+'s high resolution)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
+    steps: Annotated[int, typer.Option(help="Timed training steps after 2 warm-up steps.")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="METHOD.KEY=VALUE method hyperparameter (repeatable)."),
+    ] = None,
+) -> None:
+    """Training memory and step time per method on one synthetic batch, each in a fresh process;
+    the memory column is relative to the first method (full fine-tuning by default)."""
+    from rich.table import Table
+
+    from bench.config import parse_name_list, parse_sets
+    from bench.errors import UserError
+    from bench.profile import common_img_size, profile_in_subprocess
+    from bench.runner import RunRequest, method_settings, resolve_device, resolve_methods
+
+    console = _console()
+    try:
+        names = resolve_methods(parse_name_list(methods))
+        sets = parse_sets(set_ or [])
+        if batch_size < 1 or steps < 1:
+            raise UserError("--batch-size and --steps must be >= 1")
+        dev = resolve_device(device)
+        from bench.backbones import resolve_backbone
+
+        resolve_backbone(backbone, pretrained=False, weights=None)
+        req = RunRequest(methods=names, datasets=[], seeds=[0], backbone=backbone, sets=sets)
+        hparams = {m: method_settings(m, req)[1] for m in names}
+        if img_size is None:
+            img_size = common_img_size(names, backbone, hparams)
+        rows = []
+        for name in names:
+            console.print(f"profiling {name} …")
+            rows.append(
+                profile_in_subprocess(
+                    name,
+                    backbone=backbone,
+                    img_size=img_size,
+                    batch_size=batch_size,
+                    steps=steps,
+                    device=dev,
+                    hparams=hparams[name],
+                )
+            )
+    except UserError as exc:
+        _fail(str(exc))
+    table = Table(title=f"training cost on {backbone}, batch {batch_size}, {dev}")
+    for col in ("method", "img", "trainable %", "train memory MB", f"vs {names[0]}", "step ms"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    base = rows[0]["train_memory_mb"]
+    for r in rows:
+        info = r.get("method_info") or {}
+        img = str(r["img_size"]) + (f"/{info['side_size']}" if "side_size" in info else "")
+        name = r["method"] + (" (cached)" if r["preloaded_features"] else "")
+        table.add_row(
+            name,
+            img,
+            f"{r['trainable_pct']:.3g}",
+            f"{r['train_memory_mb']:.1f}",
+            f"{100 * r['train_memory_mb'] / base:.2f} %" if base > 0 else "n/a",
+            f"{1000 * r['step']['step_time_median_s']:.1f}",
+        )
+    console.print(table)
+    console.print(rows[0]["train_memory_definition"])
 
 
 def main() -> None:  # pragma: no cover

@@ -130,6 +130,29 @@ def check_available(card: DatasetCard, root: Path) -> None:
     raise UserError(f"dataset {card.name!r}: format {card.format!r} has no reader yet")
 
 
+def stored_image_size(card: DatasetCard, root: Path) -> int | None:
+    """The side of the stored training images, read from file headers without loading the data
+    (None when the format cannot tell); resolution rules such as FPT+'s depend on it."""
+    if card.format == "demo":
+        from bench.demo import IMG_SIZE
+
+        return IMG_SIZE
+    if card.format == "medmnist-npz":
+        import zipfile
+
+        try:
+            path = root / (card.file or f"{card.name}.npz")
+            with zipfile.ZipFile(path) as zf, zf.open("train_images.npy") as f:
+                fmt = np.lib.format
+                major, _ = fmt.read_magic(f)
+                read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+                shape, _, _ = read(f)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return card.extra.get("image_size")
+        return int(shape[2] if len(shape) == 4 and shape[-1] in (1, 3) else shape[-1])
+    return card.extra.get("image_size")
+
+
 def load_dataset(card: DatasetCard, root: Path) -> LoadedDataset:
     """Read every split into memory as uint8 tensors."""
     import torch

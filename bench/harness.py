@@ -7,6 +7,8 @@ happens; the runner decides what to do with it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import gc
 import logging
 import random
 import time
@@ -21,9 +23,11 @@ from bench.backbones import BackboneSource, create_backbone
 from bench.config import CellConfig
 from bench.data import DEMO_NOTICE, LoadedDataset
 from bench.errors import UserError
+from bench.feature_cache import LiveFeatures
 from bench.metrics import HIGHER_IS_BETTER, compute_metrics
 from bench.records import SCHEMA
-from bench.train import Diverged, fit, predict
+from bench.train import Diverged, autocast, fit, predict
+from bench.transforms import prepare_batch
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +72,106 @@ def build_model(cell: CellConfig, source: BackboneSource, num_classes: int):
 def trainable_counts(method_names: list[str], *, backbone: str, num_classes: int) -> dict[str, str]:
     """Trainable parameters of each method with its default hyperparameters on `backbone`
     (built without weights; counts do not depend on them), formatted with the % of the backbone."""
-    from bench.backbones import resolve_backbone
+    from bench.backbones import method_img_size, resolve_backbone
     from bench.measure import count_params
     from methods import get_method
 
     source = resolve_backbone(backbone, pretrained=False, weights=None)
     out = {}
     for name in method_names:
-        model = create_backbone(source, num_classes=num_classes)
+        hparams = get_method(name).hparams
+        size = method_img_size(name, hparams, requested=None, backbone=backbone, data_size=None)
+        model = create_backbone(source, num_classes=num_classes, img_size=size)
         try:
-            adapted, _, backbone_params, _ = adapt(model, name, get_method(name).hparams)
+            adapted, _, backbone_params, _ = adapt(model, name, hparams)
         except UserError as exc:
             out[name] = f"n/a ({exc})"
             continue
         trainable = count_params(adapted, trainable_only=True)
         out[name] = f"{trainable:,} ({100 * trainable / backbone_params:.3g} %)"
     return out
+
+
+def uses_frozen_features(model) -> bool:
+    """A frozen-feature model (FPT+) splits into a frozen part run on the un-augmented image and a
+    trainable part; the harness feeds the latter from a cache or from the live frozen part."""
+    return hasattr(model, "frozen_features") and hasattr(model, "forward_with")
+
+
+def feature_identity(model, cell: CellConfig, data: LoadedDataset, split: str, mean, std) -> dict:
+    """What determines one split's frozen features: data, weights, input and method settings."""
+    from bench.feature_cache import images_digest
+
+    return {
+        "dataset": data.card.name,
+        "dataset_fingerprint": data.fingerprint,
+        "split": split,
+        "images": images_digest(data.splits[split].images),
+        "backbone": cell.backbone,
+        "pretrained": cell.pretrained,
+        "weights_sha256": cell.weights_sha256,
+        # A randomly initialised frozen model differs per seed; pretrained weights do not.
+        "init_seed": None if cell.pretrained else cell.seed,
+        "img_size": cell.img_size,
+        "precision": cell.precision,
+        "normalization": [list(mean), list(std)],
+        "features": model.feature_identity(),
+    }
+
+
+def preload_features(
+    model,
+    cell: CellConfig,
+    data: LoadedDataset,
+    *,
+    mean,
+    std,
+    device: torch.device,
+    on_preload: Callable[[str, int, int], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Compute (or open) every split's frozen features once per image, on the un-augmented
+    images, then release the frozen model: training never runs it. Returns the feature sources
+    by split and the record's `feature_cache` entry."""
+    from bench.feature_cache import CachedFeatures, load_or_build
+
+    prepare = functools.partial(prepare_batch, img_size=cell.img_size, mean=mean, std=std)
+    sources, info = {}, {"used": True, "dtype": model.cache_dtype, "splits": {}}
+    for split, part in data.splits.items():
+
+        @torch.no_grad()
+        def compute(start: int, end: int, _images=part.images) -> dict[str, torch.Tensor]:
+            x = prepare(_images[start:end].to(device), train=False)
+            with autocast(device, cell.precision):
+                return model.frozen_features(x)
+
+        entry = load_or_build(
+            feature_identity(model, cell, data, split, mean, std),
+            count=len(part),
+            shapes=model.feature_shapes(),
+            dtype=model.cache_dtype,
+            compute=compute,
+            batch_size=cell.batch_size,
+            on_progress=(lambda done, total, _s=split: on_preload(_s, done, total))
+            if on_preload
+            else None,
+        )
+        sources[split] = CachedFeatures(entry.arrays, device)
+        info["splits"][split] = {
+            "path": str(entry.path),
+            "images": len(part),
+            "hit": entry.hit,
+            "bytes": entry.bytes_on_disk,
+            "seconds": entry.seconds,
+            "rebuilt_because": entry.rebuilt_because,
+        }
+    info["bytes"] = sum(s["bytes"] for s in info["splits"].values())
+    info["hit"] = all(s["hit"] for s in info["splits"].values())
+    info["seconds"] = sum(s["seconds"] for s in info["splits"].values())
+    model.release_frozen()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return sources, info
 
 
 def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -> dict[str, Any]:
@@ -122,6 +210,7 @@ def run_cell(
     source: BackboneSource,
     *,
     on_step: Callable[[int, int, float, int], None] | None = None,
+    on_preload: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run one cell and return its record (status ok, failed, oom or diverged)."""
     from bench.measure import PeakMemory, StepTimer, Stopwatch, environment, param_report
@@ -138,6 +227,13 @@ def run_cell(
                 cell, source, data.num_classes
             )
             record["params"] = param_report(backbone_params, head_params, model, head)
+            if hasattr(model, "paper_trainable_pct"):
+                # The method's paper states its fraction by its own formula; keep both.
+                record["params"]["paper_trainable_pct"] = model.paper_trainable_pct(
+                    record["params"]["trainable_params"]
+                )
+            if hasattr(model, "describe"):
+                record["method_info"] = model.describe()
             model.to(device)
         # Normalisation follows the backbone's pretraining, read before any wrapper hid it.
         mean, std = cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3)
@@ -152,6 +248,24 @@ def run_cell(
         common = dict(
             device=device, precision=cell.precision, img_size=cell.img_size, mean=mean, std=std
         )
+        memory: dict[str, Any] = {}
+        sources: dict[str, Any] | None = None
+        if uses_frozen_features(model):
+            if model.preload:
+                with PeakMemory(device) as mem_preload, watch.phase("preload"):
+                    sources, record["feature_cache"] = preload_features(
+                        model, cell, data, mean=mean, std=std, device=device, on_preload=on_preload
+                    )
+                memory["preload"] = mem_preload.result
+            else:
+                live = LiveFeatures(
+                    model,
+                    functools.partial(
+                        prepare_batch, img_size=cell.img_size, mean=mean, std=std, train=False
+                    ),
+                )
+                sources = {split: live for split in data.splits}
+                record["feature_cache"] = {"used": False}
         train_timer = StepTimer(device)
         with PeakMemory(device) as mem_train, watch.phase("train"):
             result = fit(
@@ -169,6 +283,7 @@ def run_cell(
                 score=score,
                 timer=train_timer,
                 on_step=on_step,
+                features=(sources["train"], sources["val"]) if sources else None,
                 **common,
             )
         # The test split is read exactly once, after selection, with the selected weights.
@@ -181,6 +296,7 @@ def run_cell(
                 test.labels,
                 batch_size=cell.batch_size,
                 timer=eval_timer,
+                features=sources["test"] if sources else None,
                 **common,
             )
         test_metrics = compute_metrics(logits, labels, task)
@@ -203,7 +319,7 @@ def run_cell(
         record["cost"] = {
             "train_step": train_timer.summary(),
             "eval_step": eval_timer.summary(),
-            "memory": {"train": mem_train.result, "eval": mem_eval.result},
+            "memory": {**memory, "train": mem_train.result, "eval": mem_eval.result},
         }
     except Diverged as exc:
         record.update(status="diverged", error=str(exc), diverged_step=exc.step)

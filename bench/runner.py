@@ -41,6 +41,7 @@ class Plan:
     cells: list[CellConfig]
     datasets: dict[str, Any]  # name -> LoadedDataset (None in a dry run)
     source: Any  # BackboneSource
+    notes: list[str] = field(default_factory=list)  # shown before the grid runs
 
 
 def resolve_methods(names: list[str]) -> list[str]:
@@ -121,19 +122,23 @@ def method_settings(method: str, req: RunRequest) -> tuple[dict[str, Any], dict[
 
 def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Plan:
     """Resolve and check the whole grid. Raises UserError before any training starts."""
-    from bench.backbones import DEMO_BACKBONE, default_img_size, resolve_backbone
-    from bench.data import check_available, data_root, get_card, load_dataset
+    from bench.backbones import DEMO_BACKBONE, method_img_size, resolve_backbone
+    from bench.data import check_available, data_root, get_card, load_dataset, stored_image_size
+    from methods import get_method
 
     methods = resolve_methods(req.methods)
-    for method in req.sets:
+    canonical: dict[str, dict[str, str]] = {}
+    for method, values in req.sets.items():
         if not _known(method):
             resolve_methods([method])  # raises the unknown-method error with the list
-        from methods import get_method
-
-        if get_method(method).name not in methods:
+        name = get_method(method).name
+        if name not in methods:
             raise UserError(
                 f"--set {method}.…: method {method!r} is not in --methods ({', '.join(methods)})"
             )
+        # An alias (--set fpt.lr=…) sets the method it names (fpt-plus).
+        canonical.setdefault(name, {}).update(values)
+    req.sets = canonical
     if not req.datasets:
         raise UserError("no datasets selected; see `bench list`")
     cards = [get_card(name) for name in req.datasets]
@@ -156,7 +161,6 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
         check_available(card, root)
     _check_results_folder(req.results)
 
-    img_size = req.img_size or default_img_size(req.backbone)
     if dry_run:
         source = resolve_backbone(req.backbone, pretrained=False, weights=None)
         source = type(source)(
@@ -174,10 +178,28 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
         # same recipe differ across CPUs, and results folders are shared across machines.
         weights_id = f"recipe:{DEMO_VIT_VERSION}"
 
+    datasets: dict[str, Any] = {}
+    if not dry_run:
+        datasets = {card.name: load_dataset(card, root) for card in cards}
+
+    def data_size(card) -> int | None:
+        # The stored image size decides resolution rules (FPT+ never upsamples past it); a dry
+        # run reads it from the file headers, so its run ids match the real run's.
+        if card.name in datasets:
+            return int(datasets[card.name].splits["train"].images.shape[-1])
+        return stored_image_size(card, root)
+
     cells = []
     for card in cards:
         for method in methods:
             train, hparams = settings[method]
+            img_size = method_img_size(
+                method,
+                hparams,
+                requested=req.img_size,
+                backbone=req.backbone,
+                data_size=data_size(card),
+            )
             for seed in req.seeds:
                 cells.append(
                     CellConfig(
@@ -200,11 +222,10 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
                     )
                 )
     _check_foreign_files(cells, req.results)
-    datasets: dict[str, Any] = {}
+    notes: list[str] = []
     if not dry_run:
-        datasets = {card.name: load_dataset(card, root) for card in cards}
-        _preflight_builds(cells, datasets, source)
-    return Plan(cells=cells, datasets=datasets, source=source)
+        notes = _preflight_builds(cells, datasets, source)
+    return Plan(cells=cells, datasets=datasets, source=source, notes=notes)
 
 
 def _check_results_folder(results: Path) -> None:
@@ -212,17 +233,55 @@ def _check_results_folder(results: Path) -> None:
         raise UserError(f"--results {results} exists and is not a folder")
 
 
-def _preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) -> None:
-    """Build each distinct (method, hyperparameters, classes) once, so a bad value or a weights file
-    that does not fit the architecture fails now rather than cells into the grid."""
-    from bench.harness import build_model
+def _preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) -> list[str]:
+    """Build each distinct (method, hyperparameters, classes, size) once, so a bad value or a weights
+    file that does not fit the architecture fails now rather than cells into the grid. Methods
+    that preload frozen features get their disk use estimated and checked; returns notes."""
+    from bench.harness import build_model, uses_frozen_features
 
-    seen = set()
+    seen: set = set()
+    notes: list[str] = []
+    caches: set = set()
     for cell in cells:
-        key = (cell.method, repr(sorted(cell.hparams.items())), datasets[cell.dataset].num_classes)
+        data = datasets[cell.dataset]
+        key = (cell.method, repr(sorted(cell.hparams.items())), data.num_classes, cell.img_size)
         if key not in seen:
             seen.add(key)
-            build_model(cell, source, datasets[cell.dataset].num_classes)
+            model, *_, cfg = build_model(cell, source, data.num_classes)
+            if uses_frozen_features(model) and model.preload and (key, cell.dataset) not in caches:
+                caches.add((key, cell.dataset))
+                notes.append(_cache_estimate(model, cell, data, cfg))
+    return notes
+
+
+def _cache_estimate(model, cell: CellConfig, data, cfg: dict) -> str:
+    """Disk the frozen-feature cache of one (method, dataset) will take; fails if it won't fit."""
+    from bench.feature_cache import (
+        MANIFEST,
+        bytes_per_image,
+        cache_path,
+        check_free_space,
+        feature_cache_dir,
+        human_bytes,
+    )
+    from bench.harness import feature_identity
+
+    mean, std = cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3)
+    per_image = bytes_per_image(model.feature_shapes(), model.cache_dtype)
+    total = sum(len(s) for s in data.splits.values()) * per_image
+    missing = 0
+    for split, part in data.splits.items():
+        identity = {**feature_identity(model, cell, data, split, mean, std)}
+        if not (cache_path({**identity, "dtype": model.cache_dtype}) / MANIFEST).is_file():
+            missing += len(part) * per_image
+    if missing:
+        check_free_space(feature_cache_dir(), missing)
+    state = f"{human_bytes(missing)} to write" if missing else "already cached"
+    return (
+        f"{cell.method} on {cell.dataset}: frozen-feature cache of {human_bytes(total)} "
+        f"({human_bytes(per_image)} per image, {model.cache_dtype}; {state}) in "
+        f"{feature_cache_dir()}; --set {cell.method}.preload=false runs without it"
+    )
 
 
 def _check_foreign_files(cells: list[CellConfig], results: Path) -> None:
@@ -290,7 +349,16 @@ def run_grid(plan_: Plan, req: RunRequest, *, console=None, progress: bool = Tru
                         info=f"epoch {epoch + 1}/{_e} loss {loss:.4f}",
                     )
 
-                record = run_cell(cell, plan_.datasets[cell.dataset], plan_.source, on_step=on_step)
+                def on_preload(split: str, done: int, total: int, _t=cell_task) -> None:
+                    bar.update(_t, completed=done, total=total, info=f"preloading {split} features")
+
+                record = run_cell(
+                    cell,
+                    plan_.datasets[cell.dataset],
+                    plan_.source,
+                    on_step=on_step,
+                    on_preload=on_preload,
+                )
                 write_record(req.results, record)
                 outcome.records.append(record)
                 outcome.ran += 1

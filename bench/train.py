@@ -91,10 +91,25 @@ def autocast(device: torch.device, precision: str):
 def make_loader(
     images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool, seed: int
 ) -> DataLoader:
+    """Batches of (images, labels, indices); the indices address per-image cached features."""
     generator = torch.Generator().manual_seed(seed)
+    index = torch.arange(len(labels))
     return DataLoader(
-        TensorDataset(images, labels), batch_size=batch_size, shuffle=shuffle, generator=generator
+        TensorDataset(images, labels, index),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
     )
+
+
+def logits_of(
+    model: nn.Module, x: torch.Tensor, raw: torch.Tensor, index: torch.Tensor, features
+) -> torch.Tensor:
+    """The model's logits; a frozen-feature model (FPT+) gets its features from `features`
+    (a cache, or its frozen part run on the un-augmented `raw` batch) beside the view `x`."""
+    if features is None:
+        return model(x)
+    return model.forward_with(x, features(index, raw))
 
 
 @torch.inference_mode()
@@ -110,18 +125,18 @@ def predict(
     mean,
     std,
     timer=None,
+    features=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, CPU) for a whole split in order."""
     model.eval()
     outs = []
-    for x, _ in make_loader(images, labels, batch_size=batch_size, shuffle=False, seed=0):
-        step = timer.step(len(x)) if timer is not None else contextlib.nullcontext()
+    for raw, _, index in make_loader(images, labels, batch_size=batch_size, shuffle=False, seed=0):
+        step = timer.step(len(raw)) if timer is not None else contextlib.nullcontext()
         with step:
-            x = prepare_batch(
-                x.to(device, non_blocking=True), img_size=img_size, mean=mean, std=std, train=False
-            )
+            raw = raw.to(device, non_blocking=True)
+            x = prepare_batch(raw, img_size=img_size, mean=mean, std=std, train=False)
             with autocast(device, precision):
-                logits = model(x)
+                logits = logits_of(model, x, raw, index, features)
             outs.append(logits.float().cpu())
     return torch.cat(outs), labels.clone()
 
@@ -147,12 +162,15 @@ def fit(
     score: Callable[[torch.Tensor, torch.Tensor], tuple[float, dict[str, float]]],
     timer=None,
     on_step: Callable[[int, int, float, int], None] | None = None,
+    features=None,
 ) -> FitResult:
     """Train for `epochs`, keep the epoch whose validation score is best, and restore its weights.
 
     `score(logits, labels)` returns (primary value, all metrics) on the validation split; higher
     is better and ties keep the earlier epoch. The test split never reaches this function.
+    `features` is (train, val) feature sources for a frozen-feature model, else None.
     """
+    train_features, val_features = features if features is not None else (None, None)
     loader = make_loader(*train, batch_size=batch_size, shuffle=True, seed=seed)
     aug = torch.Generator().manual_seed(seed + 1)
     opt = build_optimizer(model, optimizer, lr, weight_decay)
@@ -168,11 +186,12 @@ def fit(
     for epoch in range(epochs):
         set_train_mode(model)
         loss_sum, seen = 0.0, 0
-        for x, y in loader:
-            ctx = timer.step(len(x)) if timer is not None else contextlib.nullcontext()
+        for raw, y, index in loader:
+            ctx = timer.step(len(raw)) if timer is not None else contextlib.nullcontext()
             with ctx:
+                raw = raw.to(device, non_blocking=True)
                 x = prepare_batch(
-                    x.to(device, non_blocking=True),
+                    raw,
                     img_size=img_size,
                     mean=mean,
                     std=std,
@@ -181,7 +200,8 @@ def fit(
                 )
                 y = y.to(device, non_blocking=True)
                 with autocast(device, precision):
-                    loss = loss_fn(model(x).float(), y)
+                    logits = logits_of(model, x, raw, index, train_features)
+                    loss = loss_fn(logits.float(), y)
                 value = loss.item()
                 if not math.isfinite(value):
                     raise Diverged(step, value)
@@ -205,6 +225,7 @@ def fit(
             img_size=img_size,
             mean=mean,
             std=std,
+            features=val_features,
         )
         value, metrics = score(logits, labels)
         result.history.append(

@@ -15,6 +15,8 @@ from typing import Any
 from torch import nn
 
 Builder = Callable[..., nn.Module]
+# (backbone native size, patch size, dataset image size or None, hyperparameters) -> input size
+InputSizeRule = Callable[[int, int, "int | None", dict[str, Any]], int]
 
 # The six methods of the product card, in the order tables show them.
 CORE_METHODS: tuple[str, ...] = ("full", "linear", "vpt", "lora", "ept", "fpt")
@@ -36,6 +38,9 @@ class MethodSpec:
     summary: str
     paper: str
     aliases: tuple[str, ...] = field(default=())
+    # How the method picks its input resolution when --img-size is not given (None: the
+    # backbone's native size). FPT+ uses it to run its frozen model at high resolution.
+    input_size: InputSizeRule | None = None
 
     @property
     def train_defaults(self) -> dict[str, Any]:
@@ -59,6 +64,7 @@ def register(
     summary: str = "",
     paper: str = "",
     aliases: tuple[str, ...] = (),
+    input_size: InputSizeRule | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register `build(model, *, hparam=default, ...)` under `name` with its training defaults."""
     if optimizer not in OPTIMIZERS:
@@ -97,6 +103,7 @@ def register(
             summary=summary or (inspect.getdoc(fn) or "").split("\n")[0],
             paper=paper,
             aliases=aliases,
+            input_size=input_size,
         )
         _ALIASES.update({alias: name for alias in aliases})
         return fn
