@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -106,53 +107,88 @@ def test_param_report_rejects_empty_backbone() -> None:
 # --------------------------------------------------------------------------- PeakMemory
 
 
-def _touched_tensor(mb: int) -> torch.Tensor:
-    # torch.ones writes every page, so the allocation is resident, not just reserved.
-    return torch.ones(mb * MB // 4, dtype=torch.float32)
+def _fresh(code: str) -> None:
+    """Run `code` in a new interpreter. Peak RSS depends on what the process allocated and freed
+    before (allocator and kernel state left by earlier tests), so these checks start clean; exit
+    code 3 means the kernel cannot reset the peak here."""
+    prelude = textwrap.dedent(
+        """
+        import sys
+        import torch
+        from bench import measure
+        from bench.measure import PeakMemory
+        MB = 2**20
+        def touched(mb):  # torch.ones writes every page: resident, not just reserved
+            return torch.ones(mb * MB // 4, dtype=torch.float32)
+        def need_reset(pm):
+            if pm.result["memory_source"] != "VmHWM (reset per phase)":
+                sys.exit(3)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True
+    )
+    if proc.returncode == 3:
+        pytest.skip("peak RSS cannot be reset here")
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_peak_memory_cpu_sees_allocation_inside_phase() -> None:
-    with PeakMemory("cpu") as pm:
-        x = _touched_tensor(200)
-        del x
-    r = pm.result
-    assert r["device"] == "cpu"
-    assert isinstance(r["memory_source"], str) and r["memory_source"]
-    assert r["peak_rss_mb"] >= r["rss_start_mb"] + 150
+    _fresh(
+        """
+        with PeakMemory("cpu") as pm:
+            x = touched(200)
+            del x
+        r = pm.result
+        assert r["device"] == "cpu" and r["memory_source"], r
+        assert r["peak_rss_mb"] >= r["rss_start_mb"] + 150, r
+        """
+    )
 
 
 def test_peak_memory_cpu_resets_between_phases() -> None:
-    big = _touched_tensor(500)
-    del big  # freed (mmap'd, so returned to the OS) before the phase starts
-    with PeakMemory(torch.device("cpu")) as pm:
-        small = _touched_tensor(50)
-        del small
-    r = pm.result
-    if r["memory_source"] != "VmHWM (reset per phase)":
-        pytest.skip(f"peak RSS cannot be reset here: {r['memory_source']}")
-    # the earlier 500 MB spike must not leak into this phase's peak
-    assert r["rss_start_mb"] + 40 <= r["peak_rss_mb"] < r["rss_start_mb"] + 150
+    _fresh(
+        """
+        big = touched(500)
+        del big  # freed (mmap'd, so returned to the OS) before the phase starts
+        with PeakMemory("cpu") as pm:
+            small = touched(50)
+            del small
+        need_reset(pm)
+        r = pm.result
+        # the earlier 500 MB spike must not leak into this phase's peak
+        assert r["rss_start_mb"] + 40 <= r["peak_rss_mb"] < r["rss_start_mb"] + 150, r
+        """
+    )
 
 
 def test_peak_memory_nested_phase_keeps_outer_peak() -> None:
-    with PeakMemory("cpu") as outer:
-        x = _touched_tensor(300)
-        del x
-        with PeakMemory("cpu") as inner:  # resets the kernel's mark inside the outer phase
-            y = _touched_tensor(50)
-            del y
-    if outer.result["memory_source"] != "VmHWM (reset per phase)":
-        pytest.skip("peak RSS cannot be reset here")
-    assert outer.result["peak_rss_mb"] >= outer.result["rss_start_mb"] + 250
-    assert inner.result["peak_rss_mb"] < inner.result["rss_start_mb"] + 150
+    _fresh(
+        """
+        with PeakMemory("cpu") as outer:
+            x = touched(300)
+            del x
+            with PeakMemory("cpu") as inner:  # resets the kernel's mark inside the outer phase
+                y = touched(50)
+                del y
+        need_reset(outer)
+        assert outer.result["peak_rss_mb"] >= outer.result["rss_start_mb"] + 250, outer.result
+        assert inner.result["peak_rss_mb"] < inner.result["rss_start_mb"] + 150, inner.result
+        """
+    )
 
 
-def test_peak_memory_falls_back_to_ru_maxrss(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(measure, "_reset_hwm", lambda: False)
-    with PeakMemory("cpu") as pm:
-        pass
-    assert pm.result["memory_source"] == "ru_maxrss (process lifetime peak, not reset per phase)"
-    assert pm.result["peak_rss_mb"] >= pm.result["rss_start_mb"] > 0
+def test_peak_memory_falls_back_to_ru_maxrss() -> None:
+    _fresh(
+        """
+        measure._reset_hwm = lambda: False
+        with PeakMemory("cpu") as pm:
+            x = touched(100)
+        r = pm.result
+        assert r["memory_source"] == "ru_maxrss (process lifetime peak, not reset per phase)", r
+        assert r["peak_rss_mb"] >= r["rss_start_mb"] > 0, r
+        """
+    )
 
 
 def test_peak_memory_result_survives_exception() -> None:
