@@ -53,7 +53,8 @@ def resolve_methods(names: list[str]) -> list[str]:
         if name == "all":
             expanded = list_methods()
         elif name == "core":
-            expanded = [m for m in CORE_METHODS if _known(m)]
+            # Canonical names (fpt -> fpt-plus), so records and run ids do not depend on spelling.
+            expanded = [get_method(m).name for m in CORE_METHODS if _known(m)]
         else:
             try:
                 expanded = [get_method(name).name]

@@ -74,3 +74,12 @@ def test_run_id_is_stable_and_sensitive() -> None:
         cell(weights="/a/w.pth", weights_sha256="abc").run_id
         == cell(weights="/b/w.pth", weights_sha256="abc").run_id
     )
+
+
+def test_core_resolves_to_canonical_names() -> None:
+    """`--methods core` and `--methods fpt-plus` must give the same cells (same run ids)."""
+    from bench.runner import resolve_methods
+
+    core = resolve_methods(["core"])
+    assert "fpt-plus" in core and "fpt" not in core
+    assert resolve_methods(["fpt", "fpt-plus"]) == ["fpt-plus"]
