@@ -62,7 +62,7 @@ def resolve_backbone(
         path = ensure_demo_vit(progress=progress)
     elif pretrained:
         _check_hub_reachable(name)
-    digest = _sha256(path) if path is not None else None
+    digest = file_sha256(path) if path is not None else None
     return BackboneSource(name=name, pretrained=pretrained, weights=path, weights_sha256=digest)
 
 
@@ -235,9 +235,10 @@ def _reachable(host: str | None, port: int = 443, timeout: float = 3.0) -> bool:
         return False
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 4 MiB chunks (weights files and feature caches are large)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.backbones import file_sha256
 from bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -104,14 +105,6 @@ class CacheEntry:
     rebuilt_because: str | None = None
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def open_cache(path: Path, identity: dict[str, Any]) -> dict[str, np.ndarray] | str:
     """The verified arrays of the cache at `path`, or the reason it cannot be used."""
     manifest_path = path / MANIFEST
@@ -132,7 +125,7 @@ def open_cache(path: Path, identity: dict[str, Any]) -> dict[str, np.ndarray] | 
         try:
             if file.stat().st_size != meta["bytes"]:
                 return f"corrupt ({file.name} has the wrong size)"
-            if _sha256_file(file) != meta["sha256"]:
+            if file_sha256(file) != meta["sha256"]:
                 return f"corrupt ({file.name} fails its checksum)"
             array = np.load(file, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, KeyError):
@@ -186,7 +179,7 @@ def build_cache(
                 "shape": list(array.shape),
                 "dtype": str(array.dtype),
                 "bytes": file.stat().st_size,
-                "sha256": _sha256_file(file),
+                "sha256": file_sha256(file),
             }
         del maps
         manifest = {"format": FORMAT_VERSION, "identity": identity, "count": count, "files": files}
