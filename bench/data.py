@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -55,6 +56,14 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @functools.cached_property
+    def images_digest(self) -> str:
+        """SHA-256 of the images in order, computed once per loaded split (cache keys use it
+        for every cell of a grid)."""
+        from bench.feature_cache import images_digest
+
+        return images_digest(self.images)
 
 
 @dataclass

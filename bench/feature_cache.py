@@ -60,9 +60,9 @@ def cache_key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def cache_path(identity: dict[str, Any], *, root: Path | None = None) -> Path:
-    """The directory of the cache for `identity` (dtype included)."""
-    return (root or feature_cache_dir()) / cache_key(identity)
+def cache_path(identity: dict[str, Any], dtype: str, *, root: Path | None = None) -> Path:
+    """The directory of the cache for `identity` stored as `dtype`."""
+    return (root or feature_cache_dir()) / cache_key({**identity, "dtype": dtype})
 
 
 def bytes_per_image(shapes: dict[str, tuple[int, ...]], dtype: str) -> int:
@@ -213,8 +213,8 @@ def load_or_build(
     """Open the verified cache for `identity`, building (or rebuilding) it when it is not usable."""
     if dtype not in DTYPES:
         raise ValueError(f"cache dtype must be one of {list(DTYPES)}, not {dtype!r}")
+    path = cache_path(identity, dtype, root=root)
     identity = {**identity, "dtype": dtype}
-    path = cache_path(identity, root=root)
     t0 = time.perf_counter()
     found = open_cache(path, identity)
     if not isinstance(found, str) and (

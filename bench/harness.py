@@ -100,13 +100,11 @@ def uses_frozen_features(model) -> bool:
 
 def feature_identity(model, cell: CellConfig, data: LoadedDataset, split: str, mean, std) -> dict:
     """What determines one split's frozen features: data, weights, input and method settings."""
-    from bench.feature_cache import images_digest
-
     return {
         "dataset": data.card.name,
         "dataset_fingerprint": data.fingerprint,
         "split": split,
-        "images": images_digest(data.splits[split].images),
+        "images": data.splits[split].images_digest,
         "backbone": cell.backbone,
         "pretrained": cell.pretrained,
         "weights_sha256": cell.weights_sha256,

@@ -272,8 +272,8 @@ def _cache_estimate(model, cell: CellConfig, data, cfg: dict) -> str:
     total = sum(len(s) for s in data.splits.values()) * per_image
     missing = 0
     for split, part in data.splits.items():
-        identity = {**feature_identity(model, cell, data, split, mean, std)}
-        if not (cache_path({**identity, "dtype": model.cache_dtype}) / MANIFEST).is_file():
+        identity = feature_identity(model, cell, data, split, mean, std)
+        if not (cache_path(identity, model.cache_dtype) / MANIFEST).is_file():
             missing += len(part) * per_image
     if missing:
         check_free_space(feature_cache_dir(), missing)
