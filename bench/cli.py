@@ -19,6 +19,10 @@ app = typer.Typer(
 
 DEFAULT_METHODS = "core"
 
+from bench.cli_data import data_app  # noqa: E402  (light: typer only)
+
+app.add_typer(data_app, name="data")
+
 
 def _console():
     from rich.console import Console
@@ -43,6 +47,24 @@ def run(
         str, typer.Option(help="Comma-separated datasets from the catalog (`bench list`).")
     ] = "demo",
     seeds: Annotated[str, typer.Option(help="Training seeds: '0,1,2' or '0-4'.")] = "0",
+    shots: Annotated[
+        str | None,
+        typer.Option(
+            help="Few-shot: K images per class (per label for multi-label) from train, e.g. "
+            "1,5,10. Default: the full training split."
+        ),
+    ] = None,
+    split_seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Which few-shot samples, apart from training seeds: '0-4' (default 0). Cards "
+            "with published split files read exp<seed+1>."
+        ),
+    ] = None,
+    augment: Annotated[
+        str,
+        typer.Option(help="Training augmentation preset (`bench list augmentations`)."),
+    ] = "rrc-flip",
     backbone: Annotated[
         str,
         typer.Option(help="A timm ViT name, or 'demo-vit' (the suite-pretrained demo backbone)."),
@@ -99,7 +121,8 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and exit.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Train and measure every (method x dataset x seed) cell and write one record per cell."""
+    """Train and measure every (dataset x shots x split seed x method x seed) cell and write one
+    record per cell."""
     from bench.config import parse_int_list, parse_name_list, parse_sets
     from bench.errors import UserError
 
@@ -109,6 +132,11 @@ def run(
             methods=parse_name_list(methods),
             datasets=parse_name_list(datasets),
             seeds=parse_int_list(seeds, option="--seeds"),
+            shots=parse_int_list(shots, option="--shots") if shots else None,
+            split_seeds=parse_int_list(split_seeds, option="--split-seeds")
+            if split_seeds
+            else None,
+            augment=augment,
             backbone=backbone,
             weights=weights,
             pretrained=not no_pretrained,
@@ -167,7 +195,7 @@ def _print_grid(console, the_plan, results: Path) -> None:
         table.add_row(
             c.run_id,
             c.method,
-            c.dataset,
+            c.dataset + (f" {c.shots}-shot x{c.split_seed}" if c.shots is not None else ""),
             str(c.seed),
             str(c.epochs),
             f"{c.lr:g}",
@@ -205,7 +233,9 @@ def _print_summary(console, records: list[dict]) -> None:
 
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="methods, datasets, backbones or all.")] = "all",
+    what: Annotated[
+        str, typer.Argument(help="methods, datasets, augmentations, backbones or all.")
+    ] = "all",
     backbone: Annotated[
         str, typer.Option(help="Backbone on which to count trainable parameters.")
     ] = "demo-vit",
@@ -213,8 +243,9 @@ def list_(
 ) -> None:
     """Show the registered methods (with defaults and trainable counts), the dataset catalog and
     suggested backbones."""
-    if what not in ("all", "methods", "datasets", "backbones"):
-        _fail(f"`bench list {what}`: expected methods, datasets, backbones or all")
+    kinds = ("all", "methods", "datasets", "augmentations", "backbones")
+    if what not in kinds:
+        _fail(f"`bench list {what}`: expected one of {', '.join(kinds)}")
     console = _console()
     if what in ("all", "methods"):
         from bench.errors import UserError
@@ -249,7 +280,9 @@ def list_(
         from bench.data import load_catalog
 
         table = _table(
-            "datasets", ("name", "task", "classes", "metric", "format", "epochs"), ("what it is",)
+            "datasets (`bench data info NAME`)",
+            ("name", "task", "classes", "metric", "format", "epochs"),
+            ("what it is",),
         )
         for card in load_catalog().values():
             table.add_row(
@@ -261,6 +294,13 @@ def list_(
                 str(card.epochs),
                 card.title,
             )
+        console.print(table)
+    if what in ("all", "augmentations"):
+        from bench.transforms import AUGMENTATIONS, DEFAULT_AUGMENT
+
+        table = _table("augmentations (--augment)", ("name",), ("what it does",))
+        for name, aug in AUGMENTATIONS.items():
+            table.add_row(name + (" (default)" if name == DEFAULT_AUGMENT else ""), aug.summary)
         console.print(table)
     if what in ("all", "backbones"):
         from bench.backbones import SUGGESTED_BACKBONES

@@ -11,7 +11,7 @@ from typing import Any
 from bench.errors import UserError
 
 # Bump when the meaning of a config field changes, so old records stop matching new cells.
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: few-shot (shots, split_seed) and augmentation joined the cell
 _SET_RE = re.compile(r"^(?P<method>[A-Za-z0-9][\w-]*)\.(?P<key>[A-Za-z_]\w*)=(?P<value>.*)$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -38,6 +38,9 @@ class CellConfig:
     weight_decay: float
     warmup_epochs: float
     grad_clip: float
+    augment: str = "rrc-flip"
+    shots: int | None = None  # None: the full training split
+    split_seed: int = 0  # which few-shot sample (or published split file); 0 for full data
     hparams: dict[str, Any] = field(default_factory=dict)
     version: int = CONFIG_VERSION
 
@@ -50,7 +53,8 @@ class CellConfig:
         identity = {k: v for k, v in self.to_dict().items() if k != "weights"}
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
-        return f"{self.dataset}-{self.method}-s{self.seed}-{digest}"
+        shots = f"-{self.shots}shot-x{self.split_seed}" if self.shots is not None else ""
+        return f"{self.dataset}{shots}-{self.method}-s{self.seed}-{digest}"
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:

@@ -1,11 +1,19 @@
-"""The dataset catalog (`datasets/*.toml` cards) and the readers that turn a card into tensors."""
+"""The dataset catalog (`datasets/*.toml` cards), and loading a card's data into tensors.
+
+A card names a format; `bench.readers` turns the files of that format into uint8 arrays, and this
+module applies the protocol every method shares: a validation split carved from train when the
+data has none (never from test), and the few-shot view of a split seed (`few_shot`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,8 +29,32 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TASKS = ("multiclass", "binary", "multilabel", "ordinal")
+FORMATS = ("demo", "medmnist-npz", "imagefolder", "csv", "split-list")
 SPLITS = ("train", "val", "test")
+MEDMNIST_SIZES = (28, 64, 128, 224)
+# The metrics `bench.metrics.compute_metrics` returns per task; a card's primary metric is one.
+TASK_METRICS = {
+    "multiclass": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece", "nll"),
+    "binary": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece", "nll"),
+    "ordinal": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "qwk", "ece", "nll"),
+    "multilabel": ("map", "auc", "label_accuracy", "ece", "nll"),
+}
+# The [reader] keys each format understands (passed to its bench.readers function).
+READER_KEYS: dict[str, tuple[str, ...]] = {
+    "demo": (),
+    "medmnist-npz": (),
+    "imagefolder": (),
+    "csv": (
+        "manifest", "splits", "image_column", "label_column", "split_column", "onehot",
+        "image_dir", "image_suffix", "ignore_columns",
+    ),
+    "split-list": ("images", "files", "shot_files"),
+}  # fmt: skip
+# The carved validation split is a property of the dataset, not of a run: one fixed seed.
+VAL_SEED = 0
 DEMO_NOTICE = "DEMO: synthetic images and a suite-pretrained backbone; not a medical result"
+
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -40,19 +72,36 @@ class DatasetCard:
     source: str = ""
     license: str = ""
     citation: str = ""
+    notes: str = ""
     synthetic: bool = False
     epochs: int = 20
     file: str | None = None
+    image_size: int | None = None
+    subdir: str | None = None
+    val_fraction: float = 0.1
+    reference_lr: float | None = None
+    reader: dict[str, Any] = field(default_factory=dict)
+    medmnist: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    def folder(self, root: Path) -> Path:
+        """Where this dataset's files live under the data root."""
+        return root / (self.name if self.subdir is None else self.subdir)
 
 
 @dataclass
 class Split:
-    """Images as uint8 [N, C, H, W] (C is 1 or 3) and integer labels [N]."""
+    """Images uint8 [N, C, H, W] (C is 1 or 3); labels int64 [N], or float32 multi-hot [N, L]
+    for multi-label tasks; `paths` names each image's file where the format has files."""
 
     images: Any  # torch.Tensor; typed loosely so importing this module does not import torch
     labels: Any
+    paths: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -65,53 +114,144 @@ class Split:
 
         return images_digest(self.images)
 
+    def subset(self, index: np.ndarray) -> Split:
+        import torch
+
+        idx = torch.from_numpy(np.asarray(index, dtype=np.int64))
+        paths = [self.paths[i] for i in index] if self.paths is not None else None
+        return Split(self.images[idx], self.labels[idx], paths)
+
 
 @dataclass
 class LoadedDataset:
     card: DatasetCard
     splits: dict[str, Split]
     fingerprint: str
+    # How the splits were made from the files: a carved val, the few-shot sample. Recorded.
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.card.classes)
 
 
-def catalog_dir() -> Path:
-    """The card folder: `datasets/` beside the package in a checkout, `bench/_catalog` in a wheel."""
+# ------------------------------------------------------------------------------------ catalog
+
+
+def catalog_dirs() -> list[Path]:
+    """The built-in cards (`datasets/` beside the package in a checkout, `bench/_catalog` in a
+    wheel), then every folder in $MEDPEFT_CARDS (os.pathsep-separated): users add datasets there
+    without touching the installed suite."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "datasets", here / "_catalog"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("dataset catalog not found (expected datasets/ beside bench/)")
+    dirs = [c for c in (here.parent / "datasets", here / "_catalog") if c.is_dir()][:1]
+    if not dirs:
+        raise FileNotFoundError("dataset catalog not found (expected datasets/ beside bench/)")
+    extra = os.environ.get("MEDPEFT_CARDS", "")
+    dirs += [Path(p).expanduser() for p in extra.split(os.pathsep) if p]
+    return dirs
+
+
+def catalog_dir() -> Path:
+    return catalog_dirs()[0]
+
+
+def parse_card(path: Path) -> DatasetCard:
+    """Read and check one card file; every mistake is reported with the file's path."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"dataset card {path}: {exc}") from None
+    known = DatasetCard.__dataclass_fields__.keys() - {"extra", "path"}
+    fields = {k: v for k, v in raw.items() if k in known}
+    missing = [k for k in ("name", "title", "task", "format", "primary_metric") if k not in raw]
+    if missing:
+        raise UserError(f"dataset card {path}: missing key(s) {missing}")
+    fields["classes"] = tuple(str(c) for c in fields.get("classes", ()))
+    card = DatasetCard(**fields, path=path, extra={k: v for k, v in raw.items() if k not in known})
+    if card.name == "demo":
+        from bench.demo import DEMO_CLASSES
+
+        card = dataclasses.replace(card, classes=tuple(DEMO_CLASSES))
+    _check_card(card)
+    return card
+
+
+def _check_card(card: DatasetCard) -> None:
+    where = f"dataset card {card.path}"
+    if card.path is not None and card.name != card.path.stem:
+        raise UserError(f"{where}: name {card.name!r} must equal the file name {card.path.stem!r}")
+    if card.task not in TASKS:
+        raise UserError(f"{where}: task {card.task!r} is not one of {', '.join(TASKS)}")
+    if card.format not in FORMATS:
+        raise UserError(f"{where}: format {card.format!r} is not one of {', '.join(FORMATS)}")
+    if card.primary_metric not in TASK_METRICS[card.task]:
+        raise UserError(
+            f"{where}: primary_metric {card.primary_metric!r} is not reported for task "
+            f"{card.task!r}; choose one of {', '.join(TASK_METRICS[card.task])}"
+        )
+    if not card.classes:
+        raise UserError(f"{where}: classes is empty")
+    if len(set(card.classes)) != len(card.classes):
+        raise UserError(f"{where}: classes repeat a name")
+    if card.task == "binary" and len(card.classes) != 2:
+        raise UserError(f"{where}: a binary task has exactly 2 classes, got {len(card.classes)}")
+    if not 0 < card.val_fraction < 1:
+        raise UserError(f"{where}: val_fraction must lie in (0, 1), got {card.val_fraction}")
+    if card.format in ("imagefolder", "csv", "split-list") and not card.image_size:
+        raise UserError(f"{where}: format {card.format} needs image_size (the side to read at)")
+    unknown = sorted(set(card.reader) - set(READER_KEYS[card.format]))
+    if unknown:
+        valid = ", ".join(READER_KEYS[card.format]) or "none"
+        raise UserError(
+            f"{where}: [reader] key(s) {unknown} are not read by format {card.format}; "
+            f"valid: {valid}"
+        )
+    if card.format == "csv" and ("manifest" in card.reader) == ("splits" in card.reader):
+        raise UserError(f"{where}: [reader] needs either manifest or [reader.splits.<split>]")
 
 
 @cache
-def load_catalog() -> dict[str, DatasetCard]:
-    cards = {}
-    for path in sorted(catalog_dir().glob("*.toml")):
-        raw = tomllib.loads(path.read_text())
-        known = DatasetCard.__dataclass_fields__.keys() - {"extra", "path"}
-        fields = {k: v for k, v in raw.items() if k in known}
-        fields["classes"] = tuple(fields.get("classes", ()))
-        card = DatasetCard(
-            **fields, path=path, extra={k: v for k, v in raw.items() if k not in known}
-        )
-        if card.name == "demo":
-            from bench.demo import DEMO_CLASSES
-
-            card = DatasetCard(**{**card.__dict__, "classes": tuple(DEMO_CLASSES)})
-        if card.task not in TASKS:
-            raise ValueError(f"{path}: task {card.task!r} is not one of {TASKS}")
-        cards[card.name] = card
+def _load_catalog(dirs: tuple[Path, ...]) -> dict[str, DatasetCard]:
+    cards: dict[str, DatasetCard] = {}
+    for folder in dirs:
+        if not folder.is_dir():
+            raise UserError(f"$MEDPEFT_CARDS names {folder}, which is not a folder")
+        for path in sorted(folder.glob("*.toml")):
+            card = parse_card(path)
+            if card.name in cards:
+                raise UserError(
+                    f"dataset {card.name!r} is defined twice: {cards[card.name].path} and {path}"
+                )
+            cards[card.name] = card
     return cards
 
 
+def load_catalog() -> dict[str, DatasetCard]:
+    return _load_catalog(tuple(catalog_dirs()))
+
+
+_SIZED = re.compile(r"^(?P<base>.+)_(?P<size>\d+)$")
+
+
 def get_card(name: str) -> DatasetCard:
+    """A catalog card; MedMNIST+ sizes are named like the files (`pathmnist_224`)."""
     cards = load_catalog()
-    if name not in cards:
-        raise UserError(f"unknown dataset {name!r}; available: {', '.join(cards)}")
-    return cards[name]
+    if name in cards:
+        return cards[name]
+    m = _SIZED.match(name)
+    if m and m["base"] in cards and cards[m["base"]].format == "medmnist-npz":
+        base, size = cards[m["base"]], int(m["size"])
+        sizes = tuple(base.medmnist.get("sizes", MEDMNIST_SIZES))
+        if size not in sizes:
+            raise UserError(
+                f"dataset {name!r}: MedMNIST ships {base.name} at sizes {list(sizes)}; "
+                f"use {base.name} (28 px) or {base.name}_<size>"
+            )
+        if size == 28:
+            return base
+        flag = base.medmnist.get("flag", base.name)
+        return dataclasses.replace(base, name=name, file=f"{flag}_{size}.npz", image_size=size)
+    raise UserError(f"unknown dataset {name!r}; available: {', '.join(cards)}")
 
 
 def data_root(override: str | Path | None = None) -> Path:
@@ -124,85 +264,283 @@ def data_root(override: str | Path | None = None) -> Path:
     return Path(base) / "medpeft-bench"
 
 
+# ------------------------------------------------------------------------- where the files are
+
+
+def npz_path(card: DatasetCard, root: Path) -> Path:
+    return card.folder(root) / (card.file or f"{card.name}.npz")
+
+
+def _missing(card: DatasetCard, what: Path, extra: str = "") -> UserError:
+    hint = ""
+    if card.format == "medmnist-npz":
+        hint = f" `bench data download {card.name}` fetches it through the medmnist package."
+    return UserError(
+        f"dataset {card.name!r}: {what} not found.{extra} Expected layout: {card.layout} "
+        f"Get it from {card.source}; point --data-root (or $MEDPEFT_DATA) at the folder that "
+        f"holds it.{hint}"
+    )
+
+
+def _csv_splits(card: DatasetCard) -> dict[str, tuple[str, str]] | None:
+    """Per-split (manifest, image folder) of a csv card, or None for one manifest."""
+    splits = card.reader.get("splits")
+    if not splits:
+        return None
+    return {s: (v["manifest"], v.get("images", "")) for s, v in splits.items()}
+
+
 def check_available(card: DatasetCard, root: Path) -> None:
-    """Fail before training, saying where to get the data and what layout is expected."""
+    """Fail fast, before anything is read, when a file the card names is absent, saying where to
+    get the data and what layout is expected. `load_dataset` checks the contents."""
+    folder = card.folder(root)
     if card.format == "demo":
         return
     if card.format == "medmnist-npz":
-        path = root / (card.file or f"{card.name}.npz")
-        if not path.is_file():
-            raise UserError(
-                f"dataset {card.name!r}: {path} not found. Expected layout: {card.layout}. "
-                f"Get it from {card.source}; point --data-root (or $MEDPEFT_DATA) at its folder."
-            )
+        if not npz_path(card, root).is_file():
+            raise _missing(card, npz_path(card, root))
         return
-    raise UserError(f"dataset {card.name!r}: format {card.format!r} has no reader yet")
+    if not folder.is_dir():
+        raise _missing(card, folder)
+    if card.format == "imagefolder":
+        if not (folder / "train").is_dir():
+            raise _missing(card, folder / "train", " The training split is required.")
+        if not (folder / "test").is_dir():
+            raise _missing(card, folder / "test", " The test split is required.")
+    elif card.format == "csv":
+        per_split = _csv_splits(card)
+        if per_split is None:
+            if not (folder / card.reader.get("manifest", "")).is_file():
+                raise _missing(card, folder / card.reader.get("manifest", "<reader.manifest>"))
+        else:
+            for split, (manifest, images) in per_split.items():
+                if not (folder / manifest).is_file():
+                    raise _missing(card, folder / manifest, f" ({split} labels)")
+                if images and not (folder / images).is_dir():
+                    raise _missing(card, folder / images, f" ({split} images)")
+    elif card.format == "split-list":
+        images = folder / card.reader.get("images", "images")
+        if not images.is_dir():
+            raise _missing(card, images)
+        for split, name in card.reader.get("files", {}).items():
+            if not (folder / name).is_file():
+                raise _missing(card, folder / name, f" ({split} annotation file)")
 
 
 def stored_image_size(card: DatasetCard, root: Path) -> int | None:
-    """The side of the stored training images, read from file headers without loading the data
-    (None when the format cannot tell); resolution rules such as FPT+'s depend on it."""
+    """The side of the training images as loaded, from file headers without reading the data
+    (None when unknown); resolution rules such as FPT+'s depend on it."""
     if card.format == "demo":
         from bench.demo import IMG_SIZE
 
         return IMG_SIZE
     if card.format == "medmnist-npz":
-        import zipfile
+        from bench.readers import npz_image_size
 
         try:
-            path = root / (card.file or f"{card.name}.npz")
-            with zipfile.ZipFile(path) as zf, zf.open("train_images.npy") as f:
-                fmt = np.lib.format
-                major, _ = fmt.read_magic(f)
-                read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
-                shape, _, _ = read(f)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-            return card.extra.get("image_size")
-        return int(shape[2] if len(shape) == 4 and shape[-1] in (1, 3) else shape[-1])
-    return card.extra.get("image_size")
+            size = npz_image_size(npz_path(card, root))
+        except (OSError, UserError, ValueError, KeyError):
+            size = None
+        return size or card.image_size
+    return card.image_size  # the readers resize every image to the card's size
 
 
-def load_dataset(card: DatasetCard, root: Path) -> LoadedDataset:
-    """Read every split into memory as uint8 tensors."""
-    import torch
+# --------------------------------------------------------------------------------- loading
+
+
+def read_arrays(card: DatasetCard, root: Path, on_progress: ProgressFn | None = None) -> dict:
+    """{split: bench.readers.SplitArrays} for the splits the files provide."""
+    from bench import readers
 
     check_available(card, root)
+    folder = card.folder(root)
+    size = card.image_size or 0
+    classes, multilabel = card.classes, card.multilabel
     if card.format == "demo":
         from bench.demo import make_demo
 
-        arrays = make_demo()
-    else:
-        arrays = _read_medmnist_npz(root / (card.file or f"{card.name}.npz"), card)
+        return {
+            s: readers.SplitArrays(images, labels, [f"{s}[{i}]" for i in range(len(labels))])
+            for s, (images, labels) in make_demo().items()
+        }
+    if card.format == "medmnist-npz":
+        return readers.read_medmnist_npz(
+            npz_path(card, root), num_classes=len(classes), multilabel=multilabel
+        )
+    if card.format == "imagefolder":
+        return readers.read_imagefolder(folder, classes, size=size, on_progress=on_progress)
+    opts = dict(card.reader)
+    if card.format == "csv":
+        per_split = _csv_splits(card)
+        opts.pop("splits", None)
+        opts.pop("manifest", None)
+        common = dict(size=size, multilabel=multilabel, on_progress=on_progress, **opts)
+        if per_split is not None:
+            return readers.read_csv_splits(folder, per_split, classes, **common)
+        manifest = folder / card.reader["manifest"]
+        return readers.read_csv_manifest(folder, manifest, classes, **common)
+    if card.format == "split-list":
+        return readers.read_split_lists(
+            folder,
+            card.reader.get("files", {}),
+            classes,
+            size=size,
+            images=card.reader.get("images", "images"),
+            multilabel=multilabel,
+            on_progress=on_progress,
+        )
+    raise UserError(f"dataset {card.name!r}: format {card.format!r} has no reader")
+
+
+def load_dataset(
+    card: DatasetCard, root: Path, *, on_progress: ProgressFn | None = None
+) -> LoadedDataset:
+    """Read every split into memory as uint8 tensors, checking labels against the card; carve a
+    stratified validation split from train (fixed seed) when the files have none."""
+    arrays = read_arrays(card, root, on_progress)
+    if "test" not in arrays:
+        raise UserError(
+            f"dataset {card.name!r}: no test split found. Expected layout: {card.layout} "
+            "(a test split is never carved from the training data)"
+        )
+    protocol: dict[str, Any] = {}
+    if "val" not in arrays:
+        from bench.splits import carve_val
+
+        train = arrays["train"]
+        keep, val = carve_val(train.labels, card.val_fraction, VAL_SEED, task=card.task)
+        arrays["val"] = _take(train, val)
+        arrays["train"] = _take(train, keep)
+        protocol["val"] = {
+            "carved_from": "train",
+            "fraction": card.val_fraction,
+            "seed": VAL_SEED,
+            "size": len(val),
+        }
+    return _to_dataset(card, {s: arrays[s] for s in SPLITS}, protocol)
+
+
+def _take(arrays, index: np.ndarray):
+    from bench.readers import SplitArrays
+
+    return SplitArrays(arrays.images[index], arrays.labels[index], [arrays.paths[i] for i in index])
+
+
+def _to_dataset(card: DatasetCard, arrays: dict, protocol: dict[str, Any]) -> LoadedDataset:
+    import torch
+
     splits, digest = {}, hashlib.sha256()
-    for name in SPLITS:
-        images, labels = arrays[name]
-        images = np.ascontiguousarray(images)
-        labels = np.asarray(labels).reshape(len(labels), -1).squeeze(1).astype(np.int64)
-        if images.ndim == 3:
-            images = images[:, None]  # grayscale N,H,W -> N,1,H,W
-        elif images.ndim == 4 and images.shape[-1] in (1, 3):
-            images = images.transpose(0, 3, 1, 2)
-        if len(images) != len(labels) or len(images) == 0:
-            raise UserError(
-                f"dataset {card.name!r}: split {name} has {len(images)} images and {len(labels)} labels"
-            )
-        if labels.min() < 0 or labels.max() >= len(card.classes):
-            raise UserError(
-                f"dataset {card.name!r}: split {name} has labels outside 0..{len(card.classes) - 1}"
-            )
+    for name, part in arrays.items():
+        images, labels = _check_split(card, name, part.images, part.labels)
+        digest.update(name.encode())
         digest.update(images.tobytes())
         digest.update(labels.tobytes())
         splits[name] = Split(
-            torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
+            torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), part.paths
         )
-    return LoadedDataset(card=card, splits=splits, fingerprint=digest.hexdigest()[:16])
+    return LoadedDataset(
+        card=card, splits=splits, fingerprint=digest.hexdigest()[:16], protocol=protocol
+    )
 
 
-def _read_medmnist_npz(path: Path, card: DatasetCard) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in SPLITS}
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(
-            f"dataset {card.name!r}: cannot read {path}: {exc}. Expected: {card.layout}"
-        ) from None
+def _check_split(card: DatasetCard, split: str, images, labels) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [N,C,H,W] images and labels of the task's shape, or a UserError naming the split."""
+    where = f"dataset {card.name!r}: split {split}"
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]  # grey N,H,W -> N,1,H,W
+    elif images.ndim == 4 and images.shape[-1] in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.dtype != np.uint8:
+        raise UserError(f"{where}: images must be uint8 with 1 or 3 channels, got {images.shape}")
+    n, c = len(images), len(card.classes)
+    if card.multilabel:
+        labels = np.asarray(labels).astype(np.float32).reshape(len(labels), -1)
+        if labels.shape[1] != c:
+            raise UserError(f"{where}: {labels.shape[1]} label columns, the card lists {c}")
+        if not np.isin(labels, (0.0, 1.0)).all():
+            raise UserError(f"{where}: multi-label targets must be 0 or 1")
+    else:
+        labels = np.asarray(labels).reshape(len(labels), -1)
+        if labels.shape[1] != 1:
+            raise UserError(
+                f"{where}: {labels.shape[1]} labels per image, but task {card.task!r} has one"
+            )
+        labels = labels[:, 0].astype(np.int64)
+        if n and (labels.min() < 0 or labels.max() >= c):
+            raise UserError(f"{where}: labels outside 0..{c - 1} (the card lists {c} classes)")
+    if n != len(labels) or n == 0:
+        raise UserError(f"{where}: {n} images and {len(labels)} labels")
+    return np.ascontiguousarray(images), labels
+
+
+# ---------------------------------------------------------------------------------- few-shot
+
+
+def few_shot(data: LoadedDataset, shots: int, split_seed: int, root: Path) -> LoadedDataset:
+    """The K-shot view of a dataset for one split seed: the same for every method and rerun.
+
+    A card with published few-shot split files (MedFMC) reads them (split seed s -> exp s+1);
+    otherwise K images per class are sampled from train (`bench.splits.sample_shots`). Val and
+    test are the dataset's own. The sampled indices or file names go into the record.
+    """
+    card = data.card
+    files = card.reader.get("shot_files")
+    if files:
+        from bench.readers import read_split_lists
+
+        exp = split_seed + 1
+        named = {s: p.format(shots=shots, exp=exp) for s, p in files.items()}
+        folder = card.folder(root)
+        absent = [n for n in named.values() if not (folder / n).is_file()]
+        if absent:
+            raise UserError(
+                f"dataset {card.name!r}: {shots}-shot split file(s) {absent} not found in "
+                f"{folder} (split seed {split_seed} reads exp{exp}; the published files are "
+                "exp1..exp5, i.e. --split-seeds 0-4)"
+            )
+        read = read_split_lists(
+            folder,
+            named,
+            card.classes,
+            size=card.image_size or 0,
+            images=card.reader.get("images", "images"),
+            multilabel=card.multilabel,
+        )
+        parts = {**{s: read[s] for s in read}, "test": _arrays(data.splits["test"])}
+        if "val" not in parts:
+            parts["val"] = _arrays(data.splits["val"])
+        protocol = {
+            **data.protocol,
+            "shots": shots,
+            "split_seed": split_seed,
+            "shots_from": "files",
+            "files": named,
+            "train_paths": read["train"].paths,
+        }
+        return _to_dataset(card, {s: parts[s] for s in SPLITS}, protocol)
+    from bench.splits import sample_shots
+
+    train = data.splits["train"]
+    index = sample_shots(
+        train.labels.numpy(), shots, split_seed, task=card.task, classes=card.classes
+    )
+    protocol = {
+        **data.protocol,
+        "shots": shots,
+        "split_seed": split_seed,
+        "shots_from": "sampled",
+        "train_indices": index.tolist(),
+    }
+    splits = {**data.splits, "train": train.subset(index)}
+    digest = hashlib.sha256(f"{data.fingerprint}:{shots}:{split_seed}:".encode())
+    digest.update(index.tobytes())
+    return LoadedDataset(card, splits, digest.hexdigest()[:16], protocol)
+
+
+def _arrays(split: Split):
+    from bench.readers import SplitArrays
+
+    images = split.images.numpy().transpose(0, 2, 3, 1)
+    paths = split.paths if split.paths is not None else [str(i) for i in range(len(split))]
+    return SplitArrays(images, split.labels.numpy(), list(paths))

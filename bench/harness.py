@@ -102,8 +102,9 @@ def feature_identity(model, cell: CellConfig, data: LoadedDataset, split: str, m
     """What determines one split's frozen features: data, weights, input and method settings."""
     return {
         "dataset": data.card.name,
-        "dataset_fingerprint": data.fingerprint,
         "split": split,
+        # The split's pixels, not the dataset's fingerprint: few-shot views of one dataset share
+        # their val and test features (labels never change a feature).
         "images": data.splits[split].images_digest,
         "backbone": cell.backbone,
         "pretrained": cell.pretrained,
@@ -192,6 +193,8 @@ def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -
             "sizes": {k: len(v) for k, v in data.splits.items()},
             "fingerprint": data.fingerprint,
             "synthetic": card.synthetic,
+            # carved val, few-shot sample (indices or file names): enough to audit and rerun
+            "protocol": data.protocol,
         },
         "backbone": {
             "name": source.name,
@@ -282,6 +285,8 @@ def run_cell(
                 timer=train_timer,
                 on_step=on_step,
                 features=(sources["train"], sources["val"]) if sources else None,
+                multilabel=data.card.multilabel,
+                augment=cell.augment,
                 **common,
             )
         # The test split is read exactly once, after selection, with the selected weights.

@@ -1,10 +1,11 @@
-"""Readers for image-folder and CSV-manifest datasets: decode, resize and stack into uint8 arrays.
+"""Readers for image datasets: decode, resize and stack into uint8 arrays.
 
-Both readers return `{split: SplitArrays}` with images uint8 [N, H, W, C] (C = 1 or 3), the
-same in-memory shape as the MedMNIST reader in `bench.data` before its channel transpose.
-Images are resized to `size` x `size` with Pillow's bilinear filter (which antialiases when
-shrinking); the aspect ratio is NOT kept, like the `Resize((s, s))` the papers use. EXIF
-orientation is ignored (pixels are taken as stored), as torchvision's ImageFolder does.
+Every reader returns `{split: SplitArrays}` with images uint8 [N, H, W, C] (C = 1 or 3).
+Formats: image folders, CSV manifests (one with a split column, or one per split), MedFMC /
+mmcls split lists ("<file name> <label>" per line) and MedMNIST .npz files. Decoded images are
+resized to `size` x `size` with Pillow's bilinear filter (which antialiases when shrinking); the
+aspect ratio is NOT kept, like the `Resize((s, s))` the papers use. EXIF orientation is ignored
+(pixels are taken as stored), as torchvision's ImageFolder does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import csv
 import os
 import posixpath
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Modes that are one grey channel; 16/32-bit ones are rescaled to 8 bits in `_decode`.
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 _MULTIHOT = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0}
+MEDMNIST_RECORD = "https://zenodo.org/records/10519652"
+# on_progress(done, total): called on the caller's thread, first with (0, total), then once
+# per decoded image with done increasing by one up to (total, total)
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
@@ -48,6 +56,7 @@ def read_imagefolder(
     size: int,
     splits: Sequence[str] = SPLITS,
     grayscale: bool | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> dict[str, SplitArrays]:
     """Read `root/<split>/<class name>/**/<image>`; the label is the class's position in `classes`.
 
@@ -74,17 +83,13 @@ def read_imagefolder(
                 )
             continue
         found[split] = _scan_split(root, split, index)
-    counts = np.bincount([label for label, _ in found["train"]], minlength=len(classes))
-    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
-    if empty:
-        raise UserError(
-            f"{root / 'train'}: no training image for class(es) {empty}; add images under "
-            f"train/<class name>/ or fix the card's classes"
-        )
-    decoded = {
-        split: [(_decode(root, rel, size, grayscale), label, rel) for label, rel in items]
-        for split, items in found.items()
-    }
+    _check_train_classes(
+        found,
+        classes,
+        f"{root / 'train'}",
+        "add images under train/<class name>/ or fix the card's classes",
+    )
+    decoded = _decode_all(root, found, size, grayscale, on_progress)
     return _assemble(decoded, grayscale, multilabel=False, num_classes=len(classes))
 
 
@@ -131,66 +136,191 @@ def read_csv_manifest(
     label_column: str | None = "label",
     split_column: str | None = "split",
     multilabel: bool = False,
+    onehot: bool = False,
+    image_dir: str = "",
+    image_suffix: str = "",
+    split: str | None = None,
+    ignore_columns: Sequence[str] = (),
+    on_progress: ProgressFn | None = None,
 ) -> dict[str, SplitArrays]:
     """Read the images a CSV manifest lists (paths relative to `root`), in manifest order.
 
-    Single-label: `label_column` holds a class name or an integer index. Multi-label (MedFMC
-    style): one 0/1 column per class name, `label_column` ignored, and every column other than
-    the image/split/label columns must be a class (an extra column would be a silently dropped
-    class). `split_column` values are train/val/test; without it every row is train. Paths that
-    resolve outside `root` (.., absolute, escaping symlinks) are refused.
+    Single-label: `label_column` holds a class name or an integer index, or (`onehot`) one 0/1
+    column per class name holds exactly one 1 per row. Multi-label (MedFMC style): one 0/1
+    column per class name, `label_column` ignored. In both column-per-class forms every column
+    other than the image/split/label columns and `ignore_columns` must be a class (an extra
+    column would be a silently dropped class). The image path is `image_dir/<value><image_suffix>`.
+    `split_column` values are train/val/test; without it every row is train; `split` puts every
+    row in that split (the split column is then not read). Paths that resolve outside `root`
+    (.., absolute, escaping symlinks) are refused.
     """
     root, manifest = Path(root), Path(manifest)
     _check_args(classes, size)
+    found = _collect_csv(
+        root,
+        manifest,
+        classes,
+        image_column=image_column,
+        label_column=label_column,
+        split_column=split_column,
+        multilabel=multilabel,
+        onehot=onehot,
+        image_dir=image_dir,
+        image_suffix=image_suffix,
+        split=split,
+        ignore_columns=ignore_columns,
+    )
+    if split is None or "train" in found:
+        # with `split` given the manifest holds one split, and only a train one must cover classes
+        if "train" not in found:
+            raise UserError(
+                f"manifest {manifest}: no row has split 'train'; the training split is required"
+            )
+        if not multilabel:
+            _check_train_classes(found, classes, f"manifest {manifest}")
+    decoded = _decode_all(root, found, size, None, on_progress)
+    return _assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
+
+
+def read_csv_splits(
+    root: Path,
+    manifests: Mapping[str, tuple[str, str]],
+    classes: Sequence[str],
+    *,
+    size: int,
+    image_column: str = "image",
+    label_column: str | None = "label",
+    split_column: str | None = None,
+    multilabel: bool = False,
+    onehot: bool = False,
+    image_suffix: str = "",
+    ignore_columns: Sequence[str] = (),
+    on_progress: ProgressFn | None = None,
+) -> dict[str, SplitArrays]:
+    """Read one CSV manifest per split (ISIC 2018 style): `manifests[split]` = (manifest path,
+    folder of its images), both relative to `root`. Options as for `read_csv_manifest`
+    (`split_column` is accepted and ignored: each manifest is one split). `train` is required;
+    the channel count is decided once for all splits (1 only when every image is grey).
+    """
+    root = Path(root)
+    _check_args(classes, size)
+    unknown = [s for s in manifests if s not in SPLITS]
+    if unknown:
+        raise UserError(f"{root}: manifest split(s) {unknown} are not among {list(SPLITS)}")
+    if "train" not in manifests:
+        raise UserError(f"{root}: no 'train' manifest; the training split is required")
+    found: dict[str, list[tuple[np.ndarray | int, str]]] = {}
+    for split_name in SPLITS:
+        if split_name not in manifests:
+            continue
+        rel_manifest, images = manifests[split_name]
+        manifest = root / rel_manifest
+        if not manifest.is_file():
+            raise UserError(
+                f"split {split_name!r}: manifest {manifest} not found (its images are expected "
+                f"in {root / images})"
+            )
+        found.update(
+            _collect_csv(
+                root,
+                manifest,
+                classes,
+                image_column=image_column,
+                label_column=label_column,
+                split_column=None,
+                multilabel=multilabel,
+                onehot=onehot,
+                image_dir=images,
+                image_suffix=image_suffix,
+                split=split_name,
+                ignore_columns=ignore_columns,
+            )
+        )
+    if not multilabel:
+        _check_train_classes(found, classes, f"manifest {root / manifests['train'][0]}")
+    decoded = _decode_all(root, found, size, None, on_progress)
+    return _assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
+
+
+def _collect_csv(
+    root: Path,
+    manifest: Path,
+    classes: Sequence[str],
+    *,
+    image_column: str,
+    label_column: str | None,
+    split_column: str | None,
+    multilabel: bool,
+    onehot: bool,
+    image_dir: str,
+    image_suffix: str,
+    split: str | None,
+    ignore_columns: Sequence[str],
+) -> dict[str, list[tuple[np.ndarray | int, str]]]:
+    """{split: [(label, image path relative to root)]} in manifest order, every row checked."""
+    if multilabel and onehot:
+        raise ValueError("onehot is a single-label encoding; it cannot be combined with multilabel")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     header, rows = _read_csv(manifest)
     where = f"manifest {manifest}"
+    per_class = multilabel or onehot
+    # the split column (if any) is never a class column, even when `split` makes it unread
+    meta = {image_column, split_column, label_column, *ignore_columns}
+    split_column = None if split is not None else split_column
     required = [image_column]
     if split_column is not None:
         required.append(split_column)
-    if not multilabel:
+    if not per_class:
         if label_column is None:
-            raise ValueError("a single-label manifest needs label_column")
+            raise ValueError("a single-label manifest needs label_column (or onehot=True)")
         required.append(label_column)
     missing = [c for c in required if c not in header]
     if missing:
         raise UserError(f"{where}: missing column(s) {missing}; columns present: {header}")
-    if multilabel:
-        meta = {image_column, split_column, label_column}
-        label_cols = [c for c in header if c not in meta]
+    if per_class:
+        ignored = [c for c in ignore_columns if c in classes]
+        if ignored:
+            raise UserError(f"{where}: ignore_columns {ignored} are classes of this dataset")
         absent = [c for c in classes if c not in header]
-        extra = [c for c in label_cols if c not in classes]
+        extra = [c for c in header if c not in meta and c not in classes]
         if absent or extra:
+            kind = "multi-label" if multilabel else "one-hot"
             raise UserError(
-                f"{where}: multi-label columns do not match the dataset's classes: "
+                f"{where}: {kind} columns do not match the dataset's classes: "
                 f"missing {absent}, unexpected {extra}; expected one 0/1 column per class "
-                f"{list(classes)}"
+                f"{list(classes)} (list other columns in the card's ignore_columns)"
             )
     index = {name: i for i, name in enumerate(classes)}
     root_resolved = root.resolve()
     found: dict[str, list[tuple[np.ndarray | int, str]]] = {}
     for line, row in rows:
         at = f"{where} line {line}"
-        split = row[split_column].strip().lower() if split_column is not None else "train"
-        if split not in SPLITS:
-            raise UserError(f"{at}: split {row[split_column]!r} is not one of {list(SPLITS)}")
-        if multilabel:
-            label: np.ndarray | int = _multihot(row, classes, at)
+        if split is not None:
+            row_split = split
+        elif split_column is not None:
+            row_split = row[split_column].strip().lower()
         else:
-            label = _class_index(row[label_column].strip(), index, at)
-        rel = _safe_relpath(root, root_resolved, row[image_column].strip(), at)
-        found.setdefault(split, []).append((label, rel))
-    if "train" not in found:
-        raise UserError(f"{where}: no row has split 'train'; the training split is required")
-    if not multilabel:
-        counts = np.bincount([lab for lab, _ in found["train"]], minlength=len(classes))
-        empty = [classes[i] for i in np.flatnonzero(counts == 0)]
-        if empty:
-            raise UserError(f"{where}: no training image for class(es) {empty}")
-    decoded = {
-        split: [(_decode(root, rel, size, None), label, rel) for label, rel in items]
-        for split, items in found.items()
-    }
-    return _assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
+            row_split = "train"
+        if row_split not in SPLITS:
+            raise UserError(f"{at}: split {row[split_column]!r} is not one of {list(SPLITS)}")
+        label: np.ndarray | int
+        if multilabel:
+            label = _multihot(row, classes, at)
+        elif onehot:
+            label = _onehot(row, classes, at)
+        else:
+            label = _class_index(row[label_column].strip(), index, at)  # type: ignore[index]
+        value = row[image_column].strip()
+        if not value:
+            raise UserError(f"{at}: empty image path")
+        value += image_suffix
+        if image_dir:
+            # an absolute value stays absolute here and is refused by _safe_relpath
+            value = posixpath.join(Path(image_dir).as_posix(), value)
+        rel = _safe_relpath(root, root_resolved, value, at)
+        found.setdefault(row_split, []).append((label, rel))
+    return found
 
 
 def _read_csv(manifest: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -240,6 +370,32 @@ def _multihot(row: dict[str, str], classes: Sequence[str], at: str) -> np.ndarra
             )
         out[i] = _MULTIHOT[value]
     return out
+
+
+def _onehot(row: dict[str, str], classes: Sequence[str], at: str) -> int:
+    hot = _multihot(row, classes, at)
+    names = [classes[i] for i in np.flatnonzero(hot)]
+    if len(names) != 1:
+        raise UserError(
+            f"{at}: one-hot row has {len(names)} classes set {names}; exactly one of the columns "
+            f"{list(classes)} must be 1"
+        )
+    return int(np.argmax(hot))
+
+
+def _check_train_classes(
+    found: Mapping[str, Sequence[tuple[np.ndarray | int, str]]],
+    classes: Sequence[str],
+    where: str,
+    hint: str = "",
+) -> None:
+    """Every class of a single-label dataset needs a training image (or its logit never trains)."""
+    counts = np.bincount([int(lab) for lab, _ in found["train"]], minlength=len(classes))
+    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise UserError(
+            f"{where}: no training image for class(es) {empty}" + (f"; {hint}" if hint else "")
+        )
 
 
 def _safe_relpath(root: Path, root_resolved: Path, value: str, at: str) -> str:
@@ -323,3 +479,326 @@ def _assemble(
             paths=[rel for _, _, rel in items],
         )
     return out
+
+
+def _decode_all(
+    root: Path,
+    found: Mapping[str, Sequence[tuple[np.ndarray | int, str]]],
+    size: int,
+    grayscale: bool | None,
+    on_progress: ProgressFn | None,
+) -> dict[str, list[tuple[np.ndarray, np.ndarray | int, str]]]:
+    """`_decode` every listed image on a thread pool (Pillow releases the GIL while decoding and
+    resizing), keeping the listed order. Progress is reported from the calling thread, so the
+    callback needs no locking; on the first failure pending images are cancelled."""
+    jobs = [rel for items in found.values() for _, rel in items]
+    total = len(jobs)
+    results: list[np.ndarray | None] = [None] * total
+    if on_progress is not None:
+        on_progress(0, total)
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+    try:
+        futures = {
+            pool.submit(_decode, root, rel, size, grayscale): i for i, rel in enumerate(jobs)
+        }
+        for done, future in enumerate(as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            if on_progress is not None:
+                on_progress(done, total)
+    finally:
+        # also on Ctrl-C: drop the queue instead of decoding the rest of the dataset first
+        pool.shutdown(wait=True, cancel_futures=True)
+    out: dict[str, list[tuple[np.ndarray, np.ndarray | int, str]]] = {}
+    position = 0
+    for split, items in found.items():
+        out[split] = []
+        for label, rel in items:
+            out[split].append((results[position], label, rel))  # type: ignore[arg-type]
+            position += 1
+    return out
+
+
+# ------------------------------------------------------------------- MedFMC / mmcls split lists
+
+
+def read_split_lists(
+    root: Path,
+    files: Mapping[str, str],
+    classes: Sequence[str],
+    *,
+    size: int,
+    images: str = "images",
+    multilabel: bool,
+    on_progress: ProgressFn | None = None,
+) -> dict[str, SplitArrays]:
+    """Read MedFMC / mmcls annotation files: `files[split]` is a text file (relative to `root`)
+    with one "<file name> <label>" line per image, the image being `root/<images>/<file name>`.
+
+    Single-label: the label is a class index or a class name (without spaces). Multi-label: a
+    0/1 vector written "0,1,0" (one token) or "0 1 0" (one token per class). File names may hold
+    spaces (MedFMC Colon's do), so labels are split off from the right. Blank lines are skipped.
+    `train` is required; each single-label class needs a training image. Order: file order.
+    """
+    root = Path(root)
+    _check_args(classes, size)
+    unknown = [s for s in files if s not in SPLITS]
+    if unknown:
+        raise UserError(f"{root}: annotation split(s) {unknown} are not among {list(SPLITS)}")
+    if "train" not in files:
+        raise UserError(f"{root}: no 'train' annotation file; the training split is required")
+    root_resolved = root.resolve()
+    index = {name: i for i, name in enumerate(classes)}
+    found: dict[str, list[tuple[np.ndarray | int, str]]] = {}
+    for split in SPLITS:
+        if split not in files:
+            continue
+        path = root / files[split]
+        if not path.is_file():
+            raise UserError(
+                f"split {split!r}: annotation file {path} not found; expected '<file name> "
+                f"<label>' lines for images in {root / images}"
+            )
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read annotation file {path}: {exc}") from None
+        items = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line:
+                continue
+            at = f"annotation file {path} line {number}"
+            name, label = _parse_list_line(line, classes, index, multilabel, at)
+            value = posixpath.join(images, name) if images else name
+            if not (root / value).is_file():
+                _arity_hint(name, classes, multilabel, at)
+            items.append((label, _safe_relpath(root, root_resolved, value, at)))
+        if not items:
+            raise UserError(
+                f"split {split!r}: annotation file {path} has no entries; expected one "
+                f"'<file name> <label>' line per image"
+            )
+        found[split] = items
+    if not multilabel:
+        _check_train_classes(found, classes, f"annotation file {root / files['train']}")
+    decoded = _decode_all(root, found, size, None, on_progress)
+    return _assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
+
+
+def _parse_list_line(
+    line: str, classes: Sequence[str], index: dict[str, int], multilabel: bool, at: str
+) -> tuple[str, np.ndarray | int]:
+    """(file name, label) of one non-blank annotation line."""
+    tokens = line.split()
+    width = len(classes)
+    expected = f"{width} 0/1 values" if multilabel else "one class label"
+    if len(tokens) < 2:
+        raise UserError(f"{at}: expected '<file name> <label>' with {expected}, found {line!r}")
+    last = tokens[-1]
+    if not multilabel:
+        if "," in last:
+            raise UserError(
+                f"{at}: label {last!r} is a multi-hot vector, but this dataset is single-label; "
+                f"expected one class index 0..{width - 1} or class name"
+            )
+        name, value = line.rsplit(None, 1)
+        return name, _class_index(value, index, at)
+    if "," in last:
+        values = last.split(",")
+        name = line.rsplit(None, 1)[0]
+    else:
+        count = _trailing_numbers(tokens[1:])
+        if count < width:
+            raise UserError(
+                f"{at}: found {count} label value(s) after the file name, expected {expected} "
+                f"(one per class {list(classes)})"
+            )
+        # more numbers than classes: the extra ones belong to the file name only if that image
+        # exists, which `_arity_hint` checks once the path is known
+        name, *values = line.rsplit(None, width)
+    if len(values) != width:
+        raise UserError(
+            f"{at}: found {len(values)} label values, expected {expected} "
+            f"(one per class {list(classes)})"
+        )
+    bad = [v for v in values if v not in _MULTIHOT]
+    if bad:
+        raise UserError(f"{at}: label value(s) {bad} are not 0 or 1")
+    return name, np.array([_MULTIHOT[v] for v in values], dtype=np.float32)
+
+
+def _trailing_numbers(tokens: Sequence[str]) -> int:
+    count = 0
+    for token in reversed(tokens):
+        try:
+            float(token)
+        except ValueError:
+            break
+        count += 1
+    return count
+
+
+def _arity_hint(name: str, classes: Sequence[str], multilabel: bool, at: str) -> None:
+    """The image is missing: if its "file name" ends in numbers, the line most likely has more
+    label values than the dataset has (e.g. a multi-hot line for a single-label card)."""
+    tokens = name.split()
+    extra = _trailing_numbers(tokens[1:])
+    if extra:
+        found = extra + (len(classes) if multilabel else 1)
+        expected = f"{len(classes)} 0/1 values" if multilabel else "one class label"
+        raise UserError(
+            f"{at}: found {found} label values after the file name "
+            f"{' '.join(tokens[: len(tokens) - extra])!r}, expected {expected}"
+        )
+
+
+# ------------------------------------------------------------------------------ MedMNIST
+
+
+def read_medmnist_npz(path: Path, *, num_classes: int, multilabel: bool) -> dict[str, SplitArrays]:
+    """Read a MedMNIST .npz as the `medmnist` package downloads it: {split}_images uint8
+    [N, H, W] or [N, H, W, 3], {split}_labels [N, 1] class indices or [N, L] 0/1 (ChestMNIST).
+    Paths are "split[i]"."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"MedMNIST file {path} not found")
+    hint = f"re-download it (MedMNIST Zenodo record {MEDMNIST_RECORD})"
+    if not zipfile.is_zipfile(path):
+        # np.load would try to unpickle it and report a confusing allow_pickle error
+        raise UserError(f"{path} is not a .npz (zip) archive, or it is truncated; {hint}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"cannot read {path}: {exc}; {hint}") from None
+    out = {}
+    with npz:
+        present = sorted(npz.files)
+        wanted = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
+        missing = [k for k in wanted if k not in present]
+        if missing:
+            raise UserError(
+                f"{path}: missing array(s) {missing}; present: {present}. A MedMNIST file holds "
+                f"{wanted}"
+            )
+        for split in SPLITS:
+            try:
+                images = npz[f"{split}_images"]
+                labels = npz[f"{split}_labels"]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise UserError(
+                    f"cannot read the {split} arrays of {path}: {exc}; {hint}"
+                ) from None
+            out[split] = _check_npz_split(path, split, images, labels, num_classes, multilabel)
+    return out
+
+
+def _check_npz_split(
+    path: Path,
+    split: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    multilabel: bool,
+) -> SplitArrays:
+    where = f"{path}: {split}"
+    if images.dtype != np.uint8:
+        raise UserError(f"{where}_images has dtype {images.dtype}; expected uint8 pixels")
+    if images.ndim == 3:
+        images = images[..., None]
+    elif not (images.ndim == 4 and images.shape[-1] in (1, 3)):
+        raise UserError(
+            f"{where}_images has shape {images.shape}; expected [N, H, W] or [N, H, W, 3]"
+        )
+    if len(images) != len(labels):
+        raise UserError(f"{where}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise UserError(f"{where}: the split is empty")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+        raise UserError(f"{where}_labels has dtype {labels.dtype}; expected integer labels")
+    if multilabel:
+        if labels.ndim != 2 or labels.shape[1] != num_classes:
+            raise UserError(
+                f"{where}_labels has shape {labels.shape}; expected [N, {num_classes}] "
+                f"(one 0/1 column per class)"
+            )
+        if not np.isin(labels, (0, 1)).all():
+            raise UserError(f"{where}_labels holds values other than 0 and 1")
+        out_labels = labels.astype(np.float32)
+    else:
+        if not (labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)):
+            raise UserError(
+                f"{where}_labels has shape {labels.shape}; expected [N, 1] class indices "
+                f"(is this a multi-label file?)"
+            )
+        out_labels = labels.reshape(-1).astype(np.int64)
+        low, high = int(out_labels.min()), int(out_labels.max())
+        if low < 0 or high >= num_classes:
+            raise UserError(
+                f"{where}_labels range over {low}..{high}; expected class indices "
+                f"0..{num_classes - 1}"
+            )
+    return SplitArrays(
+        images=np.ascontiguousarray(images),
+        labels=out_labels,
+        paths=[f"{split}[{i}]" for i in range(len(images))],
+    )
+
+
+def npz_image_size(path: Path) -> int | None:
+    """The side of `train_images` in a MedMNIST .npz, read from the .npy header inside the zip
+    without loading the pixels; None when the file or header cannot be read."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("train_images.npy") as f:
+            fmt = np.lib.format
+            major, _ = fmt.read_magic(f)
+            if major == 1:
+                shape, _, _ = fmt.read_array_header_1_0(f)
+            elif major == 2:
+                shape, _, _ = fmt.read_array_header_2_0(f)
+            else:
+                return None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    if len(shape) == 4 and shape[-1] in (1, 3):
+        return int(shape[2])
+    return int(shape[-1]) if len(shape) == 3 else None
+
+
+def download_medmnist(flag: str, size: int, root: Path) -> Path:
+    """Download `<flag>.npz` (size 28) or `<flag>_<size>.npz` into `root` with the `medmnist`
+    package (v3 API) and return its path; the package checks the MD5 and skips a good file."""
+    root = Path(root)
+    filename = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+    manual = (
+        f"download {filename} manually from the MedMNIST Zenodo record {MEDMNIST_RECORD} "
+        f"into {root}"
+    )
+    try:
+        import medmnist
+    except ImportError:
+        raise UserError(
+            f"the `medmnist` package is not installed: run `pip install medmnist`, or {manual}"
+        ) from None
+    info = getattr(medmnist, "INFO", {})
+    if flag not in info:
+        raise UserError(f"unknown MedMNIST flag {flag!r}; known: {', '.join(sorted(info))}")
+    dataset_class = getattr(medmnist, info[flag]["python_class"], None)
+    if dataset_class is None:
+        # medmnist/__init__ swallows the import errors of its dataset module (torch/torchvision)
+        raise UserError(
+            f"the `medmnist` package has no {info[flag]['python_class']} class (its dependencies "
+            f"may be missing; `pip install medmnist` again), or {manual}"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        # one split suffices: the npz holds all three; "test" keeps the arrays it loads small
+        dataset_class(split="test", download=True, root=str(root), size=size)
+    except Exception as exc:  # RuntimeError (network), AssertionError (size), TypeError (old API)
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(
+            f"downloading {filename} with medmnist failed: {cause}. Or {manual}"
+        ) from None
+    path = root / filename
+    if not path.is_file():
+        raise UserError(f"medmnist reported success but {path} is missing; {manual}")
+    return path

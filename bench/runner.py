@@ -1,7 +1,9 @@
-"""The grid: expand (method x dataset x seed), validate everything before training, run, record."""
+"""The grid: expand (dataset x shots x split seed x method x seed), validate everything before
+training, run, record."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +36,24 @@ class RunRequest:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
     force: bool = False
+    shots: list[int] | None = None  # None: full data
+    split_seeds: list[int] | None = None  # few-shot samples; default [0]
+    augment: str = "rrc-flip"
 
 
 @dataclass
 class Plan:
     cells: list[CellConfig]
-    datasets: dict[str, Any]  # name -> LoadedDataset (None in a dry run)
+    # data_key(cell) -> LoadedDataset, the few-shot view where the cell has shots (empty in a
+    # dry run)
+    datasets: dict[tuple, Any]
     source: Any  # BackboneSource
     notes: list[str] = field(default_factory=list)  # shown before the grid runs
+
+
+def data_key(cell: CellConfig) -> tuple[str, int | None, int]:
+    """Cells with the same key train and evaluate on identical splits."""
+    return (cell.dataset, cell.shots, cell.split_seed)
 
 
 def resolve_methods(names: list[str]) -> list[str]:
@@ -124,7 +136,7 @@ def method_settings(method: str, req: RunRequest) -> tuple[dict[str, Any], dict[
 def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Plan:
     """Resolve and check the whole grid. Raises UserError before any training starts."""
     from bench.backbones import DEMO_BACKBONE, method_img_size, resolve_backbone
-    from bench.data import check_available, data_root, get_card, load_dataset, stored_image_size
+    from bench.data import check_available, data_root, few_shot, get_card, stored_image_size
     from methods import get_method
 
     methods = resolve_methods(req.methods)
@@ -155,6 +167,16 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
         raise UserError(f"--img-size must be >= 8, got {req.img_size}")
     if req.warmup_epochs < 0 or req.grad_clip < 0:
         raise UserError("--warmup-epochs and --grad-clip must be >= 0")
+    if req.shots is not None and (not req.shots or min(req.shots) < 1):
+        raise UserError("--shots: give one or more integers >= 1, e.g. --shots 1,5,10")
+    if req.split_seeds is not None:
+        if req.shots is None:
+            raise UserError("--split-seeds chooses few-shot samples; it needs --shots")
+        if not req.split_seeds or min(req.split_seeds) < 0:
+            raise UserError("--split-seeds: give one or more integers >= 0, e.g. 0-4")
+    from bench.transforms import get_augmentation
+
+    get_augmentation(req.augment)  # an unknown name fails here, listing the valid ones
     settings = {m: method_settings(m, req) for m in methods}
     device = resolve_device(req.device)
     root = data_root(req.data_root)
@@ -179,27 +201,40 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
         # same recipe differ across CPUs, and results folders are shared across machines.
         weights_id = f"recipe:{DEMO_VIT_VERSION}"
 
-    datasets: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
     if not dry_run:
-        datasets = {card.name: load_dataset(card, root) for card in cards}
+        loaded = {card.name: _load(card, root, progress) for card in cards}
+    shot_grid = [(k, s) for k in req.shots for s in (req.split_seeds or [0])] if req.shots else []
+    datasets: dict[tuple, Any] = {}
+    for card in cards:
+        if card.name not in loaded:
+            continue
+        if not shot_grid:
+            datasets[(card.name, None, 0)] = loaded[card.name]
+        for shots, split_seed in shot_grid:
+            # Sampling now means too few images for the shots fails before any training.
+            datasets[(card.name, shots, split_seed)] = few_shot(
+                loaded[card.name], shots, split_seed, root
+            )
 
     def data_size(card) -> int | None:
         # The stored image size decides resolution rules (FPT+ never upsamples past it); a dry
         # run reads it from the file headers, so its run ids match the real run's.
-        if card.name in datasets:
-            return int(datasets[card.name].splits["train"].images.shape[-1])
+        if card.name in loaded:
+            return int(loaded[card.name].splits["train"].images.shape[-1])
         return stored_image_size(card, root)
 
     cells = []
     for card in cards:
-        for method in methods:
+        size = data_size(card)
+        for (shots, split_seed), method in itertools.product(shot_grid or [(None, 0)], methods):
             train, hparams = settings[method]
             img_size = method_img_size(
                 method,
                 hparams,
                 requested=req.img_size,
                 backbone=req.backbone,
-                data_size=data_size(card),
+                data_size=size,
             )
             for seed in req.seeds:
                 cells.append(
@@ -218,6 +253,9 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
                         precision="bf16" if device == "cuda" else "fp32",
                         warmup_epochs=req.warmup_epochs,
                         grad_clip=req.grad_clip,
+                        augment=req.augment,
+                        shots=shots,
+                        split_seed=split_seed,
                         hparams=hparams,
                         **train,
                     )
@@ -227,6 +265,22 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
     if not dry_run:
         notes = _preflight_builds(cells, datasets, source)
     return Plan(cells=cells, datasets=datasets, source=source, notes=notes)
+
+
+def _load(card, root: Path, progress: bool):
+    """Load (decode, check) one dataset, with a progress bar over its images."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.data import load_dataset
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"reading {card.name}", total=None)
+        return load_dataset(
+            card,
+            root,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
 
 
 def _check_results_folder(results: Path) -> None:
@@ -244,7 +298,7 @@ def _preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source)
     notes: list[str] = []
     caches: set = set()
     for cell in cells:
-        data = datasets[cell.dataset]
+        data = datasets[data_key(cell)]
         key = (cell.method, repr(sorted(cell.hparams.items())), data.num_classes, cell.img_size)
         if key not in seen:
             seen.add(key)
@@ -337,7 +391,7 @@ def run_grid(plan_: Plan, req: RunRequest, *, console=None, progress: bool = Tru
         grid_task = bar.add_task("grid", total=len(todo), info=f"{outcome.skipped} already done")
         try:
             for cell in todo:
-                label = f"{cell.dataset}/{cell.method}/seed {cell.seed}"
+                label = _where(cell.to_dict())
                 cell_task = bar.add_task(f"  {label}", total=None, info="")
 
                 def on_step(
@@ -355,7 +409,7 @@ def run_grid(plan_: Plan, req: RunRequest, *, console=None, progress: bool = Tru
 
                 record = run_cell(
                     cell,
-                    plan_.datasets[cell.dataset],
+                    plan_.datasets[data_key(cell)],
                     plan_.source,
                     on_step=on_step,
                     on_preload=on_preload,
@@ -371,9 +425,14 @@ def run_grid(plan_: Plan, req: RunRequest, *, console=None, progress: bool = Tru
     return outcome
 
 
+def _where(cfg: dict[str, Any]) -> str:
+    shots = f" {cfg['shots']}-shot x{cfg['split_seed']}" if cfg.get("shots") else ""
+    return f"{cfg['dataset']}{shots}/{cfg['method']}/seed {cfg['seed']}"
+
+
 def _cell_line(record: dict[str, Any]) -> str:
     cfg = record["config"]
-    where = f"{cfg['dataset']}/{cfg['method']}/seed {cfg['seed']}"
+    where = _where(cfg)
     secs = record.get("cost", {}).get("wall_s", 0.0)
     if record["status"] == "ok":
         m = record["metrics"]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.transforms import prepare_batch
+from bench.transforms import DEFAULT_AUGMENT, prepare_batch
 
 MOMENTUM = 0.9
 
@@ -163,12 +163,16 @@ def fit(
     timer=None,
     on_step: Callable[[int, int, float, int], None] | None = None,
     features=None,
+    multilabel: bool = False,
+    augment: str = DEFAULT_AUGMENT,
 ) -> FitResult:
     """Train for `epochs`, keep the epoch whose validation score is best, and restore its weights.
 
     `score(logits, labels)` returns (primary value, all metrics) on the validation split; higher
     is better and ties keep the earlier epoch. The test split never reaches this function.
     `features` is (train, val) feature sources for a frozen-feature model, else None.
+    Multi-label targets (float multi-hot [N, L]) train with BCE-with-logits, as MedFMC and EPT
+    do; single-label ones with cross-entropy. `augment` names a `bench.transforms` preset.
     """
     train_features, val_features = features if features is not None else (None, None)
     loader = make_loader(*train, batch_size=batch_size, shuffle=True, seed=seed)
@@ -177,7 +181,7 @@ def fit(
     total = epochs * len(loader)
     sched = build_scheduler(opt, total_steps=total, warmup_steps=round(warmup_epochs * len(loader)))
     params = [p for _, p in trainable_parameters(model)]
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
 
     best: dict[str, torch.Tensor] | None = None
     best_key = -math.inf
@@ -197,6 +201,7 @@ def fit(
                     std=std,
                     train=True,
                     generator=aug,
+                    augment=augment,
                 )
                 y = y.to(device, non_blocking=True)
                 with autocast(device, precision):

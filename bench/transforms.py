@@ -1,15 +1,173 @@
 """Batch transforms on uint8 tensors: to float, 3 channels, model size, augmentation, normalisation.
 
 Working on whole batches on the training device keeps the small in-memory datasets of the demo
-and of tests fast without worker processes.
+and of tests fast without worker processes. Training augmentation is a named preset
+(`AUGMENTATIONS`); evaluation is always a plain resize. All randomness is drawn on the CPU from
+the caller's generator, so a seed reproduces a run on any device.
+
+torchvision is deliberately not imported: it may be absent or mismatched with the installed
+torch; the few operations needed are re-implemented from its documented algorithms.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One training augmentation recipe; evaluation ignores it (resize only)."""
+
+    name: str
+    crop_scale: tuple[float, float] | None  # random resized crop area range; None = no crop
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5  # probability
+    vflip: float = 0.0
+    brightness: float = 0.0  # ColorJitter-style factors in [max(0, 1-b), 1+b]
+    contrast: float = 0.0
+    summary: str = ""  # one line for `bench list` / --help, citing where it comes from
+
+    def __post_init__(self) -> None:
+        for label, rng in (("crop_scale", self.crop_scale), ("crop_ratio", self.crop_ratio)):
+            if rng is not None and not (len(rng) == 2 and 0 < rng[0] <= rng[1]):
+                raise ValueError(f"{self.name}: {label} must be (lo, hi) with 0 < lo <= hi: {rng}")
+        for label, p in (("hflip", self.hflip), ("vflip", self.vflip)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{self.name}: {label} must be a probability in [0, 1]: {p}")
+        for label, b in (("brightness", self.brightness), ("contrast", self.contrast)):
+            if b < 0:
+                raise ValueError(f"{self.name}: {label} must be >= 0: {b}")
+
+
+AUGMENTATIONS: dict[str, Augmentation] = {
+    a.name: a
+    for a in (
+        Augmentation(
+            "rrc-flip",
+            crop_scale=(0.8, 1.0),
+            summary="random resized crop scale 0.8-1, ratio 3/4-4/3 + h-flip 0.5; a mild crop "
+            "that keeps lesions near the border (suite default)",
+        ),
+        Augmentation(
+            "ept",
+            crop_scale=(0.08, 1.0),
+            summary="random resized crop scale 0.08-1, ratio 3/4-4/3 + h-flip 0.5 "
+            "(mmcls/torchvision defaults; EPT configs/_base_/datasets/*.py)",
+        ),
+        Augmentation(
+            "fpt",
+            crop_scale=(0.8, 1.0),
+            crop_ratio=(0.7, 1.3),
+            brightness=0.2,
+            contrast=0.2,
+            summary="h-flip 0.5, brightness/contrast 0.2, random resized crop scale 0.8-1, "
+            "ratio 0.7-1.3 (FPT configs/data_config.yaml weak augmentation)",
+        ),
+        Augmentation(
+            "flip",
+            crop_scale=None,
+            summary="resize + h-flip 0.5 only (the suite's previous behaviour)",
+        ),
+        Augmentation(
+            "none",
+            crop_scale=None,
+            hflip=0.0,
+            summary="resize only, as in evaluation",
+        ),
+    )
+}
+DEFAULT_AUGMENT = "rrc-flip"
+
+
+def get_augmentation(name: str) -> Augmentation:
+    """The preset called `name`; a UserError listing the valid names otherwise."""
+    try:
+        return AUGMENTATIONS[name]
+    except KeyError:
+        raise UserError(
+            f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENTATIONS)}"
+        ) from None
+
+
+def sample_crop_params(
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random resized crop, as torchvision's RandomResizedCrop.get_params.
+
+    Ten attempts at an area ~ U(scale) * H * W with a log-uniform aspect ratio (w / h) that fits
+    inside the image; otherwise a central crop with the image's ratio clamped into `ratio`.
+    Uses the same draws in the same order as torchvision, so with `generator=None` and the same
+    global seed both give the same box.
+    """
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect = math.exp(
+            torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item()
+        )
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
+            return top, left, h, w
+    # Fallback: central crop, the image's own ratio clamped into the allowed range.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w = width
+        h = round(w / min(ratio))
+    elif in_ratio > max(ratio):
+        h = height
+        w = round(h * max(ratio))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def jitter_factors(n: int, amount: float, generator: torch.Generator | None) -> torch.Tensor | None:
+    """n ColorJitter factors ~ U[max(0, 1 - amount), 1 + amount] (CPU), or None when amount is 0
+    (nothing is drawn then, so presets without jitter keep their random stream)."""
+    if amount == 0:
+        return None
+    return torch.empty(n).uniform_(max(0.0, 1.0 - amount), 1.0 + amount, generator=generator)
+
+
+def color_jitter(
+    x: torch.Tensor, brightness: torch.Tensor | None, contrast: torch.Tensor | None
+) -> torch.Tensor:
+    """Per-image brightness then contrast on [0,1] floats [B,3,H,W], as torchvision's
+    adjust_brightness / adjust_contrast: scale by the factor; blend with the mean of the
+    greyscale image; clamp to [0,1] after each. Factors are [B] tensors or None (skip)."""
+    if brightness is not None:
+        f = brightness.to(x.device, x.dtype)[:, None, None, None]
+        x = (f * x).clamp(0.0, 1.0)
+    if contrast is not None:
+        f = contrast.to(x.device, x.dtype)[:, None, None, None]
+        grey = 0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # ITU-R 601-2 luma
+        mean = grey.mean(dim=(-2, -1))[:, None, None, None]
+        x = (f * x + (1.0 - f) * mean).clamp(0.0, 1.0)
+    return x
+
+
+def _resize(x: torch.Tensor, img_size: int) -> torch.Tensor:
+    if x.shape[-2:] == (img_size, img_size):
+        return x
+    # antialias: a 512-px image (or crop) shrunk to 128 would otherwise alias.
+    return F.interpolate(
+        x, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False
+    )
 
 
 def prepare_batch(
@@ -20,22 +178,50 @@ def prepare_batch(
     std: Sequence[float],
     train: bool,
     generator: torch.Generator | None = None,
+    augment: str | Augmentation = DEFAULT_AUGMENT,
 ) -> torch.Tensor:
     """uint8 [B,C,H,W] (C = 1 or 3) -> normalised float [B,3,img_size,img_size].
 
-    Training adds a random horizontal flip per image (the one augmentation every paper in the
-    spec shares); evaluation is deterministic.
+    Evaluation (`train=False`) only resizes, whatever `augment` is. Training applies `augment`:
+    brightness/contrast on the full image (FPT jitters before cropping), a random resized crop
+    per image resized to img_size, then horizontal/vertical flips. Draws from `generator` (CPU),
+    in this order and only for the enabled operations: every image's crop box, hflip [B],
+    vflip [B], brightness [B], contrast [B]. "flip" thus draws exactly what the old
+    flip-only transform drew.
     """
+    aug = get_augmentation(augment) if isinstance(augment, str) else augment
     x = images.float().div_(255.0)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    if x.shape[-2:] != (img_size, img_size):
-        x = F.interpolate(
-            x, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False
-        )
-    if train:
-        flip = torch.rand(x.shape[0], generator=generator, device="cpu") < 0.5
-        x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+    if not train:
+        x = _resize(x, img_size)
+    else:
+        n, (height, width) = x.shape[0], x.shape[-2:]
+        boxes = None
+        if aug.crop_scale is not None:
+            boxes = [
+                sample_crop_params(height, width, aug.crop_scale, aug.crop_ratio, generator)
+                for _ in range(n)
+            ]
+        hflip = torch.rand(n, generator=generator) < aug.hflip if aug.hflip > 0 else None
+        vflip = torch.rand(n, generator=generator) < aug.vflip if aug.vflip > 0 else None
+        bright = jitter_factors(n, aug.brightness, generator)
+        contr = jitter_factors(n, aug.contrast, generator)
+
+        x = color_jitter(x, bright, contr)
+        if boxes is None:
+            x = _resize(x, img_size)
+        else:  # per image: crops differ in size (batches are small)
+            x = torch.cat(
+                [
+                    _resize(x[i : i + 1, :, top : top + h, left : left + w], img_size)
+                    for i, (top, left, h, w) in enumerate(boxes)
+                ]
+            )
+        if hflip is not None:
+            x = torch.where(hflip.to(x.device)[:, None, None, None], x.flip(-1), x)
+        if vflip is not None:
+            x = torch.where(vflip.to(x.device)[:, None, None, None], x.flip(-2), x)
     mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype)[None, :, None, None]
     std_t = torch.tensor(std, device=x.device, dtype=x.dtype)[None, :, None, None]
     return (x - mean_t) / std_t

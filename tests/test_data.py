@@ -46,7 +46,9 @@ def test_medmnist_npz_reader(tmp_path) -> None:
 
 def test_labels_out_of_range_rejected(tmp_path) -> None:
     write_medmnist_npz(tmp_path / "pneumoniamnist.npz", classes=3)
-    with pytest.raises(UserError, match=r"labels outside 0\.\.1"):
+    with pytest.raises(
+        UserError, match=r"train_labels range over 0\.\.2; expected class indices 0\.\.1"
+    ):
         load_dataset(get_card("pneumoniamnist"), tmp_path)
 
 
@@ -67,7 +69,7 @@ def test_prepare_batch_gray_to_rgb_resize_normalise() -> None:
 
 def test_prepare_batch_flip_is_seeded() -> None:
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4)
-    kw = dict(img_size=4, mean=(0,) * 3, std=(1,) * 3, train=True)
+    kw = dict(img_size=4, mean=(0,) * 3, std=(1,) * 3, train=True, augment="flip")
     a = prepare_batch(x, generator=torch.Generator().manual_seed(3), **kw)
     b = prepare_batch(x, generator=torch.Generator().manual_seed(3), **kw)
     assert torch.equal(a, b)

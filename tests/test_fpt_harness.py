@@ -28,7 +28,7 @@ from bench.cli import app
 from bench.config import CellConfig
 from bench.feature_cache import human_bytes
 from bench.measure import count_params
-from bench.runner import RunRequest, plan
+from bench.runner import RunRequest, data_key, plan
 from bench.transforms import prepare_batch
 from methods import get_method
 from tests.conftest import write_medmnist_npz
@@ -160,7 +160,7 @@ def fpt_cells(data_root: Path, seeds: list[int], **kw) -> tuple[list[CellConfig]
                      epochs=EPOCHS, batch_size=BATCH, device="cpu", data_root=data_root,
                      results=data_root / "results", **kw)  # fmt: skip
     p = plan(req, progress=False)
-    return p.cells, p.datasets["pneumoniamnist"], p.source
+    return p.cells, p.datasets[data_key(p.cells[0])], p.source
 
 
 # ---------------------------------------------------------------- three runs shared by tests
@@ -489,3 +489,24 @@ def test_dry_run_cells_match_the_run(tmp_path: Path) -> None:
         return [(c.method, c.img_size, c.run_id) for c in plan(req, dry_run=dry_run).cells]
 
     assert cells(dry_run=True) == cells(dry_run=False)
+
+
+def test_few_shot_views_share_val_and_test_features(
+    tmp_path: Path, tiny_data_root: Path, monkeypatch
+) -> None:
+    """Two few-shot samples of one dataset differ in train only: their val and test features
+    come from one cache entry, and each train sample gets its own."""
+    monkeypatch.setenv("MEDPEFT_CACHE", str(tmp_path / "cache"))
+    results = tmp_path / "results"
+    res = bench("run", "--methods", "fpt", "--datasets", "pneumoniamnist", "--data-root",
+                str(tiny_data_root), "--backbone", "test_vit", "--no-pretrained", "--epochs", "1",
+                "--batch-size", str(BATCH), "--device", "cpu", "--results", str(results),
+                "--shots", "3", "--split-seeds", "0,1", "--no-progress")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    first, second = sorted(_records(results), key=lambda r: r["config"]["split_seed"])
+    assert first["dataset"]["sizes"]["train"] == second["dataset"]["sizes"]["train"] == 6
+    a, b = first["feature_cache"]["splits"], second["feature_cache"]["splits"]
+    assert a["train"]["path"] != b["train"]["path"] and not b["train"]["hit"]
+    for split in ("val", "test"):
+        assert a[split]["path"] == b[split]["path"]
+        assert not a[split]["hit"] and b[split]["hit"]

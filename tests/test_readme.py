@@ -44,3 +44,34 @@ def test_readme_method_example_registers_and_trains(monkeypatch) -> None:
     req = RunRequest(methods=["ln-tune"], datasets=["demo"], seeds=[0], backbone="test_vit")
     req.sets = parse_sets(["ln-tune.final_norm=false"])
     assert method_settings("ln-tune", req)[1] == {"final_norm": False}
+
+
+def test_readme_dataset_card_example_loads_and_checks(tmp_path, monkeypatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from bench.data import get_card
+    from bench.data_check import check_dataset
+
+    block = re.search(r"```toml\n# datasets/my-derm\.toml.*?\n(.*?)```", README.read_text(), re.S)
+    assert block, "README lost its dataset card example"
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "my-derm.toml").write_text(block.group(1))
+    monkeypatch.setenv("MEDPEFT_CARDS", str(cards))
+    card = get_card("my-derm")
+    assert (card.task, card.format, card.classes) == (
+        "binary",
+        "imagefolder",
+        ("benign", "malignant"),
+    )
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 10), ("test", 3)):
+        for cls in card.classes:
+            for i in range(n):
+                path = tmp_path / "data/my-derm" / split / cls / f"{i}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(path)
+    report = check_dataset(card, tmp_path / "data")
+    assert report.sizes == {"train": 18, "val": 2, "test": 6}  # 10 % of each class carved
+    assert report.protocol["val"]["carved_from"] == "train"

@@ -1,0 +1,180 @@
+"""`bench data info|check|download`: what a dataset card expects, and whether the local copy
+matches it, before any training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+data_app = typer.Typer(
+    help="Inspect, check and fetch the datasets of the catalog.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DataRoot = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where datasets live (default $MEDPEFT_DATA or ~/.local/share/medpeft-bench)."
+    ),
+]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@data_app.command()
+def info(
+    name: Annotated[str, typer.Argument(help="A dataset of `bench list datasets`.")],
+    data_root: DataRoot = None,
+) -> None:
+    """The card: task, classes, metric, expected layout, where to get it, licence, citation; and
+    whether the files are where the card expects them."""
+    from bench.data import check_available, get_card
+    from bench.data import data_root as resolve_root
+    from bench.errors import UserError
+
+    console = _console()
+    try:
+        card = get_card(name)
+    except UserError as exc:
+        _fail(str(exc))
+    root = resolve_root(data_root)
+    rows = [
+        ("title", card.title),
+        ("task", f"{card.task}, {len(card.classes)} {'labels' if card.multilabel else 'classes'}"),
+        ("classes", ", ".join(card.classes)),
+        ("primary metric", card.primary_metric),
+        ("modality", card.modality),
+        ("format", card.format),
+        ("image size", f"{card.image_size} px" if card.image_size else "as stored"),
+        ("epochs", str(card.epochs)),
+        ("layout", card.layout),
+        ("source", card.source),
+        ("license", card.license),
+        ("citation", card.citation),
+        ("notes", card.notes),
+        ("card", str(card.path)),
+    ]
+    if card.reader.get("shot_files"):
+        rows.append(("few-shot files", ", ".join(card.reader["shot_files"].values())))
+    try:
+        check_available(card, root)
+        rows.append(
+            ("local copy", f"found under {card.folder(root)} (`bench data check` reads it)")
+        )
+    except UserError:
+        rows.append(("local copy", f"not found under {root}"))
+    from rich.table import Table
+
+    table = Table(title=card.name, show_header=False)
+    table.add_column("field", no_wrap=True, style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in rows:
+        if value:
+            table.add_row(key, value)
+    console.print(table)
+
+
+@data_app.command()
+def check(
+    name: Annotated[str, typer.Argument(help="A dataset of `bench list datasets`.")],
+    data_root: DataRoot = None,
+    shots: Annotated[
+        str | None, typer.Option(help="Also check these few-shot samples, e.g. 1,5,10.")
+    ] = None,
+    split_seeds: Annotated[
+        str | None, typer.Option(help="Few-shot split seeds to check: '0-4' (default 0).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Read every image and label as `bench run` will, and report errors (exit 2) and warnings."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from bench.config import parse_int_list
+    from bench.data import SPLITS, get_card
+    from bench.data import data_root as resolve_root
+    from bench.data_check import check_dataset
+    from bench.errors import UserError
+
+    console = _console()
+    try:
+        card = get_card(name)
+        k = parse_int_list(shots, option="--shots") if shots else None
+        seeds = parse_int_list(split_seeds, option="--split-seeds") if split_seeds else None
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"reading {card.name}", total=None)
+            report = check_dataset(
+                card,
+                resolve_root(data_root),
+                shots=k,
+                split_seeds=seeds,
+                on_progress=lambda d, t: bar.update(task, completed=d, total=t),
+            )
+    except UserError as exc:
+        _fail(str(exc))
+    from rich.table import Table
+
+    unit = "positives per label" if card.multilabel else "images per class"
+    table = Table(title=f"{card.name}: {unit}")
+    table.add_column("class", no_wrap=True)
+    for split in SPLITS:
+        table.add_column(f"{split} ({report.sizes[split]})", justify="right")
+    for i, cls in enumerate(card.classes):
+        table.add_row(cls, *(str(report.counts[s][i]) for s in SPLITS))
+    console.print(table)
+    val = report.protocol.get("val")
+    if val:
+        console.print(
+            f"val carved from train: {val['size']} images ({val['fraction']:.0%}, stratified, "
+            f"seed {val['seed']}); the files have no validation split"
+        )
+    for k_, seed in report.shots_checked:
+        console.print(f"{k_}-shot sample for split seed {seed}: ok")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/] {warning}")
+    console.print(f"[green]ok[/] {card.name}: every image and label read")
+
+
+@data_app.command()
+def download(
+    name: Annotated[
+        str, typer.Argument(help="A MedMNIST dataset, e.g. pathmnist or pathmnist_224.")
+    ],
+    data_root: DataRoot = None,
+) -> None:
+    """Fetch a MedMNIST file through the `medmnist` package; other datasets need a registration
+    or licence click, so this says where to get them."""
+    from bench.data import data_root as resolve_root
+    from bench.data import get_card
+    from bench.errors import UserError
+    from bench.readers import download_medmnist
+
+    try:
+        card = get_card(name)
+        if card.format != "medmnist-npz":
+            raise UserError(
+                f"{card.name} is not downloaded by the suite (most medical datasets need a "
+                f"registration or licence click). Get it from {card.source}; layout: {card.layout}"
+            )
+        root = resolve_root(data_root)
+        folder = card.folder(root)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = download_medmnist(
+            card.medmnist.get("flag", card.name), card.image_size or 28, folder
+        )
+    except UserError as exc:
+        _fail(str(exc))
+    typer.echo(f"{card.name}: {path}")
