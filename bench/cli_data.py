@@ -41,7 +41,7 @@ def info(
 ) -> None:
     """The card: task, classes, metric, expected layout, where to get it, licence, citation; and
     whether the files are where the card expects them."""
-    from bench.data import check_available, get_card
+    from bench.data import check_available, get_card, npz_path
     from bench.data import data_root as resolve_root
     from bench.errors import UserError
 
@@ -75,7 +75,8 @@ def info(
             ("local copy", f"found under {card.folder(root)} (`bench data check` reads it)")
         )
     except UserError:
-        rows.append(("local copy", f"not found under {root}"))
+        where = npz_path(card, root) if card.format == "medmnist-npz" else card.folder(root)
+        rows.append(("local copy", f"not found: expected {where} (see layout)"))
     from rich.table import Table
 
     table = Table(title=card.name, show_header=False)
@@ -160,7 +161,7 @@ def download(
     from bench.data import data_root as resolve_root
     from bench.data import get_card
     from bench.errors import UserError
-    from bench.readers import download_medmnist
+    from bench.medmnist import download_medmnist
 
     try:
         card = get_card(name)

@@ -335,7 +335,7 @@ def stored_image_size(card: DatasetCard, root: Path) -> int | None:
 
         return IMG_SIZE
     if card.format == "medmnist-npz":
-        from bench.readers import npz_image_size
+        from bench.medmnist import npz_image_size
 
         try:
             size = npz_image_size(npz_path(card, root))
@@ -364,7 +364,9 @@ def read_arrays(card: DatasetCard, root: Path, on_progress: ProgressFn | None = 
             for s, (images, labels) in make_demo().items()
         }
     if card.format == "medmnist-npz":
-        return readers.read_medmnist_npz(
+        from bench.medmnist import read_medmnist_npz
+
+        return read_medmnist_npz(
             npz_path(card, root), num_classes=len(classes), multilabel=multilabel
         )
     if card.format == "imagefolder":
@@ -519,18 +521,18 @@ def few_shot(data: LoadedDataset, shots: int, split_seed: int, root: Path) -> Lo
             "train_paths": read["train"].paths,
         }
         return _to_dataset(card, {s: parts[s] for s in SPLITS}, protocol)
-    from bench.splits import sample_shots
+    from bench.splits import sample_shots, split_summary
 
     train = data.splits["train"]
-    index = sample_shots(
-        train.labels.numpy(), shots, split_seed, task=card.task, classes=card.classes
-    )
+    labels = train.labels.numpy()
+    index = sample_shots(labels, shots, split_seed, task=card.task, classes=card.classes)
     protocol = {
         **data.protocol,
         "shots": shots,
         "split_seed": split_seed,
         "shots_from": "sampled",
-        "train_indices": index.tolist(),
+        "train_indices": index.tolist(),  # into the full training split, in file order
+        "train_counts": split_summary(labels, index, task=card.task, classes=card.classes),
     }
     splits = {**data.splits, "train": train.subset(index)}
     digest = hashlib.sha256(f"{data.fingerprint}:{shots}:{split_seed}:".encode())

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.data import SPLITS, DatasetCard, LoadedDataset, few_shot, load_dataset
+from bench.splits import split_summary
 
 ProgressFn = Any
 
@@ -31,9 +32,9 @@ class CheckReport:
 
 
 def class_counts(card: DatasetCard, labels: np.ndarray) -> list[int]:
-    if card.multilabel:
-        return labels.sum(axis=0).astype(int).tolist()
-    return np.bincount(labels, minlength=len(card.classes)).tolist()
+    """Images per class (positives per label) in label order."""
+    every = np.arange(len(labels))
+    return list(split_summary(labels, every, task=card.task, classes=card.classes).values())
 
 
 def check_dataset(

@@ -19,8 +19,10 @@ PERCENT = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "ece", "qw
 
 
 def _setting(cfg: dict[str, Any]) -> str:
-    """Hash of everything but the seed: records are only ever averaged within one setting."""
-    rest = {k: v for k, v in cfg.items() if k != "seed"}
+    """Hash of everything but the seeds: records are only ever averaged within one setting. A
+    few-shot setting pools its split seeds with its training seeds, as the papers average over
+    samplings and runs."""
+    rest = {k: v for k, v in cfg.items() if k not in ("seed", "split_seed")}
     return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -50,6 +52,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "dataset": cfg.get("dataset"),
                 "method": cfg.get("method"),
                 "seed": cfg.get("seed"),
+                "shots": cfg.get("shots"),
+                "split_seed": cfg.get("split_seed", 0),
                 "backbone": cfg.get("backbone"),
                 "pretrained": cfg.get("pretrained"),
                 "img_size": cfg.get("img_size"),
@@ -91,6 +95,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         out.append(
             {
                 "dataset": first["dataset"],
+                "shots": first["shots"],
                 "method": first["method"],
                 "backbone": first["backbone"] + ("" if first["pretrained"] else " (random init)"),
                 "seeds": len(g),
@@ -145,8 +150,12 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
 def blocks(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, display table) per dataset and backbone, the unit results are compared in."""
     out = []
-    for (dataset, backbone), part in summary.groupby(["dataset", "backbone"], sort=False):
-        out.append((f"{dataset} · {backbone}", display_table(part)))
+    shots = summary["shots"].fillna(0).astype(int)
+    for (dataset, k, backbone), part in summary.groupby(
+        [summary["dataset"], shots, summary["backbone"]], sort=False
+    ):
+        name = f"{dataset} {k}-shot" if k else dataset
+        out.append((f"{name} · {backbone}", display_table(part)))
     return out
 
 
@@ -161,7 +170,7 @@ def render_markdown(df: pd.DataFrame) -> str:
         lines += [f"## {title}", "", table.to_markdown(index=False, disable_numparse=True), ""]
     lines += [
         "Scores are test-split percentages, evaluated once with the epoch selected on validation; "
-        "mean ± std over seeds (sample std). `train %`: trainable parameters as a percentage of the "
+        "mean ± std over seeds, few-shot split seeds pooled in (sample std). `train %`: trainable parameters as a percentage of the "
         "backbone without its head. `img/s`: steady-state training throughput. Peak memory: "
         + ", ".join(sorted(set(df["memory_source"].dropna())))
         + ".",

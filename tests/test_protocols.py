@@ -301,3 +301,24 @@ def test_download_refuses_non_medmnist_with_the_source(cards) -> None:
     card(cards, "mine", FOLDER_CARD)
     res = bench("data", "download", "mine")
     assert res.exit_code == 2 and "the test" in res.stderr
+
+
+def test_report_pools_split_seeds_within_a_shot_count() -> None:
+    """Few-shot results are averaged over samplings and runs (as the papers do), never across
+    shot counts or with full-data runs."""
+    from bench.report import blocks, records_frame, summarize
+
+    def rec(shots, split_seed, seed, value):
+        cfg = {"dataset": "mine", "method": "linear", "seed": seed, "shots": shots,
+               "split_seed": split_seed, "backbone": "b", "pretrained": True}  # fmt: skip
+        return {"run_id": f"{shots}-{split_seed}-{seed}", "status": "ok", "config": cfg,
+                "metrics": {"primary_metric": "accuracy", "primary": value, "test": {}}}  # fmt: skip
+
+    records = [rec(1, 0, 0, 0.50), rec(1, 1, 0, 0.60), rec(1, 1, 1, 0.70),
+               rec(5, 0, 0, 0.90), rec(None, 0, 0, 0.95)]  # fmt: skip
+    summary = summarize(records_frame(records))
+    one = summary[summary["shots"] == 1].iloc[0]
+    assert one["seeds"] == 3 and one["mean"] == pytest.approx(60.0)
+    assert one["std"] == pytest.approx(10.0)
+    titles = [title for title, _ in blocks(summary)]
+    assert titles == ["mine 1-shot · b", "mine 5-shot · b", "mine · b"]

@@ -19,14 +19,12 @@ from PIL import Image
 
 from bench import readers
 from bench.errors import UserError
+from bench.medmnist import download_medmnist, npz_image_size, read_medmnist_npz
 from bench.readers import (
     SPLITS,
-    download_medmnist,
-    npz_image_size,
     read_csv_manifest,
     read_csv_splits,
     read_imagefolder,
-    read_medmnist_npz,
     read_split_lists,
 )
 

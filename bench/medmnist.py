@@ -1,0 +1,164 @@
+"""MedMNIST: read the exact .npz files the `medmnist` package downloads, read their image size
+from the header alone, and download them through the package when it is installed."""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import UserError
+from bench.readers import SPLITS, SplitArrays
+
+MEDMNIST_RECORD = "https://zenodo.org/records/10519652"
+
+
+def read_medmnist_npz(path: Path, *, num_classes: int, multilabel: bool) -> dict[str, SplitArrays]:
+    """Read a MedMNIST .npz as the `medmnist` package downloads it: {split}_images uint8
+    [N, H, W] or [N, H, W, 3], {split}_labels [N, 1] class indices or [N, L] 0/1 (ChestMNIST).
+    Paths are "split[i]"."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"MedMNIST file {path} not found")
+    hint = f"re-download it (MedMNIST Zenodo record {MEDMNIST_RECORD})"
+    if not zipfile.is_zipfile(path):
+        # np.load would try to unpickle it and report a confusing allow_pickle error
+        raise UserError(f"{path} is not a .npz (zip) archive, or it is truncated; {hint}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"cannot read {path}: {exc}; {hint}") from None
+    out = {}
+    with npz:
+        present = sorted(npz.files)
+        wanted = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
+        missing = [k for k in wanted if k not in present]
+        if missing:
+            raise UserError(
+                f"{path}: missing array(s) {missing}; present: {present}. A MedMNIST file holds "
+                f"{wanted}"
+            )
+        for split in SPLITS:
+            try:
+                images = npz[f"{split}_images"]
+                labels = npz[f"{split}_labels"]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise UserError(
+                    f"cannot read the {split} arrays of {path}: {exc}; {hint}"
+                ) from None
+            out[split] = _check_npz_split(path, split, images, labels, num_classes, multilabel)
+    return out
+
+
+def _check_npz_split(
+    path: Path,
+    split: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    multilabel: bool,
+) -> SplitArrays:
+    where = f"{path}: {split}"
+    if images.dtype != np.uint8:
+        raise UserError(f"{where}_images has dtype {images.dtype}; expected uint8 pixels")
+    if images.ndim == 3:
+        images = images[..., None]
+    elif not (images.ndim == 4 and images.shape[-1] in (1, 3)):
+        raise UserError(
+            f"{where}_images has shape {images.shape}; expected [N, H, W] or [N, H, W, 3]"
+        )
+    if len(images) != len(labels):
+        raise UserError(f"{where}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise UserError(f"{where}: the split is empty")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+        raise UserError(f"{where}_labels has dtype {labels.dtype}; expected integer labels")
+    if multilabel:
+        if labels.ndim != 2 or labels.shape[1] != num_classes:
+            raise UserError(
+                f"{where}_labels has shape {labels.shape}; expected [N, {num_classes}] "
+                f"(one 0/1 column per class)"
+            )
+        if not np.isin(labels, (0, 1)).all():
+            raise UserError(f"{where}_labels holds values other than 0 and 1")
+        out_labels = labels.astype(np.float32)
+    else:
+        if not (labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)):
+            raise UserError(
+                f"{where}_labels has shape {labels.shape}; expected [N, 1] class indices "
+                f"(is this a multi-label file?)"
+            )
+        out_labels = labels.reshape(-1).astype(np.int64)
+        low, high = int(out_labels.min()), int(out_labels.max())
+        if low < 0 or high >= num_classes:
+            raise UserError(
+                f"{where}_labels range over {low}..{high}; expected class indices "
+                f"0..{num_classes - 1}"
+            )
+    return SplitArrays(
+        images=np.ascontiguousarray(images),
+        labels=out_labels,
+        paths=[f"{split}[{i}]" for i in range(len(images))],
+    )
+
+
+def npz_image_size(path: Path) -> int | None:
+    """The side of `train_images` in a MedMNIST .npz, read from the .npy header inside the zip
+    without loading the pixels; None when the file or header cannot be read."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("train_images.npy") as f:
+            fmt = np.lib.format
+            major, _ = fmt.read_magic(f)
+            if major == 1:
+                shape, _, _ = fmt.read_array_header_1_0(f)
+            elif major == 2:
+                shape, _, _ = fmt.read_array_header_2_0(f)
+            else:
+                return None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    if len(shape) == 4 and shape[-1] in (1, 3):
+        return int(shape[2])
+    return int(shape[-1]) if len(shape) == 3 else None
+
+
+def download_medmnist(flag: str, size: int, root: Path) -> Path:
+    """Download `<flag>.npz` (size 28) or `<flag>_<size>.npz` into `root` with the `medmnist`
+    package (v3 API) and return its path; the package checks the MD5 and skips a good file."""
+    root = Path(root)
+    filename = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+    manual = (
+        f"download {filename} manually from the MedMNIST Zenodo record {MEDMNIST_RECORD} "
+        f"into {root}"
+    )
+    try:
+        import medmnist
+    except ImportError:
+        raise UserError(
+            f"the `medmnist` package is not installed: run `pip install medmnist`, or {manual}"
+        ) from None
+    info = getattr(medmnist, "INFO", {})
+    if flag not in info:
+        raise UserError(f"unknown MedMNIST flag {flag!r}; known: {', '.join(sorted(info))}")
+    dataset_class = getattr(medmnist, info[flag]["python_class"], None)
+    if dataset_class is None:
+        # medmnist/__init__ swallows the import errors of its dataset module (torch/torchvision)
+        raise UserError(
+            f"the `medmnist` package has no {info[flag]['python_class']} class (its dependencies "
+            f"may be missing; `pip install medmnist` again), or {manual}"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        # one split suffices: the npz holds all three; "test" keeps the arrays it loads small
+        dataset_class(split="test", download=True, root=str(root), size=size)
+    except Exception as exc:  # RuntimeError (network), AssertionError (size), TypeError (old API)
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(
+            f"downloading {filename} with medmnist failed: {cause}. Or {manual}"
+        ) from None
+    path = root / filename
+    if not path.is_file():
+        raise UserError(f"medmnist reported success but {path} is missing; {manual}")
+    return path
