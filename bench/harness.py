@@ -24,7 +24,7 @@ from bench.config import CellConfig
 from bench.data import DEMO_NOTICE, LoadedDataset
 from bench.errors import UserError
 from bench.feature_cache import LiveFeatures
-from bench.metrics import HIGHER_IS_BETTER, compute_metrics
+from bench.metrics import HIGHER_IS_BETTER, compute_metrics, reliability_bins
 from bench.records import SCHEMA
 from bench.train import Diverged, autocast, fit, predict
 from bench.transforms import prepare_batch
@@ -311,6 +311,8 @@ def run_cell(
                 "primary": test_metrics[primary],
                 "test": test_metrics,
                 "val": best_val,
+                # the test split's reliability diagram (report plots; EPT's calibration theme)
+                "calibration": reliability_bins(logits, labels, task),
             },
             training={
                 "best_epoch": result.best_epoch,

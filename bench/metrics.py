@@ -285,6 +285,43 @@ def multilabel_metrics(logits: Any, targets: Any) -> dict[str, float]:
     return out
 
 
+# --------------------------------------------------------------------------- reliability
+
+
+def reliability_bins(logits: Any, targets: Any, task: str, n_bins: int = ECE_BINS) -> dict:
+    """Per-bin counts, mean confidence and accuracy for a reliability diagram (Guo et al. 2017).
+
+    Single-label: the top-label confidence (max softmax) against whether the top label is right.
+    Multi-label: every entry's sigmoid against its 0/1 target. Bin b holds confidences in
+    [b/n, (b+1)/n), the last bin includes 1.0. Empty bins report None; the count-weighted gap
+    over bins is the ECE of the same binning.
+    """
+    lg = _to_numpy(logits, "logits", floating=True)
+    if task == "multilabel":
+        tg = _as_int_labels(_to_numpy(targets, "targets", floating=False), "targets")
+        conf = (1.0 / (1.0 + np.exp(-lg))).ravel()
+        correct = tg.ravel().astype(np.float64)
+    else:
+        lg, tg = _prepare_multiclass(logits, targets)
+        probs = _softmax(lg)
+        conf = probs.max(axis=1)
+        correct = (probs.argmax(axis=1) == tg).astype(np.float64)
+    idx = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    sum_conf = np.bincount(idx, weights=conf, minlength=n_bins)
+    sum_acc = np.bincount(idx, weights=correct, minlength=n_bins)
+
+    def mean(total: np.ndarray) -> list[float | None]:
+        return [float(t / c) if c else None for t, c in zip(total, count, strict=True)]
+
+    return {
+        "n_bins": n_bins,
+        "count": count.astype(int).tolist(),
+        "confidence": mean(sum_conf),
+        "accuracy": mean(sum_acc),
+    }
+
+
 # --------------------------------------------------------------------------- dispatch
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.data import DEMO_NOTICE
 
+TEST_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "qwk", "ece", "nll")
 # Metrics shown in percent (they are fractions in the records).
 PERCENT = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "ece", "qwk")
 
@@ -36,14 +37,16 @@ def _memory_mb(mem: dict[str, Any] | None) -> float | None:
 
 
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per record, with the fields tables need."""
+    """One row per record (the long frame every table and plot reads); test metrics are
+    fractions, NaN where a record has none."""
     rows = []
     for r in records:
         cfg = r.get("config", {})
-        test = (r.get("metrics") or {}).get("test", {})
+        metrics = r.get("metrics") or {}
+        test = metrics.get("test", {})
         cost = r.get("cost") or {}
         params = r.get("params") or {}
-        mem = (cost.get("memory") or {}).get("train")
+        memory = cost.get("memory") or {}
         rows.append(
             {
                 "run_id": r["run_id"],
@@ -61,23 +64,31 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "device": cfg.get("device"),
                 "setting": _setting(cfg),
                 "demo": bool(r.get("demo")),
-                "primary_metric": (r.get("metrics") or {}).get("primary_metric")
+                "primary_metric": metrics.get("primary_metric")
                 or (r.get("dataset") or {}).get("primary_metric"),
-                "primary": (r.get("metrics") or {}).get("primary"),
-                **{
-                    k: test.get(k)
-                    for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece", "nll")
-                },
+                "primary": metrics.get("primary"),
+                **{k: test.get(k) for k in TEST_METRICS},
                 "trainable_params": params.get("trainable_params"),
                 "trainable_pct": params.get("trainable_pct"),
-                "peak_train_mem_mb": _memory_mb(mem),
-                "memory_source": (mem or {}).get("memory_source"),
+                "trainable_pct_no_head": params.get("trainable_pct_no_head"),
+                "peak_train_mem_mb": _memory_mb(memory.get("train")),
+                "peak_preload_mem_mb": _memory_mb(memory.get("preload")),
+                "peak_eval_mem_mb": _memory_mb(memory.get("eval")),
+                "memory_source": (memory.get("train") or {}).get("memory_source"),
                 "train_s": (cost.get("phases_s") or {}).get("train"),
                 "wall_s": cost.get("wall_s"),
                 "train_img_s": (cost.get("train_step") or {}).get("throughput_img_s"),
+                "calibration": metrics.get("calibration"),
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    numeric = ["primary", *TEST_METRICS, "trainable_pct", "trainable_pct_no_head",
+               "peak_train_mem_mb", "peak_preload_mem_mb", "peak_eval_mem_mb", "train_s",
+               "wall_s", "train_img_s"]  # fmt: skip
+    for col in numeric:
+        if col in frame:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

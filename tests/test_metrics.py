@@ -306,3 +306,23 @@ def test_primary_metric_defaults_and_direction_table() -> None:
     produced |= set(compute_metrics(logit(ML_P), ML_T, "multilabel"))
     assert produced == set(HIGHER_IS_BETTER)
     assert all(HIGHER_IS_BETTER[k] for k in produced - {"ece", "nll"})
+
+
+def test_reliability_bins_hand_computed() -> None:
+    from bench.metrics import reliability_bins
+
+    # softmax of [log 0.9, log 0.1] etc.: top-label confidences 0.9 (right), 0.6 (wrong), 0.95
+    # (right); with 10 bins: 0.9 and 0.95 share bin 9, 0.6 sits in bin 6
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.95, 0.05]])
+    out = reliability_bins(np.log(probs), np.array([0, 0, 0]), "binary", n_bins=10)
+    assert out["count"] == [0, 0, 0, 0, 0, 0, 1, 0, 0, 2]
+    assert out["confidence"][9] == pytest.approx(0.925) and out["accuracy"][9] == 1.0
+    assert out["confidence"][6] == pytest.approx(0.6) and out["accuracy"][6] == 0.0
+    assert out["accuracy"][0] is None
+    # the count-weighted gap is the same binning's ECE: (2 * 0.075 + 0.6) / 3
+    gaps = [c * abs(a - f) for c, a, f in zip(out["count"], out["accuracy"], out["confidence"])
+            if c]  # fmt: skip
+    assert sum(gaps) / 3 == pytest.approx(0.25)
+    # multi-label: every entry; a sigmoid of exactly 1.0 lands in the last bin
+    ml = reliability_bins(np.array([[50.0, -50.0]]), np.array([[1, 0]]), "multilabel", n_bins=4)
+    assert ml["count"] == [1, 0, 0, 1] and ml["accuracy"][3] == 1.0 and ml["accuracy"][0] == 0.0
