@@ -35,8 +35,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+# Options that define a grid; --protocol sets them all, so they cannot be given beside it.
+GRID_OPTIONS = ("methods", "datasets", "seeds", "backbone", "epochs", "batch_size", "lr",
+                "img_size", "shots", "split_seeds", "augment")  # fmt: skip
+
+
 @app.command()
 def run(
+    ctx: typer.Context,
     methods: Annotated[
         str,
         typer.Option(
@@ -120,6 +126,13 @@ def run(
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and exit.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="A paper's grid (`bench list protocols`): methods, datasets, shots, seeds, "
+            "budget and backbone as the paper ran them; with --dry-run, also the data it needs."
+        ),
+    ] = None,
 ) -> None:
     """Train and measure every (dataset x shots x split seed x method x seed) cell and write one
     record per cell."""
@@ -152,6 +165,21 @@ def run(
             grad_clip=grad_clip,
             force=force,
         )
+        if protocol is not None:
+            from bench.protocols import apply_protocol, get_protocol
+
+            given = [
+                f"--{name.replace('_', '-')}"
+                for name in GRID_OPTIONS
+                # compared by name: typer may ship its own copy of click's enum
+                if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+            ]
+            if given:
+                raise UserError(
+                    f"--protocol {protocol} sets the grid; drop {', '.join(given)} (or run "
+                    "without --protocol)"
+                )
+            apply_protocol(get_protocol(protocol), req)
         from bench.runner import plan, run_grid
 
         the_plan = plan(req, dry_run=dry_run, progress=progress)
@@ -159,6 +187,17 @@ def run(
         _fail(str(exc))
     if dry_run:
         _print_grid(console, the_plan, results)
+        for note in the_plan.notes:
+            console.print(f"[cyan]note[/] {note}")
+        from bench.runner import training_images
+
+        images, unknown = training_images(the_plan.cells, the_plan.datasets)
+        console.print(
+            f"compute: {len(the_plan.cells)} cell(s), {images:,} training images passed"
+            + (f" (+ {unknown} cell(s) whose training size is unknown until the data is read)"
+               if unknown else "")
+            + "; `bench profile` measures img/s on your GPU to turn this into hours"
+        )  # fmt: skip
         return
     for note in the_plan.notes:
         console.print(f"[cyan]note[/] {note}")
@@ -234,7 +273,7 @@ def _print_summary(console, records: list[dict]) -> None:
 @app.command("list")
 def list_(
     what: Annotated[
-        str, typer.Argument(help="methods, datasets, augmentations, backbones or all.")
+        str, typer.Argument(help="methods, datasets, augmentations, protocols, backbones or all.")
     ] = "all",
     backbone: Annotated[
         str, typer.Option(help="Backbone on which to count trainable parameters.")
@@ -243,7 +282,7 @@ def list_(
 ) -> None:
     """Show the registered methods (with defaults and trainable counts), the dataset catalog and
     suggested backbones."""
-    kinds = ("all", "methods", "datasets", "augmentations", "backbones")
+    kinds = ("all", "methods", "datasets", "augmentations", "protocols", "backbones")
     if what not in kinds:
         _fail(f"`bench list {what}`: expected one of {', '.join(kinds)}")
     console = _console()
@@ -302,6 +341,21 @@ def list_(
         for name, aug in AUGMENTATIONS.items():
             table.add_row(name + (" (default)" if name == DEFAULT_AUGMENT else ""), aug.summary)
         console.print(table)
+    if what in ("all", "protocols"):
+        from bench.protocols import get_protocol, list_protocols
+
+        table = _table("protocols (--protocol, report --paper)", ("name",), ("what it runs",))
+        for name in list_protocols():
+            p = get_protocol(name)
+            shots = (
+                f", {'/'.join(map(str, p.shots))}-shot x {len(p.split_seeds or ())}"
+                if p.shots
+                else ""
+            )
+            table.add_row(
+                name, f"{p.title}: {len(p.methods)} methods x {len(p.datasets)} datasets{shots}"
+            )
+        console.print(table)
     if what in ("all", "backbones"):
         from bench.backbones import SUGGESTED_BACKBONES
 
@@ -333,6 +387,13 @@ def report(
     methods: Annotated[
         str | None, typer.Option(help="Only these methods (comma-separated).")
     ] = None,
+    paper: Annotated[
+        str | None,
+        typer.Option(
+            help="Also render a paper's table (`bench list protocols`) with its published numbers "
+            "beside the reproduced ones."
+        ),
+    ] = None,
 ) -> None:
     """Summarise the records: a table on the terminal and reports/summary.md."""
     from bench.config import parse_name_list
@@ -356,6 +417,15 @@ def report(
     )
     path = write_summary(df, out)
     console.print(f"wrote {path} ({len(df)} record(s))")
+    if paper is not None:
+        from bench.errors import UserError
+        from bench.report import write_paper_table
+
+        try:
+            written = write_paper_table(paper, records_frame(loaded.records), out)
+        except UserError as exc:
+            _fail(str(exc))
+        console.print(f"wrote {written}")
 
 
 @app.command()

@@ -202,3 +202,33 @@ def write_summary(df: pd.DataFrame, out_dir: Path) -> Path:
     tmp.write_text(render_markdown(df))
     tmp.replace(path)
     return path
+
+
+def render_paper_table(name: str, long: pd.DataFrame) -> str:
+    """Markdown of a paper's table: published, reproduced and difference per column."""
+    from bench.protocols import get_protocol, paper_table, source_lines
+
+    protocol = get_protocol(name)
+    table = paper_table(protocol, long)
+    shown = table.drop(columns=["ours"]).copy()
+    for col in shown.columns[1:]:
+        shown[col] = shown[col].map(lambda v: "not run" if pd.isna(v) else f"{v:.2f}")
+    lines = [f"# {protocol.title}", "", f"Metric: {protocol.paper_metric_note}.", ""]
+    lines += [shown.to_markdown(index=False, disable_numparse=True), ""]
+    lines += [
+        "`paper`: published; `ours`: mean over seeds and split seeds of this suite's ok "
+        f"records on `{protocol.backbone}`; `diff` = ours - paper; `not run`: no record "
+        "(or, for an average, not every cell it averages).",
+        "",
+        "Sources:",
+        "",
+    ]
+    lines += [f"- {line}" for line in source_lines(protocol)]
+    return "\n".join(lines) + "\n"
+
+
+def write_paper_table(name: str, long: pd.DataFrame, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"paper-{name}.md"
+    path.write_text(render_paper_table(name, long))
+    return path

@@ -39,6 +39,8 @@ class RunRequest:
     shots: list[int] | None = None  # None: full data
     split_seeds: list[int] | None = None  # few-shot samples; default [0]
     augment: str = "rrc-flip"
+    # (dataset, method) -> learning rate: a paper's per-dataset rates (FPT+), from --protocol
+    dataset_lr: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,7 +138,14 @@ def method_settings(method: str, req: RunRequest) -> tuple[dict[str, Any], dict[
 def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Plan:
     """Resolve and check the whole grid. Raises UserError before any training starts."""
     from bench.backbones import DEMO_BACKBONE, method_img_size, resolve_backbone
-    from bench.data import check_available, data_root, few_shot, get_card, stored_image_size
+    from bench.data import (
+        check_available,
+        data_root,
+        few_shot,
+        get_card,
+        npz_path,
+        stored_image_size,
+    )
     from methods import get_method
 
     methods = resolve_methods(req.methods)
@@ -180,8 +189,19 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
     settings = {m: method_settings(m, req) for m in methods}
     device = resolve_device(req.device)
     root = data_root(req.data_root)
+    missing: list[str] = []
     for card in cards:
-        check_available(card, root)
+        try:
+            check_available(card, root)
+        except UserError:
+            if not dry_run:
+                raise
+            # a dry run lists what is missing instead of stopping at the first absent dataset
+            where = npz_path(card, root) if card.format == "medmnist-npz" else card.folder(root)
+            missing.append(
+                f"missing data: {card.name} (expected {where}; `bench data info {card.name}` "
+                "shows the layout and where to get it)"
+            )
     _check_results_folder(req.results)
 
     if dry_run:
@@ -229,6 +249,8 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
         size = data_size(card)
         for (shots, split_seed), method in itertools.product(shot_grid or [(None, 0)], methods):
             train, hparams = settings[method]
+            if (card.name, method) in req.dataset_lr:
+                train = {**train, "lr": req.dataset_lr[(card.name, method)]}
             img_size = method_img_size(
                 method,
                 hparams,
@@ -261,10 +283,29 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
                     )
                 )
     _check_foreign_files(cells, req.results)
-    notes: list[str] = []
+    notes: list[str] = list(missing)
     if not dry_run:
         notes = _preflight_builds(cells, datasets, source)
     return Plan(cells=cells, datasets=datasets, source=source, notes=notes)
+
+
+def training_images(cells: list[CellConfig], datasets: dict[tuple, Any]) -> tuple[int, int]:
+    """(images passed through training over the grid where the train size is known, cells whose
+    size is unknown): a compute estimate that needs no data. Few-shot samples are K per class."""
+    from bench.data import get_card
+
+    known, unknown = 0, 0
+    for cell in cells:
+        data = datasets.get(data_key(cell))
+        if data is not None:
+            n = len(data.splits["train"])
+        elif cell.shots is not None and not get_card(cell.dataset).reader.get("shot_files"):
+            n = cell.shots * len(get_card(cell.dataset).classes)
+        else:
+            unknown += 1
+            continue
+        known += n * cell.epochs
+    return known, unknown
 
 
 def _load(card, root: Path, progress: bool):

@@ -1,0 +1,133 @@
+"""Paper protocols (`bench run --protocol`) and paper tables (`bench report --paper`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.protocols import get_protocol, list_protocols, paper_table, published
+from bench.report import records_frame, render_paper_table
+from bench.runner import RunRequest, plan
+
+runner = CliRunner()
+
+
+def test_shipped_protocols_name_real_methods_datasets_and_published_rows() -> None:
+    from bench.data import get_card
+    from methods import get_method
+
+    assert list_protocols() == ["ept-table1", "ept-table4", "fptplus"]
+    for name in list_protocols():
+        p = get_protocol(name)
+        for method in (*p.methods, *p.paper_methods.values()):
+            assert get_method(method).name == method
+        for dataset in p.datasets:
+            get_card(dataset)
+        pub = published(p)
+        # every published method row maps to a method the protocol runs
+        assert set(pub["method"]) >= set(p.paper_methods)
+        assert set(p.paper_methods.values()) <= set(p.methods)
+
+
+def test_ept_table1_grid_and_budget() -> None:
+    req = RunRequest(methods=[], datasets=[], seeds=[0], backbone="x")
+    from bench.protocols import apply_protocol
+
+    apply_protocol(get_protocol("ept-table1"), req)
+    cells = plan(req, dry_run=True, progress=False).cells
+    assert len(cells) == 10 * 3 * 3 * 5  # methods x datasets x shots x split seeds
+    assert {c.shots for c in cells} == {1, 5, 10} and {c.split_seed for c in cells} == set(range(5))
+    assert {(c.epochs, c.batch_size, c.img_size, c.augment) for c in cells} == {(20, 4, 224, "ept")}
+    assert {c.backbone for c in cells} == {"vit_base_patch16_224.orig_in21k"}
+
+
+def test_fptplus_per_dataset_learning_rates_reach_fpt_only() -> None:
+    from bench.data import get_card
+    from bench.protocols import apply_protocol
+    from methods import get_method
+
+    req = RunRequest(methods=[], datasets=[], seeds=[0], backbone="x")
+    apply_protocol(get_protocol("fptplus"), req)
+    cells = plan(req, dry_run=True, progress=False).cells
+    assert len(cells) == 6 * 8 * 3
+    for c in cells:
+        if c.method in ("fpt-plus", "fpt-v1"):
+            assert c.lr == get_card(c.dataset).reference_lr
+        else:
+            assert c.lr == get_method(c.method).lr
+    assert {c.lr for c in cells if c.method == "fpt-plus"} == {2e-4, 5e-4, 5e-3, 1e-4, 1e-3, 5e-5}
+
+
+def test_protocol_refuses_grid_options_and_dry_run_lists_missing_data(tmp_path) -> None:
+    res = runner.invoke(app, ["run", "--protocol", "fptplus", "--methods", "linear"])
+    assert res.exit_code == 2 and "drop --methods" in res.stderr
+    res = runner.invoke(app, ["run", "--protocol", "nope"])
+    assert res.exit_code == 2 and "available: ept-table1" in res.stderr
+    res = runner.invoke(app, ["run", "--protocol", "ept-table4", "--dry-run", "--no-progress",
+                              "--data-root", str(tmp_path)], env={"COLUMNS": "300"})  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "150 cell(s)" in res.output and "missing data: isic2018" in res.output
+    # few-shot sizes are known without data: 7 classes x (1 + 5 + 10) x 5 samplings x 10
+    # methods x 20 epochs
+    assert f"{7 * 16 * 5 * 10 * 20:,} training images passed" in res.output
+
+
+def _record(method: str, dataset: str, shots: int, split_seed: int, value: float, status="ok"):
+    cfg = {"dataset": dataset, "method": method, "seed": 0, "shots": shots,
+           "split_seed": split_seed, "backbone": "vit_base_patch16_224.orig_in21k",
+           "pretrained": True}  # fmt: skip
+    return {"run_id": f"{dataset}-{method}-{shots}-{split_seed}", "status": status,
+            "config": cfg, "metrics": {"primary_metric": "map", "primary": value, "test": {}}}  # fmt: skip
+
+
+def test_paper_table_sets_reproduced_beside_published() -> None:
+    p = get_protocol("ept-table1")
+    records = [
+        _record("ept", "medfmc-chestdr", 1, 0, 0.10),
+        _record("ept", "medfmc-chestdr", 1, 1, 0.14),
+        _record("ept", "medfmc-chestdr", 5, 0, 0.50, status="failed"),
+        _record("linear", "medfmc-chestdr", 1, 0, 0.30),
+    ]
+    table = paper_table(p, records_frame(records)).set_index("method")
+    pub = published(p)
+    ept_chest_1 = float(
+        pub.query("method == 'EPT' and dataset == 'ChestDR' and shots == '1'")["value"].iloc[0]
+    )
+    assert table.loc["EPT", "ChestDR 1 paper"] == ept_chest_1
+    assert table.loc["EPT", "ChestDR 1 ours"] == pytest.approx(12.0)  # mean of 10 and 14
+    assert table.loc["EPT", "ChestDR 1 diff"] == pytest.approx(12.0 - ept_chest_1)
+    assert math.isnan(table.loc["EPT", "ChestDR 5 ours"])  # only a failed run: not a result
+    assert math.isnan(table.loc["Full", "ChestDR 1 ours"])
+    # the 9-task average needs every cell; one cell is not an average
+    avg = [c for c in table.columns if c.startswith("MedFMC-average") and c.endswith("ours")]
+    assert avg and math.isnan(table.loc["EPT", avg[0]])
+    # every published number appears, in the paper's method order
+    assert list(table.index) == list(dict.fromkeys(pub["method"]))
+    text = render_paper_table("ept-table1", records_frame(records))
+    assert "not run" in text and "12.00" in text and "EPT.pdf" in text
+
+
+def test_average_column_when_every_cell_is_run() -> None:
+    p = get_protocol("ept-table4")
+    records = [_record("ept", "isic2018", k, s, 0.2 + 0.01 * k) for k in (1, 5, 10) for s in (0, 1)]
+    table = paper_table(p, records_frame(records)).set_index("method")
+    avg = [c for c in table.columns if c.endswith(" ours") and not c.split()[1].isdigit()]
+    assert len(avg) == 1
+    assert table.loc["EPT", avg[0]] == pytest.approx(100 * (0.21 + 0.25 + 0.30) / 3)
+
+
+def test_report_paper_cli(tmp_path) -> None:
+    import json
+
+    results = tmp_path / "results"
+    results.mkdir()
+    rec = _record("ept", "isic2018", 1, 0, 0.3)
+    (results / f"{rec['run_id']}.json").write_text(json.dumps({**rec, "schema": 1}))
+    res = runner.invoke(app, ["report", "--results", str(results), "--out", str(tmp_path / "out"),
+                              "--paper", "ept-table4"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "out" / "paper-ept-table4.md").read_text()
+    assert "| EPT" in text and "30.00" in text
