@@ -387,6 +387,7 @@ def report(
     methods: Annotated[
         str | None, typer.Option(help="Only these methods (comma-separated).")
     ] = None,
+    plots: Annotated[bool, typer.Option(help="Draw the figures (PNG and PDF).")] = True,
     paper: Annotated[
         str | None,
         typer.Option(
@@ -398,7 +399,7 @@ def report(
     """Summarise the records: a table on the terminal and reports/summary.md."""
     from bench.config import parse_name_list
     from bench.records import load_records
-    from bench.report import records_frame, write_summary
+    from bench.report import records_frame, write_report
 
     console = _console()
     if not results.is_dir():
@@ -415,8 +416,12 @@ def report(
         console,
         df.to_dict("records") and [r for r in loaded.records if r["run_id"] in set(df["run_id"])],
     )
-    path = write_summary(df, out)
-    console.print(f"wrote {path} ({len(df)} record(s))")
+    written = write_report(df, out, plots=plots)
+    console.print(
+        f"wrote {len(written)} file(s) in {out}/ ({len(df)} record(s)): open {out / 'index.html'}"
+    )
+    for path in written:
+        console.print(f"  {path}")
     if paper is not None:
         from bench.errors import UserError
         from bench.report import write_paper_table

@@ -232,3 +232,42 @@ def write_paper_table(name: str, long: pd.DataFrame, out_dir: Path) -> Path:
     path = out_dir / f"paper-{name}.md"
     path.write_text(render_paper_table(name, long))
     return path
+
+
+def write_report(df: pd.DataFrame, out_dir: Path, *, plots: bool = True) -> list[Path]:
+    """Everything `bench report` renders: summary.md, the figures (PNG and PDF) and a
+    self-contained index.html showing the tables and figures. Returns the files written."""
+    from bench.html_report import render_html
+    from bench.plots import slug, write_plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [write_summary(df, out_dir)]
+    figures = write_plots(df, out_dir / "figures") if plots and not df.empty else []
+    written += figures
+    pngs = [f for f in figures if f.suffix == ".png"]
+    sections = []
+    summary = summarize(df)
+    for title, table in blocks(summary) if not df.empty else []:
+        key = slug(title)  # the plots name their files `<kind>-<slug of the block title>`
+        sections.append(
+            {
+                "heading": title,
+                "html": table.to_html(index=False, border=0, na_rep="—"),
+                "figures": [f for f in pngs if f.stem.split("-", 1)[1] == key],
+                "notes": [],
+            }
+        )
+    shots_figures = [f for f in pngs if f.stem.startswith("score_vs_shots")]
+    if shots_figures:
+        sections.append({"heading": "Score vs shots", "html": "", "figures": shots_figures,
+                         "notes": []})  # fmt: skip
+    bad = df[df["status"] != "ok"] if not df.empty else df
+    if len(bad):
+        items = [f"{r.run_id}: {r.status}: {r.error}" for r in bad.itertuples()]
+        sections.append({"heading": "Cells that did not finish", "html": "", "figures": [],
+                         "notes": items})  # fmt: skip
+    notice = DEMO_NOTICE if not df.empty and bool(df["demo"].any()) else None
+    index = out_dir / "index.html"
+    index.write_text(render_html("medpeft-bench report", sections, notice=notice))
+    written.append(index)
+    return written

@@ -75,6 +75,14 @@ def test_run_skip_force_report(tmp_path, tiny_data_root) -> None:
     summary = (out / "summary.md").read_text()
     assert "## pneumoniamnist" in summary and "| full" in summary and "| linear" in summary
     assert "2 ok" in summary
+    # the self-contained page and the figures, including the reliability diagrams that the
+    # records' calibration bins feed
+    page = (out / "index.html").read_text()
+    assert "pneumoniamnist · test_vit (random init)" in page and "data:image/png;base64" in page
+    stems = {p.stem for p in (out / "figures").glob("*.png")}
+    kinds = {stem.split("-", 1)[0] for stem in stems}
+    assert kinds == {"score_vs_params", "score_vs_memory", "train_time", "reliability"}
+    assert {p.stem for p in (out / "figures").glob("*.pdf")} == stems
 
 
 def test_cpu_runs_are_deterministic(tmp_path, tiny_data_root) -> None:

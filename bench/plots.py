@@ -1,0 +1,381 @@
+"""Figures from the long records frame (`bench.report.records_frame`): PNG and PDF per figure.
+
+One figure per block (dataset, shots, backbone) for score vs trainable %, score vs peak memory,
+training time and reliability diagrams; one score-vs-shots figure per (dataset, backbone) that
+was run at more than one shot count. Only `ok` runs are drawn (the tables list the others), and
+runs are averaged only within one (method, setting), as the summary tables do.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+# A report is written on servers and in CI: never ask for a display.
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+# Fixed metadata so that rerunning a report on the same records gives the same PDF bytes.
+_PDF_META = {"CreationDate": None, "Creator": "medpeft-bench", "Producer": None}
+_PNG_DPI = 130
+# Metrics that are not shown in percent (and, for the Pareto front, are lower-is-better).
+_NOT_PERCENT = ("nll",)
+
+
+def slug(text: str) -> str:
+    """Lowercase, every run of non-alphanumerics (ASCII) becomes one "-"."""
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def _full_data(shots: Any) -> bool:
+    """None, NaN and 0 all mean "full training set", as in `report.blocks`."""
+    if shots is None:
+        return True
+    try:
+        return bool(pd.isna(shots)) or int(shots) == 0
+    except (TypeError, ValueError):
+        return True
+
+
+def block_title(dataset: str, shots: Any, backbone: str) -> str:
+    """The block's title: `{dataset}` or `{dataset} {shots}-shot`, plus ` · {backbone}`."""
+    name = str(dataset) if _full_data(shots) else f"{dataset} {int(shots)}-shot"
+    return f"{name} · {backbone}"
+
+
+def _pareto_mask(cost: Iterable[float], score: Iterable[float]) -> np.ndarray:
+    """True for points no other point dominates (cost <= and score >=, one of them strictly).
+
+    Points with a NaN cost or score are never on the front and dominate nothing; exact ties
+    are all kept.
+    """
+    c = np.asarray(list(cost), dtype=float)
+    s = np.asarray(list(score), dtype=float)
+    finite = np.isfinite(c) & np.isfinite(s)
+    mask = finite.copy()
+    for i in np.flatnonzero(finite):
+        others = finite & (c <= c[i]) & (s >= s[i]) & ((c < c[i]) | (s > s[i]))
+        mask[i] = not others.any()
+    return mask
+
+
+def _num(df: pd.DataFrame, col: str) -> pd.Series:
+    """A numeric column, NaN where absent or not a number (records carry None)."""
+    if col not in df.columns:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    return pd.to_numeric(df[col], errors="coerce").astype(float)
+
+
+def _prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """The `ok` rows with block keys: `_shots` (0 = full data) and `_backbone` (a random-init
+    backbone is its own block, as in the summary)."""
+    if df is None or df.empty or "status" not in df.columns:
+        return pd.DataFrame()
+    ok = df[df["status"] == "ok"].copy()
+    if ok.empty:
+        return ok
+    for col in ("dataset", "method", "backbone"):
+        ok[col] = ok[col].astype(str) if col in ok.columns else "?"
+    ok["setting"] = ok["setting"].astype(str) if "setting" in ok.columns else ""
+    ok["_shots"] = [0 if _full_data(v) else int(v) for v in ok.get("shots", [None] * len(ok))]
+    pre = ok["pretrained"] if "pretrained" in ok.columns else pd.Series(True, index=ok.index)
+    ok["_backbone"] = [
+        b + (" (random init)" if p is False or p == 0 else "")
+        for b, p in zip(ok["backbone"], pre, strict=True)
+    ]
+    return ok
+
+
+def _pool_calibration(cals: Iterable[Any]) -> dict[str, np.ndarray] | None:
+    """Pool reliability bins over seeds: counts summed, confidence and accuracy count-weighted.
+
+    Calibrations with a different number of bins than the first are left out (they cannot be
+    pooled bin by bin); empty bins come back with count 0 and NaN means.
+    """
+    valid = [c for c in cals if isinstance(c, dict) and c.get("count")]
+    if not valid:
+        return None
+    n = len(valid[0]["count"])
+    count = np.zeros(n)
+    conf_sum = np.zeros(n)
+    acc_sum = np.zeros(n)
+    for cal in valid:
+        if len(cal["count"]) != n:
+            continue
+        conf = cal.get("confidence") or [None] * n
+        acc = cal.get("accuracy") or [None] * n
+        for i, (k, cf, ac) in enumerate(zip(cal["count"], conf, acc, strict=False)):
+            if not k or cf is None or ac is None or not (math.isfinite(cf) and math.isfinite(ac)):
+                continue
+            count[i] += k
+            conf_sum[i] += k * cf
+            acc_sum[i] += k * ac
+    if count.sum() == 0:
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "count": count,
+            "confidence": np.where(count > 0, conf_sum / count, np.nan),
+            "accuracy": np.where(count > 0, acc_sum / count, np.nan),
+        }
+
+
+def _aggregate(ok: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean over seeds per (keys, method, setting), never across settings. `label` is the method,
+    with the setting hash added when one method has several settings for the same keys."""
+    if ok.empty:
+        return pd.DataFrame()
+    ok = ok.assign(
+        _primary=_num(ok, "primary"),
+        _pct=_num(ok, "trainable_pct"),
+        _mem=_num(ok, "peak_train_mem_mb"),
+        _train_s=_num(ok, "train_s"),
+        _img_s=_num(ok, "train_img_s"),
+        _ece=_num(ok, "ece"),
+    )
+    rows = []
+    for key, g in ok.groupby([*keys, "method", "setting"], sort=True):
+        names = g["primary_metric"].dropna() if "primary_metric" in g else pd.Series(dtype=str)
+        metric = str(names.mode().iloc[0]) if len(names) else "score"
+        scale = 1.0 if metric in _NOT_PERCENT else 100.0
+        vals = g["_primary"].dropna() * scale
+        rows.append(
+            {
+                **dict(zip([*keys, "method", "setting"], key, strict=True)),
+                "metric": metric,
+                "n": len(vals),
+                "mean": vals.mean() if len(vals) else np.nan,
+                "std": vals.std(ddof=1) if len(vals) > 1 else np.nan,
+                "trainable_pct": g["_pct"].mean(),
+                "mem_mb": g["_mem"].mean(),
+                "train_s": g["_train_s"].mean(),
+                "img_s": g["_img_s"].mean(),
+                "ece_pct": g["_ece"].mean() * 100,
+                "calibration": _pool_calibration(g["calibration"])
+                if "calibration" in g.columns
+                else None,
+                "memory_source": ", ".join(sorted(set(g["memory_source"].dropna().astype(str))))
+                if "memory_source" in g.columns
+                else "",
+            }
+        )
+    agg = pd.DataFrame(rows)
+    n_settings = agg.groupby([*keys, "method"])["setting"].transform("nunique")
+    agg["label"] = [
+        m if k == 1 else f"{m} [{s}]"
+        for m, s, k in zip(agg["method"], agg["setting"], n_settings, strict=True)
+    ]
+    return agg
+
+
+def _score_label(metrics: pd.Series) -> str:
+    names = sorted(set(metrics))
+    name = names[0] if len(names) == 1 else "primary score"
+    return name if name in _NOT_PERCENT else f"{name} (%)"
+
+
+def _save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+    """Write `stem`.png and `stem`.pdf and close the figure (memory stays flat over many)."""
+    png, pdf = out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"
+    try:
+        fig.savefig(png, dpi=_PNG_DPI, metadata={"Software": None})
+        fig.savefig(pdf, metadata=_PDF_META)
+    finally:
+        plt.close(fig)
+    return [png, pdf]
+
+
+def _errorbar(ax: Any, x: float, row: pd.Series, color: Any) -> None:
+    yerr = None if pd.isna(row["std"]) else row["std"]
+    ax.errorbar(x, row["mean"], yerr=yerr, fmt="o", ms=7, capsize=3, color=color, zorder=3)
+    ax.annotate(
+        row["label"], (x, row["mean"]), xytext=(5, 5), textcoords="offset points", fontsize=9
+    )
+
+
+def _log_if_wide(ax: Any, x: np.ndarray) -> None:
+    x = x[np.isfinite(x) & (x > 0)]
+    if len(x) and x.max() / x.min() > 20:
+        ax.set_xscale("log")
+
+
+def _fig_params(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | None:
+    pts = agg[np.isfinite(agg["trainable_pct"]) & (agg["trainable_pct"] > 0)]
+    pts = pts[np.isfinite(pts["mean"])]
+    if pts.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    for _, row in pts.iterrows():
+        _errorbar(ax, row["trainable_pct"], row, colors[row["method"]])
+    higher = pts["metric"].iloc[0] not in _NOT_PERCENT
+    score = pts["mean"] if higher else -pts["mean"]
+    front = pts[_pareto_mask(pts["trainable_pct"], score)].sort_values(["trainable_pct", "mean"])
+    ax.plot(
+        front["trainable_pct"],
+        front["mean"],
+        drawstyle="steps-post",
+        color="0.3",
+        ls="--",
+        lw=1.2,
+        zorder=2,
+        label="Pareto front",
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (% of backbone, log scale)")
+    ax.set_ylabel(_score_label(pts["metric"]))
+    ax.set_title(f"{title}: score vs trainable parameters")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def _fig_memory(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | None:
+    pts = agg[np.isfinite(agg["mem_mb"]) & np.isfinite(agg["mean"])]
+    if pts.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    for _, row in pts.iterrows():
+        _errorbar(ax, row["mem_mb"], row, colors[row["method"]])
+    _log_if_wide(ax, pts["mem_mb"].to_numpy())
+    sources = ", ".join(sorted({s for s in pts["memory_source"] if s}))
+    ax.set_xlabel("peak training memory (MB" + (f", {sources})" if sources else ")"))
+    ax.set_ylabel(_score_label(pts["metric"]))
+    ax.set_title(f"{title}: score vs peak memory")
+    return fig
+
+
+def _fig_time(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | None:
+    pts = agg[np.isfinite(agg["train_s"])].sort_values("train_s")
+    if pts.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.5 * len(pts)), layout="constrained")
+    y = np.arange(len(pts))
+    ax.barh(y, pts["train_s"], color=[colors[m] for m in pts["method"]])
+    ax.set_yticks(y, pts["label"])
+    ax.invert_yaxis()  # fastest on top
+    for yi, (t, ips) in enumerate(zip(pts["train_s"], pts["img_s"], strict=True)):
+        text = "— img/s" if pd.isna(ips) else f"{ips:.0f} img/s"
+        ax.annotate(f" {text}", (t, yi), va="center", fontsize=9)
+    ax.set_xlim(0, pts["train_s"].max() * 1.3)
+    ax.set_xlabel("training time (s, mean over seeds)")
+    ax.set_title(f"{title}: training time")
+    return fig
+
+
+def _fig_reliability(agg: pd.DataFrame, title: str) -> Any | None:
+    pts = agg[[c is not None for c in agg["calibration"]]]
+    if pts.empty:
+        return None
+    ncol = min(4, len(pts))
+    nrow = math.ceil(len(pts) / ncol)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(3.2 * ncol, 3.3 * nrow + 0.4), squeeze=False, layout="constrained"
+    )
+    for ax, (_, row) in zip(axes.flat, pts.iterrows(), strict=False):
+        cal = row["calibration"]
+        n = len(cal["count"])
+        centers = (np.arange(n) + 0.5) / n
+        has = cal["count"] > 0
+        acc, conf = cal["accuracy"][has], cal["confidence"][has]
+        ax.bar(centers[has], acc, width=1 / n, edgecolor="0.2", lw=0.6, label="accuracy")
+        # The gap between mean confidence and accuracy per bin: what ECE sums up.
+        ax.bar(
+            centers[has],
+            np.abs(conf - acc),
+            bottom=np.minimum(conf, acc),
+            width=1 / n,
+            color="tab:red",
+            alpha=0.3,
+            hatch="//",
+            edgecolor="tab:red",
+            lw=0.4,
+            label="gap to confidence",
+        )
+        ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="confidence", ylabel="accuracy")
+        ece = "—" if pd.isna(row["ece_pct"]) else f"{row['ece_pct']:.2f}%"
+        ax.set_title(f"{row['label']}\nECE {ece}", fontsize=10)
+    for ax in axes.flat[len(pts) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"{title}: reliability (test split, bins pooled over seeds)")
+    return fig
+
+
+def _fig_shots(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | None:
+    pts = agg[np.isfinite(agg["mean"])]
+    shots = sorted(set(pts["_shots"]), key=lambda k: (k == 0, k))  # full data last
+    if len(shots) < 2:
+        return None
+    pos = {k: i for i, k in enumerate(shots)}
+    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    for label, line in pts.groupby("label", sort=True):
+        line = line.sort_values("_shots", key=lambda s: s.map(pos))
+        yerr = line["std"].fillna(0).to_numpy()
+        ax.errorbar(
+            line["_shots"].map(pos),
+            line["mean"],
+            yerr=yerr,
+            marker="o",
+            capsize=3,
+            label=label,
+            color=colors[line["method"].iloc[0]],
+        )
+    ax.set_xticks(range(len(shots)), ["full" if k == 0 else str(k) for k in shots])
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel(_score_label(pts["metric"]))
+    ax.set_title(f"{title}: score vs shots")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def _unique_stem(stem: str, taken: set[str]) -> str:
+    """Titles that slug alike (vit_b / vit-b) still get distinct, deterministic file names."""
+    out, i = stem, 2
+    while out in taken:
+        out, i = f"{stem}-{i}", i + 1
+    taken.add(out)
+    return out
+
+
+def write_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write every figure as PNG and PDF under `out_dir`; return the paths (PNG, then PDF, per
+    figure). Nothing to draw (no records, no ok run) writes nothing and returns []."""
+    ok = _prepare(df)
+    if ok.empty:
+        return []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = sorted(set(ok["method"]))
+    palette = sns.color_palette("colorblind", len(methods))
+    colors = dict(zip(methods, palette, strict=True))  # one colour per method in every figure
+    written: list[Path] = []
+    taken: set[str] = set()
+
+    def emit(kind: str, name: str, make: Any) -> None:
+        with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
+            fig = make()
+        if fig is not None:
+            written.extend(_save(fig, out_dir, _unique_stem(f"{kind}-{slug(name)}", taken)))
+
+    keys = ["dataset", "_shots", "_backbone"]
+    agg = _aggregate(ok, keys)
+    for (dataset, shots, backbone), block in agg.groupby(keys, sort=True):
+        title = block_title(dataset, shots, backbone)
+        emit("score_vs_params", title, lambda b=block, t=title: _fig_params(b, t, colors))
+        emit("score_vs_memory", title, lambda b=block, t=title: _fig_memory(b, t, colors))
+        emit("train_time", title, lambda b=block, t=title: _fig_time(b, t, colors))
+        emit("reliability", title, lambda b=block, t=title: _fig_reliability(b, t))
+    for (dataset, backbone), grid in agg.groupby(["dataset", "_backbone"], sort=True):
+        if grid["_shots"].nunique() > 1:
+            title = f"{dataset} · {backbone}"
+            emit("score_vs_shots", title, lambda g=grid, t=title: _fig_shots(g, t, colors))
+    return written
