@@ -266,8 +266,73 @@ def write_report(df: pd.DataFrame, out_dir: Path, *, plots: bool = True) -> list
         items = [f"{r.run_id}: {r.status}: {r.error}" for r in bad.itertuples()]
         sections.append({"heading": "Cells that did not finish", "html": "", "figures": [],
                          "notes": items})  # fmt: skip
+    if not df.empty:
+        table_sections, table_files = _write_tables(df, out_dir)
+        sections = table_sections + sections
+        written += table_files
     notice = DEMO_NOTICE if not df.empty and bool(df["demo"].any()) else None
     index = out_dir / "index.html"
     index.write_text(render_html("medpeft-bench report", sections, notice=notice))
     written.append(index)
     return written
+
+
+def _write_tables(df: pd.DataFrame, out_dir: Path) -> tuple[list[dict], list[Path]]:
+    """Scores (mean ± std, 95 % bootstrap CI) and efficiency (with the composite metrics) as
+    markdown, LaTeX (booktabs) and CSV; statistics against a baseline; HTML sections of each."""
+    from bench import stats, tables
+
+    files: list[Path] = []
+    scores = tables.score_table(df)
+    wide = tables.wide_table(scores)
+    eff = tables.efficiency_table(df)
+    eff_shown = tables.efficiency_display(eff)
+    outputs = {
+        "scores.md": tables.to_markdown(wide.frame, wide.ranks)
+        + "\n\n" + "\n".join(f"- {n}" for n in wide.footnotes),
+        "scores.tex": tables.to_latex(wide.frame, caption="Test scores (mean ± std over seeds)",
+                                      label="tab:scores", ranks=wide.ranks,
+                                      footnotes=wide.footnotes),
+        "scores.csv": tables.to_csv(scores),
+        "efficiency.md": tables.to_markdown(eff_shown.frame, eff_shown.ranks)
+        + "\n\n" + "\n".join(f"- {n}" for n in eff_shown.footnotes),
+        "efficiency.tex": tables.to_latex(eff_shown.frame, caption="Cost and composite scores",
+                                          label="tab:efficiency", ranks=eff_shown.ranks,
+                                          footnotes=eff_shown.footnotes),
+        "efficiency.csv": tables.to_csv(eff),
+    }  # fmt: skip
+    baseline = next((m for m in BASELINES if m in set(df["method"])), None)
+    notes = [tables.COMPOSITE_FOOTNOTE]
+    stats_html = ""
+    if baseline is not None:
+        paired = stats.paired_vs_baseline(df, baseline)
+        ranks = stats.average_ranks(df)
+        outputs["stats.md"] = (
+            f"# Paired comparison against {baseline}\n\n"
+            + paired.to_markdown(index=False) + f"\n\n{stats.CORRECTION}\n\n# Average rank\n\n"
+            + ranks.to_markdown(index=False) + "\n"
+        )  # fmt: skip
+        stats_html = (
+            f"<h3>Wilcoxon signed-rank against {baseline}</h3>"
+            + paired.to_html(index=False, border=0, na_rep="—")
+            + "<h3>Average rank</h3>"
+            + ranks.to_html(index=False, border=0, na_rep="—")
+        )
+        notes.append(stats.CORRECTION)
+    for name, text in outputs.items():
+        path = out_dir / name
+        path.write_text(text)
+        files.append(path)
+    sections = [
+        {"heading": "Scores", "html": wide.frame.to_html(index=False, border=0, na_rep="—"),
+         "figures": [], "notes": list(wide.footnotes)},
+        {"heading": "Efficiency", "html": eff_shown.frame.to_html(index=False, border=0,
+                                                                  na_rep="—"),
+         "figures": [], "notes": list(eff_shown.footnotes)},
+        {"heading": "Statistics", "html": stats_html, "figures": [], "notes": notes},
+    ]  # fmt: skip
+    return sections, files
+
+
+# The baseline of the paired tests: the first of these that the records have.
+BASELINES = ("full", "linear")

@@ -83,6 +83,13 @@ def test_run_skip_force_report(tmp_path, tiny_data_root) -> None:
     kinds = {stem.split("-", 1)[0] for stem in stems}
     assert kinds == {"score_vs_params", "score_vs_memory", "train_time", "reliability"}
     assert {p.stem for p in (out / "figures").glob("*.pdf")} == stems
+    for name in ("scores", "efficiency"):
+        assert {p.name for p in out.glob(f"{name}.*")} == {
+            f"{name}.{x}" for x in ("md", "tex", "csv")
+        }
+    assert "\\toprule" in (out / "scores.tex").read_text()
+    assert "Paired comparison against full" in (out / "stats.md").read_text()
+    assert "Holm-Bonferroni" in page and "PPT" in page
 
 
 def test_cpu_runs_are_deterministic(tmp_path, tiny_data_root) -> None:

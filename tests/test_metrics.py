@@ -320,8 +320,8 @@ def test_reliability_bins_hand_computed() -> None:
     assert out["confidence"][6] == pytest.approx(0.6) and out["accuracy"][6] == 0.0
     assert out["accuracy"][0] is None
     # the count-weighted gap is the same binning's ECE: (2 * 0.075 + 0.6) / 3
-    gaps = [c * abs(a - f) for c, a, f in zip(out["count"], out["accuracy"], out["confidence"])
-            if c]  # fmt: skip
+    rows = zip(out["count"], out["accuracy"], out["confidence"], strict=True)
+    gaps = [c * abs(a - f) for c, a, f in rows if c]
     assert sum(gaps) / 3 == pytest.approx(0.25)
     # multi-label: every entry; a sigmoid of exactly 1.0 lands in the last bin
     ml = reliability_bins(np.array([[50.0, -50.0]]), np.array([[1, 0]]), "multilabel", n_bins=4)

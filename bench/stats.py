@@ -1,0 +1,330 @@
+"""Statistics for the report: bootstrap intervals, the composite efficiency scores, the Pareto front,
+paired tests against a baseline and average ranks.
+
+Pure numpy/scipy/pandas on the long records frame (`bench.report.records_frame`); never imports a
+model. Scores shown to people are percentages (fraction * 100) for every metric except nll, and
+differences are in percentage points.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
+
+__all__ = [
+    "BLOCK",
+    "CORRECTION",
+    "LOWER_IS_BETTER",
+    "MIN_PAIRS",
+    "average_ranks",
+    "block_title",
+    "bootstrap_ci",
+    "holm",
+    "paired_vs_baseline",
+    "pareto_front",
+    "pme",
+    "ppe",
+    "ppt",
+    "prepare",
+    "scale_for",
+]
+
+# The columns that make a block, the unit methods are compared in (shots_key: 0 = full data).
+BLOCK = ["dataset", "shots_key", "backbone"]
+
+# Mirrors bench.metrics.HIGHER_IS_BETTER without importing it (that module imports torch).
+LOWER_IS_BETTER = frozenset({"ece", "nll"})
+
+# With 5 pairs the smallest exact two-sided signed-rank p is 2 / 2**5 = 0.0625 > 0.05, so a test
+# on fewer than 6 pairs can never reject at 5%; it is not run.
+MIN_PAIRS = 6
+
+# The multiple-comparison correction, as stated in the tables' footnote.
+CORRECTION = "Holm-Bonferroni over the N methods compared (N = methods for which a test was run)"
+
+ArrayLike = float | Sequence[float] | np.ndarray
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def scale_for(metric: str | None) -> float:
+    """Fractions become percentages for display, except nll which is not a fraction."""
+    return 1.0 if metric == "nll" else 100.0
+
+
+def block_title(dataset: str, shots_key: int, backbone: str | None = None) -> str:
+    """`"{dataset}"` or `"{dataset} {k}-shot"`, plus `" · {backbone}"` when given."""
+    name = f"{dataset} {int(shots_key)}-shot" if shots_key else str(dataset)
+    return f"{name} · {backbone}" if backbone else name
+
+
+def _col(df: pd.DataFrame, name: str, default: Any = np.nan) -> pd.Series:
+    """A column, or a constant one when the frame lacks it (older records, hand-made frames)."""
+    if name in df.columns:
+        return df[name]
+    return pd.Series([default] * len(df), index=df.index, dtype=object)
+
+
+def prepare(df: pd.DataFrame, metric: str = "primary") -> pd.DataFrame:
+    """The long frame reduced to what comparisons need, one row per record.
+
+    Columns: dataset, shots (Int64, NA = full data), shots_key (int, 0 = full data), backbone,
+    method, setting, seed, split_seed, status, metric (the metric's name: the record's
+    primary_metric when `metric == "primary"`), value (displayed units: percent, nll as is; NaN
+    unless status is ok), lower_better (bool).
+    """
+    shots = pd.to_numeric(_col(df, "shots"), errors="coerce")
+    if metric == "primary":
+        names = _col(df, "primary_metric", None).astype(object)
+        raw = pd.to_numeric(_col(df, "primary"), errors="coerce")
+    else:
+        names = pd.Series([metric] * len(df), index=df.index, dtype=object)
+        raw = pd.to_numeric(_col(df, metric), errors="coerce")
+    status = _col(df, "status", None).astype(object)
+    scale = names.map(scale_for).astype(float)
+    out = pd.DataFrame(
+        {
+            "dataset": _col(df, "dataset", None).fillna("(unknown)").astype(object),
+            "shots": shots.round().astype("Int64"),
+            "shots_key": shots.fillna(0).round().astype(int),
+            "backbone": _col(df, "backbone", "").fillna("").astype(object),
+            "method": _col(df, "method", None).fillna("(unknown)").astype(object),
+            "setting": _col(df, "setting", "").fillna("").astype(object),
+            "seed": pd.to_numeric(_col(df, "seed", 0), errors="coerce").fillna(0).astype(int),
+            "split_seed": pd.to_numeric(_col(df, "split_seed", 0), errors="coerce")
+            .fillna(0)
+            .astype(int),
+            "status": status,
+            "metric": names,
+            "value": (raw.astype(float) * scale).where(status == "ok"),
+            "lower_better": names.isin(LOWER_IS_BETTER),
+        },
+        index=df.index,
+    )
+    return out.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def bootstrap_ci(
+    values: ArrayLike, *, level: float = 0.95, n_boot: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; (nan, nan) for fewer than 2 finite values.
+
+    Resamples the finite values with replacement `n_boot` times (np.random.default_rng(seed)),
+    and takes the (1 - level) / 2 and (1 + level) / 2 quantiles of the resampled means. With few
+    seeds the percentile bootstrap is narrow-biased: its spread is the plug-in one
+    (sqrt((n - 1) / n) of the sample standard error) and it has no Student-t widening, so with
+    3 seeds it is much narrower than a t interval, and it only ever spans the values observed.
+    Over seeds x split seeds it resamples runs, treating every (seed, split seed) run as one
+    independent draw (the split-sampling variance is not separated out).
+    """
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return (float(lo), float(hi))
+
+
+# --------------------------------------------------------------------------- composite scores
+# The formulas are the issue's. PPT is from V-PETL Bench (Xin et al., NeurIPS 2024 Datasets and
+# Benchmarks); PPE and PME are attributed to FPT (Huang et al., MICCAI 2024), whose paper text was
+# not available to the spec: these follow the issue's statement, not a reading of the paper.
+
+
+def _out(v: np.ndarray) -> float | np.ndarray:
+    return float(v) if v.ndim == 0 else v
+
+
+def ppt(score: ArrayLike, params: ArrayLike) -> float | np.ndarray:
+    """V-PETL Bench's PPT = score * exp(-log10(P / 1e7 + 1)); P = trainable parameter count,
+    score = the percentage shown."""
+    s, p = np.asarray(score, dtype=float), np.asarray(params, dtype=float)
+    return _out(s * np.exp(-np.log10(p / 1e7 + 1.0)))
+
+
+def ppe(score: ArrayLike, fraction: ArrayLike) -> float | np.ndarray:
+    """FPT's PPE = score * exp(-log10(r + 1)); r = trainable fraction in [0, 1]
+    (trainable_pct / 100)."""
+    s, r = np.asarray(score, dtype=float), np.asarray(fraction, dtype=float)
+    return _out(s * np.exp(-np.log10(r + 1.0)))
+
+
+def pme(score: ArrayLike, mem: ArrayLike, mem_full: ArrayLike) -> float | np.ndarray:
+    """FPT's PME = score * exp(-log10(m / m_full + 1)); m = peak training memory, m_full = full
+    fine-tuning's in the same block (same units)."""
+    s = np.asarray(score, dtype=float)
+    m, mf = np.asarray(mem, dtype=float), np.asarray(mem_full, dtype=float)
+    return _out(s * np.exp(-np.log10(m / mf + 1.0)))
+
+
+def pareto_front(cost: ArrayLike, score: ArrayLike) -> np.ndarray:
+    """Boolean mask of the points no other point dominates (cost <= and score >=, one strict).
+    Identical points are both on the front; a point with a NaN never is."""
+    c = np.asarray(cost, dtype=float).ravel()
+    s = np.asarray(score, dtype=float).ravel()
+    if c.shape != s.shape:
+        raise ValueError(f"cost and score differ in length: {c.size} vs {s.size}")
+    ok = np.isfinite(c) & np.isfinite(s)
+    front = ok.copy()
+    for i in np.flatnonzero(ok):
+        others = ok.copy()
+        others[i] = False
+        no_worse = (c <= c[i]) & (s >= s[i])
+        better = (c < c[i]) | (s > s[i])
+        if np.any(others & no_worse & better):
+            front[i] = False
+    return front
+
+
+# --------------------------------------------------------------------------- paired tests
+
+
+def holm(pvalues: ArrayLike) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values over the finite entries (NaN stays NaN)."""
+    p = np.asarray(pvalues, dtype=float).ravel()
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    n = idx.size
+    running = 0.0
+    for k, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (n - k) * p[i]))
+        out[i] = running
+    return out
+
+
+PAIR_KEY = ["dataset", "shots_key", "backbone", "seed", "split_seed"]
+
+
+def paired_vs_baseline(df: pd.DataFrame, baseline: str, *, metric: str = "primary") -> pd.DataFrame:
+    """Each method against `baseline` on runs paired by (dataset, shots, backbone, seed,
+    split_seed), both runs ok with a finite value.
+
+    One row per other method: n_pairs; n_unpaired (the method's runs that formed no pair: not
+    ok, no value, no baseline partner, or a key with several settings); median_diff (median of
+    method - baseline in percentage points, sign flipped for lower-is-better metrics so that
+    positive always means the method is better); wins/ties/losses (by that oriented
+    difference); p (two-sided Wilcoxon signed-rank, zero_method="wilcox", scipy's default
+    method: exact for small n without ties or zeros); p_holm (CORRECTION); note (why no test
+    ran, or what was set aside). Fewer than MIN_PAIRS pairs, or all differences zero: no test,
+    p NaN.
+    """
+    cols = [
+        "method", "n_pairs", "n_unpaired", "median_diff", "wins", "ties", "losses", "p",
+        "p_holm", "note",
+    ]  # fmt: skip
+    p = prepare(df, metric)
+    if baseline not in set(p["method"]):
+        raise ValueError(f"baseline {baseline!r} has no runs; methods: {sorted(set(p['method']))}")
+    usable = p[(p["status"] == "ok") & np.isfinite(p["value"])]
+    # A key with more than one usable run of a method (several settings) cannot be paired.
+    dup = usable.duplicated([*PAIR_KEY, "method"], keep=False)
+    ambiguous = usable[dup]
+    usable = usable[~dup]
+    base = usable[usable["method"] == baseline].set_index(PAIR_KEY)["value"]
+    rows: list[dict[str, Any]] = []
+    for method in pd.unique(p["method"]):
+        if method == baseline:
+            continue
+        own = usable[usable["method"] == method].set_index(PAIR_KEY)
+        joined = own.join(base.rename("base"), how="inner")
+        sign = np.where(joined["lower_better"].to_numpy(dtype=bool), -1.0, 1.0)
+        d = sign * (joined["value"].to_numpy(float) - joined["base"].to_numpy(float))
+        n = int(d.size)
+        n_amb = int(ambiguous[ambiguous["method"] == method].drop_duplicates(PAIR_KEY).shape[0])
+        n_unpaired = int((p["method"] == method).sum()) - n
+        notes = []
+        pval = math.nan
+        if n == 0:
+            notes.append("no pairs with the baseline")
+        elif n < MIN_PAIRS:
+            notes.append(f"too few pairs (n={n}; the smallest two-sided p with 5 pairs is 0.0625)")
+        elif np.all(d == 0):
+            notes.append("all differences are zero; test not run")
+        else:
+            pval = float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+            if np.any(d == 0):
+                notes.append(f"{int(np.sum(d == 0))} zero differences dropped (wilcox)")
+        if n_amb:
+            notes.append(f"{n_amb} keys with several settings not paired")
+        rows.append(
+            {
+                "method": method,
+                "n_pairs": n,
+                "n_unpaired": n_unpaired,
+                "median_diff": float(np.median(d)) if n else math.nan,
+                "wins": int(np.sum(d > 0)),
+                "ties": int(np.sum(d == 0)),
+                "losses": int(np.sum(d < 0)),
+                "p": pval,
+                "note": "; ".join(notes),
+            }
+        )
+    out = pd.DataFrame(rows, columns=[c for c in cols if c != "p_holm"])
+    out.insert(len(out.columns) - 1, "p_holm", holm(out["p"].to_numpy(float)) if len(out) else [])
+    return out
+
+
+# --------------------------------------------------------------------------- average ranks
+
+
+def average_ranks(df: pd.DataFrame, *, metric: str = "primary") -> pd.DataFrame:
+    """Average rank per method over blocks (1 = best; ties share the average rank).
+
+    In every block (dataset, shots, backbone) the methods' mean scores over their ok runs are
+    ranked, ascending for lower-is-better metrics (ece, nll). A method without an ok score in a
+    block (not run, failed, several settings) is not ranked there, which flatters methods that
+    skip hard blocks: `not_ranked_in` lists those blocks and `n_blocks` counts the ranked ones.
+    Blocks with fewer than two scored methods rank nothing and are listed too.
+    """
+    p = prepare(df, metric)
+    usable = p[(p["status"] == "ok") & np.isfinite(p["value"])]
+    n_settings = usable.groupby([*BLOCK, "method"], sort=False)["setting"].nunique()
+    means = usable.groupby([*BLOCK, "method"], sort=False)["value"].mean()
+    lower = usable.groupby(BLOCK, sort=False)["lower_better"].first()
+    methods = list(pd.unique(p["method"]))
+    ranks: dict[str, list[float]] = {m: [] for m in methods}
+    missing: dict[str, list[str]] = {m: [] for m in methods}
+    for key, part in p.groupby(BLOCK, sort=False):
+        title = block_title(*key)
+        ran = set(part["method"])
+        scored = {
+            m: float(means[(*key, m)])
+            for m in methods
+            if (*key, m) in means.index and n_settings[(*key, m)] == 1
+        }
+        if len(scored) < 2:
+            for m in methods:
+                missing[m].append(f"{title} (fewer than 2 methods scored)")
+            continue
+        r = pd.Series(scored).rank(ascending=bool(lower[key]), method="average")
+        for m in methods:
+            if m in scored:
+                ranks[m].append(float(r[m]))
+            elif m not in ran:
+                missing[m].append(f"{title} (not run)")
+            elif (*key, m) in n_settings.index and n_settings[(*key, m)] > 1:
+                missing[m].append(f"{title} (several settings)")
+            else:
+                words = sorted(set(part.loc[part["method"] == m, "status"].astype(str)) - {"ok"})
+                missing[m].append(f"{title} ({'/'.join(words) or 'no score'})")
+    out = pd.DataFrame(
+        {
+            "method": methods,
+            "mean_rank": [float(np.mean(ranks[m])) if ranks[m] else math.nan for m in methods],
+            "n_blocks": [len(ranks[m]) for m in methods],
+            "not_ranked_in": ["; ".join(missing[m]) for m in methods],
+        }
+    )
+    return out.sort_values(["mean_rank", "method"], na_position="last").reset_index(drop=True)
