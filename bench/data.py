@@ -429,20 +429,22 @@ def _take(arrays, index: np.ndarray):
 
 
 def _to_dataset(card: DatasetCard, arrays: dict, protocol: dict[str, Any]) -> LoadedDataset:
-    import torch
-
-    splits, digest = {}, hashlib.sha256()
-    for name, part in arrays.items():
-        images, labels = _check_split(card, name, part.images, part.labels)
-        digest.update(name.encode())
-        digest.update(images.tobytes())
-        digest.update(labels.tobytes())
-        splits[name] = Split(
-            torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), part.paths
-        )
+    digest = hashlib.sha256()
+    splits = {name: _to_split(card, name, part, digest) for name, part in arrays.items()}
     return LoadedDataset(
         card=card, splits=splits, fingerprint=digest.hexdigest()[:16], protocol=protocol
     )
+
+
+def _to_split(card: DatasetCard, name: str, part, digest) -> Split:
+    """One reader split as tensors, checked against the card; its bytes go into `digest`."""
+    import torch
+
+    images, labels = _check_split(card, name, part.images, part.labels)
+    digest.update(name.encode())
+    digest.update(images.tobytes())
+    digest.update(labels.tobytes())
+    return Split(torch.from_numpy(images), torch.from_numpy(labels), part.paths)
 
 
 def _check_split(card: DatasetCard, split: str, images, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -509,9 +511,10 @@ def few_shot(data: LoadedDataset, shots: int, split_seed: int, root: Path) -> Lo
             images=card.reader.get("images", "images"),
             multilabel=card.multilabel,
         )
-        parts = {**{s: read[s] for s in read}, "test": _arrays(data.splits["test"])}
-        if "val" not in parts:
-            parts["val"] = _arrays(data.splits["val"])
+        # Only the split files' parts are new; test (and val without a file) stay the loaded
+        # tensors, shared by every view rather than copied per (shots, split seed).
+        digest = hashlib.sha256(f"{data.fingerprint}:{shots}:{split_seed}:".encode())
+        splits = {**data.splits, **{s: _to_split(card, s, read[s], digest) for s in read}}
         protocol = {
             **data.protocol,
             "shots": shots,
@@ -520,7 +523,7 @@ def few_shot(data: LoadedDataset, shots: int, split_seed: int, root: Path) -> Lo
             "files": named,
             "train_paths": read["train"].paths,
         }
-        return _to_dataset(card, {s: parts[s] for s in SPLITS}, protocol)
+        return LoadedDataset(card, splits, digest.hexdigest()[:16], protocol)
     from bench.splits import sample_shots, split_summary
 
     train = data.splits["train"]
@@ -538,11 +541,3 @@ def few_shot(data: LoadedDataset, shots: int, split_seed: int, root: Path) -> Lo
     digest = hashlib.sha256(f"{data.fingerprint}:{shots}:{split_seed}:".encode())
     digest.update(index.tobytes())
     return LoadedDataset(card, splits, digest.hexdigest()[:16], protocol)
-
-
-def _arrays(split: Split):
-    from bench.readers import SplitArrays
-
-    images = split.images.numpy().transpose(0, 2, 3, 1)
-    paths = split.paths if split.paths is not None else [str(i) for i in range(len(split))]
-    return SplitArrays(images, split.labels.numpy(), list(paths))

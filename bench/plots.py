@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from bench import stats
+
 # Fixed metadata so that rerunning a report on the same records gives the same PDF bytes.
 _PDF_META = {"CreationDate": None, "Creator": "medpeft-bench", "Producer": None}
 _PNG_DPI = 130
@@ -47,25 +49,9 @@ def _full_data(shots: Any) -> bool:
 
 
 def block_title(dataset: str, shots: Any, backbone: str) -> str:
-    """The block's title: `{dataset}` or `{dataset} {shots}-shot`, plus ` · {backbone}`."""
-    name = str(dataset) if _full_data(shots) else f"{dataset} {int(shots)}-shot"
-    return f"{name} · {backbone}"
-
-
-def _pareto_mask(cost: Iterable[float], score: Iterable[float]) -> np.ndarray:
-    """True for points no other point dominates (cost <= and score >=, one of them strictly).
-
-    Points with a NaN cost or score are never on the front and dominate nothing; exact ties
-    are all kept.
-    """
-    c = np.asarray(list(cost), dtype=float)
-    s = np.asarray(list(score), dtype=float)
-    finite = np.isfinite(c) & np.isfinite(s)
-    mask = finite.copy()
-    for i in np.flatnonzero(finite):
-        others = finite & (c <= c[i]) & (s >= s[i]) & ((c < c[i]) | (s > s[i]))
-        mask[i] = not others.any()
-    return mask
+    """The block's title (`bench.stats.block_title`), for any spelling of "full data" shots;
+    the figures' file names are slugs of it, which is how the report finds a block's figures."""
+    return stats.block_title(dataset, 0 if _full_data(shots) else int(shots), backbone)
 
 
 def _num(df: pd.DataFrame, col: str) -> pd.Series:
@@ -218,7 +204,7 @@ def _fig_params(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | 
         _errorbar(ax, row["trainable_pct"], row, colors[row["method"]])
     higher = pts["metric"].iloc[0] not in _NOT_PERCENT
     score = pts["mean"] if higher else -pts["mean"]
-    front = pts[_pareto_mask(pts["trainable_pct"], score)].sort_values(["trainable_pct", "mean"])
+    front = pts[stats.pareto_front(pts["trainable_pct"], score)].sort_values(["trainable_pct", "mean"])
     ax.plot(
         front["trainable_pct"],
         front["mean"],

@@ -160,13 +160,14 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 def blocks(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, display table) per dataset and backbone, the unit results are compared in."""
+    from bench.stats import block_title
+
     out = []
     shots = summary["shots"].fillna(0).astype(int)
     for (dataset, k, backbone), part in summary.groupby(
         [summary["dataset"], shots, summary["backbone"]], sort=False
     ):
-        name = f"{dataset} {k}-shot" if k else dataset
-        out.append((f"{name} · {backbone}", display_table(part)))
+        out.append((block_title(dataset, k, backbone), display_table(part)))
     return out
 
 

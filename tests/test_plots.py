@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from bench import html_report, plots
+from bench import html_report, plots, stats
 
 N_BINS = 15
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -148,7 +148,7 @@ def test_pareto_mask_hand_example() -> None:
     score = [80.0, 85.0, 85.0, 70.0, 75.0, 99.0, float("nan")]
     # (3, 70) and (1, 75) are dominated by (1, 80); the (2, 85) tie stays twice; NaN points
     # are neither on the front nor dominate (1, 80) though one is cheaper, one better.
-    assert plots._pareto_mask(cost, score).tolist() == [
+    assert stats.pareto_front(cost, score).tolist() == [
         True,
         True,
         True,
@@ -157,7 +157,7 @@ def test_pareto_mask_hand_example() -> None:
         False,
         False,
     ]
-    assert plots._pareto_mask([], []).tolist() == []
+    assert stats.pareto_front([], []).tolist() == []
 
 
 def test_pool_calibration_weights_by_count() -> None:

@@ -235,6 +235,7 @@ val = "fmc_{shots}-shot_val_exp{exp}.txt"
     assert view.protocol["train_paths"] == ["images/im 1.png", "images/im 2.png"]
     assert view.splits["train"].labels.tolist() == [[1.0, 0.0], [0.0, 1.0]]
     assert len(view.splits["val"]) == 2 and len(view.splits["test"]) == 3
+    assert view.splits["test"] is data.splits["test"]  # shared by every view, never copied
     with pytest.raises(UserError, match=r"exp1.*--split-seeds 0-4"):
         few_shot(data, 1, 0, tmp_path)
 
