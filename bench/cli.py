@@ -9,6 +9,9 @@ from typing import Annotated
 
 import typer
 
+from bench.cli_common import console as _console
+from bench.cli_common import fail as _fail
+
 app = typer.Typer(
     name="bench",
     help="Benchmark parameter-efficient fine-tuning of Vision Transformers on medical images.",
@@ -22,17 +25,6 @@ DEFAULT_METHODS = "core"
 from bench.cli_data import data_app  # noqa: E402  (light: typer only)
 
 app.add_typer(data_app, name="data")
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 # Options that define a grid; --protocol sets them all, so they cannot be given beside it.

@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from bench.cli_common import console as _console
+from bench.cli_common import fail as _fail
+
 data_app = typer.Typer(
     help="Inspect, check and fetch the datasets of the catalog.",
     no_args_is_help=True,
@@ -21,17 +24,6 @@ DataRoot = Annotated[
         help="Where datasets live (default $MEDPEFT_DATA or ~/.local/share/medpeft-bench)."
     ),
 ]
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False)
 
 
 @data_app.command()
