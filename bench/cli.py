@@ -388,7 +388,8 @@ def report(
         ),
     ] = None,
 ) -> None:
-    """Summarise the records: a table on the terminal and reports/summary.md."""
+    """Summarise the records: tables on the terminal; in --out, index.html, score and efficiency
+    tables (markdown, LaTeX, CSV), statistics and figures."""
     from bench.config import parse_name_list
     from bench.records import load_records
     from bench.report import records_frame, write_report
