@@ -262,6 +262,24 @@ def _print_summary(console, records: list[dict]) -> None:
         console.print(f"[bold yellow]{DEMO_NOTICE}[/]")
 
 
+def _print_gaps(console, df) -> None:
+    """Unfinished and missing cells under the tables, so a partial grid never looks complete."""
+    from bench.coverage import lines, missing_in_grid
+
+    if df.empty:
+        return
+    bad = df[df["status"] != "ok"]
+    for r in bad.itertuples():
+        console.print(f"[red]{r.status}[/] {r.run_id}: {r.error}")
+    missing = lines(missing_in_grid(df))
+    if missing:
+        console.print("[yellow]missing cells[/] (no record; run the same grid again to fill them):")
+        for line in missing[:20]:
+            console.print(f"  {line}")
+        if len(missing) > 20:
+            console.print(f"  ... and {len(missing) - 20} more in summary.md")
+
+
 @app.command("list")
 def list_(
     what: Annotated[
@@ -379,6 +397,20 @@ def report(
     methods: Annotated[
         str | None, typer.Option(help="Only these methods (comma-separated).")
     ] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="Only these backbones (comma-separated).")
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only records whose config has KEY=VALUE (or KEY!=VALUE; KEY=a,b for any of "
+            "several; dotted keys reach hyperparameters: hparams.rank=8; shots=full). Repeatable."
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Method the paired tests compare against [default: full, else linear]."),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Draw the figures (PNG and PDF).")] = True,
     paper: Annotated[
         str | None,
@@ -391,8 +423,10 @@ def report(
     """Summarise the records: tables on the terminal; in --out, index.html, score and efficiency
     tables (markdown, LaTeX, CSV), statistics and figures."""
     from bench.config import parse_name_list
+    from bench.errors import UserError
     from bench.records import load_records
-    from bench.report import records_frame, write_report
+    from bench.report import choose_baseline, records_frame, write_paper_table, write_report
+    from bench.selection import parse_where, select_records
 
     console = _console()
     if not results.is_dir():
@@ -400,30 +434,38 @@ def report(
     loaded = load_records(results)
     for path in loaded.unreadable:
         console.print(f"[yellow]skipped[/] {path}: not a medpeft-bench record (left untouched)")
-    df = records_frame(loaded.records)
-    if not df.empty and datasets:
-        df = df[df["dataset"].isin(parse_name_list(datasets))]
-    if not df.empty and methods:
-        df = df[df["method"].isin(parse_name_list(methods))]
-    _print_summary(
-        console,
-        df.to_dict("records") and [r for r in loaded.records if r["run_id"] in set(df["run_id"])],
-    )
-    written = write_report(df, out, plots=plots)
+    try:
+        if paper is not None:
+            from bench.protocols import get_protocol
+
+            get_protocol(paper)  # an unknown name fails before anything is written
+        chosen = select_records(
+            loaded.records,
+            datasets=parse_name_list(datasets) if datasets else None,
+            methods=parse_name_list(methods) if methods else None,
+            backbones=parse_name_list(backbone) if backbone else None,
+            where=parse_where(where or []),
+        )
+        df = records_frame(chosen)
+        base = choose_baseline(df, baseline)
+    except UserError as exc:
+        _fail(str(exc))
+    if loaded.records and not chosen:
+        console.print(
+            f"[yellow]no record matches the filters[/] ({len(loaded.records)} record(s) in "
+            f"{results}); the report will be empty"
+        )
+    _print_summary(console, chosen)
+    _print_gaps(console, df)
+    written = write_report(df, out, plots=plots, baseline=base)
+    if paper is not None:
+        # The paper's table reads every record: the protocol picks its own cells.
+        written += write_paper_table(paper, records_frame(loaded.records), out)
     console.print(
         f"wrote {len(written)} file(s) in {out}/ ({len(df)} record(s)): open {out / 'index.html'}"
     )
     for path in written:
         console.print(f"  {path}")
-    if paper is not None:
-        from bench.errors import UserError
-        from bench.report import write_paper_table
-
-        try:
-            written = write_paper_table(paper, records_frame(loaded.records), out)
-        except UserError as exc:
-            _fail(str(exc))
-        console.print(f"wrote {written}")
 
 
 @app.command()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 import shutil
 import subprocess
 import tempfile
@@ -17,6 +16,8 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+
+from bench.stats import slug
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "headless_shell")
 BROWSER_TIMEOUT_S = 60
@@ -50,7 +51,7 @@ figcaption { font-size: .8rem; color: #666; }
 
 def _anchor(text: str, taken: set[str]) -> str:
     """An id from a heading: lowercase, non-alphanumerics to "-", made unique in the page."""
-    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    base = slug(text)
     out, i = base, 2
     while out in taken:
         out, i = f"{base}-{i}", i + 1

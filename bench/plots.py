@@ -9,7 +9,6 @@ runs are averaged only within one (method, setting), as the summary tables do.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,6 @@ _PDF_META = {"CreationDate": None, "Creator": "medpeft-bench", "Producer": None}
 _PNG_DPI = 130
 # Metrics that are not shown in percent (and, for the Pareto front, are lower-is-better).
 _NOT_PERCENT = ("nll",)
-
-
-def slug(text: str) -> str:
-    """Lowercase, every run of non-alphanumerics (ASCII) becomes one "-"."""
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
 
 
 def _full_data(shots: Any) -> bool:
@@ -62,8 +56,7 @@ def _num(df: pd.DataFrame, col: str) -> pd.Series:
 
 
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:
-    """The `ok` rows with block keys: `_shots` (0 = full data) and `_backbone` (a random-init
-    backbone is its own block, as in the summary)."""
+    """The `ok` rows with block keys: `_shots` (0 = full data) and `_backbone`."""
     if df is None or df.empty or "status" not in df.columns:
         return pd.DataFrame()
     ok = df[df["status"] == "ok"].copy()
@@ -73,11 +66,7 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
         ok[col] = ok[col].astype(str) if col in ok.columns else "?"
     ok["setting"] = ok["setting"].astype(str) if "setting" in ok.columns else ""
     ok["_shots"] = [0 if _full_data(v) else int(v) for v in ok.get("shots", [None] * len(ok))]
-    pre = ok["pretrained"] if "pretrained" in ok.columns else pd.Series(True, index=ok.index)
-    ok["_backbone"] = [
-        b + (" (random init)" if p is False or p == 0 else "")
-        for b, p in zip(ok["backbone"], pre, strict=True)
-    ]
+    ok["_backbone"] = ok["backbone"]  # records_frame marks a random-init backbone in its name
     return ok
 
 
@@ -350,7 +339,7 @@ def write_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
             fig = make()
         if fig is not None:
-            written.extend(_save(fig, out_dir, _unique_stem(f"{kind}-{slug(name)}", taken)))
+            written.extend(_save(fig, out_dir, _unique_stem(f"{kind}-{stats.slug(name)}", taken)))
 
     keys = ["dataset", "_shots", "_backbone"]
     agg = _aggregate(ok, keys)

@@ -118,7 +118,8 @@ def paper_table(protocol: Protocol, long):
 
     pub = published(protocol)
     pub = pub[pub["method"].isin(protocol.paper_methods)]
-    ok = long[(long["status"] == "ok") & (long["backbone"] == protocol.backbone)] if len(long) else long
+    mine = protocol_records(protocol, long)
+    ok = mine[mine["status"] == "ok"] if len(mine) else mine
     rows = []
     for method, part in pub.groupby("method", sort=False):
         ours = protocol.paper_methods[method]
@@ -131,6 +132,24 @@ def paper_table(protocol: Protocol, long):
             row[f"{column} diff"] = value - float(rec.value) if value == value else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# The long frame's columns a protocol fixes, beside its grid (methods, datasets, shots, seeds).
+_SETTINGS = ("backbone", "img_size", "epochs", "batch_size", "augment")
+
+
+def protocol_records(protocol: Protocol, long):
+    """The rows of the long frame run under the protocol's settings (backbone, input size,
+    epochs, batch size, augmentation) on its datasets and methods: only these may stand beside
+    the paper's numbers."""
+    if not len(long):
+        return long
+    keep = long["dataset"].isin(protocol.datasets) & long["method"].isin(protocol.methods)
+    for name in _SETTINGS:
+        wanted = getattr(protocol, name)
+        if wanted is not None and name in long:
+            keep &= long[name] == wanted
+    return long[keep]
 
 
 def _reproduced(protocol: Protocol, ok, method: str, dataset: str, shots: str) -> float:

@@ -57,10 +57,14 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "seed": cfg.get("seed"),
                 "shots": cfg.get("shots"),
                 "split_seed": cfg.get("split_seed", 0),
-                "backbone": cfg.get("backbone"),
+                # A randomly initialised backbone is another model: its own block everywhere.
+                "backbone": (cfg.get("backbone") or "")
+                + (" (random init)" if cfg.get("pretrained") is False else ""),
                 "pretrained": cfg.get("pretrained"),
                 "img_size": cfg.get("img_size"),
                 "epochs": cfg.get("epochs"),
+                "batch_size": cfg.get("batch_size"),
+                "augment": cfg.get("augment"),
                 "device": cfg.get("device"),
                 "setting": _setting(cfg),
                 "demo": bool(r.get("demo")),
@@ -92,44 +96,30 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean +- std over seeds per (dataset, method, setting); failed cells are counted, not dropped."""
+    """One row per (block, method, setting): the score table's numbers (`tables.score_table`:
+    mean ± std over seeds, failed cells counted, not dropped) beside the efficiency table's costs
+    and the mean accuracy and ECE; what the terminal and summary.md show."""
+    from bench import tables
+    from bench.stats import prepare
+
     if df.empty:
         return pd.DataFrame()
-    out = []
-    for _, g in df.groupby(["dataset", "setting", "method"], sort=False):
-        ok = g[g["status"] == "ok"]
-        first = g.iloc[0]
-        metric = first["primary_metric"]
-        scale = 100.0 if metric in PERCENT else 1.0
-        vals = ok["primary"].dropna().astype(float) * scale
-        statuses = ", ".join(f"{n} {s}" for s, n in g["status"].value_counts().items())
-        out.append(
-            {
-                "dataset": first["dataset"],
-                "shots": first["shots"],
-                "method": first["method"],
-                "backbone": first["backbone"] + ("" if first["pretrained"] else " (random init)"),
-                "seeds": len(g),
-                "status": statuses,
-                "metric": metric,
-                "mean": vals.mean() if len(vals) else float("nan"),
-                "std": vals.std(ddof=1) if len(vals) > 1 else float("nan"),
-                "accuracy": ok["accuracy"].astype(float).mean() * 100 if len(ok) else float("nan"),
-                "ece": ok["ece"].astype(float).mean() * 100 if len(ok) else float("nan"),
-                "trainable_params": first["trainable_params"]
-                if pd.notna(first["trainable_params"])
-                else None,
-                "trainable_pct": first["trainable_pct"],
-                "peak_train_mem_mb": ok["peak_train_mem_mb"].astype(float).mean()
-                if len(ok)
-                else float("nan"),
-                "train_s": ok["train_s"].astype(float).mean() if len(ok) else float("nan"),
-                "train_img_s": ok["train_img_s"].astype(float).mean() if len(ok) else float("nan"),
-                "demo": bool(g["demo"].any()),
-                "setting": first["setting"],
-            }
-        )
-    return pd.DataFrame(out)
+    keys = ["block", "method", "setting"]
+    scores = tables.score_table(df)
+    costs = ["trainable_params", "trainable_pct", "peak_train_mem_mb", "train_s", "train_img_s"]
+    out = scores.merge(tables.efficiency_table(df)[keys + costs], on=keys, how="left")
+    group = ["dataset", "shots_key", "backbone", "method", "setting"]
+    extra = prepare(df).assign(
+        accuracy=pd.to_numeric(df["accuracy"], errors="coerce").to_numpy() * 100,
+        ece=pd.to_numeric(df["ece"], errors="coerce").to_numpy() * 100,
+        demo=df["demo"].astype(bool).to_numpy(),
+    )
+    ok = extra["status"] == "ok"
+    means = extra[ok].groupby(group, sort=False)[["accuracy", "ece"]].mean()
+    flags = extra.groupby(group, sort=False)[["demo"]].any()
+    out["shots_key"] = out["shots"].fillna(0).astype(int)
+    out = out.join(means, on=group).join(flags, on=group).drop(columns="shots_key")
+    return out.rename(columns={"n_total": "seeds"})
 
 
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -140,9 +130,11 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
         return "—" if v is None or pd.isna(v) else format(v, spec)
 
     rows = []
-    for _, s in summary.iterrows():
+    several = summary["method"].duplicated(keep=False).to_numpy()
+    for i, (_, s) in enumerate(summary.iterrows()):
         score = fmt(s["mean"], ".2f") + ("" if pd.isna(s["std"]) else f" ± {s['std']:.2f}")
-        row = {"method": s["method"], "runs": s["status"], s["metric"]: score}
+        name = s["method"] + (f" [{s['setting']}]" if several[i] else "")  # two settings
+        row = {"method": name, "runs": s["status"], s["metric"]: score}
         if s["metric"] != "accuracy":
             row["acc %"] = fmt(s["accuracy"], ".2f")
         row.update(
@@ -159,19 +151,15 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def blocks(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(title, display table) per dataset and backbone, the unit results are compared in."""
-    from bench.stats import block_title
-
-    out = []
-    shots = summary["shots"].fillna(0).astype(int)
-    for (dataset, k, backbone), part in summary.groupby(
-        [summary["dataset"], shots, summary["backbone"]], sort=False
-    ):
-        out.append((block_title(dataset, k, backbone), display_table(part)))
-    return out
+    """(title, display table) per block (dataset, shots, backbone), the unit results are
+    compared in."""
+    return [(title, display_table(part)) for title, part in summary.groupby("block", sort=False)]
 
 
 def render_markdown(df: pd.DataFrame) -> str:
+    from bench.coverage import lines as missing_lines
+    from bench.coverage import missing_in_grid
+
     summary = summarize(df)
     lines = ["# medpeft-bench summary", ""]
     if df.empty:
@@ -193,6 +181,11 @@ def render_markdown(df: pd.DataFrame) -> str:
         lines += ["## Cells that did not finish", ""]
         lines += [f"- `{r.run_id}`: **{r.status}**: {r.error}" for r in bad.itertuples()]
         lines.append("")
+    missing = missing_lines(missing_in_grid(df))
+    if missing:
+        lines += ["## Missing cells", "", MISSING_NOTE, ""]
+        lines += [f"- {line}" for line in missing]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -205,41 +198,114 @@ def write_summary(df: pd.DataFrame, out_dir: Path) -> Path:
     return path
 
 
-def render_paper_table(name: str, long: pd.DataFrame) -> str:
-    """Markdown of a paper's table: published, reproduced and difference per column."""
-    from bench.protocols import get_protocol, paper_table, source_lines
+def _paper_parts(name: str, long: pd.DataFrame):
+    """The protocol, its table, the cells of its grid with no record, and a note on records of
+    its datasets and methods left out for being run with other settings."""
+    from bench.coverage import missing_in_protocol
+    from bench.protocols import get_protocol, paper_table, protocol_records
 
     protocol = get_protocol(name)
     table = paper_table(protocol, long)
+    mine = protocol_records(protocol, long)
+    missing = missing_in_protocol(protocol, mine)
+    other = ""
+    if len(long):
+        candidates = long[long["dataset"].isin(protocol.datasets)
+                          & long["method"].isin(protocol.methods)]  # fmt: skip
+        n_other = len(candidates) - len(mine)
+        if n_other:
+            other = (
+                f"{n_other} record(s) of this protocol's datasets and methods were run with other "
+                f"settings and are left out: the table uses only backbone {protocol.backbone}, "
+                f"input {protocol.img_size or 'native'} px, {protocol.epochs} epochs, batch "
+                f"{protocol.batch_size}, augmentation {protocol.augment} "
+                f"(`bench run --protocol {name}` runs exactly these)."
+            )
+    return protocol, table, missing, other
+
+
+def _paper_shown(table: pd.DataFrame) -> pd.DataFrame:
     shown = table.drop(columns=["ours"]).copy()
     for col in shown.columns[1:]:
-        shown[col] = shown[col].map(lambda v: "not run" if pd.isna(v) else f"{v:.2f}")
+        absent = "—" if col.endswith(" diff") else "not run"
+        shown[col] = shown[col].map(lambda v, a=absent: a if pd.isna(v) else f"{v:.2f}")
+    return shown
+
+
+def render_paper_table(name: str, long: pd.DataFrame) -> str:
+    """Markdown of a paper's table: published, reproduced and difference per column, then the
+    protocol's cells with no record."""
+    from bench.coverage import lines as missing_lines
+    from bench.protocols import source_lines
+
+    protocol, table, missing, other = _paper_parts(name, long)
     lines = [f"# {protocol.title}", "", f"Metric: {protocol.paper_metric_note}.", ""]
-    lines += [shown.to_markdown(index=False, disable_numparse=True), ""]
-    lines += [
-        "`paper`: published; `ours`: mean over seeds and split seeds of this suite's ok "
-        f"records on `{protocol.backbone}`; `diff` = ours - paper; `not run`: no record "
-        "(or, for an average, not every cell it averages).",
-        "",
-        "Sources:",
-        "",
-    ]
+    lines += [_paper_shown(table).to_markdown(index=False, disable_numparse=True), ""]
+    lines += [_paper_legend(protocol), ""]
+    if other:
+        lines += [other, ""]
+    total = _protocol_size(protocol)
+    n_missing = int(missing["n_missing"].sum()) if len(missing) else 0
+    lines += [f"## Cells not run yet: {n_missing} of {total}", ""]
+    lines += [f"- {line}" for line in missing_lines(missing)] or ["None: the grid is complete."]
+    lines += ["", "## Sources", ""]
     lines += [f"- {line}" for line in source_lines(protocol)]
     return "\n".join(lines) + "\n"
 
 
-def write_paper_table(name: str, long: pd.DataFrame, out_dir: Path) -> Path:
+def _paper_legend(protocol) -> str:
+    return (
+        "`paper`: published; `ours`: mean over seeds and split seeds of this suite's ok "
+        f"records run under the protocol (`{protocol.backbone}`); `diff` = ours - paper; "
+        "`not run`: no record (or, for an average, not every cell it averages)."
+    )
+
+
+def _protocol_size(protocol) -> int:
+    shots = len(protocol.shots) if protocol.shots else 1
+    splits = len(protocol.split_seeds) if protocol.shots and protocol.split_seeds else 1
+    return len(protocol.datasets) * shots * splits * len(protocol.methods) * len(protocol.seeds)
+
+
+def render_paper_latex(name: str, long: pd.DataFrame) -> str:
+    """The same table as booktabs LaTeX, one column group (paper, ours, diff) per published
+    column."""
+    from bench.tables import to_latex
+
+    protocol, table, missing, other = _paper_parts(name, long)
+    shown = _paper_shown(table)
+    groups = [(c.rsplit(" ", 1)[0], 3) for c in shown.columns[1::3]]
+    shown.columns = ["method", *(c.rsplit(" ", 1)[1] for c in shown.columns[1:])]
+    n_missing = int(missing["n_missing"].sum()) if len(missing) else 0
+    notes = [f"Metric: {protocol.paper_metric_note}.", _paper_legend(protocol)]
+    notes.append(f"Cells not run yet: {n_missing} of {_protocol_size(protocol)}.")
+    if other:
+        notes.append(other)
+    return to_latex(shown, caption=protocol.title, label=f"tab:{name}", footnotes=notes,
+                    groups=[("", 1), *groups])  # fmt: skip
+
+
+def write_paper_table(name: str, long: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """`paper-NAME.md` and `paper-NAME.tex` in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"paper-{name}.md"
-    path.write_text(render_paper_table(name, long))
-    return path
+    md = out_dir / f"paper-{name}.md"
+    md.write_text(render_paper_table(name, long))
+    tex = out_dir / f"paper-{name}.tex"
+    tex.write_text(render_paper_latex(name, long))
+    return [md, tex]
 
 
-def write_report(df: pd.DataFrame, out_dir: Path, *, plots: bool = True) -> list[Path]:
+def write_report(
+    df: pd.DataFrame, out_dir: Path, *, plots: bool = True, baseline: str | None = None
+) -> list[Path]:
     """Everything `bench report` renders: summary.md, the figures (PNG and PDF) and a
-    self-contained index.html showing the tables and figures. Returns the files written."""
+    self-contained index.html showing the tables and figures. Returns the files written.
+    `baseline`: the method the paired tests compare against (default: `choose_baseline`)."""
+    from bench.coverage import lines as missing_lines
+    from bench.coverage import missing_in_grid
     from bench.html_report import render_html
-    from bench.plots import slug, write_plots
+    from bench.plots import write_plots
+    from bench.stats import slug
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [write_summary(df, out_dir)]
@@ -267,8 +333,12 @@ def write_report(df: pd.DataFrame, out_dir: Path, *, plots: bool = True) -> list
         items = [f"{r.run_id}: {r.status}: {r.error}" for r in bad.itertuples()]
         sections.append({"heading": "Cells that did not finish", "html": "", "figures": [],
                          "notes": items})  # fmt: skip
+    missing = missing_lines(missing_in_grid(df))
+    if missing:
+        sections.append({"heading": "Missing cells", "html": "", "figures": [],
+                         "notes": [MISSING_NOTE, *missing]})  # fmt: skip
     if not df.empty:
-        table_sections, table_files = _write_tables(df, out_dir)
+        table_sections, table_files = _write_tables(df, out_dir, baseline)
         sections = table_sections + sections
         written += table_files
     notice = DEMO_NOTICE if not df.empty and bool(df["demo"].any()) else None
@@ -278,7 +348,9 @@ def write_report(df: pd.DataFrame, out_dir: Path, *, plots: bool = True) -> list
     return written
 
 
-def _write_tables(df: pd.DataFrame, out_dir: Path) -> tuple[list[dict], list[Path]]:
+def _write_tables(
+    df: pd.DataFrame, out_dir: Path, baseline: str | None
+) -> tuple[list[dict], list[Path]]:
     """Scores (mean ± std, 95 % bootstrap CI) and efficiency (with the composite metrics) as
     markdown, LaTeX (booktabs) and CSV; statistics against a baseline; HTML sections of each."""
     from bench import stats, tables
@@ -302,7 +374,7 @@ def _write_tables(df: pd.DataFrame, out_dir: Path) -> tuple[list[dict], list[Pat
                                           footnotes=eff_shown.footnotes),
         "efficiency.csv": tables.to_csv(eff),
     }  # fmt: skip
-    baseline = next((m for m in BASELINES if m in set(df["method"])), None)
+    baseline = baseline or choose_baseline(df)
     notes = [tables.COMPOSITE_FOOTNOTE]
     stats_html = ""
     if baseline is not None:
@@ -335,5 +407,26 @@ def _write_tables(df: pd.DataFrame, out_dir: Path) -> tuple[list[dict], list[Pat
     return sections, files
 
 
-# The baseline of the paired tests: the first of these that the records have.
+# The default baseline of the paired tests: the first of these that the records have.
 BASELINES = ("full", "linear")
+MISSING_NOTE = (
+    "Cells with no record at all, against the grid the records imply: in each block every "
+    "method run on that backbone, for every (split seed, seed) any method ran there. Run the "
+    "same `bench run` command again to fill them."
+)
+
+
+def choose_baseline(df: pd.DataFrame, wanted: str | None = None) -> str | None:
+    """The paired tests' baseline: `wanted` (a UserError when no record has it), else the first
+    of BASELINES present, else None (no tests)."""
+    methods = set(df["method"]) if not df.empty else set()
+    if wanted is None:
+        return next((m for m in BASELINES if m in methods), None)
+    if wanted not in methods:
+        from bench.errors import UserError
+
+        raise UserError(
+            f"--baseline {wanted}: no record of that method; methods in the report: "
+            + (", ".join(sorted(methods)) or "none")
+        )
+    return wanted

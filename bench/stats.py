@@ -9,6 +9,7 @@ differences are in percentage points.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "ppt",
     "prepare",
     "scale_for",
+    "slug",
 ]
 
 # The columns that make a block, the unit methods are compared in (shots_key: 0 = full data).
@@ -62,6 +64,12 @@ def block_title(dataset: str, shots_key: int, backbone: str | None = None) -> st
     """`"{dataset}"` or `"{dataset} {k}-shot"`, plus `" · {backbone}"` when given."""
     name = f"{dataset} {int(shots_key)}-shot" if shots_key else str(dataset)
     return f"{name} · {backbone}" if backbone else name
+
+
+def slug(text: str) -> str:
+    """Lowercase, every run of non-alphanumerics (ASCII) becomes one "-": the figures' file
+    names and the HTML anchors of a block title."""
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
 
 
 def _col(df: pd.DataFrame, name: str, default: Any = np.nan) -> pd.Series:

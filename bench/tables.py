@@ -516,10 +516,13 @@ def to_latex(
     label: str,
     ranks: pd.DataFrame | None = None,
     footnotes: tuple[str, ...] | list[str] = (),
+    groups: list[tuple[str, int]] | None = None,
 ) -> str:
     """A booktabs table (needs \\usepackage{booktabs}): caption on top, best \\textbf, second best
     \\underline, footnotes in \\footnotesize after the tabular. All text is escaped; `label` is
-    used as given."""
+    used as given. `groups` [(title, span), ...] adds a header row above the column names, each
+    titled group centred over its columns and underlined with \\cmidrule; the spans must add up to
+    the number of columns."""
     spec = "".join(
         "l" if j == 0 or str(c) in LABEL_COLUMNS else "r" for j, c in enumerate(frame.columns)
     )
@@ -540,6 +543,7 @@ def to_latex(
         rf"\label{{{label}}}",
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
+        *_group_header(groups, len(frame.columns)),
         " & ".join(latex_escape(c) for c in frame.columns) + r" \\",
         r"\midrule",
         *body,
@@ -550,6 +554,21 @@ def to_latex(
         lines += [r"\par\smallskip\footnotesize", *(latex_escape(f) + r"\par" for f in footnotes)]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def _group_header(groups: list[tuple[str, int]] | None, n_columns: int) -> list[str]:
+    if not groups:
+        return []
+    if sum(span for _, span in groups) != n_columns or any(span < 1 for _, span in groups):
+        raise ValueError(f"column groups {groups} do not span the table's {n_columns} columns")
+    cells, rules, first = [], [], 1
+    for title, span in groups:
+        text = latex_escape(title)
+        cells.append(rf"\multicolumn{{{span}}}{{c}}{{{text}}}" if span > 1 else text)
+        if title:
+            rules.append(rf"\cmidrule(lr){{{first}-{first + span - 1}}}")
+        first += span
+    return [" & ".join(cells) + r" \\" + (" " + " ".join(rules) if rules else "")]
 
 
 def to_csv(frame: pd.DataFrame) -> str:

@@ -75,10 +75,13 @@ def test_protocol_refuses_grid_options_and_dry_run_lists_missing_data(tmp_path) 
     assert f"{7 * 16 * 5 * 10 * 20:,} training images passed" in res.output
 
 
-def _record(method: str, dataset: str, shots: int, split_seed: int, value: float, status="ok"):
+def _record(method: str, dataset: str, shots: int, split_seed: int, value: float, status="ok",
+            **settings):  # fmt: skip
+    # the EPT protocols' settings (both tables): only records run under them count
     cfg = {"dataset": dataset, "method": method, "seed": 0, "shots": shots,
            "split_seed": split_seed, "backbone": "vit_base_patch16_224.orig_in21k",
-           "pretrained": True}  # fmt: skip
+           "pretrained": True, "img_size": 224, "epochs": 20, "batch_size": 4, "augment": "ept",
+           **settings}  # fmt: skip
     return {"run_id": f"{dataset}-{method}-{shots}-{split_seed}", "status": status,
             "config": cfg, "metrics": {"primary_metric": "map", "primary": value, "test": {}}}  # fmt: skip
 
@@ -131,3 +134,45 @@ def test_report_paper_cli(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     text = (tmp_path / "out" / "paper-ept-table4.md").read_text()
     assert "| EPT" in text and "30.00" in text
+    assert (tmp_path / "out" / "paper-ept-table4.tex").read_text().startswith(r"\begin{table}")
+
+
+def test_paper_table_ignores_records_run_under_other_settings_and_says_so() -> None:
+    records = [
+        _record("ept", "isic2018", 1, 0, 0.30),
+        _record("ept", "isic2018", 1, 1, 0.90, epochs=2),  # a quick run, not the protocol's
+        _record("ept", "isic2018", 1, 2, 0.90, backbone="demo-vit"),
+    ]
+    table = paper_table(get_protocol("ept-table4"), records_frame(records)).set_index("method")
+    assert table.loc["EPT", "ISIC2018 1 ours"] == pytest.approx(30.0)
+    text = render_paper_table("ept-table4", records_frame(records))
+    assert "2 record(s) of this protocol's datasets and methods were run with other settings" in text
+
+
+def test_paper_table_lists_the_protocols_cells_not_run() -> None:
+    # ept-table4: 1 dataset x 3 shots x 5 split seeds x 10 methods x 1 seed = 150 cells
+    records = [_record("ept", "isic2018", 1, s, 0.3) for s in range(5)]
+    records.append(_record("ept", "isic2018", 5, 0, 0.3, status="failed"))  # a record: not missing
+    text = render_paper_table("ept-table4", records_frame(records))
+    assert "## Cells not run yet: 144 of 150" in text
+    assert "isic2018 1-shot / ept" not in text  # all five splits ran
+    assert "isic2018 5-shot / ept: 4 of 5 runs have no record (split 1 seed 0, split 2 seed 0, " \
+           "split 3 seed 0, split 4 seed 0)" in text  # fmt: skip
+    assert "isic2018 10-shot / lora: 5 of 5 runs have no record" in text
+
+
+def test_paper_table_in_latex_groups_paper_ours_diff_under_each_column() -> None:
+    from bench.report import render_paper_latex
+
+    tex = render_paper_latex("ept-table4", records_frame([_record("ept", "isic2018", 1, 0, 0.3)]))
+    pub = published(get_protocol("ept-table4"))
+    n_cols = 1 + 3 * len(pub.drop_duplicates(["dataset", "shots"]))
+    spec = tex.split(r"\begin{tabular}{", 1)[1].split("}", 1)[0]
+    assert len(spec) == n_cols
+    header = tex.split(r"\toprule", 1)[1].split(r"\midrule", 1)[0]
+    assert r"\multicolumn{3}{c}{ISIC2018 1}" in header and r"\cmidrule(lr){2-4}" in header
+    # every body row has exactly n_cols cells; "not run" cells are text, not numbers
+    body = tex.split(r"\midrule", 1)[1].split(r"\bottomrule", 1)[0].strip().splitlines()
+    assert len(body) == len(pub["method"].unique())
+    assert all(row.count(" & ") == n_cols - 1 and row.endswith(r"\\") for row in body)
+    assert "30.00" in tex and "not run" in tex and "Cells not run yet: 149 of 150" in tex

@@ -229,9 +229,15 @@ def test_figure_contents(drawn: dict[str, Any]) -> None:
 
 
 def test_full_data_random_init_block(tmp_path: Path) -> None:
+    from bench.report import records_frame
+
+    # records_frame names a random-init backbone apart, so it is its own block in every output
+    rec = {"run_id": "r", "status": "ok", "config": {"backbone": "vit_tiny", "pretrained": False}}
+    assert records_frame([rec])["backbone"].iloc[0] == "vit_tiny (random init)"
     df = pd.DataFrame(
         [
-            _row("linear", s, None, 0.5, dataset="chestmnist", pretrained=False, calibration=None)
+            _row("linear", s, None, 0.5, dataset="chestmnist", backbone="vit_tiny (random init)",
+                 calibration=None)
             for s in (0, 1)
         ]
     )

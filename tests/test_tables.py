@@ -486,3 +486,12 @@ def test_footnote_states_formulas_sources_and_correction() -> None:
         CORRECTION,
     ):
         assert piece in COMPOSITE_FOOTNOTE
+
+
+def test_latex_column_groups_span_the_table() -> None:
+    f = pd.DataFrame({"method": ["a"], "x paper": ["1"], "x ours": ["2"]})
+    tex = to_latex(f, caption="c", label="t", groups=[("", 1), ("x_1", 2)])
+    header = tex.split("\\toprule\n", 1)[1].splitlines()[0]
+    assert header == r" & \multicolumn{2}{c}{x\_1} \\ \cmidrule(lr){2-3}"
+    with pytest.raises(ValueError, match="do not span the table's 3 columns"):
+        to_latex(f, caption="c", label="t", groups=[("x", 2)])
