@@ -26,6 +26,10 @@ from bench.cli_data import data_app  # noqa: E402  (light: typer only)
 
 app.add_typer(data_app, name="data")
 
+from bench.cli_profile import profile  # noqa: E402  (light: typer only)
+
+app.command()(profile)
+
 
 # Options that define a grid; --protocol sets them all, so they cannot be given beside it.
 GRID_OPTIONS = ("methods", "datasets", "seeds", "backbone", "epochs", "batch_size", "lr",
@@ -439,8 +443,16 @@ def report(
             from bench.protocols import get_protocol
 
             get_protocol(paper)  # an unknown name fails before anything is written
+        from bench.profile_report import is_profile, profile_frame
+
+        grid_records = [r for r in loaded.records if not is_profile(r)]
+        profiles = profile_frame(
+            [r for r in loaded.records if is_profile(r)
+             and (not methods or r["profile"].get("method") in parse_name_list(methods))
+             and (not backbone or r["profile"].get("backbone") in parse_name_list(backbone))]
+        )  # fmt: skip
         chosen = select_records(
-            loaded.records,
+            grid_records,
             datasets=parse_name_list(datasets) if datasets else None,
             methods=parse_name_list(methods) if methods else None,
             backbones=parse_name_list(backbone) if backbone else None,
@@ -450,14 +462,26 @@ def report(
         base = choose_baseline(df, baseline)
     except UserError as exc:
         _fail(str(exc))
-    if loaded.records and not chosen:
+    if grid_records and not chosen:
         console.print(
-            f"[yellow]no record matches the filters[/] ({len(loaded.records)} record(s) in "
+            f"[yellow]no record matches the filters[/] ({len(grid_records)} record(s) in "
             f"{results}); the report will be empty"
         )
     _print_summary(console, chosen)
     _print_gaps(console, df)
-    written = write_report(df, out, plots=plots, baseline=base)
+    if len(profiles):
+        from rich.table import Table
+
+        from bench.profile_report import profile_tables
+
+        for title, frame in profile_tables(profiles):
+            table = Table(title=f"profile: {title}")
+            for col in frame.columns:
+                table.add_column(str(col), justify="left" if col == "method" else "right")
+            for row in frame.itertuples(index=False):
+                table.add_row(*(str(v) for v in row))
+            console.print(table)
+    written = write_report(df, out, plots=plots, baseline=base, profiles=profiles)
     if paper is not None:
         # The paper's table reads every record: the protocol picks its own cells.
         written += write_paper_table(paper, records_frame(loaded.records), out)
@@ -466,84 +490,6 @@ def report(
     )
     for path in written:
         console.print(f"  {path}")
-
-
-@app.command()
-def profile(
-    methods: Annotated[str, typer.Option(help="Methods to profile, comma-separated.")] = "full,fpt",
-    backbone: Annotated[str, typer.Option(help="Any timm ViT name, or demo-vit.")] = "demo-vit",
-    img_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Input size for every method (default: the largest a method's rule asks for, "
-            "FPT+'s high resolution)."
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
-    steps: Annotated[int, typer.Option(help="Timed training steps after 2 warm-up steps.")] = 5,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="METHOD.KEY=VALUE method hyperparameter (repeatable)."),
-    ] = None,
-) -> None:
-    """Training memory and step time per method on one synthetic batch, each in a fresh process;
-    the memory column is relative to the first method (full fine-tuning by default)."""
-    from rich.table import Table
-
-    from bench.config import parse_name_list, parse_sets
-    from bench.errors import UserError
-    from bench.profile import common_img_size, profile_in_subprocess
-    from bench.runner import RunRequest, method_settings, resolve_device, resolve_methods
-
-    console = _console()
-    try:
-        names = resolve_methods(parse_name_list(methods))
-        sets = parse_sets(set_ or [])
-        if batch_size < 1 or steps < 1:
-            raise UserError("--batch-size and --steps must be >= 1")
-        dev = resolve_device(device)
-        from bench.backbones import resolve_backbone
-
-        resolve_backbone(backbone, pretrained=False, weights=None)
-        req = RunRequest(methods=names, datasets=[], seeds=[0], backbone=backbone, sets=sets)
-        hparams = {m: method_settings(m, req)[1] for m in names}
-        if img_size is None:
-            img_size = common_img_size(names, backbone, hparams)
-        rows = []
-        for name in names:
-            console.print(f"profiling {name} …")
-            rows.append(
-                profile_in_subprocess(
-                    name,
-                    backbone=backbone,
-                    img_size=img_size,
-                    batch_size=batch_size,
-                    steps=steps,
-                    device=dev,
-                    hparams=hparams[name],
-                )
-            )
-    except UserError as exc:
-        _fail(str(exc))
-    table = Table(title=f"training cost on {backbone}, batch {batch_size}, {dev}")
-    for col in ("method", "img", "trainable %", "train memory MB", f"vs {names[0]}", "step ms"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    base = rows[0]["train_memory_mb"]
-    for r in rows:
-        info = r.get("method_info") or {}
-        img = str(r["img_size"]) + (f"/{info['side_size']}" if "side_size" in info else "")
-        name = r["method"] + (" (cached)" if r["preloaded_features"] else "")
-        table.add_row(
-            name,
-            img,
-            f"{r['trainable_pct']:.3g}",
-            f"{r['train_memory_mb']:.1f}",
-            f"{100 * r['train_memory_mb'] / base:.2f} %" if base > 0 else "n/a",
-            f"{1000 * r['step']['step_time_median_s']:.1f}",
-        )
-    console.print(table)
-    console.print(rows[0]["train_memory_definition"])
 
 
 def main() -> None:  # pragma: no cover

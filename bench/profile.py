@@ -1,25 +1,67 @@
-"""`bench profile`: steady-state training cost of methods on one fixed synthetic batch, each method
-in a fresh process so one method's allocator state cannot pollute the next one's figures.
+"""`bench profile`: steady-state cost of methods on one fixed synthetic batch, each method in a
+fresh process so one method's allocator state cannot pollute the next one's figures.
 
-Training memory is what the method needs while it trains: on GPU the caching allocator's peak
-(`max_memory_allocated`, reset after warm-up, so weights resident on the device count and
-preloading does not); on CPU the process's peak RSS over the timed steps minus the RSS measured
-once the libraries are imported and warmed up on a throwaway block, before any model existed. A frozen-feature method (FPT+) with
-`preload=True` computes its batch's features first, releases its frozen model, then trains from
-the features, as it does in `bench run`; this is the comparison the FPT+ paper's "3.18 % of full
-fine-tuning memory" makes.
+Per method, in this order:
+1. inference: the whole model (frozen parts included: new images have no cached features),
+   `torch.inference_mode`, warm-up excluded; throughput and peak memory;
+2. a frozen-feature method with `preload=True` (FPT+, and the linear/MLP heads) computes its
+   batch's features, releases its frozen model, then trains from the features, as `bench run`
+   does; this is the comparison the FPT+ paper's "3.18 % of full fine-tuning memory" makes;
+3. training: warm-up steps (optimizer state allocated, kernels chosen, `torch.compile` done),
+   then `repeats` rounds of `steps` timed steps; every figure is the median over the rounds.
+
+Times are synchronised with the device (`bench.measure.StepTimer`). Training memory is what the
+method needs while it trains: on GPU the caching allocator's peak (`max_memory_allocated`,
+reset after warm-up, so weights resident on the device count and preloading does not), with the
+reserved and NVML figures beside it; on CPU the process's peak RSS over the timed steps minus the
+RSS measured once the libraries are imported and warmed up on a throwaway block, before any
+model existed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
+import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 from bench.errors import UserError
 
 WARMUP_STEPS = 2
+KIND = "profile"  # records of `bench profile` carry kind="profile"; grid records have none
+
+
+def _median(values: list[float]) -> float | None:
+    import statistics
+
+    return statistics.median(values) if values else None
+
+
+def _rounds(step, *, batch_size: int, steps: int, repeats: int, device) -> dict[str, Any]:
+    """`repeats` rounds of `steps` timed calls of `step()`; medians over rounds."""
+    from bench.measure import StepTimer
+
+    rounds = []
+    for _ in range(repeats):
+        timer = StepTimer(device, warmup=0)
+        for _ in range(steps):
+            with timer.step(batch_size):
+                step()
+        rounds.append(timer.summary())
+    step_s = [r["step_time_median_s"] for r in rounds]
+    rates = [r["throughput_img_s"] for r in rounds if r["throughput_img_s"]]
+    return {
+        "step_time_median_s": _median(step_s),
+        "throughput_img_s": _median(rates),
+        "rounds": len(rounds),
+        "steps_per_round": steps,
+        "step_time_round_medians_s": step_s,
+        "spread": (max(step_s) - min(step_s)) / _median(step_s) if step_s and _median(step_s) else None,
+    }
 
 
 def profile_method(
@@ -33,9 +75,11 @@ def profile_method(
     num_classes: int = 7,
     hparams: dict[str, Any] | None = None,
     baseline_rss_mb: float | None = None,
+    repeats: int = 3,
+    precision: str | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Train `method` for `steps` timed steps (after warm-up) on one synthetic batch, in this
-    process; returns its memory and step-time figures."""
+    """Profile `method` in this process (see the module docstring); returns its figures."""
     import gc
 
     import torch
@@ -43,14 +87,14 @@ def profile_method(
 
     from bench.backbones import create_backbone, method_img_size, resolve_backbone
     from bench.harness import adapt, uses_frozen_features
-    from bench.measure import PeakMemory, StepTimer, count_params
+    from bench.measure import PeakMemory, count_params
     from bench.train import autocast, build_optimizer, set_train_mode
     from methods import get_method
 
     spec = get_method(method)
     params = {**spec.hparams, **(hparams or {})}
     dev = torch.device(device)
-    precision = "bf16" if dev.type == "cuda" else "fp32"
+    precision = precision or ("bf16" if dev.type == "cuda" else "fp32")
     size = method_img_size(spec.name, params, requested=img_size, backbone=backbone, data_size=None)
     # Weights do not change memory or time, so a randomly initialised backbone stands in.
     source = resolve_backbone(backbone, pretrained=False, weights=None)
@@ -61,6 +105,26 @@ def profile_method(
     model.to(dev)
     x = torch.randn(batch_size, 3, size, size, device=dev)
     y = torch.randint(0, num_classes, (batch_size,), device=dev)
+    memory: dict[str, Any] = {}
+
+    # 1. inference, the whole model
+    model.eval()
+    infer_model = torch.compile(model) if compile else model
+    t0 = time.perf_counter()
+
+    @torch.inference_mode()
+    def infer() -> None:
+        with autocast(dev, precision):
+            infer_model(x)
+
+    for _ in range(WARMUP_STEPS):
+        infer()
+    infer_warmup_s = time.perf_counter() - t0
+    with PeakMemory(dev) as mem:
+        inference = _rounds(infer, batch_size=batch_size, steps=steps, repeats=repeats, device=dev)
+    memory["inference"] = mem.result
+
+    # 2. frozen features, once
     features = None
     cached = uses_frozen_features(model) and model.preload
     if cached:
@@ -71,29 +135,44 @@ def profile_method(
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
+    # 3. training
     opt = build_optimizer(model, spec.optimizer, spec.lr, spec.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     set_train_mode(model)
+    forward = model.forward_with if cached else model.forward
+    if compile:
+        forward = torch.compile(forward)
 
     def step() -> None:
         with autocast(dev, precision):
-            logits = model.forward_with(x, features) if cached else model(x)
+            logits = forward(x, features) if cached else forward(x)
         loss_fn(logits.float(), y).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(WARMUP_STEPS):  # allocates optimizer state and warms kernels up
+    t0 = time.perf_counter()
+    for _ in range(WARMUP_STEPS):  # allocates optimizer state, warms kernels up, compiles
         step()
-    timer = StepTimer(dev, warmup=0)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    train_warmup_s = time.perf_counter() - t0
     with PeakMemory(dev) as mem:
-        for _ in range(steps):
-            with timer.step(batch_size):
-                step()
+        train = _rounds(step, batch_size=batch_size, steps=steps, repeats=repeats, device=dev)
+    memory["train"] = mem.result
     result = mem.result
     if dev.type == "cuda":
         train_mb = result["peak_allocated_mb"]
+        infer_mb = memory["inference"]["peak_allocated_mb"]
     else:
         train_mb = result["peak_rss_mb"] - (baseline_rss_mb or 0.0)
+        infer_mb = memory["inference"]["peak_rss_mb"] - (baseline_rss_mb or 0.0)
+    compile_s = None
+    if compile:
+        # What the warm-up took beyond two steady steps: the compilation, reported apart.
+        compile_s = max(0.0, train_warmup_s - WARMUP_STEPS * (train["step_time_median_s"] or 0.0))
+        compile_s += max(
+            0.0, infer_warmup_s - WARMUP_STEPS * (inference["step_time_median_s"] or 0.0)
+        )
     return {
         "method": spec.name,
         "backbone": backbone,
@@ -101,18 +180,24 @@ def profile_method(
         "batch_size": batch_size,
         "device": str(dev),
         "precision": precision,
+        "compile": compile,
+        "compile_s": compile_s,
         "trainable_params": trainable,
         "trainable_pct": 100.0 * trainable / backbone_params,
         "preloaded_features": cached,
         "method_info": model.describe() if hasattr(model, "describe") else None,
         "train_memory_mb": train_mb,
+        "inference_memory_mb": infer_mb,
         "train_memory_definition": (
-            "torch.cuda.max_memory_allocated over the timed steps"
+            "torch.cuda.max_memory_allocated over the timed steps (weights and optimizer state "
+            "included)"
             if dev.type == "cuda"
             else "peak RSS over the timed steps minus the RSS of the warmed-up libraries"
         ),
-        "memory": result,
-        "step": timer.summary(),
+        "memory": memory,
+        "step": train,
+        "inference": inference,
+        "warmup_s": {"train": train_warmup_s, "inference": infer_warmup_s},
     }
 
 
@@ -128,15 +213,41 @@ def common_img_size(methods: list[str], backbone: str, hparams: dict[str, dict])
 
 
 def profile_in_subprocess(method: str, **kwargs: Any) -> dict[str, Any]:
-    """`profile_method` in a fresh Python process; raises UserError with its stderr on failure."""
+    """`profile_method` in a fresh Python process. CUDA out of memory comes back as
+    {"status": "oom", ...}; any other failure raises UserError with the child's last lines."""
     args = json.dumps({"method": method, **kwargs})
+    # torch and NVML must number GPUs alike (bench.measure matches them by PCI bus id too).
+    env = {**os.environ, "CUDA_DEVICE_ORDER": os.environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.profile", args], capture_output=True, text=True
+        [sys.executable, "-m", "bench.profile", args], capture_output=True, text=True, env=env
     )
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
         raise UserError(f"profiling {method} failed:\n{tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def profile_record(result: dict[str, Any], *, env: dict[str, Any], busy: Any) -> dict[str, Any]:
+    """A record of one profiled method (kind "profile"), for the results folder and `bench
+    report`. Its run id hashes what was measured, so a rerun of the same measurement replaces it."""
+    from bench.records import SCHEMA
+
+    identity = {k: result.get(k) for k in ("method", "backbone", "img_size", "batch_size",
+                                            "device", "precision", "compile")}  # fmt: skip
+    identity["hparams"] = result.get("hparams") or {}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return {
+        "schema": SCHEMA,
+        "kind": KIND,
+        "run_id": f"profile-{result['method']}-{result['img_size']}px-b{result['batch_size']}-"
+        f"{str(result['device']).replace(':', '')}-{digest[:10]}",
+        "status": result.get("status", "ok"),
+        "error": result.get("error"),
+        "profile": result,
+        "gpu_other_processes": busy,
+        "env": env,
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _warmed_baseline_rss_mb() -> float | None:
@@ -159,10 +270,17 @@ def _warmed_baseline_rss_mb() -> float | None:
 
 
 def _main() -> None:
+    import torch
+
     baseline = _warmed_baseline_rss_mb()
     kwargs = json.loads(sys.argv[1])
-    result = profile_method(**kwargs, baseline_rss_mb=baseline)
+    try:
+        result = profile_method(**kwargs, baseline_rss_mb=baseline)
+    except torch.cuda.OutOfMemoryError as exc:
+        result = {**kwargs, "status": "oom",
+                  "error": f"CUDA out of memory at batch size {kwargs.get('batch_size')}: {exc}"}  # fmt: skip
     result["baseline_rss_mb"] = baseline
+    result["hparams"] = kwargs.get("hparams") or {}
     print(json.dumps(result))
 
 

@@ -41,6 +41,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     fractions, NaN where a record has none."""
     rows = []
     for r in records:
+        if r.get("kind") == "profile":  # `bench profile` records: bench.profile_report
+            continue
         cfg = r.get("config", {})
         metrics = r.get("metrics") or {}
         test = metrics.get("test", {})
@@ -296,7 +298,12 @@ def write_paper_table(name: str, long: pd.DataFrame, out_dir: Path) -> list[Path
 
 
 def write_report(
-    df: pd.DataFrame, out_dir: Path, *, plots: bool = True, baseline: str | None = None
+    df: pd.DataFrame,
+    out_dir: Path,
+    *,
+    plots: bool = True,
+    baseline: str | None = None,
+    profiles: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Everything `bench report` renders: summary.md, the figures (PNG and PDF) and a
     self-contained index.html showing the tables and figures. Returns the files written.
@@ -341,6 +348,18 @@ def write_report(
         table_sections, table_files = _write_tables(df, out_dir, baseline)
         sections = table_sections + sections
         written += table_files
+    if profiles is not None and len(profiles):
+        from bench.profile_report import NOTE, profile_tables
+
+        parts = ["# bench profile", "", NOTE, ""]
+        for title, table in profile_tables(profiles):
+            parts += [f"## {title}", "", table.to_markdown(index=False, disable_numparse=True), ""]
+            sections.append({"heading": f"Profile: {title}",
+                             "html": table.to_html(index=False, border=0), "figures": [],
+                             "notes": [NOTE]})  # fmt: skip
+        path = out_dir / "profile.md"
+        path.write_text("\n".join(parts))
+        written.append(path)
     notice = DEMO_NOTICE if not df.empty and bool(df["demo"].any()) else None
     index = out_dir / "index.html"
     index.write_text(render_html("medpeft-bench report", sections, notice=notice))

@@ -1,0 +1,157 @@
+"""`bench profile`: steady-state train and inference cost per method on one synthetic batch, each
+method in a fresh process (`bench.profile`); results printed and saved as records that `bench
+report` shows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.cli_common import console, fail
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def profile(
+    methods: Annotated[str, typer.Option(help="Methods to profile, comma-separated.")] = "full,fpt",
+    backbone: Annotated[str, typer.Option(help="Any timm ViT name, or demo-vit.")] = "demo-vit",
+    img_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Input size for every method (default: the largest a method's rule asks for, "
+            "FPT+'s high resolution)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
+    steps: Annotated[
+        int, typer.Option(help="Timed steps per round (after 2 warm-up steps), train and inference.")
+    ] = 5,
+    repeats: Annotated[
+        int, typer.Option(help="Rounds of timed steps; every figure is the median over rounds.")
+    ] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32.")
+    ] = "auto",
+    compile_: Annotated[
+        bool,
+        typer.Option("--compile", help="torch.compile the model; compile time reported apart."),
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="METHOD.KEY=VALUE method hyperparameter (repeatable)."),
+    ] = None,
+    results: Annotated[
+        Path, typer.Option(help="Folder the profile records go to (`bench report` shows them).")
+    ] = Path("results"),
+    save: Annotated[bool, typer.Option(help="Write one record per method to --results.")] = True,
+) -> None:
+    """Train step time, train and inference throughput, and peak memory per phase, per method on
+    one synthetic batch, each method in a fresh process; memory relative to the first method
+    (full fine-tuning by default)."""
+    from rich.table import Table
+
+    from bench.config import parse_name_list, parse_sets
+    from bench.errors import UserError
+    from bench.measure import environment, gpu_busy_processes
+    from bench.profile import common_img_size, profile_in_subprocess, profile_record
+    from bench.records import write_record
+    from bench.runner import RunRequest, method_settings, resolve_device, resolve_methods
+
+    out = console()
+    try:
+        names = resolve_methods(parse_name_list(methods))
+        sets = parse_sets(set_ or [])
+        if batch_size < 1 or steps < 1 or repeats < 1:
+            raise UserError("--batch-size, --steps and --repeats must be >= 1")
+        if precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        dev = resolve_device(device)
+        if dev == "cpu" and precision == "bf16":
+            raise UserError(f"--precision {precision} is a GPU autocast; on CPU use fp32")
+        from bench.backbones import resolve_backbone
+
+        resolve_backbone(backbone, pretrained=False, weights=None)
+        req = RunRequest(methods=names, datasets=[], seeds=[0], backbone=backbone, sets=sets)
+        hparams = {m: method_settings(m, req)[1] for m in names}
+        if img_size is None:
+            img_size = common_img_size(names, backbone, hparams)
+    except UserError as exc:
+        fail(str(exc))
+    # Set before any CUDA call in this process and inherited by the children: torch then numbers
+    # GPUs in NVML's order.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    busy = None
+    if dev.startswith("cuda"):
+        busy = gpu_busy_processes(0)
+        if busy:
+            out.print(
+                f"[yellow]warning[/]: {len(busy)} other process(es) use the GPU "
+                f"({', '.join(str(p['pid']) for p in busy)}); timings and NVML memory may be off"
+            )
+        elif busy is None:
+            out.print("NVML unavailable: could not check that the GPU is otherwise idle")
+    env = environment()
+    rows = []
+    try:
+        for name in names:
+            out.print(f"profiling {name} …")
+            rows.append(
+                profile_in_subprocess(
+                    name,
+                    backbone=backbone,
+                    img_size=img_size,
+                    batch_size=batch_size,
+                    steps=steps,
+                    repeats=repeats,
+                    device=dev,
+                    precision=None if precision == "auto" else precision,
+                    compile=compile_,
+                    hparams=hparams[name],
+                )
+            )
+            if save:
+                write_record(results, profile_record(rows[-1], env=env, busy=busy))
+    except UserError as exc:
+        fail(str(exc))
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    table = Table(
+        title=f"{backbone}, batch {batch_size}, {dev}, {ok[0]['precision'] if ok else precision}; "
+        f"median of {repeats} rounds x {steps} steps"
+    )
+    base = ok[0]["train_memory_mb"] if ok else 0.0
+    cols = ["method", "img", "trainable %", "train ms/step", "train img/s", "infer img/s",
+            "train MB", f"vs {ok[0]['method'] if ok else '-'}", "infer MB"]  # fmt: skip
+    if compile_:
+        cols.append("compile s")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            table.add_row(r["method"], str(r.get("img_size")), "", r["status"], *[""] * (len(cols) - 4))
+            continue
+        info = r.get("method_info") or {}
+        img = str(r["img_size"]) + (f"/{info['side_size']}" if "side_size" in info else "")
+        cells = [
+            r["method"] + (" (cached)" if r["preloaded_features"] else ""),
+            img,
+            f"{r['trainable_pct']:.3g}",
+            f"{1000 * r['step']['step_time_median_s']:.1f}",
+            f"{r['step']['throughput_img_s']:.0f}",
+            f"{r['inference']['throughput_img_s']:.0f}",
+            f"{r['train_memory_mb']:.1f}",
+            f"{100 * r['train_memory_mb'] / base:.2f} %" if base > 0 else "n/a",
+            f"{r['inference_memory_mb']:.1f}",
+        ]
+        if compile_:
+            cells.append(f"{r['compile_s']:.1f}")
+        table.add_row(*cells)
+    out.print(table)
+    if ok:
+        out.print(f"train MB: {ok[0]['train_memory_definition']}. (cached): trains from features "
+                  "computed once, its frozen model released; inference runs the whole model.")  # fmt: skip
+    if save:
+        out.print(f"{len(rows)} profile record(s) in {results}/ (`bench report` shows them)")

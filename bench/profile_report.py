@@ -1,0 +1,99 @@
+"""`bench profile` records in the report: one row per profiled method, grouped by what was
+measured (backbone, input size, batch, device, precision), the memory relative to the first
+method of each group as `bench profile` prints it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from bench.profile import KIND
+
+COLUMNS = [
+    "backbone", "img_size", "batch_size", "device", "precision", "compile", "method", "status",
+    "cached", "trainable_pct", "train_ms", "train_img_s", "infer_img_s", "train_mb",
+    "infer_mb", "compile_s", "finished_at",
+]  # fmt: skip
+GROUP = ["backbone", "img_size", "batch_size", "device", "precision", "compile"]
+
+
+def is_profile(record: dict[str, Any]) -> bool:
+    return record.get("kind") == KIND
+
+
+def profile_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The profile records as rows (COLUMNS); a failed or OOM profile keeps its row."""
+    rows = []
+    for r in records:
+        if not is_profile(r):
+            continue
+        p = r.get("profile") or {}
+        step, infer = p.get("step") or {}, p.get("inference") or {}
+        ms = step.get("step_time_median_s")
+        rows.append(
+            {
+                "backbone": p.get("backbone"),
+                "img_size": p.get("img_size"),
+                "batch_size": p.get("batch_size"),
+                "device": p.get("device"),
+                "precision": p.get("precision"),
+                "compile": bool(p.get("compile")),
+                "method": p.get("method"),
+                "status": r.get("status"),
+                "cached": bool(p.get("preloaded_features")),
+                "trainable_pct": p.get("trainable_pct"),
+                "train_ms": None if ms is None else 1000 * ms,
+                "train_img_s": step.get("throughput_img_s"),
+                "infer_img_s": infer.get("throughput_img_s"),
+                "train_mb": p.get("train_memory_mb"),
+                "infer_mb": p.get("inference_memory_mb"),
+                "compile_s": p.get("compile_s"),
+                "finished_at": r.get("finished_at"),
+            }
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def profile_tables(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, display table) per measurement group, methods in the order they were profiled."""
+
+    def fmt(v: Any, spec: str) -> str:
+        return "—" if v is None or pd.isna(v) else format(v, spec)
+
+    out = []
+    for key, g in frame.sort_values("finished_at", kind="stable").groupby(GROUP, sort=False):
+        backbone, img, batch, device, precision, compiled = key
+        ok = g[g["status"] == "ok"]
+        base = float(ok["train_mb"].iloc[0]) if len(ok) else float("nan")
+        rows = []
+        for r in g.itertuples():
+            rows.append(
+                {
+                    "method": r.method + (" (cached)" if r.cached else ""),
+                    "status": r.status,
+                    "trainable %": fmt(r.trainable_pct, ".3g"),
+                    "train ms/step": fmt(r.train_ms, ".1f"),
+                    "train img/s": fmt(r.train_img_s, ".0f"),
+                    "infer img/s": fmt(r.infer_img_s, ".0f"),
+                    "train MB": fmt(r.train_mb, ".1f"),
+                    f"vs {ok['method'].iloc[0] if len(ok) else '-'}": fmt(
+                        100 * r.train_mb / base if base > 0 and pd.notna(r.train_mb) else None,
+                        ".2f",
+                    ),
+                    "infer MB": fmt(r.infer_mb, ".1f"),
+                    **({"compile s": fmt(r.compile_s, ".1f")} if compiled else {}),
+                }
+            )
+        title = f"{backbone} · {img} px · batch {batch} · {device} · {precision}"
+        out.append((title + (" · compiled" if compiled else ""), pd.DataFrame(rows)))
+    return out
+
+
+NOTE = (
+    "bench profile: one synthetic batch per method, each method in a fresh process; times are "
+    "medians over rounds of device-synchronised steps, warm-up excluded. train MB: peak "
+    "allocated during the timed training steps on GPU, peak RSS above the warmed-up libraries on "
+    "CPU; vs: percent of the group's first method. (cached): trains from frozen features "
+    "computed once; inference always runs the whole model."
+)
