@@ -97,6 +97,17 @@ def run(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32.")
+    ] = "auto",
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile each model's forward; the compile time is recorded apart "
+            "(cost.compile_s), not in the step time.",
+        ),
+    ] = False,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -154,6 +165,8 @@ def run(
             lr=lr,
             img_size=img_size,
             device=device,
+            precision=precision,
+            compile=compile_,
             sets=parse_sets(set_ or []),
             results=results,
             data_root=data_root,

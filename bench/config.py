@@ -12,6 +12,9 @@ from bench.errors import UserError
 
 # Bump when the meaning of a config field changes, so old records stop matching new cells.
 CONFIG_VERSION = 2  # 2: few-shot (shots, split_seed) and augmentation joined the cell
+# Fields added after version 2 enter the run id only when set away from their default, so every
+# record written before they existed keeps its id (and a rerun still skips it).
+LATE_DEFAULTS: dict[str, Any] = {"compile": False}
 _SET_RE = re.compile(r"^(?P<method>[A-Za-z0-9][\w-]*)\.(?P<key>[A-Za-z_]\w*)=(?P<value>.*)$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -43,6 +46,7 @@ class CellConfig:
     split_seed: int = 0  # which few-shot sample (or published split file); 0 for full data
     hparams: dict[str, Any] = field(default_factory=dict)
     version: int = CONFIG_VERSION
+    compile: bool = False  # torch.compile the forward (a LATE_DEFAULTS field)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +54,11 @@ class CellConfig:
     @property
     def run_id(self) -> str:
         # The weights path is left out: the file's hash identifies the weights wherever they live.
-        identity = {k: v for k, v in self.to_dict().items() if k != "weights"}
+        identity = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k != "weights" and not (k in LATE_DEFAULTS and v == LATE_DEFAULTS[k])
+        }
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
         shots = f"-{self.shots}shot-x{self.split_seed}" if self.shots is not None else ""

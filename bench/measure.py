@@ -404,6 +404,13 @@ class StepTimer:
         self._times.append(time.perf_counter() - t0)
         self._sizes.append(int(batch_size))
 
+    def first_step_excess_s(self) -> float:
+        """How much longer the first step took than the median of the others (0 with fewer than
+        two steps): one-off work such as `torch.compile`'s compilation."""
+        if len(self._times) < 2:
+            return 0.0
+        return max(0.0, self._times[0] - float(np.median(self._times[1:])))
+
     def summary(self) -> dict[str, Any]:
         """Timing statistics over the steps after warm-up.
 

@@ -39,6 +39,8 @@ class RunRequest:
     shots: list[int] | None = None  # None: full data
     split_seeds: list[int] | None = None  # few-shot samples; default [0]
     augment: str = "rrc-flip"
+    precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    compile: bool = False
     # (dataset, method) -> learning rate: a paper's per-dataset rates (FPT+), from --protocol
     dataset_lr: dict[tuple[str, str], float] = field(default_factory=dict)
 
@@ -51,6 +53,21 @@ class Plan:
     datasets: dict[tuple, Any]
     source: Any  # BackboneSource
     notes: list[str] = field(default_factory=list)  # shown before the grid runs
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """auto: bf16 autocast on GPU (the default there), fp32 on CPU; bf16 on CPU is refused (CPU
+    autocast is slow and not what a GPU would measure)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    if precision == "bf16" and not device.startswith("cuda"):
+        raise UserError("--precision bf16 is a GPU autocast; on CPU use fp32 (or auto)")
+    return precision
 
 
 def data_key(cell: CellConfig) -> tuple[str, int | None, int]:
@@ -188,6 +205,7 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
     get_augmentation(req.augment)  # an unknown name fails here, listing the valid ones
     settings = {m: method_settings(m, req) for m in methods}
     device = resolve_device(req.device)
+    precision = resolve_precision(req.precision, device)
     root = data_root(req.data_root)
     missing: list[str] = []
     for card in cards:
@@ -272,7 +290,8 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
                         batch_size=req.batch_size,
                         img_size=img_size,
                         device=device,
-                        precision="bf16" if device == "cuda" else "fp32",
+                        precision=precision,
+                        compile=req.compile,
                         warmup_epochs=req.warmup_epochs,
                         grad_clip=req.grad_clip,
                         augment=req.augment,

@@ -83,3 +83,15 @@ def test_core_resolves_to_canonical_names() -> None:
     core = resolve_methods(["core"])
     assert "fpt-plus" in core and "fpt" not in core
     assert resolve_methods(["fpt", "fpt-plus"]) == ["fpt-plus"]
+
+
+def test_late_fields_keep_older_run_ids() -> None:
+    """`compile` joined the cell after version 2: at its default it leaves the run id as it was
+    (this id was computed by the config module before the field existed), so finished records
+    still match and are skipped; compiled runs are other cells."""
+    kw = dict(method="lora", dataset="derm", seed=1, backbone="vit_base_patch16_224",
+              pretrained=True, weights=None, weights_sha256=None, epochs=10, batch_size=32,
+              img_size=224, device="cuda", precision="bf16", optimizer="adamw", lr=1e-3,
+              weight_decay=0.0, warmup_epochs=1.0, grad_clip=1.0, hparams={"r": 8})  # fmt: skip
+    assert CellConfig(**kw).run_id == "derm-lora-s1-04c52a4ace8f"
+    assert CellConfig(**kw, compile=True).run_id == "derm-lora-s1-6f763070c2e7"
