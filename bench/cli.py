@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +22,9 @@ app = typer.Typer(
 )
 
 DEFAULT_METHODS = "core"
+# torch numbers GPUs fastest-first by default, NVML by PCI bus: make them agree before any CUDA
+# call, so the NVML memory and busy-process figures are about the GPU torch uses.
+os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 from bench.cli_data import data_app  # noqa: E402  (light: typer only)
 

@@ -4,7 +4,6 @@ report` shows."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -81,9 +80,6 @@ def profile(
             img_size = common_img_size(names, backbone, hparams)
     except UserError as exc:
         fail(str(exc))
-    # Set before any CUDA call in this process and inherited by the children: torch then numbers
-    # GPUs in NVML's order.
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     busy = None
     if dev.startswith("cuda"):
         busy = gpu_busy_processes(0)

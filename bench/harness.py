@@ -226,6 +226,12 @@ def run_cell(
     record = base_record(cell, data, source)
     record["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     device = torch.device(cell.device)
+    if device.type == "cuda":
+        from bench.measure import gpu_busy_processes
+
+        # Another process on the GPU skews time and NVML memory: say so in the record (None:
+        # NVML unavailable, so nobody checked).
+        record["gpu_other_processes"] = gpu_busy_processes(device.index or 0)
     t0 = time.perf_counter()
     watch = Stopwatch(device)
     try:
