@@ -66,6 +66,9 @@ def info(
         rows.append(
             ("local copy", f"found under {card.folder(root)} (`bench data check` reads it)")
         )
+        from bench.decoded_cache import describe
+
+        rows.append(("decoded cache", describe(card, root) or ""))
     except UserError:
         where = npz_path(card, root) if card.format == "medmnist-npz" else card.folder(root)
         rows.append(("local copy", f"not found: expected {where} (see layout)"))

@@ -395,10 +395,33 @@ def read_arrays(card: DatasetCard, root: Path, on_progress: ProgressFn | None = 
 
 
 def load_dataset(
-    card: DatasetCard, root: Path, *, on_progress: ProgressFn | None = None
+    card: DatasetCard,
+    root: Path,
+    *,
+    on_progress: ProgressFn | None = None,
+    decoded_cache: str = "use",
 ) -> LoadedDataset:
     """Read every split into memory as uint8 tensors, checking labels against the card; carve a
-    stratified validation split from train (fixed seed) when the files have none."""
+    stratified validation split from train (fixed seed) when the files have none.
+
+    Image-file formats go through `bench.decoded_cache`: `decoded_cache="use"` reads the cached
+    decode of these exact files when there is one (memory-mapped), "files" always decodes the
+    files (and writes the cache when absent), "off" neither reads nor writes it."""
+    from bench import decoded_cache as cache
+
+    entry = cache.lookup(card, root, decoded_cache)
+    data = cache.read(entry, functools.partial(_to_dataset, card)) if entry else None
+    if data is None:
+        data = _to_dataset(card, *_read_splits(card, root, on_progress))
+        if entry:
+            cache.write(entry, data)
+    return data
+
+
+def _read_splits(
+    card: DatasetCard, root: Path, on_progress: ProgressFn | None
+) -> tuple[dict, dict[str, Any]]:
+    """The train/val/test arrays decoded from the files, val carved when absent; the protocol."""
     arrays = read_arrays(card, root, on_progress)
     if "test" not in arrays:
         raise UserError(
@@ -419,7 +442,7 @@ def load_dataset(
             "seed": VAL_SEED,
             "size": len(val),
         }
-    return _to_dataset(card, {s: arrays[s] for s in SPLITS}, protocol)
+    return {s: arrays[s] for s in SPLITS}, protocol
 
 
 def _take(arrays, index: np.ndarray):
@@ -442,7 +465,7 @@ def _to_split(card: DatasetCard, name: str, part, digest) -> Split:
 
     images, labels = _check_split(card, name, part.images, part.labels)
     digest.update(name.encode())
-    digest.update(images.tobytes())
+    digest.update(images)  # the buffer itself: tobytes() would copy a (memory-mapped) split
     digest.update(labels.tobytes())
     return Split(torch.from_numpy(images), torch.from_numpy(labels), part.paths)
 

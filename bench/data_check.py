@@ -47,7 +47,8 @@ def check_dataset(
 ) -> CheckReport:
     """Load every split (decoding every image), draw every requested few-shot sample, and
     collect warnings. Raises UserError on the first error."""
-    data = load_dataset(card, root, on_progress=on_progress)
+    # a check of the files: decode them, never a cached decode (which it writes when absent)
+    data = load_dataset(card, root, on_progress=on_progress, decoded_cache="files")
     counts = {s: class_counts(card, data.splits[s].labels.numpy()) for s in SPLITS}
     report = CheckReport(
         card=card,

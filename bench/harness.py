@@ -26,7 +26,7 @@ from bench.errors import UserError
 from bench.feature_cache import LiveFeatures
 from bench.metrics import HIGHER_IS_BETTER, compute_metrics, reliability_bins
 from bench.records import SCHEMA
-from bench.train import Diverged, autocast, fit, predict
+from bench.train import Diverged, autocast, fit, image_free, predict
 from bench.transforms import prepare_batch
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,10 @@ def preload_features(
     info["hit"] = all(s["hit"] for s in info["splits"].values())
     info["seconds"] = sum(s["seconds"] for s in info["splits"].values())
     model.release_frozen()
-    gc.collect()
     if device.type == "cuda":
+        # Free the frozen model's device memory now (a full collection costs ~0.5 s, which is
+        # the whole run for a small linear probe on CPU, where nothing waits for the memory).
+        gc.collect()
         torch.cuda.empty_cache()
     return sources, info
 
@@ -266,7 +268,19 @@ def run_cell(
         )
         memory: dict[str, Any] = {}
         sources: dict[str, Any] | None = None
-        if uses_frozen_features(model):
+        frozen = uses_frozen_features(model)
+        if frozen and getattr(model, "image_free", False) and cell.augment != "none":
+            # A head on cached features never sees the augmented view: caching would silently
+            # drop the cell's augmentation. The cache is an exact shortcut only without it.
+            frozen = False
+            record["feature_cache"] = {
+                "used": False,
+                "reason": f"--augment {cell.augment} makes a new view of every image each epoch; "
+                "cached features would drop it (with --augment none the cache is used, exactly)",
+            }
+        elif not frozen and getattr(model, "preload", None) is False:
+            record["feature_cache"] = {"used": False, "reason": "preload=false"}
+        if frozen:
             if model.preload:
                 with PeakMemory(device) as mem_preload, watch.phase("preload"):
                     sources, record["feature_cache"] = preload_features(
@@ -330,6 +344,10 @@ def run_cell(
                 "calibration": reliability_bins(logits, labels, task),
             },
             training={
+                # What the training views really were: a head on cached features gets none.
+                "augment_applied": "none"
+                if image_free(model, sources["train"] if sources else None)
+                else cell.augment,
                 "best_epoch": result.best_epoch,
                 "epochs": cell.epochs,
                 "steps": result.steps,

@@ -15,8 +15,10 @@ import os
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,6 +46,38 @@ class SplitArrays:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+# ------------------------------------------------------------ listing files without decoding
+
+# Set by `list_files`: `_decode_all` then hands the reader's file list back instead of decoding.
+_LISTING: ContextVar[bool] = ContextVar("medpeft_listing", default=False)
+
+
+class _Listed(Exception):
+    """Carries the files a reader found out of the reader (raised by `_decode_all`)."""
+
+    def __init__(self, root: Path, found: dict[str, list[tuple[Any, str]]]) -> None:
+        super().__init__("listed")
+        self.root = root
+        self.found = found
+
+
+def list_files(
+    read: Callable[..., object], *args: Any, **kwargs: Any
+) -> tuple[Path, dict[str, list[tuple[Any, str]]]]:
+    """(root, {split: [(label, path relative to root)]}): what `read(*args, **kwargs)` would
+    decode, found and checked by the reader's own discovery (so the list cannot drift from what
+    is read), but without opening any image. `read` is a reader of this module or a function that
+    calls one (`bench.data.read_arrays`); a ValueError if it never reaches the decoding step."""
+    token = _LISTING.set(True)
+    try:
+        read(*args, **kwargs)
+    except _Listed as listed:
+        return listed.root, listed.found
+    finally:
+        _LISTING.reset(token)
+    raise ValueError(f"{getattr(read, '__name__', read)} read no image files")
 
 
 def read_imagefolder(
@@ -488,6 +522,8 @@ def _decode_all(
     """`_decode` every listed image on a thread pool (Pillow releases the GIL while decoding and
     resizing), keeping the listed order. Progress is reported from the calling thread, so the
     callback needs no locking; on the first failure pending images are cancelled."""
+    if _LISTING.get():  # `list_files`: everything up to here ran, nothing is decoded
+        raise _Listed(Path(root), {split: list(items) for split, items in found.items()})
     jobs = [rel for items in found.values() for _, rel in items]
     total = len(jobs)
     results: list[np.ndarray | None] = [None] * total

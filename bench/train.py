@@ -10,7 +10,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from bench.transforms import DEFAULT_AUGMENT, prepare_batch
 
@@ -89,27 +95,56 @@ def autocast(device: torch.device, precision: str):
 
 
 def make_loader(
-    images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool, seed: int
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """Batches of (images, labels, indices); the indices address per-image cached features."""
+    """Batches of (images, labels, indices); the indices address per-image cached features.
+
+    The splits are already decoded tensors in memory, so a batch is one indexing of each tensor
+    by the batch's index list (a BatchSampler, no per-image collate) in this process: worker
+    processes would only add pickling. The order is DataLoader's own: the permutation drawn from
+    `seed`. `pin_memory` (set on GPU) lets the host-to-device copy run asynchronously.
+    """
     generator = torch.Generator().manual_seed(seed)
-    index = torch.arange(len(labels))
+    data = TensorDataset(images, labels, torch.arange(len(labels)))
+    order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
     return DataLoader(
-        TensorDataset(images, labels, index),
-        batch_size=batch_size,
-        shuffle=shuffle,
+        data,
+        sampler=BatchSampler(order, batch_size=batch_size, drop_last=False),
+        batch_size=None,
+        pin_memory=pin_memory,
+        # The loader draws its base seed from the same generator before the sampler's
+        # permutation, as DataLoader(shuffle=True, generator=...) does: the same order as ever.
         generator=generator,
     )
 
 
+def _batch_sizes(n: int, batch_size: int) -> list[int]:
+    """The sizes of `make_loader`'s batches over n items (the last one may be short)."""
+    return [min(batch_size, n - start) for start in range(0, n, batch_size)]
+
+
 def logits_of(
-    model: nn.Module, x: torch.Tensor, raw: torch.Tensor, index: torch.Tensor, features
+    model: nn.Module, x: torch.Tensor | None, raw: torch.Tensor, index: torch.Tensor, features
 ) -> torch.Tensor:
     """The model's logits; a frozen-feature model (FPT+) gets its features from `features`
-    (a cache, or its frozen part run on the un-augmented `raw` batch) beside the view `x`."""
+    (a cache, or its frozen part run on the un-augmented `raw` batch) beside the view `x`
+    (None for an image-free model, see `image_free`)."""
     if features is None:
         return model(x)
     return model.forward_with(x, features(index, raw))
+
+
+def image_free(model: nn.Module, features) -> bool:
+    """True when the model reads only its features (a head on cached features, `image_free`), so
+    no view need be built: skipping it saves the per-step augmentation, and changes nothing else
+    (the augmentation generator serves `prepare_batch` alone)."""
+    return features is not None and bool(getattr(model, "image_free", False))
 
 
 @torch.inference_mode()
@@ -129,12 +164,21 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, CPU) for a whole split in order."""
     model.eval()
+    skip_view = image_free(model, features)
     outs = []
-    for raw, _, index in make_loader(images, labels, batch_size=batch_size, shuffle=False, seed=0):
-        step = timer.step(len(raw)) if timer is not None else contextlib.nullcontext()
-        with step:
+    loader = make_loader(images, labels, batch_size=batch_size, shuffle=False, seed=0,
+                         pin_memory=device.type == "cuda")  # fmt: skip
+    batches = iter(loader)
+    for n in _batch_sizes(len(labels), batch_size):
+        step = timer.step(n) if timer is not None else contextlib.nullcontext()
+        with step:  # the fetch is part of the step: its time is the step's wall time
+            raw, _, index = next(batches)
             raw = raw.to(device, non_blocking=True)
-            x = prepare_batch(raw, img_size=img_size, mean=mean, std=std, train=False)
+            x = (
+                None
+                if skip_view
+                else prepare_batch(raw, img_size=img_size, mean=mean, std=std, train=False)
+            )
             with autocast(device, precision):
                 logits = logits_of(model, x, raw, index, features)
             outs.append(logits.float().cpu())
@@ -170,18 +214,21 @@ def fit(
 
     `score(logits, labels)` returns (primary value, all metrics) on the validation split; higher
     is better and ties keep the earlier epoch. The test split never reaches this function.
-    `features` is (train, val) feature sources for a frozen-feature model, else None.
+    `features` is (train, val) feature sources for a frozen-feature model, else None; a model
+    that is `image_free` given features gets no augmented view (training augmentation is off).
     Multi-label targets (float multi-hot [N, L]) train with BCE-with-logits, as MedFMC and EPT
     do; single-label ones with cross-entropy. `augment` names a `bench.transforms` preset.
     """
     train_features, val_features = features if features is not None else (None, None)
-    loader = make_loader(*train, batch_size=batch_size, shuffle=True, seed=seed)
+    loader = make_loader(*train, batch_size=batch_size, shuffle=True, seed=seed,
+                         pin_memory=device.type == "cuda")  # fmt: skip
     aug = torch.Generator().manual_seed(seed + 1)
     opt = build_optimizer(model, optimizer, lr, weight_decay)
     total = epochs * len(loader)
     sched = build_scheduler(opt, total_steps=total, warmup_steps=round(warmup_epochs * len(loader)))
     params = [p for _, p in trainable_parameters(model)]
     loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+    skip_view = image_free(model, train_features)
 
     best: dict[str, torch.Tensor] | None = None
     best_key = -math.inf
@@ -190,18 +237,24 @@ def fit(
     for epoch in range(epochs):
         set_train_mode(model)
         loss_sum, seen = 0.0, 0
-        for raw, y, index in loader:
-            ctx = timer.step(len(raw)) if timer is not None else contextlib.nullcontext()
-            with ctx:
+        batches = iter(loader)
+        for n in _batch_sizes(len(train[1]), batch_size):
+            ctx = timer.step(n) if timer is not None else contextlib.nullcontext()
+            with ctx:  # the fetch is part of the step: its time is the step's wall time
+                raw, y, index = next(batches)
                 raw = raw.to(device, non_blocking=True)
-                x = prepare_batch(
-                    raw,
-                    img_size=img_size,
-                    mean=mean,
-                    std=std,
-                    train=True,
-                    generator=aug,
-                    augment=augment,
+                x = (
+                    None
+                    if skip_view
+                    else prepare_batch(
+                        raw,
+                        img_size=img_size,
+                        mean=mean,
+                        std=std,
+                        train=True,
+                        generator=aug,
+                        augment=augment,
+                    )
                 )
                 y = y.to(device, non_blocking=True)
                 with autocast(device, precision):
@@ -217,10 +270,15 @@ def fit(
                 opt.zero_grad(set_to_none=True)
             step += 1
             sched.step_update(num_updates=step)
-            loss_sum += value * len(x)
-            seen += len(x)
+            loss_sum += value * len(y)
+            seen += len(y)
             if on_step is not None:
                 on_step(step, total, value, epoch)
+        # Run the iterator to its end as a for-loop would: RandomSampler draws one more
+        # permutation from the seeded generator on exhaustion, and the next epoch's order
+        # depends on it.
+        if next(batches, None) is not None:
+            raise RuntimeError("make_loader yielded more batches than _batch_sizes counted")
         logits, labels = predict(
             model,
             *val,

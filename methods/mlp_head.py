@@ -3,6 +3,7 @@ Jia et al., ECCV 2022, https://arxiv.org/abs/2203.12119)."""
 
 from torch import nn
 
+from methods.frozen_head import frozen_head
 from methods.registry import register
 
 NORMS = ("none", "layernorm", "batchnorm")
@@ -54,11 +55,17 @@ def build(
     hidden: int = 0,
     dropout: float = 0.1,
     norm: str = "none",
+    preload: bool = True,
 ) -> nn.Module:
     """Replace the head by `mlp_head(...)`; `hidden=0` means the embedding width (VPT's choice).
 
     `norm="batchnorm"` reproduces KMnP/vpt's head exactly; it is off by default because
     BatchNorm1d fails on a training batch of one sample (a last partial batch can have one).
+
+    `preload=True`: with `--augment none` the backbone runs once per image and the head trains
+    on cached pre-logits features (`methods/frozen_head.py`), exactly as it would end to end (the
+    head's own dropout still applies); with an augmenting preset, or `preload=False`, the frozen
+    backbone runs at every step on the augmented view.
     """
     if layers < 1:
         raise ValueError(f"layers must be >= 1 (1 is a linear probe), not {layers}")
@@ -79,8 +86,14 @@ def build(
         dropout=dropout,
         norm=norm,
     )
-    # timm's `forward_head` calls `self.head`, and `get_classifier()` returns it: swapping the
-    # attribute is enough, no wrapper needed.
+    # The wrapper takes `model.head` as its trainable head, so the swap comes first.
     model.head = head
     head.requires_grad_(True)
-    return model
+    settings = {
+        "head": f"mlp-{layers}",
+        "layers": layers,
+        "hidden": hidden or old.in_features,
+        "dropout": dropout,
+        "norm": norm,
+    }
+    return frozen_head(model, preload=preload, settings=settings)
