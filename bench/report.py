@@ -85,9 +85,15 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "wall_s": cost.get("wall_s"),
                 "train_img_s": (cost.get("train_step") or {}).get("throughput_img_s"),
                 "calibration": metrics.get("calibration"),
+                "started_at": r.get("started_at"),
             }
         )
     frame = pd.DataFrame(rows)
+    if "started_at" in frame:
+        # Rows in the order the cells ran, so tables list methods as the user's --methods did
+        # (file names would sort them alphabetically); records without a time keep their place.
+        frame = frame.sort_values("started_at", kind="stable", na_position="last")
+        frame = frame.reset_index(drop=True)
     numeric = ["primary", *TEST_METRICS, "trainable_pct", "trainable_pct_no_head",
                "peak_train_mem_mb", "peak_preload_mem_mb", "peak_eval_mem_mb", "train_s",
                "wall_s", "train_img_s"]  # fmt: skip

@@ -210,8 +210,8 @@ def _columns(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
     return cols, labels
 
 
-def wide_table(scores: pd.DataFrame) -> Table:
-    """Methods as rows, one column per block ("ChestDR 1-shot"), cells "mean ± std", and an
+def wide_table(scores: pd.DataFrame, *, ci: bool = True) -> Table:
+    """Methods as rows, one column per block ("ChestDR 1-shot"), cells "mean ± std [95 % CI]", and an
     "Average" column (the mean of the method's block means, "—" unless the method has a score in
     every block) when there are two blocks or more.
 
@@ -258,6 +258,8 @@ def wide_table(scores: pd.DataFrame) -> Table:
             t = f"{r['mean']:.{dec}f}"
             if np.isfinite(r["std"]):
                 t += f" ± {r['std']:.{dec}f}"
+            if ci and np.isfinite(r["ci_lo"]):
+                t += f" [{r['ci_lo']:.{dec}f}, {r['ci_hi']:.{dec}f}]"
             if r["n_scored"] < r["n_total"]:
                 t += f" ({r['n_scored']}/{r['n_total']})"
                 partial.append(f"{lab} in {c} ({r['status']})")
@@ -275,7 +277,9 @@ def wide_table(scores: pd.DataFrame) -> Table:
         by_metric.setdefault(str(metric[c]), []).append(c)
     notes = [
         "Cells: mean ± sample std over each method's finished runs (seeds and few-shot split "
-        "seeds pooled), in percent (nll as is); metric: "
+        "seeds pooled)"
+        + (", [95 % percentile-bootstrap CI of the mean over those runs]" if ci else "")
+        + ", in percent (nll as is); metric: "
         + "; ".join(f"{m} ({', '.join(cs)})" for m, cs in by_metric.items())
         + ". Best in bold, second best underlined (italic in markdown), per column."
     ]

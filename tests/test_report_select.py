@@ -239,3 +239,13 @@ def test_terminal_summary_uses_the_score_tables_numbers() -> None:
     # two settings of lora in one block are two rows, told apart by their setting hash
     lora_rows = [line for line in text.splitlines() if line.startswith("| lora [")]
     assert len(lora_rows) == 2
+
+
+def test_tables_list_methods_in_the_order_the_cells_ran() -> None:
+    recs = []
+    for i, method in enumerate(("vpt", "full", "lora")):  # as `--methods vpt,full,lora` runs them
+        r = record(method, 0, 0.5)
+        r["started_at"] = f"2026-11-24T03:0{i}:00+00:00"
+        recs.append(r)
+    recs.reverse()  # files come back sorted by name, not by time
+    assert list(summarize(records_frame(recs))["method"]) == ["vpt", "full", "lora"]

@@ -301,10 +301,15 @@ def test_wide_table_cells_marks_average_and_footnotes() -> None:
     assert list(table.frame.columns) == ["method", "ChestDR 1-shot", "ChestDR 5-shot", "Average"]
     assert list(f.index) == ["full", "fpt_plus", "vpt", "lora"]
 
-    assert f.loc["full", "ChestDR 1-shot"] == "82.00 ± 2.00"
-    assert f.loc["fpt_plus", "ChestDR 1-shot"] == "87.00 ± 2.00"
-    assert f.loc["fpt_plus", "ChestDR 5-shot"] == "70.00 ± 0.00"
-    assert f.loc["lora", "ChestDR 1-shot"] == "84.00 (1/2)"
+    lo, hi = reference_ci([80.0, 82.0, 84.0])
+    assert f.loc["full", "ChestDR 1-shot"] == f"82.00 ± 2.00 [{lo:.2f}, {hi:.2f}]"
+    lo, hi = reference_ci([85.0, 87.0, 89.0])
+    assert f.loc["fpt_plus", "ChestDR 1-shot"] == f"87.00 ± 2.00 [{lo:.2f}, {hi:.2f}]"
+    assert f.loc["fpt_plus", "ChestDR 5-shot"] == "70.00 ± 0.00 [70.00, 70.00]"
+    assert f.loc["lora", "ChestDR 1-shot"] == "84.00 (1/2)"  # one run: no std, no interval
+    assert "[95 % percentile-bootstrap CI of the mean over those runs]" in table.footnotes[0]
+    plain = wide_table(score_table(wide_frame()), ci=False).frame.set_index("method")
+    assert plain.loc["full", "ChestDR 1-shot"] == "82.00 ± 2.00"
     assert f.loc["vpt", "ChestDR 5-shot"] == "failed"
     assert f.loc["lora", "ChestDR 5-shot"] == "not run"
 
@@ -360,7 +365,7 @@ def check_braces(text: str) -> None:
 def test_latex_structure_escaping_and_marks() -> None:
     df = wide_frame()
     df.loc[df["method"] == "lora", "method"] = "lora_50%"
-    table = wide_table(score_table(df))
+    table = wide_table(score_table(df), ci=False)
     tex = to_latex(
         table.frame,
         caption="Few-shot accuracy (50% & more_data)",
@@ -402,7 +407,7 @@ def test_latex_escape_all_specials() -> None:
 
 
 def test_markdown_marks_and_cells() -> None:
-    table = wide_table(score_table(wide_frame()))
+    table = wide_table(score_table(wide_frame()), ci=False)
     md = to_markdown(table.frame, table.ranks)
     lines = md.splitlines()
     assert lines[0].count("|") == 5  # 4 columns
