@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import os
+import pickle
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +100,13 @@ def create_backbone(source: BackboneSource, *, num_classes: int, img_size: int |
         # state dict; pretrained_cfg_overlay(file=...) is timm's documented local-file path.
         overlay.update(file=str(source.weights), custom_load=source.weights.suffix == ".npz")
     try:
-        model = timm.create_model(
-            arch,
-            pretrained=source.pretrained,
-            pretrained_cfg_overlay=overlay or None,
-            **kwargs,
-        )
+        with _missing_keys() as missing:
+            model = timm.create_model(
+                arch,
+                pretrained=source.pretrained,
+                pretrained_cfg_overlay=overlay or None,
+                **kwargs,
+            )
     except (RuntimeError, KeyError, ValueError) as exc:
         where = f" from {source.weights}" if source.weights else ""
         raise UserError(
@@ -110,8 +114,44 @@ def create_backbone(source: BackboneSource, *, num_classes: int, img_size: int |
         ) from exc
     if not hasattr(model, "blocks") or not hasattr(model, "get_classifier"):
         raise UserError(f"backbone {source.name!r} is not a timm VisionTransformer-like model")
+    head = str((getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head")
+    lost = [k for k in missing if k.split(".", 1)[0] != head.split(".", 1)[0]]
+    if lost:
+        # timm loads non-strictly whenever the head is replaced, so a file lacking backbone
+        # tensors would leave them random in a run recorded as pretrained.
+        where = f"weights file {source.weights}" if source.weights else f"{source.name}'s weights"
+        shown = ", ".join(lost[:8]) + (f" and {len(lost) - 8} more" if len(lost) > 8 else "")
+        raise UserError(
+            f"{where} lack backbone tensors ({shown}); they would stay randomly initialised. "
+            "Pass a complete checkpoint of this architecture"
+        )
     model.requires_grad_(False)
     return model
+
+
+@contextlib.contextmanager
+def _missing_keys():
+    """The parameter names timm reports missing while loading pretrained weights (its loader logs
+    them at INFO and carries on); collected from timm's log for the duration of the block."""
+    import logging
+
+    names: list[str] = []
+    logger = logging.getLogger("timm.models._builder")
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if text.startswith("Missing keys (") and ")" in text:
+                names.extend(k.strip() for k in text[len("Missing keys (") : text.index(")")].split(","))
+
+    handler, level = Collect(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield names
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def backbone_input_size(model) -> int:
@@ -186,10 +226,31 @@ def check_weights_file(path: Path) -> None:
         else:
             import torch
 
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                # the legacy (pre-1.6) torch.save format cannot be memory-mapped; still only
+                # tensors and plain containers are unpickled
+                state = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict):
                 raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
     except Exception as exc:
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            # torch's own message suggests retrying with weights_only=False: never say that
+            # about a file whose origin is unknown
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            what = (
+                f"a pickle that calls {found[1]}, which loading with weights_only=True refuses "
+                "(unpickling it could run code)"
+                if found
+                else "not a tensor state dict that loading with weights_only=True can read"
+            )
+            raise UserError(
+                f"cannot read weights file {path}: it is {what}. Give a .safetensors file or a "
+                "timm/torch state dict; if you trust the file's source, convert it to .safetensors"
+            ) from None
         raise UserError(
             f"cannot read weights file {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
             "Give a .safetensors file, a timm/torch state dict (.pth/.bin/.pt) or a Google ViT .npz"

@@ -31,8 +31,10 @@ from bench.cli_data import data_app  # noqa: E402  (light: typer only)
 app.add_typer(data_app, name="data")
 
 from bench.cli_profile import profile  # noqa: E402  (light: typer only)
+from bench.cli_status import status  # noqa: E402  (light: typer only)
 
 app.command()(profile)
+app.command()(status)
 
 
 # Options that define a grid; --protocol sets them all, so they cannot be given beside it.
@@ -135,6 +137,15 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="Rerun cells that already have a finished record.")
     ] = False,
+    oom_retry: Annotated[
+        bool,
+        typer.Option(
+            "--oom-retry",
+            help="Retry a cell that runs out of GPU memory at half the batch size, down to 1 "
+            "(the record keeps the requested cell and says the batch size used); also retries "
+            "oom records an earlier run left.",
+        ),
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and exit.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     protocol: Annotated[
@@ -177,7 +188,11 @@ def run(
             warmup_epochs=warmup_epochs,
             grad_clip=grad_clip,
             force=force,
+            oom_retry=oom_retry,
         )
+        from bench.claims import stale_after_s
+
+        req.stale_claim_s = stale_after_s()  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
         if protocol is not None:
             from bench.protocols import apply_protocol, get_protocol
 
@@ -215,9 +230,12 @@ def run(
     for note in the_plan.notes:
         console.print(f"[cyan]note[/] {note}")
     outcome = run_grid(the_plan, req, console=console, progress=progress)
-    _print_summary(console, outcome.records)
+    if not outcome.interrupted:  # after Ctrl-C, say how to continue and stop, nothing more
+        _print_summary(console, outcome.records)
+    busy = f", {outcome.busy} running elsewhere" if outcome.busy else ""
     console.print(
-        f"{outcome.ran} cell(s) run, {outcome.skipped} already done (--force reruns them); records in {results}/"
+        f"{outcome.ran} cell(s) run, {outcome.skipped} already done (--force reruns them){busy}; "
+        f"records in {results}/"
     )
     if outcome.interrupted:
         console.print(

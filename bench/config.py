@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -72,7 +73,8 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:
         m = _SET_RE.match(item.strip())
         if not m or not m["value"]:
             raise UserError(
-                f"malformed --set {item!r}: expected METHOD.KEY=VALUE, e.g. --set linear.lr=0.01"
+                f"malformed --set {_quote(item)}: expected METHOD.KEY=VALUE, e.g. "
+                "--set linear.lr=0.01"
             )
         out.setdefault(m["method"], {})[m["key"]] = m["value"]
     return out
@@ -89,41 +91,84 @@ def coerce(raw: str, default: Any, *, what: str) -> Any:
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
-            return float(raw)
+            return _finite(float(raw), raw, what)
         if isinstance(default, (list, tuple)):
             kind = type(default[0]) if default else str
             return type(default)(coerce(v, kind(), what=what) for v in raw.split(","))
         if default is None:
             for cast in (int, float):
                 try:
-                    return cast(raw)
+                    return _finite(cast(raw), raw, what)
                 except ValueError:
                     pass
             return None if raw.lower() == "none" else raw
         return raw
     except ValueError:
         kind = type(default).__name__
-        raise UserError(f"{what}={raw!r}: expected a value of type {kind}") from None
+        raise UserError(f"{what}={_quote(raw)}: expected a value of type {kind}") from None
 
 
-def parse_int_list(text: str, *, option: str, minimum: int = 0) -> list[int]:
-    """Parse '0,1,2' or '0-4' into a sorted list of distinct integers >= minimum."""
+def _finite(value: int | float, raw: str, what: str) -> int | float:
+    # float() takes 'nan', 'inf' and '1e999': none of them is a learning rate or a decay
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{what}={_quote(raw)}: expected a finite number")
+    return value
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    """repr() of user text for a message, cut short: a pasted blob must not flood the terminal."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
+
+
+# More values than any grid runs: a typo such as '0-1000000' must fail here, not fill memory.
+MAX_LIST_VALUES = 10_000
+# np.random.seed (and so every training seed) takes 0..2**32-1.
+MAX_INT_VALUE = 2**32 - 1
+_INT_PART = re.compile(r"(?P<lo>-?[0-9]+)(?:-(?P<hi>[0-9]+))?", re.ASCII)
+
+
+def parse_int_list(
+    text: str, *, option: str, minimum: int = 0, maximum: int = MAX_INT_VALUE
+) -> list[int]:
+    """Parse '0,1,2' or '0-4' into a sorted list of distinct integers in [minimum, maximum]."""
     values: set[int] = set()
     for part in text.split(","):
-        part = part.strip()
-        try:
-            if re.fullmatch(r"\d+-\d+", part):
-                lo, hi = (int(p) for p in part.split("-"))
-                if hi < lo:
-                    raise ValueError
-                values.update(range(lo, hi + 1))
-            else:
-                values.add(int(part))
-        except ValueError:
-            raise UserError(f"{option} {text!r}: expected integers like '0,1,2' or '0-4'") from None
-    if not values or min(values) < minimum:
-        raise UserError(f"{option} {text!r}: every value must be an integer >= {minimum}")
+        # ASCII digits only: int() would also take '1_000', '+3' and other scripts' digits
+        m = _INT_PART.fullmatch(part.strip())
+        if m is None:
+            raise UserError(f"{option} {_quote(text)}: expected integers like '0,1,2' or '0-4'")
+        lo = _bounded_int(m["lo"], minimum, maximum)
+        hi = lo if m["hi"] is None else _bounded_int(m["hi"], minimum, maximum)
+        if hi < lo:
+            raise UserError(
+                f"{option} {_quote(text)}: range {part.strip()!r} runs backwards; write it "
+                f"low-high, e.g. '{hi}-{lo}'"
+            )
+        if lo < minimum or hi > maximum:
+            raise UserError(
+                f"{option} {_quote(text)}: every value must be an integer from {minimum} to "
+                f"{maximum}"
+            )
+        # checked before the range is expanded, so a huge range never reaches memory
+        if hi - lo + 1 > MAX_LIST_VALUES or len(values | set(range(lo, hi + 1))) > MAX_LIST_VALUES:
+            raise UserError(
+                f"{option} {_quote(text)}: more than {MAX_LIST_VALUES:,} values; a grid that "
+                "large is a typo, or split it into several runs"
+            )
+        values.update(range(lo, hi + 1))
     return sorted(values)
+
+
+def _bounded_int(digits: str, minimum: int, maximum: int) -> int:
+    """int(digits), or a value just out of [minimum, maximum] when it has more digits than
+    either bound (so thousands of digits are never converted)."""
+    if len(digits.lstrip("-").lstrip("0")) > len(str(max(abs(minimum), abs(maximum)))):
+        return minimum - 1 if digits.startswith("-") else maximum + 1
+    return int(digits)
+
+
+# Longer than any method, dataset or backbone name: a pasted blob is refused before any lookup.
+MAX_NAME_LENGTH = 200
 
 
 def parse_name_list(text: str) -> list[str]:
@@ -132,4 +177,10 @@ def parse_name_list(text: str) -> list[str]:
     for part in text.split(","):
         if part.strip():
             seen[part.strip()] = None
+    long = [name for name in seen if len(name) > MAX_NAME_LENGTH]
+    if long:
+        raise UserError(
+            f"name {_quote(long[0], 40)} is longer than {MAX_NAME_LENGTH} characters; "
+            "`bench list` shows the names"
+        )
     return list(seen)

@@ -166,6 +166,7 @@ def parse_card(path: Path) -> DatasetCard:
     missing = [k for k in ("name", "title", "task", "format", "primary_metric") if k not in raw]
     if missing:
         raise UserError(f"dataset card {path}: missing key(s) {missing}")
+    _check_types(path, fields)
     fields["classes"] = tuple(str(c) for c in fields.get("classes", ()))
     card = DatasetCard(**fields, path=path, extra={k: v for k, v in raw.items() if k not in known})
     if card.name == "demo":
@@ -174,6 +175,59 @@ def parse_card(path: Path) -> DatasetCard:
         card = dataclasses.replace(card, classes=tuple(DEMO_CLASSES))
     _check_card(card)
     return card
+
+
+# The TOML type each card key must have (int where a float is expected is fine).
+_CARD_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("name", "title", "task", "format", "primary_metric", "modality", "layout",
+                     "source", "license", "citation", "notes", "file", "subdir"), (str,)),
+    "classes": (list,),
+    "synthetic": (bool,),
+    "epochs": (int,),
+    "image_size": (int,),
+    "val_fraction": (float, int),
+    "reference_lr": (float, int),
+    "reader": (dict,),
+    "medmnist": (dict,),
+}  # fmt: skip
+
+
+_TYPE_WORDS = {(str,): "a string", (list,): "a list", (bool,): "true or false",
+               (int,): "a whole number", (float, int): "a number", (dict,): "a table"}  # fmt: skip
+
+
+def _check_types(path: Path, fields: dict[str, Any]) -> None:
+    """Each key's TOML type, before any value is used: a wrong one is named with the file."""
+    for key, value in fields.items():
+        wanted = _CARD_TYPES.get(key)
+        # bool is an int in Python; only `synthetic` may be one
+        wrong = wanted is not None and (
+            not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
+        )
+        if wrong:
+            kind = _TYPE_WORDS[wanted]
+            raise UserError(f"dataset card {path}: {key} must be {kind}, got {value!r}")
+    for c in fields.get("classes", []):
+        if not isinstance(c, (str, int)) or isinstance(c, bool):
+            raise UserError(f"dataset card {path}: classes must be a list of names, got {c!r}")
+    if fields.get("epochs", 1) < 1 or (fields.get("image_size") or 8) < 8:
+        raise UserError(f"dataset card {path}: epochs must be >= 1 and image_size >= 8")
+
+
+def _check_shot_template(where: str, split: str, template: Any) -> None:
+    """A published shot file name: text with only {shots} and {exp} placeholders (str.format
+    would otherwise reach attributes of its arguments)."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except (ValueError, TypeError, AttributeError):
+        fields = None
+    if not isinstance(template, str) or fields is None or not set(fields) <= {"shots", "exp"}:
+        raise UserError(
+            f"{where}: [reader.shot_files] {split} = {template!r}: use plain text with only the "
+            "placeholders {shots} and {exp}, e.g. 'chest_{shots}-shot_train_exp{exp}.txt'"
+        )
 
 
 def _check_card(card: DatasetCard) -> None:
@@ -199,6 +253,8 @@ def _check_card(card: DatasetCard) -> None:
         raise UserError(f"{where}: val_fraction must lie in (0, 1), got {card.val_fraction}")
     if card.format in ("imagefolder", "csv", "split-list") and not card.image_size:
         raise UserError(f"{where}: format {card.format} needs image_size (the side to read at)")
+    for split, template in (card.reader.get("shot_files") or {}).items():
+        _check_shot_template(where, split, template)
     unknown = sorted(set(card.reader) - set(READER_KEYS[card.format]))
     if unknown:
         valid = ", ".join(READER_KEYS[card.format]) or "none"
@@ -230,7 +286,7 @@ def load_catalog() -> dict[str, DatasetCard]:
     return _load_catalog(tuple(catalog_dirs()))
 
 
-_SIZED = re.compile(r"^(?P<base>.+)_(?P<size>\d+)$")
+_SIZED = re.compile(r"^(?P<base>.+)_(?P<size>\d{1,4})$")
 
 
 def get_card(name: str) -> DatasetCard:

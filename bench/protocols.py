@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.config import MAX_INT_VALUE
 from bench.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -54,16 +55,97 @@ def list_protocols() -> list[str]:
 
 
 def get_protocol(name: str) -> Protocol:
-    path = PROTOCOL_DIR / f"{name}.toml"
-    if not path.is_file():
-        raise UserError(f"unknown protocol {name!r}; available: {', '.join(list_protocols())}")
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    tuples = ("datasets", "methods", "seeds", "shots", "split_seeds", "dataset_lr_methods")
-    fields = {k: tuple(v) if k in tuples else v for k, v in raw.items()}
+    """A shipped protocol by name; only names `list_protocols` gives are looked up, so a name
+    such as '../x' never reaches the file system."""
+    available = list_protocols()
+    if name not in available:
+        raise UserError(f"unknown protocol {name!r}; available: {', '.join(available)}")
+    return load_protocol(PROTOCOL_DIR / f"{name}.toml")
+
+
+# Each key a protocol file may hold: (its kind, required).
+_KEYS: dict[str, tuple[str, bool]] = {
+    "name": ("a string", True),
+    "title": ("a string", True),
+    "paper_csv": ("a string", True),
+    "backbone": ("a string", True),
+    "img_size": ("an integer", False),
+    "epochs": ("an integer", True),
+    "batch_size": ("an integer", True),
+    "augment": ("a string", True),
+    "datasets": ("a list of strings", True),
+    "methods": ("a list of strings", True),
+    "seeds": ("a list of integers", True),
+    "shots": ("a list of integers", False),
+    "split_seeds": ("a list of integers", False),
+    "paper_methods": ("a table of strings", False),
+    "paper_datasets": ("a table of strings", False),
+    "dataset_lr_methods": ("a list of strings", False),
+    "paper_metric_note": ("a string", False),
+}
+# The smallest value each integer setting may take.
+_MINIMUM = {"img_size": 8, "epochs": 1, "batch_size": 1, "seeds": 0, "shots": 1, "split_seeds": 0}
+
+
+def load_protocol(path: Path) -> Protocol:
+    """Read and check one protocol file; every mistake is a UserError naming the file and key."""
+    path = Path(path)
+    where = f"protocol file {path}"
     try:
-        return Protocol(**fields, path=path)
-    except TypeError as exc:
-        raise UserError(f"protocol file {path}: {exc}") from None
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"{where}: {exc}") from None
+    unknown = sorted(set(raw) - set(_KEYS))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(_KEYS)}")
+    missing = [k for k, (_, required) in _KEYS.items() if required and k not in raw]
+    if missing:
+        raise UserError(f"{where}: missing key(s) {missing}")
+    fields: dict[str, Any] = {}
+    for key, value in raw.items():
+        kind = _KEYS[key][0]
+        if not _is(value, kind):
+            raise UserError(
+                f"{where}: {key} must be {kind}, got {type(value).__name__} {value!r:.60}"
+            )
+        low = _MINIMUM.get(key)
+        values = value if isinstance(value, list) else [value]
+        if low is not None and any(v < low for v in values):
+            raise UserError(f"{where}: {key} must be >= {low}, got {value!r:.60}")
+        if key in ("seeds", "split_seeds") and any(v > MAX_INT_VALUE for v in value):
+            raise UserError(f"{where}: {key} must be <= {MAX_INT_VALUE}, got {value!r:.60}")
+        if kind.startswith("a list") and key in ("datasets", "methods", "seeds") and not value:
+            raise UserError(f"{where}: {key} is empty")
+        fields[key] = tuple(value) if kind.startswith("a list") else value
+    if fields["name"] != path.stem:
+        raise UserError(f"{where}: name {fields['name']!r} must equal the file name {path.stem!r}")
+    csv = fields["paper_csv"]
+    # the published table is read from bench/papers/: a bare file name, never a path
+    if Path(csv).name != csv or csv in ("", ".", ".."):
+        raise UserError(f"{where}: paper_csv {csv!r} must be a file name in {PAPER_DIR}")
+    if fields.get("split_seeds") and not fields.get("shots"):
+        raise UserError(f"{where}: split_seeds choose few-shot samples; they need shots")
+    fields.setdefault("img_size", None)  # absent: the backbone's (or the method's) own size
+    return Protocol(**fields, path=path)
+
+
+def _is(value: Any, kind: str) -> bool:
+    """Whether a TOML value has the kind `_KEYS` names (a bool is not an integer)."""
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if kind == "a string":
+        return isinstance(value, str)
+    if kind == "an integer":
+        return integer(value)
+    if kind == "a list of strings":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "a list of integers":
+        return isinstance(value, list) and all(integer(v) for v in value)
+    if kind == "a table of strings":
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    raise AssertionError(kind)
 
 
 def apply_protocol(protocol: Protocol, req: Any) -> None:

@@ -245,7 +245,9 @@ def read_csv_splits(
         if split_name not in manifests:
             continue
         rel_manifest, images = manifests[split_name]
-        manifest = root / rel_manifest
+        manifest = root / _inside_root(
+            root, root.resolve(), rel_manifest, f"split {split_name!r}", "manifest"
+        )
         if not manifest.is_file():
             raise UserError(
                 f"split {split_name!r}: manifest {manifest} not found (its images are expected "
@@ -429,19 +431,37 @@ def _check_train_classes(
         )
 
 
-def _safe_relpath(root: Path, root_resolved: Path, value: str, at: str) -> str:
-    """The manifest path, normalised, after checking it stays inside root and exists."""
+def _inside_root(
+    root: Path, root_resolved: Path, value: str, at: str, what: str = "image path"
+) -> str:
+    """`value`, a path read from a file (a manifest row, an annotation line, a card), normalised
+    and relative to `root`, after checking it stays inside: the one check every reader makes
+    before joining such a path, so a downloaded file cannot make the suite read elsewhere."""
     if not value:
-        raise UserError(f"{at}: empty image path")
-    # resolve() follows symlinks, so a link inside root pointing outside is caught too
-    if Path(value).is_absolute() or not (root / value).resolve().is_relative_to(root_resolved):
-        raise UserError(
-            f"{at}: image path {value!r} points outside the data root {root}; manifest paths "
-            f"must be relative and stay inside it"
+        raise UserError(f"{at}: empty {what}")
+    # The normalised path is both the one checked and the one later opened: checking the raw
+    # value but opening its normpath could differ when a symlinked folder precedes a '..'.
+    rel = posixpath.normpath(Path(value).as_posix())
+    try:
+        inside = not Path(value).is_absolute() and (
+            (root / rel).resolve().is_relative_to(root_resolved)  # follows symlinks
         )
-    if not (root / value).is_file():
+    except (OSError, RuntimeError, ValueError) as exc:  # a NUL byte, a symlink loop
+        raise UserError(f"{at}: {what} {value!r} is not a usable path ({exc})") from None
+    if not inside:
+        raise UserError(
+            f"{at}: {what} {value!r} points outside the data root {root}; paths must stay "
+            "inside the dataset folder (relative, with no '..' or symlink leading out of it)"
+        )
+    return rel
+
+
+def _safe_relpath(root: Path, root_resolved: Path, value: str, at: str) -> str:
+    """An image path from a file, normalised, after checking it stays inside root and exists."""
+    rel = _inside_root(root, root_resolved, value, at)
+    if not (root / rel).is_file():
         raise UserError(f"{at}: image {value!r} not found under {root}")
-    return posixpath.normpath(Path(value).as_posix())
+    return rel
 
 
 def _check_args(classes: Sequence[str], size: int) -> None:
@@ -585,7 +605,9 @@ def read_split_lists(
     for split in SPLITS:
         if split not in files:
             continue
-        path = root / files[split]
+        path = root / _inside_root(
+            root, root_resolved, files[split], f"split {split!r}", "annotation file"
+        )
         if not path.is_file():
             raise UserError(
                 f"split {split!r}: annotation file {path} not found; expected '<file name> "
@@ -603,7 +625,9 @@ def read_split_lists(
             at = f"annotation file {path} line {number}"
             name, label = _parse_list_line(line, classes, index, multilabel, at)
             value = posixpath.join(images, name) if images else name
-            if not (root / value).is_file():
+            # containment first: a path leading out is refused before anything looks at it
+            rel = _inside_root(root, root_resolved, value, at)
+            if not (root / rel).is_file():
                 _arity_hint(name, classes, multilabel, at)
             items.append((label, _safe_relpath(root, root_resolved, value, at)))
         if not items:

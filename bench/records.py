@@ -6,7 +6,9 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,32 @@ def write_record(results: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+# A temp file of a record being written (write_record's names: .<run id>.<random>.tmp); older
+# than an hour, its writer died before the rename. Other hidden files are the user's.
+_TEMP_AGE_S = 3600.0
+_TEMP_NAME = re.compile(r"^\..+-[0-9a-f]{10,12}\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp(results: Path) -> int:
+    """Delete record temp files whose writer died mid-write (older than an hour; a younger one
+    may be another runner's write in progress); returns how many. They never count as records
+    (not *.json), this only keeps the folder tidy."""
+    removed = 0
+    if not results.is_dir():
+        return 0
+    now = time.time()
+    for path in results.glob(".*.tmp"):
+        if not _TEMP_NAME.match(path.name):
+            continue
+        try:
+            if now - path.stat().st_mtime > _TEMP_AGE_S:
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
     """A record, or None when the file is not one of ours (corrupt or foreign JSON)."""
     try:
@@ -63,7 +91,93 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or "run_id" not in data:
         return None
+    # Right schema, wrong types (hand-edited, or another tool's file): refused here, so `bench
+    # report` and `bench status` list it as unreadable instead of failing on it later.
+    problem = _wrong_types(data)
+    if problem is not None:
+        log.warning("%s: %s", path, problem)
+        return None
     return data
+
+
+def _record_types() -> dict[str, str]:
+    """Dotted key -> the type `bench report` needs there ("number": int or float, not bool; a
+    trailing "?" also allows null). Parents come before their children."""
+    types = {"run_id": "str", "status": "str", "error": "str?", "kind": "str?", "config": "dict"}
+    types |= dict.fromkeys(("metrics", "params", "cost", "dataset"), "dict?")
+    for key in ("dataset", "method", "backbone", "augment", "device", "precision"):
+        types[f"config.{key}"] = "str"
+    for key in ("seed", "split_seed", "epochs", "batch_size", "img_size"):
+        types[f"config.{key}"] = "int"
+    for key in ("lr", "weight_decay", "warmup_epochs", "grad_clip"):
+        types[f"config.{key}"] = "number"
+    types |= {"config.shots": "int?", "config.pretrained": "bool", "config.hparams": "dict"}
+    types |= {"metrics.primary": "number?", "metrics.primary_metric": "str?"}
+    types |= {"metrics.test": "dict", "metrics.calibration": "dict?"}
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "qwk", "ece", "nll"):
+        types[f"metrics.test.{key}"] = "number?"
+    for key in ("count", "confidence", "accuracy"):
+        types[f"metrics.calibration.{key}"] = "list"
+    for key in ("trainable_params", "trainable_pct", "trainable_pct_no_head"):
+        types[f"params.{key}"] = "number?"
+    types |= {"cost.wall_s": "number?", "cost.memory": "dict?", "cost.phases_s": "dict?"}
+    types |= {"cost.phases_s.train": "number?", "cost.train_step": "dict?"}
+    types |= {"cost.train_step.throughput_img_s": "number?"}
+    for phase in ("train", "preload", "eval"):
+        types[f"cost.memory.{phase}"] = "dict?"
+        types[f"cost.memory.{phase}.peak_allocated_mb"] = "number?"
+        types[f"cost.memory.{phase}.peak_rss_mb"] = "number?"
+        types[f"cost.memory.{phase}.memory_source"] = "str?"
+    return types
+
+
+_RECORD_TYPES = _record_types()
+# `bench profile` records, as bench.profile_report reads them.
+_PROFILE_TYPES = {
+    "run_id": "str", "status": "str", "error": "str?", "finished_at": "str?", "profile": "dict",
+    "profile.method": "str", "profile.backbone": "str?", "profile.device": "str?",
+    "profile.precision": "str?", "profile.img_size": "int?", "profile.batch_size": "int?",
+    "profile.compile": "bool?", "profile.trainable_pct": "number?",
+    "profile.train_memory_mb": "number?", "profile.inference_memory_mb": "number?",
+    "profile.compile_s": "number?", "profile.step": "dict?", "profile.inference": "dict?",
+    "profile.step.step_time_median_s": "number?", "profile.step.throughput_img_s": "number?",
+    "profile.inference.throughput_img_s": "number?",
+}  # fmt: skip
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    if kind.endswith("?"):
+        if value is None:
+            return True
+        kind = kind[:-1]
+    if kind in ("int", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, {"str": str, "int": int, "number": (int, float), "bool": bool,
+                              "dict": dict, "list": list}[kind])  # fmt: skip
+
+
+def _wrong_types(data: dict[str, Any]) -> str | None:
+    """What in a record has a type `bench report` cannot read, or None when nothing does."""
+    types = _PROFILE_TYPES if data.get("kind") == "profile" else _RECORD_TYPES
+    for dotted, kind in types.items():
+        *parents, key = dotted.split(".")
+        table: Any = data
+        for name in parents:  # checked before (parents come first): a dict, None or absent
+            table = table.get(name) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            continue
+        if key not in table:
+            if table is data and not kind.endswith("?"):
+                return f"{dotted} is missing"
+            continue
+        if not _has_type(table[key], kind):
+            return f"{dotted} is {type(table[key]).__name__}, expected {kind.rstrip('?')}"
+    bins = (data.get("metrics") or {}).get("calibration") or {}
+    lengths = {len(v) for k, v in bins.items() if k in ("count", "confidence", "accuracy")}
+    values = [v for k in ("count", "confidence", "accuracy") for v in bins.get(k, [])]
+    if len(lengths) > 1 or not all(_has_type(v, "number?") for v in values):
+        return "metrics.calibration: bins of different lengths, or not numbers"
+    return None
 
 
 @dataclass
@@ -79,7 +193,8 @@ def load_records(results: Path) -> RecordSet:
         for path in sorted(results.glob("*.json")):
             rec = read_record(path)
             if rec is None:
-                log.warning("skipping %s: not a medpeft-bench record", path)
+                # debug only: the commands that load records list these files themselves
+                log.debug("skipping %s: not a medpeft-bench record", path)
                 bad.append(path)
             else:
                 records.append(rec)

@@ -3,8 +3,15 @@ training, run, record."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import gc
 import itertools
 import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,8 @@ class RunRequest:
     compile: bool = False
     # (dataset, method) -> learning rate: a paper's per-dataset rates (FPT+), from --protocol
     dataset_lr: dict[tuple[str, str], float] = field(default_factory=dict)
+    oom_retry: bool = False  # retry an oom cell at half the batch size, down to 1
+    stale_claim_s: float | None = None  # None: $MEDPEFT_STALE_CLAIM_HOURS, else 24 h
 
 
 @dataclass
@@ -154,6 +163,8 @@ def method_settings(method: str, req: RunRequest) -> tuple[dict[str, Any], dict[
 
 def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Plan:
     """Resolve and check the whole grid. Raises UserError before any training starts."""
+    import math
+
     from bench.backbones import DEMO_BACKBONE, method_img_size, resolve_backbone
     from bench.data import (
         check_available,
@@ -168,9 +179,10 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
     methods = resolve_methods(req.methods)
     canonical: dict[str, dict[str, str]] = {}
     for method, values in req.sets.items():
-        if not _known(method):
-            resolve_methods([method])  # raises the unknown-method error with the list
-        name = get_method(method).name
+        try:  # 'all' and 'core' are --methods shorthands, not methods a --set can address
+            name = get_method(method).name
+        except KeyError as exc:
+            raise UserError(f"--set {method}.…: {exc.args[0]}") from None
         if name not in methods:
             raise UserError(
                 f"--set {method}.…: method {method!r} is not in --methods ({', '.join(methods)})"
@@ -187,12 +199,16 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
         raise UserError(f"--epochs must be >= 1, got {req.epochs}")
     if req.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {req.batch_size}")
-    if req.lr is not None and not req.lr > 0:
-        raise UserError(f"--lr must be > 0, got {req.lr}")
+    if req.lr is not None and not 0 < req.lr < math.inf:
+        raise UserError(f"--lr must be > 0 and finite, got {req.lr}")
     if req.img_size is not None and req.img_size < 8:
         raise UserError(f"--img-size must be >= 8, got {req.img_size}")
-    if req.warmup_epochs < 0 or req.grad_clip < 0:
-        raise UserError("--warmup-epochs and --grad-clip must be >= 0")
+    # NaN fails every comparison, so `x < 0` would let it through; `not 0 <= x` does not
+    if not (0 <= req.warmup_epochs < math.inf and 0 <= req.grad_clip < math.inf):
+        raise UserError(
+            "--warmup-epochs and --grad-clip must be >= 0 and finite, got "
+            f"{req.warmup_epochs} and {req.grad_clip}"
+        )
     if req.shots is not None and (not req.shots or min(req.shots) < 1):
         raise UserError("--shots: give one or more integers >= 1, e.g. --shots 1,5,10")
     if req.split_seeds is not None:
@@ -224,9 +240,15 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
 
     if dry_run:
         source = resolve_backbone(req.backbone, pretrained=False, weights=None)
-        source = type(source)(
-            req.backbone, req.pretrained, Path(req.weights) if req.weights else None, None
-        )
+        weights, digest = Path(req.weights).expanduser() if req.weights else None, None
+        if weights is not None:
+            from bench.backbones import check_weights_file, file_sha256
+
+            # Checked (safely) and hashed as a real run would: a bad file fails the dry run too,
+            # and the listed run ids, hence done/to run, are the real ones.
+            check_weights_file(weights)
+            digest = file_sha256(weights)
+        source = type(source)(req.backbone, req.pretrained, weights, digest)
     else:
         source = resolve_backbone(
             req.backbone, pretrained=req.pretrained, weights=req.weights, progress=progress
@@ -421,25 +443,154 @@ class GridOutcome:
     ran: int
     skipped: int
     interrupted: bool = False
+    busy: int = 0  # cells a live runner elsewhere holds: left to it, not run here
 
 
-def run_grid(plan_: Plan, req: RunRequest, *, console=None, progress: bool = True) -> GridOutcome:
-    """Run every unfinished cell; one failing cell never stops the grid. Ctrl-C stops after the
-    records already written; a rerun continues with the missing cells."""
+class _Sigint:
+    """Ctrl-C for the grid's duration: the first raises KeyboardInterrupt, held back while a
+    critical step (claiming, writing a record, releasing) finishes; the second ends the process
+    at once with status 130, whatever it is doing. The previous handler comes back on exit."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.depth = 0
+        self.pending = False
+        self._old: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _Sigint:
+        # Python lets only the main thread set handlers; elsewhere Ctrl-C keeps its default.
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            # None: the old handler was not set from Python; Python's default is the closest
+            signal.signal(
+                signal.SIGINT, self._old if self._old is not None else signal.default_int_handler
+            )
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count > 1:
+            _hard_exit()
+        _say("\nCtrl-C: stopping; finished cells are saved (Ctrl-C again stops at once)\n")
+        if self.depth:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """A step that must not be cut in half by the first Ctrl-C (it is raised right after)."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+
+def _say(text: str) -> None:
+    # Signal handlers print with os.write: the console may be mid-write in the interrupted code.
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode())
+
+
+def _hard_exit() -> None:
+    _say("Ctrl-C again: stopped at once (the cell in progress has no record)\n")
+    with contextlib.suppress(OSError):
+        if os.isatty(1):
+            os.write(1, b"\x1b[?25h")  # the progress bars hide the cursor; give it back
+    os._exit(130)
+
+
+def _about(cell: CellConfig) -> dict[str, Any]:
+    """What a claim says about its cell, for `bench status`."""
+    keys = ("dataset", "method", "seed", "shots", "split_seed", "backbone")
+    return {k: getattr(cell, k) for k in keys}
+
+
+def _stamp(results: Path, run_id: str) -> tuple[int, int] | None:
+    """Identity of the record file now (a rewrite is a new inode and mtime), None if absent."""
+    from bench.records import record_path
+
+    try:
+        st = record_path(results, run_id).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _done(req: RunRequest, run_id: str) -> dict[str, Any] | None:
+    """The record that makes this cell finished for this request, if any."""
+    from bench.records import finished
+
+    rec = None if req.force else finished(req.results, run_id)
+    if rec is not None and req.oom_retry and rec.get("status") == "oom":
+        tried = rec.get("oom_retries") or [(rec.get("config") or {}).get("batch_size")]
+        if tried[-1] != 1:
+            return None  # --oom-retry asks for smaller batches than this record tried
+    return rec
+
+
+def _free_device_memory(device: str) -> None:
+    """Drop what the failed attempt left (its traceback's frames hold tensors) before a retry."""
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def run_with_oom_retry(
+    run_cell: Callable[..., dict[str, Any]],
+    cell: CellConfig,
+    *args: Any,
+    retry: bool,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Run a cell; with `retry`, an `oom` result is retried at half the batch size, down to 1.
+    The record keeps the requested cell (config, run id) and lists the batch sizes tried in
+    `oom_retries`; a cell that then trains says the one it used in `training.batch_size_used`."""
+    record = run_cell(cell, *args, **kwargs)
+    if not retry or record.get("status") != "oom":
+        return record
+    tried = [cell.batch_size]
+    while record.get("status") == "oom" and tried[-1] > 1:
+        _free_device_memory(cell.device)
+        smaller = dataclasses.replace(cell, batch_size=max(1, tried[-1] // 2))
+        tried.append(smaller.batch_size)
+        record = run_cell(smaller, *args, **kwargs)
+    record["run_id"] = cell.run_id
+    record["config"] = cell.to_dict()
+    record["oom_retries"] = tried
+    if isinstance(record.get("training"), dict):
+        record["training"]["batch_size_used"] = tried[-1]
+    return record
+
+
+def run_grid(
+    plan_: Plan,
+    req: RunRequest,
+    *,
+    console=None,
+    progress: bool = True,
+    run_cell: Callable[..., dict[str, Any]] | None = None,
+) -> GridOutcome:
+    """Run every unfinished cell that no live runner holds; one failing cell never stops the
+    grid. Each cell is claimed first (bench.claims), so runners sharing a results folder split
+    the grid and a dead runner's cells are taken over. The first Ctrl-C abandons the cell in
+    progress (no record, claim released) and returns interrupted; a second stops at once. A
+    rerun continues with the missing cells. `run_cell`: bench.harness.run_cell unless given."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bench.harness import run_cell
-    from bench.records import finished, write_record
-
-    outcome = GridOutcome(records=[], ran=0, skipped=0)
-    todo = []
-    for cell in plan_.cells:
-        done = None if req.force else finished(req.results, cell.run_id)
-        if done is not None:
-            outcome.records.append(done)
-            outcome.skipped += 1
-        else:
-            todo.append(cell)
+    if run_cell is None:
+        from bench.harness import run_cell
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -447,42 +598,145 @@ def run_grid(plan_: Plan, req: RunRequest, *, console=None, progress: bool = Tru
         TimeElapsedColumn(),
         TextColumn("{task.fields[info]}"),
     )
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-        grid_task = bar.add_task("grid", total=len(todo), info=f"{outcome.skipped} already done")
+    outcome = GridOutcome(records=[], ran=0, skipped=0)
+    with (
+        _Sigint() as sigint,
+        Progress(*columns, console=console, disable=not progress, transient=False) as bar,
+    ):
+        grid = _Grid(plan_, req, run_cell, outcome, sigint, bar)
         try:
+            todo = grid.unfinished()
+            grid.task = bar.add_task(
+                "grid", total=len(todo), info=f"{outcome.skipped} already done"
+            )
             for cell in todo:
-                label = _where(cell.to_dict())
-                cell_task = bar.add_task(f"  {label}", total=None, info="")
-
-                def on_step(
-                    step: int, total: int, loss: float, epoch: int, _t=cell_task, _e=cell.epochs
-                ) -> None:
-                    bar.update(
-                        _t,
-                        completed=step,
-                        total=total,
-                        info=f"epoch {epoch + 1}/{_e} loss {loss:.4f}",
-                    )
-
-                def on_preload(split: str, done: int, total: int, _t=cell_task) -> None:
-                    bar.update(_t, completed=done, total=total, info=f"preloading {split} features")
-
-                record = run_cell(
-                    cell,
-                    plan_.datasets[data_key(cell)],
-                    plan_.source,
-                    on_step=on_step,
-                    on_preload=on_preload,
-                )
-                write_record(req.results, record)
-                outcome.records.append(record)
-                outcome.ran += 1
-                bar.remove_task(cell_task)
-                bar.advance(grid_task)
-                bar.console.print(_cell_line(record))
+                grid.run(cell)
         except KeyboardInterrupt:
             outcome.interrupted = True
     return outcome
+
+
+@dataclass
+class _Grid:
+    """One pass over a grid: what `run_grid` needs while it claims and runs cells."""
+
+    plan: Plan
+    req: RunRequest
+    run_cell: Callable[..., dict[str, Any]]
+    outcome: GridOutcome
+    sigint: _Sigint
+    bar: Any  # rich Progress
+    task: Any = None
+    # record file identity when the pass began, per cell to run: a change since means another
+    # runner ran the cell during this pass
+    seen: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from bench import claims
+
+        self.stale = claims.stale_after_s(self.req.stale_claim_s)
+
+    def unfinished(self) -> list[CellConfig]:
+        """The cells to run; finished ones go to the outcome as skipped."""
+        from bench import claims
+        from bench.records import remove_stale_temp
+
+        results = self.req.results
+        with self.sigint.critical():
+            remove_stale_temp(results)
+            claims.remove_stale_temp(results)
+            claimed = claims.current_claims(results, stale_after=self.stale)
+        todo = []
+        for cell in self.plan.cells:
+            done = _done(self.req, cell.run_id)
+            if done is None:
+                todo.append(cell)
+                self.seen[cell.run_id] = _stamp(results, cell.run_id)
+                continue
+            self.outcome.records.append(done)
+            self.outcome.skipped += 1
+            if cell.run_id in claimed and not claimed[cell.run_id].alive:
+                with self.sigint.critical():
+                    # its runner died after writing the record, before releasing the claim
+                    claims.tidy(results, cell.run_id, stale_after=self.stale)
+        return todo
+
+    def written_meanwhile(self, run_id: str) -> tuple[bool, dict[str, Any] | None]:
+        """(whether another runner wrote this cell's record file during this pass, the record
+        or None if the file is not one). Whatever its status, the cell had its attempt in this
+        pass: a failed cell is not retried twice at once."""
+        from bench.records import read_record, record_path
+
+        if _stamp(self.req.results, run_id) == self.seen[run_id]:
+            return False, None
+        return True, read_record(record_path(self.req.results, run_id))
+
+    def run(self, cell: CellConfig) -> None:
+        """Claim, run, record and release one cell (or leave it to the runner holding it)."""
+        from bench import claims
+        from bench.records import write_record
+
+        label = _where(cell.to_dict())
+        claim = None
+        try:
+            with self.sigint.critical():
+                claim = claims.try_claim(
+                    self.req.results, cell.run_id, about=_about(cell), stale_after=self.stale
+                )
+                if claim is None:
+                    self.outcome.busy += 1
+                    self.bar.console.print(f"[yellow]running elsewhere[/] {label}")
+                    self.bar.advance(self.task)
+                    return
+                changed, done = self.written_meanwhile(cell.run_id)
+                if changed:
+                    self.outcome.skipped += 1
+                    if done is not None:
+                        self.outcome.records.append(done)
+                        self.bar.console.print(f"[dim]{done.get('status')} elsewhere[/] {label}")
+                    else:
+                        self.bar.console.print(
+                            f"[yellow]skipped[/] {label}: a file that is not a record appeared "
+                            "where its record goes (left untouched)"
+                        )
+                    self.bar.advance(self.task)
+                    return
+            record = self._train(cell, label)
+            with self.sigint.critical():
+                write_record(self.req.results, record)
+                self.outcome.records.append(record)
+                self.outcome.ran += 1
+                self.bar.advance(self.task)
+                self.bar.console.print(_cell_line(record))
+        finally:
+            if claim is not None:
+                with self.sigint.critical():
+                    claim.release()
+
+    def _train(self, cell: CellConfig, label: str) -> dict[str, Any]:
+        bar = self.bar
+        cell_task = bar.add_task(f"  {label}", total=None, info="")
+
+        def on_step(step: int, total: int, loss: float, epoch: int) -> None:
+            info = f"epoch {epoch + 1}/{cell.epochs} loss {loss:.4f}"
+            bar.update(cell_task, completed=step, total=total, info=info)
+
+        def on_preload(split: str, done: int, total: int) -> None:
+            info = f"preloading {split} features"
+            bar.update(cell_task, completed=done, total=total, info=info)
+
+        try:
+            return run_with_oom_retry(
+                self.run_cell,
+                cell,
+                self.plan.datasets[data_key(cell)],
+                self.plan.source,
+                retry=self.req.oom_retry,
+                on_step=on_step,
+                on_preload=on_preload,
+            )
+        finally:
+            bar.remove_task(cell_task)
 
 
 def _where(cfg: dict[str, Any]) -> str:
