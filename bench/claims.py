@@ -100,7 +100,15 @@ def this_process() -> dict[str, Any]:
         "process_start": process_start(pid),
         "boot_id": _read_text("/proc/sys/kernel/random/boot_id"),
         "pid_ns": ns,
+        "slurm_job": _slurm_job(),
     }
+
+
+def _slurm_job() -> str | None:
+    """This Slurm job (array task included), if any: a requeued job keeps it on another node."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{job}_{task}" if job and task else job
 
 
 def _me() -> dict[str, Any]:
@@ -118,6 +126,11 @@ def holder_alive(info: dict[str, Any] | None, age_s: float, *, stale_after: floa
     if not isinstance(info, dict):
         return age_s < _WRITING_S
     me = _me()
+    same_job = info.get("slurm_job") and info["slurm_job"] == me.get("slurm_job")
+    if same_job and (info.get("host"), info.get("pid")) != (me["host"], me["pid"]):
+        # An earlier run of this very Slurm job (preempted, or killed past its grace time, then
+        # requeued, possibly on another node): it cannot be running any more.
+        return False
     if info.get("host") != me["host"]:
         # Its process cannot be checked from here: trust it until it has been silent too long.
         return age_s < stale_after

@@ -155,6 +155,41 @@ def run(
             "budget and backbone as the paper ran them; with --dry-run, also the data it needs."
         ),
     ] = None,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            help="local: cells in this process; subprocess: each cell in a fresh process (one "
+            "per GPU with --gpus); slurm: one Slurm job per cell through submitit."
+        ),
+    ] = "local",
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="subprocess launcher: GPUs to keep busy, one cell each, e.g. 0,1,2,3."),
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="slurm: the partition.")] = None,
+    time_: Annotated[
+        int | None, typer.Option("--time", help="slurm: time limit per job in minutes [60].")
+    ] = None,
+    gpus_per_job: Annotated[
+        int | None, typer.Option(help="slurm: GPUs per job [1; 0 with --device cpu].")
+    ] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="slurm: most jobs of the array running at once.")
+    ] = None,
+    slurm_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="slurm: TOML with partition, time, gpus_per_job, max_concurrent, cluster "
+            "(options given here win)."
+        ),
+    ] = None,
+    slurm_cluster: Annotated[
+        str | None,
+        typer.Option(help="slurm: 'slurm' [default], or 'local' to run the jobs here (submitit)."),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="slurm: wait for the jobs and print each outcome.")
+    ] = False,
 ) -> None:
     """Train and measure every (dataset x shots x split seed x method x seed) cell and write one
     record per cell."""
@@ -163,6 +198,13 @@ def run(
 
     console = _console()
     try:
+        from bench.launchers import launch_options
+
+        launch = launch_options(
+            launcher, device=device, gpus=gpus, partition=partition, time_min=time_,
+            gpus_per_job=gpus_per_job, max_concurrent=max_concurrent, slurm_config=slurm_config,
+            slurm_cluster=slurm_cluster, wait=wait,
+        )  # fmt: skip
         req = _request(
             methods=parse_name_list(methods),
             datasets=parse_name_list(datasets),
@@ -210,9 +252,17 @@ def run(
             apply_protocol(get_protocol(protocol), req)
         from bench.runner import plan, run_grid
 
-        the_plan = plan(req, dry_run=dry_run, progress=progress)
+        if launch.kind != "local" and not dry_run:
+            from bench.launchers import launch as run_launcher
+
+            launched = run_launcher(req, launch, console=console, progress=progress)
+        else:
+            the_plan = plan(req, dry_run=dry_run, progress=progress)
     except UserError as exc:
         _fail(str(exc))
+    if launch.kind != "local" and not dry_run:
+        _launch_summary(console, launched, launch, results)
+        return
     if dry_run:
         _print_grid(console, the_plan, results)
         for note in the_plan.notes:
@@ -242,6 +292,26 @@ def run(
             "[yellow]interrupted[/]: finished cells are saved; run the same command again to continue"
         )
         raise typer.Exit(130)
+
+
+def _launch_summary(console, outcome, launch, results: Path) -> None:
+    """The end of a launched grid: the summary, counts, and an exit status that says whether
+    every cell got its record."""
+    if launch.kind == "slurm" and not launch.wait:
+        return  # submitted: nothing has run yet
+    if not outcome.interrupted:
+        _print_summary(console, outcome.records)
+    crashed = f", {outcome.crashed} without a record (rerun to retry)" if outcome.crashed else ""
+    busy = f", {outcome.busy} running elsewhere" if outcome.busy else ""
+    console.print(
+        f"{outcome.ran} cell(s) run, {outcome.skipped} already done{crashed}{busy}; records in "
+        f"{results}/"
+    )
+    if outcome.interrupted:
+        console.print("[yellow]interrupted[/]: run the same command again to continue")
+        raise typer.Exit(130)
+    if outcome.crashed:
+        raise typer.Exit(1)
 
 
 def _request(**kwargs):

@@ -553,6 +553,7 @@ def environment(repo: Path | None = None) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
+        "pid": os.getpid(),  # which runner wrote the record (shared folders, launchers)
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model,
         "torch_version": _dist_version("torch"),

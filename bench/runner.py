@@ -581,16 +581,20 @@ def run_grid(
     console=None,
     progress: bool = True,
     run_cell: Callable[..., dict[str, Any]] | None = None,
+    only: set[str] | None = None,
 ) -> GridOutcome:
     """Run every unfinished cell that no live runner holds; one failing cell never stops the
     grid. Each cell is claimed first (bench.claims), so runners sharing a results folder split
     the grid and a dead runner's cells are taken over. The first Ctrl-C abandons the cell in
     progress (no record, claim released) and returns interrupted; a second stops at once. A
-    rerun continues with the missing cells. `run_cell`: bench.harness.run_cell unless given."""
+    rerun continues with the missing cells. `run_cell`: bench.harness.run_cell unless given.
+    `only`: run ids to restrict the grid to (a launcher's worker runs its own cells)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if run_cell is None:
         from bench.harness import run_cell
+    if only is not None:
+        plan_ = dataclasses.replace(plan_, cells=[c for c in plan_.cells if c.run_id in only])
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -547,3 +547,21 @@ def test_oom_retry_down_to_batch_one(tmp_path, tiny_data_root, monkeypatch) -> N
     # retried down to 1: finished, even under --oom-retry
     res = bench(*grid_args(tiny_data_root, results, "--oom-retry", "--batch-size", "12"))
     assert "0 cell(s) run, 1 already done" in res.output and seen == [12, 6, 3, 1]
+
+
+def test_requeued_slurm_job_takes_over_its_own_claim(tmp_path, monkeypatch) -> None:
+    """A preempted job requeued on another node finds its earlier run's claim (another host,
+    fresh): same Slurm job and array task, so it is dead; another job's claim is respected."""
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    claims.this_process.cache_clear()
+    try:
+        assert claims.this_process()["slurm_job"] == "4242_3"
+        write_claim(tmp_path, "mine-s0-0123456789ab", host="node-1", pid=1, slurm_job="4242_3")
+        write_claim(tmp_path, "other-s0-0123456789ab", host="node-1", pid=1, slurm_job="4242_4")
+        taken = claims.try_claim(tmp_path, "mine-s0-0123456789ab")
+        assert taken is not None
+        taken.release()
+        assert claims.try_claim(tmp_path, "other-s0-0123456789ab") is None
+    finally:
+        claims.this_process.cache_clear()
