@@ -12,6 +12,7 @@ import typer
 
 from bench.cli_common import console as _console
 from bench.cli_common import fail as _fail
+from bench.cli_common import grid_request
 
 app = typer.Typer(
     name="bench",
@@ -193,7 +194,6 @@ def run(
 ) -> None:
     """Train and measure every (dataset x shots x split seed x method x seed) cell and write one
     record per cell."""
-    from bench.config import parse_int_list, parse_name_list, parse_sets
     from bench.errors import UserError
 
     console = _console()
@@ -205,33 +205,14 @@ def run(
             gpus_per_job=gpus_per_job, max_concurrent=max_concurrent, slurm_config=slurm_config,
             slurm_cluster=slurm_cluster, wait=wait,
         )  # fmt: skip
-        req = _request(
-            methods=parse_name_list(methods),
-            datasets=parse_name_list(datasets),
-            seeds=parse_int_list(seeds, option="--seeds"),
-            shots=parse_int_list(shots, option="--shots") if shots else None,
-            split_seeds=parse_int_list(split_seeds, option="--split-seeds")
-            if split_seeds
-            else None,
-            augment=augment,
-            backbone=backbone,
-            weights=weights,
-            pretrained=not no_pretrained,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            img_size=img_size,
-            device=device,
-            precision=precision,
-            compile=compile_,
-            sets=parse_sets(set_ or []),
-            results=results,
-            data_root=data_root,
-            warmup_epochs=warmup_epochs,
-            grad_clip=grad_clip,
-            force=force,
-            oom_retry=oom_retry,
-        )
+        req = grid_request(
+            methods=methods, datasets=datasets, seeds=seeds, shots=shots,
+            split_seeds=split_seeds, set_=set_, no_pretrained=no_pretrained, augment=augment,
+            backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
+            img_size=img_size, device=device, precision=precision, compile=compile_,
+            results=results, data_root=data_root, warmup_epochs=warmup_epochs,
+            grad_clip=grad_clip, force=force, oom_retry=oom_retry,
+        )  # fmt: skip
         from bench.claims import stale_after_s
 
         req.stale_claim_s = stale_after_s()  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
@@ -312,12 +293,6 @@ def _launch_summary(console, outcome, launch, results: Path) -> None:
         raise typer.Exit(130)
     if outcome.crashed:
         raise typer.Exit(1)
-
-
-def _request(**kwargs):
-    from bench.runner import RunRequest
-
-    return RunRequest(**kwargs)
 
 
 def _print_grid(console, the_plan, results: Path) -> None:

@@ -15,3 +15,31 @@ def console():
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def grid_request(
+    *,
+    methods: str,
+    datasets: str,
+    seeds: str,
+    shots: str | None,
+    split_seeds: str | None,
+    set_: list[str] | None,
+    no_pretrained: bool,
+    **settings,
+):
+    """The RunRequest `bench run` and `bench status` build from their grid options: lists parsed
+    from the command-line strings (a UserError says which option is wrong), the rest as given."""
+    from bench.config import parse_int_list, parse_name_list, parse_sets
+    from bench.runner import RunRequest
+
+    return RunRequest(
+        methods=parse_name_list(methods),
+        datasets=parse_name_list(datasets),
+        seeds=parse_int_list(seeds, option="--seeds"),
+        shots=parse_int_list(shots, option="--shots") if shots else None,
+        split_seeds=parse_int_list(split_seeds, option="--split-seeds") if split_seeds else None,
+        sets=parse_sets(set_ or []),
+        pretrained=not no_pretrained,
+        **settings,
+    )

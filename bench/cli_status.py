@@ -13,6 +13,7 @@ import typer
 
 from bench.cli_common import console as _console
 from bench.cli_common import fail as _fail
+from bench.cli_common import grid_request
 
 STATES = ("done", "failed", "oom", "diverged", "running", "missing")
 # Which record wins when a cell has several (one per device in an `--device auto` grid).
@@ -214,7 +215,6 @@ def status(
     missing cells per dataset and method. Give the grid as to `bench run` (or --protocol) to
     see what is missing; without grid options, summarise what the folder holds. Files that are
     not records are listed and left untouched."""
-    from bench.config import parse_int_list, parse_name_list, parse_sets
     from bench.errors import UserError
 
     given = {
@@ -227,31 +227,15 @@ def status(
     try:
         if given - _NOT_GRID:
             from bench.cli import GRID_OPTIONS  # here: bench.cli imports this module
-            from bench.runner import RunRequest
 
-            req = RunRequest(
-                methods=parse_name_list(methods),
-                datasets=parse_name_list(datasets),
-                seeds=parse_int_list(seeds, option="--seeds"),
-                shots=parse_int_list(shots, option="--shots") if shots else None,
-                split_seeds=parse_int_list(split_seeds, option="--split-seeds")
-                if split_seeds
-                else None,
-                augment=augment,
-                backbone=backbone,
-                weights=weights,
-                pretrained=not no_pretrained,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                img_size=img_size,
-                compile=compile_,
-                sets=parse_sets(set_ or []),
-                results=results,
-                data_root=data_root,
-                warmup_epochs=warmup_epochs,
+            req = grid_request(
+                methods=methods, datasets=datasets, seeds=seeds, shots=shots,
+                split_seeds=split_seeds, set_=set_, no_pretrained=no_pretrained,
+                augment=augment, backbone=backbone, weights=weights, epochs=epochs,
+                batch_size=batch_size, lr=lr, img_size=img_size, compile=compile_,
+                results=results, data_root=data_root, warmup_epochs=warmup_epochs,
                 grad_clip=grad_clip,
-            )
+            )  # fmt: skip
             if protocol is not None:
                 from bench.protocols import apply_protocol, get_protocol
 
