@@ -66,6 +66,9 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "img_size": cfg.get("img_size"),
                 "epochs": cfg.get("epochs"),
                 "batch_size": cfg.get("batch_size"),
+                # --oom-retry may have trained the cell at a smaller batch than its config asks
+                "batch_size_used": (r.get("training") or {}).get("batch_size_used")
+                or cfg.get("batch_size"),
                 "augment": cfg.get("augment"),
                 "device": cfg.get("device"),
                 "setting": _setting(cfg),

@@ -336,7 +336,9 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     ]  # fmt: skip
     for c in cost_cols:
         p[c] = _num(src, c)
+    p["batch_size"], p["batch_size_used"] = _num(src, "batch_size"), _num(src, "batch_size_used")
     rows = []
+    smaller: dict[int, str] = {}  # row -> note: costs measured at a batch below the requested one
     for (ds, k, bb, method, setting), g in _ordered_groups(p):
         ok = g[g["status"] == "ok"]
         row: dict[str, Any] = {
@@ -356,6 +358,13 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
             row[c] = _mean(ok[c])
         row["metric"] = g["metric"].dropna().iloc[0] if g["metric"].notna().any() else None
         row["score"] = _mean(ok["value"])
+        retried = ok[ok["batch_size_used"] < ok["batch_size"]]
+        if len(retried):
+            used = ", ".join(str(int(b)) for b in sorted(set(retried["batch_size_used"])))
+            smaller[len(rows)] = (
+                f"costs of {len(retried)} of {len(ok)} runs measured at batch {used} after CUDA "
+                f"out of memory (--oom-retry; requested {int(retried['batch_size'].iloc[0])})"
+            )
         rows.append(row)
     out = pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS[:-4])
     if out.empty:
@@ -376,7 +385,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
         else:
             m_full = float(fulls["peak_train_mem_mb"].iloc[0])
         pme_vals.append(pme(out.at[i, "score"], out.at[i, "peak_train_mem_mb"], m_full))
-        notes.append(note)
+        notes.append("; ".join(n for n in (note, smaller.get(i, "")) if n))
     out["pme"] = pme_vals
     out["note"] = notes
     out["shots"] = out["shots"].astype("Int64")

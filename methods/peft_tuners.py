@@ -288,14 +288,20 @@ def build_boft(
     machine, so a factor it did not build is an error here instead.
     """
     factor = _positive_int("boft butterfly_factor", butterfly_factor)
-    model = inject_peft(
-        model,
-        BOFTConfig,
-        targets=targets,
-        boft_block_size=_positive_int("boft block_size", block_size),
-        boft_n_butterfly_factor=factor,
-        boft_dropout=_probability("boft dropout", dropout),
-    )
+    with warnings.catch_warnings():
+        if factor == 1:
+            # peft tries to JIT-build its CUDA extension and warns when it cannot, also about
+            # the factor-1 fallback; with one factor the extension is never used: noise.
+            warnings.filterwarnings("ignore", message="Failed to load the CUDA extension")
+            warnings.filterwarnings("ignore", message="Setting boft_n_butterfly_factor to 1")
+        model = inject_peft(
+            model,
+            BOFTConfig,
+            targets=targets,
+            boft_block_size=_positive_int("boft block_size", block_size),
+            boft_n_butterfly_factor=factor,
+            boft_dropout=_probability("boft dropout", dropout),
+        )
     built = {p.shape[0] for n, p in model.named_parameters() if ".boft_R." in n}
     if built != {factor}:
         raise ValueError(

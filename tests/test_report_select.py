@@ -249,3 +249,19 @@ def test_tables_list_methods_in_the_order_the_cells_ran() -> None:
         recs.append(r)
     recs.reverse()  # files come back sorted by name, not by time
     assert list(summarize(records_frame(recs))["method"]) == ["vpt", "full", "lora"]
+
+
+def test_costs_measured_at_a_retried_batch_are_flagged() -> None:
+    from bench.tables import efficiency_display, efficiency_table
+
+    recs = [record("full", s, 0.8) for s in range(2)] + [record("lora", s, 0.7) for s in range(2)]
+    for r in recs:
+        r["config"]["batch_size"] = 32
+    recs[3]["training"] = {"batch_size_used": 8}  # lora seed 1 trained after --oom-retry
+    eff = efficiency_table(records_frame(recs)).set_index("method")
+    assert "out of memory" not in eff.loc["full", "note"]
+    note = ("costs of 1 of 2 runs measured at batch 8 after CUDA out of memory (--oom-retry; "
+            "requested 32)")  # fmt: skip
+    assert eff.loc["lora", "note"].endswith(note)  # after this test's PME note (no memory)
+    assert any(note in n and "/ lora" in n for n in efficiency_display(
+        efficiency_table(records_frame(recs))).footnotes)  # fmt: skip
