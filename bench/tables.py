@@ -107,6 +107,20 @@ def _ordered_groups(p: pd.DataFrame) -> list[tuple[tuple[Any, ...], pd.DataFrame
     return sorted(groups, key=key)
 
 
+def _identity(key: tuple[Any, ...], g: pd.DataFrame) -> dict[str, Any]:
+    """The columns naming one (block, method, setting) group, as every table's rows start."""
+    ds, k, bb, method, setting = key
+    return {
+        "block": block_title(ds, k, bb),
+        "dataset": ds,
+        "shots": g["shots"].iloc[0],
+        "backbone": bb,
+        "method": method,
+        "setting": setting,
+        "metric": g["metric"].dropna().iloc[0] if g["metric"].notna().any() else None,
+    }
+
+
 def _status_text(statuses: pd.Series) -> str:
     counts = statuses.astype(str).value_counts()
     order = [s for s in STATUS_ORDER if s in counts.index]
@@ -164,20 +178,14 @@ def score_table(df: pd.DataFrame) -> pd.DataFrame:
     """
     p = prepare(df)
     rows = []
-    for (ds, k, bb, method, setting), g in _ordered_groups(p):
+    for key, g in _ordered_groups(p):
         ok = g[g["status"] == "ok"]
         vals = ok["value"].to_numpy(dtype=float)
         vals = vals[np.isfinite(vals)]
         lo, hi = bootstrap_ci(vals)
         rows.append(
             {
-                "block": block_title(ds, k, bb),
-                "dataset": ds,
-                "shots": g["shots"].iloc[0],
-                "backbone": bb,
-                "method": method,
-                "setting": setting,
-                "metric": g["metric"].dropna().iloc[0] if g["metric"].notna().any() else None,
+                **_identity(key, g),
                 "n_ok": len(ok),
                 "n_total": len(g),
                 "n_scored": int(vals.size),
@@ -339,15 +347,10 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     p["batch_size"], p["batch_size_used"] = _num(src, "batch_size"), _num(src, "batch_size_used")
     rows = []
     smaller: dict[int, str] = {}  # row -> note: costs measured at a batch below the requested one
-    for (ds, k, bb, method, setting), g in _ordered_groups(p):
+    for key, g in _ordered_groups(p):
         ok = g[g["status"] == "ok"]
         row: dict[str, Any] = {
-            "block": block_title(ds, k, bb),
-            "dataset": ds,
-            "shots": g["shots"].iloc[0],
-            "backbone": bb,
-            "method": method,
-            "setting": setting,
+            **_identity(key, g),
             "status": _status_text(g["status"]),
             "n_ok": len(ok),
         }
@@ -356,7 +359,6 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
             row[c] = _first(g[c])
         for c in (*(c for c, _ in PHASES), "train_s", "train_img_s"):
             row[c] = _mean(ok[c])
-        row["metric"] = g["metric"].dropna().iloc[0] if g["metric"].notna().any() else None
         row["score"] = _mean(ok["value"])
         retried = ok[ok["batch_size_used"] < ok["batch_size"]]
         if len(retried):
