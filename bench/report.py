@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -209,9 +209,20 @@ def write_summary(df: pd.DataFrame, out_dir: Path) -> Path:
     return path
 
 
-def _paper_parts(name: str, long: pd.DataFrame):
-    """The protocol, its table, the cells of its grid with no record, and a note on records of
-    its datasets and methods left out for being run with other settings."""
+class PaperParts(NamedTuple):
+    """What both renderings of a paper's table show, computed once."""
+
+    name: str
+    protocol: Any
+    shown: pd.DataFrame  # the table formatted: "12.34", "not run", "—"
+    missing: pd.DataFrame  # bench.coverage.missing_in_protocol
+    not_run: str  # "Cells not run yet: N of M"
+    other: str  # records of its datasets and methods left out for other settings, or ""
+
+
+def _paper_parts(name: str, long: pd.DataFrame) -> PaperParts:
+    """The protocol, its formatted table, the cells of its grid with no record, and a note on
+    records of its datasets and methods left out for being run with other settings."""
     from bench.coverage import missing_in_protocol
     from bench.protocols import get_protocol, paper_table, protocol_records
 
@@ -219,6 +230,7 @@ def _paper_parts(name: str, long: pd.DataFrame):
     table = paper_table(protocol, long)
     mine = protocol_records(protocol, long)
     missing = missing_in_protocol(protocol, mine)
+    n_missing = int(missing["n_missing"].sum()) if len(missing) else 0
     other = ""
     if len(long):
         candidates = long[long["dataset"].isin(protocol.datasets)
@@ -232,7 +244,8 @@ def _paper_parts(name: str, long: pd.DataFrame):
                 f"{protocol.batch_size}, augmentation {protocol.augment} "
                 f"(`bench run --protocol {name}` runs exactly these)."
             )
-    return protocol, table, missing, other
+    not_run = f"Cells not run yet: {n_missing} of {_protocol_size(protocol)}"
+    return PaperParts(name, protocol, _paper_shown(table), missing, not_run, other)
 
 
 def _paper_shown(table: pd.DataFrame) -> pd.DataFrame:
@@ -246,19 +259,23 @@ def _paper_shown(table: pd.DataFrame) -> pd.DataFrame:
 def render_paper_table(name: str, long: pd.DataFrame) -> str:
     """Markdown of a paper's table: published, reproduced and difference per column, then the
     protocol's cells with no record."""
+    return _paper_markdown(_paper_parts(name, long))
+
+
+def _paper_markdown(parts: PaperParts) -> str:
     from bench.coverage import lines as missing_lines
     from bench.protocols import source_lines
 
-    protocol, table, missing, other = _paper_parts(name, long)
+    protocol = parts.protocol
     lines = [f"# {protocol.title}", "", f"Metric: {protocol.paper_metric_note}.", ""]
-    lines += [_paper_shown(table).to_markdown(index=False, disable_numparse=True), ""]
+    lines += [parts.shown.to_markdown(index=False, disable_numparse=True), ""]
     lines += [_paper_legend(protocol), ""]
-    if other:
-        lines += [other, ""]
-    total = _protocol_size(protocol)
-    n_missing = int(missing["n_missing"].sum()) if len(missing) else 0
-    lines += [f"## Cells not run yet: {n_missing} of {total}", ""]
-    lines += [f"- {line}" for line in missing_lines(missing)] or ["None: the grid is complete."]
+    if parts.other:
+        lines += [parts.other, ""]
+    lines += [f"## {parts.not_run}", ""]
+    lines += [f"- {line}" for line in missing_lines(parts.missing)] or [
+        "None: the grid is complete."
+    ]
     lines += ["", "## Sources", ""]
     lines += [f"- {line}" for line in source_lines(protocol)]
     return "\n".join(lines) + "\n"
@@ -281,28 +298,31 @@ def _protocol_size(protocol) -> int:
 def render_paper_latex(name: str, long: pd.DataFrame) -> str:
     """The same table as booktabs LaTeX, one column group (paper, ours, diff) per published
     column."""
+    return _paper_latex(_paper_parts(name, long))
+
+
+def _paper_latex(parts: PaperParts) -> str:
     from bench.tables import to_latex
 
-    protocol, table, missing, other = _paper_parts(name, long)
-    shown = _paper_shown(table)
+    shown = parts.shown.copy()
     groups = [(c.rsplit(" ", 1)[0], 3) for c in shown.columns[1::3]]
     shown.columns = ["method", *(c.rsplit(" ", 1)[1] for c in shown.columns[1:])]
-    n_missing = int(missing["n_missing"].sum()) if len(missing) else 0
-    notes = [f"Metric: {protocol.paper_metric_note}.", _paper_legend(protocol)]
-    notes.append(f"Cells not run yet: {n_missing} of {_protocol_size(protocol)}.")
-    if other:
-        notes.append(other)
-    return to_latex(shown, caption=protocol.title, label=f"tab:{name}", footnotes=notes,
-                    groups=[("", 1), *groups])  # fmt: skip
+    notes = [f"Metric: {parts.protocol.paper_metric_note}.", _paper_legend(parts.protocol)]
+    notes.append(f"{parts.not_run}.")
+    if parts.other:
+        notes.append(parts.other)
+    return to_latex(shown, caption=parts.protocol.title, label=f"tab:{parts.name}",
+                    footnotes=notes, groups=[("", 1), *groups])  # fmt: skip
 
 
 def write_paper_table(name: str, long: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """`paper-NAME.md` and `paper-NAME.tex` in `out_dir`."""
+    """`paper-NAME.md` and `paper-NAME.tex` in `out_dir`, from one computation of the table."""
+    parts = _paper_parts(name, long)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"paper-{name}.md"
-    md.write_text(render_paper_table(name, long))
+    md.write_text(_paper_markdown(parts))
     tex = out_dir / f"paper-{name}.tex"
-    tex.write_text(render_paper_latex(name, long))
+    tex.write_text(_paper_latex(parts))
     return [md, tex]
 
 
@@ -376,6 +396,14 @@ def write_report(
     return written
 
 
+def _markdown_with_notes(table) -> str:
+    """A `tables.Table` as a marked pipe table followed by its footnotes as a list."""
+    from bench.tables import to_markdown
+
+    notes = "\n".join(f"- {n}" for n in table.footnotes)
+    return to_markdown(table.frame, table.ranks) + "\n\n" + notes
+
+
 def _write_tables(
     df: pd.DataFrame, out_dir: Path, baseline: str | None
 ) -> tuple[list[dict], list[Path]]:
@@ -389,14 +417,12 @@ def _write_tables(
     eff = tables.efficiency_table(df)
     eff_shown = tables.efficiency_display(eff)
     outputs = {
-        "scores.md": tables.to_markdown(wide.frame, wide.ranks)
-        + "\n\n" + "\n".join(f"- {n}" for n in wide.footnotes),
+        "scores.md": _markdown_with_notes(wide),
         "scores.tex": tables.to_latex(wide.frame, caption="Test scores (mean ± std over seeds)",
                                       label="tab:scores", ranks=wide.ranks,
                                       footnotes=wide.footnotes),
         "scores.csv": tables.to_csv(scores),
-        "efficiency.md": tables.to_markdown(eff_shown.frame, eff_shown.ranks)
-        + "\n\n" + "\n".join(f"- {n}" for n in eff_shown.footnotes),
+        "efficiency.md": _markdown_with_notes(eff_shown),
         "efficiency.tex": tables.to_latex(eff_shown.frame, caption="Cost and composite scores",
                                           label="tab:efficiency", ranks=eff_shown.ranks,
                                           footnotes=eff_shown.footnotes),
