@@ -11,8 +11,6 @@ import typer
 
 from bench.cli_common import console, fail
 
-PRECISIONS = ("auto", "bf16", "fp32")
-
 
 def profile(
     methods: Annotated[str, typer.Option(help="Methods to profile, comma-separated.")] = "full,fpt",
@@ -58,7 +56,13 @@ def profile(
     from bench.measure import environment, gpu_busy_processes
     from bench.profile import common_img_size, profile_in_subprocess, profile_record
     from bench.records import write_record
-    from bench.runner import RunRequest, method_settings, resolve_device, resolve_methods
+    from bench.runner import (
+        RunRequest,
+        method_settings,
+        resolve_device,
+        resolve_methods,
+        resolve_precision,
+    )
 
     out = console()
     try:
@@ -66,11 +70,8 @@ def profile(
         sets = parse_sets(set_ or [])
         if batch_size < 1 or steps < 1 or repeats < 1:
             raise UserError("--batch-size, --steps and --repeats must be >= 1")
-        if precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         dev = resolve_device(device)
-        if dev == "cpu" and precision == "bf16":
-            raise UserError(f"--precision {precision} is a GPU autocast; on CPU use fp32")
+        resolved = resolve_precision(precision, dev)  # the same rule and messages as bench run
         from bench.backbones import resolve_backbone
 
         resolve_backbone(backbone, pretrained=False, weights=None)
@@ -104,7 +105,7 @@ def profile(
                     steps=steps,
                     repeats=repeats,
                     device=dev,
-                    precision=None if precision == "auto" else precision,
+                    precision=resolved,
                     compile=compile_,
                     hparams=hparams[name],
                 )
@@ -115,7 +116,7 @@ def profile(
         fail(str(exc))
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
     table = Table(
-        title=f"{backbone}, batch {batch_size}, {dev}, {ok[0]['precision'] if ok else precision}; "
+        title=f"{backbone}, batch {batch_size}, {dev}, {resolved}; "
         f"median of {repeats} rounds x {steps} steps"
     )
     base = ok[0]["train_memory_mb"] if ok else 0.0

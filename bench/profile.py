@@ -88,13 +88,14 @@ def profile_method(
     from bench.backbones import create_backbone, method_img_size, resolve_backbone
     from bench.harness import adapt, uses_frozen_features
     from bench.measure import PeakMemory, count_params
+    from bench.runner import resolve_precision
     from bench.train import autocast, build_optimizer, set_train_mode
     from methods import get_method
 
     spec = get_method(method)
     params = {**spec.hparams, **(hparams or {})}
     dev = torch.device(device)
-    precision = precision or ("bf16" if dev.type == "cuda" else "fp32")
+    precision = resolve_precision(precision or "auto", dev.type)
     size = method_img_size(spec.name, params, requested=img_size, backbone=backbone, data_size=None)
     # Weights do not change memory or time, so a randomly initialised backbone stands in.
     source = resolve_backbone(backbone, pretrained=False, weights=None)
