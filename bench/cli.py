@@ -525,17 +525,19 @@ def report(
             get_protocol(paper)  # an unknown name fails before anything is written
         from bench.profile_report import is_profile, profile_frame
 
+        only_methods = parse_name_list(methods) if methods else None
+        only_backbones = parse_name_list(backbone) if backbone else None
         grid_records = [r for r in loaded.records if not is_profile(r)]
         profiles = profile_frame(
             [r for r in loaded.records if is_profile(r)
-             and (not methods or r["profile"].get("method") in parse_name_list(methods))
-             and (not backbone or r["profile"].get("backbone") in parse_name_list(backbone))]
+             and (not only_methods or r["profile"].get("method") in only_methods)
+             and (not only_backbones or r["profile"].get("backbone") in only_backbones)]
         )  # fmt: skip
         chosen = select_records(
             grid_records,
             datasets=parse_name_list(datasets) if datasets else None,
-            methods=parse_name_list(methods) if methods else None,
-            backbones=parse_name_list(backbone) if backbone else None,
+            methods=only_methods,
+            backbones=only_backbones,
             where=parse_where(where or []),
         )
         df = records_frame(chosen)

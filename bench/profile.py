@@ -54,13 +54,14 @@ def _rounds(step, *, batch_size: int, steps: int, repeats: int, device) -> dict[
         rounds.append(timer.summary())
     step_s = [r["step_time_median_s"] for r in rounds]
     rates = [r["throughput_img_s"] for r in rounds if r["throughput_img_s"]]
+    median = _median(step_s)
     return {
-        "step_time_median_s": _median(step_s),
+        "step_time_median_s": median,
         "throughput_img_s": _median(rates),
         "rounds": len(rounds),
         "steps_per_round": steps,
         "step_time_round_medians_s": step_s,
-        "spread": (max(step_s) - min(step_s)) / _median(step_s) if step_s and _median(step_s) else None,
+        "spread": (max(step_s) - min(step_s)) / median if median else None,
     }
 
 
