@@ -216,13 +216,13 @@ def cell_spec(req: Any, cell: Any) -> dict[str, Any]:
 
 
 def _tagged_run_cell(launcher: dict[str, Any]):
-    """bench.harness.run_cell, with the worker's pid and launcher in the record's env (which
-    process, GPU or Slurm job ran the cell)."""
+    """bench.harness.run_cell, with the launcher in the record's env (which GPU or Slurm job ran
+    the cell; the worker's pid is there already, from bench.measure.environment)."""
     from bench.harness import run_cell
 
     def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
         record = run_cell(*args, **kwargs)
-        record.setdefault("env", {}).update(pid=os.getpid(), launcher=launcher)
+        record.setdefault("env", {})["launcher"] = launcher
         return record
 
     return run
