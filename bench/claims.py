@@ -345,14 +345,6 @@ def tidy(results: Path, run_id: str, *, stale_after: float | None = None) -> Non
 def remove_stale_temp(results: Path) -> int:
     """Delete temp files of claim creations whose writer died (older than an hour); returns how
     many. Younger ones may belong to a runner creating a claim right now."""
-    removed = 0
-    folder = claims_dir(results)
-    if not folder.is_dir():
-        return 0
-    now = time.time()
-    for path in folder.glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            if now - path.stat().st_mtime > _TEMP_AGE_S:
-                path.unlink()
-                removed += 1
-    return removed
+    from bench.records import remove_old_temp
+
+    return remove_old_temp(claims_dir(results), age_s=_TEMP_AGE_S)

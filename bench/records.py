@@ -67,15 +67,21 @@ def remove_stale_temp(results: Path) -> int:
     """Delete record temp files whose writer died mid-write (older than an hour; a younger one
     may be another runner's write in progress); returns how many. They never count as records
     (not *.json), this only keeps the folder tidy."""
+    return remove_old_temp(results, age_s=_TEMP_AGE_S, name_ok=_TEMP_NAME.match)
+
+
+def remove_old_temp(folder: Path, *, age_s: float, name_ok=None) -> int:
+    """Delete the `.*.tmp` files in `folder` older than `age_s` (and whose name `name_ok`
+    accepts); returns how many. Files that vanish or cannot be removed are skipped."""
     removed = 0
-    if not results.is_dir():
+    if not folder.is_dir():
         return 0
     now = time.time()
-    for path in results.glob(".*.tmp"):
-        if not _TEMP_NAME.match(path.name):
+    for path in folder.glob(".*.tmp"):
+        if name_ok is not None and not name_ok(path.name):
             continue
         try:
-            if now - path.stat().st_mtime > _TEMP_AGE_S:
+            if now - path.stat().st_mtime > age_s:
                 path.unlink()
                 removed += 1
         except OSError:

@@ -565,3 +565,26 @@ def test_requeued_slurm_job_takes_over_its_own_claim(tmp_path, monkeypatch) -> N
         assert claims.try_claim(tmp_path, "other-s0-0123456789ab") is None
     finally:
         claims.this_process.cache_clear()
+
+
+def test_stale_temp_files_are_tidied_fresh_ones_and_others_kept(tmp_path) -> None:
+    """Temp files older than an hour (a dead writer's) go; a younger one may be a write in
+    progress, and files that are not the suite's temp files are never touched."""
+    from bench.records import remove_stale_temp
+
+    old = time.time() - 2 * 3600
+    dead = tmp_path / ".demo-full-s0-0123456789ab.x1y2z3w4.tmp"  # write_record's temp name
+    fresh = tmp_path / ".demo-lora-s0-0123456789ab.a1b2c3d4.tmp"
+    foreign = tmp_path / ".notes.tmp"
+    for path in (dead, fresh, foreign):
+        path.write_text("{")
+    os.utime(dead, (old, old))
+    os.utime(foreign, (old, old))
+    assert remove_stale_temp(tmp_path) == 1
+    assert not dead.exists() and fresh.exists() and foreign.exists()
+    folder = claims.claims_dir(tmp_path)
+    folder.mkdir()
+    stale = folder / ".run.claim.123.tmp"
+    stale.write_text("")
+    os.utime(stale, (old, old))
+    assert claims.remove_stale_temp(tmp_path) == 1 and not stale.exists()
