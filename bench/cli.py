@@ -191,12 +191,42 @@ def run(
     wait: Annotated[
         bool, typer.Option("--wait", help="slurm: wait for the jobs and print each outcome.")
     ] = False,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune",
+            help="Search each method's declared space first (what `bench tune` does): --budget "
+            "trials per (dataset, shots, split, method) selected on validation, then the "
+            "selected configuration at every seed.",
+        ),
+    ] = False,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            help="--tune: configurations tried per method and dataset, the same for every "
+            "method [8]; the whole grid when the space is smaller."
+        ),
+    ] = None,
+    tune_seed: Annotated[
+        int | None,
+        typer.Option(help="--tune: seeds the order of the search and trains its trials [0]."),
+    ] = None,
+    space: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--space",
+            help="--tune: search these values instead of the declared grid, METHOD.KEY=a,b,c "
+            "(repeatable), e.g. vpt.prompt_length=1,10; lr values are base values where the "
+            "method declares a batch rule (`bench list spaces`). --set pins a key instead.",
+        ),
+    ] = None,
 ) -> None:
     """Train and measure every (dataset x shots x split seed x method x seed) cell and write one
     record per cell."""
     from bench.errors import UserError
 
     console = _console()
+    tune = tune or ctx.info_name == "tune"
     try:
         from bench.launchers import launch_options
 
@@ -216,6 +246,12 @@ def run(
         from bench.claims import stale_after_s
 
         req.stale_claim_s = stale_after_s()  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
+        req.tune = _tune_request(tune, budget, tune_seed, space)
+        if req.tune is not None and launch.kind != "local":
+            raise UserError(
+                f"--tune runs with --launcher local for now (the search must finish before the "
+                f"selected configurations run); drop --launcher {launch.kind}"
+            )
         if protocol is not None:
             from bench.protocols import apply_protocol, get_protocol
 
@@ -231,6 +267,7 @@ def run(
                     "without --protocol)"
                 )
             apply_protocol(get_protocol(protocol), req)
+            req.protocol = protocol
         from bench.runner import plan, run_grid
 
         if launch.kind != "local" and not dry_run:
@@ -239,10 +276,18 @@ def run(
             launched = run_launcher(req, launch, console=console, progress=progress)
         else:
             the_plan = plan(req, dry_run=dry_run, progress=progress)
+            groups = None
+            if req.tune is not None:
+                from bench.tuning import search_groups
+
+                groups = search_groups(the_plan, req)  # every space checked before training
     except UserError as exc:
         _fail(str(exc))
     if launch.kind != "local" and not dry_run:
         _launch_summary(console, launched, launch, results)
+        return
+    if groups is not None:
+        _tune(console, the_plan, req, groups, dry_run=dry_run, progress=progress)
         return
     if dry_run:
         _print_grid(console, the_plan, results)
@@ -273,6 +318,88 @@ def run(
             "[yellow]interrupted[/]: finished cells are saved; run the same command again to continue"
         )
         raise typer.Exit(130)
+
+
+def _tune_request(tune: bool, budget: int | None, seed: int | None, space: list[str] | None):
+    """The TuneRequest of --tune (or `bench tune`), None without it; the search options given
+    without --tune are an error rather than silently ignored."""
+    from bench.config import parse_sets
+    from bench.errors import UserError
+    from bench.tuning import DEFAULT_BUDGET, TuneRequest
+
+    if not tune:
+        given = [o for o, v in (("--budget", budget), ("--tune-seed", seed), ("--space", space))
+                 if v]  # fmt: skip
+        if given:
+            raise UserError(
+                f"{', '.join(given)} configure the search: add --tune (or use `bench tune`)"
+            )
+        return None
+    if budget is not None and budget < 1:
+        raise UserError(f"--budget must be >= 1, got {budget}")
+    if seed is not None and seed < 0:
+        raise UserError(f"--tune-seed must be >= 0, got {seed}")
+    spaces = parse_sets(space or [])
+    return TuneRequest(
+        budget=DEFAULT_BUDGET if budget is None else budget, seed=seed or 0, spaces=spaces
+    )
+
+
+def _tune(console, the_plan, req, groups, *, dry_run: bool, progress: bool) -> None:
+    """`bench tune`: show the search (dry run) or run it, then the selected configurations."""
+    from bench.tuning import TIE_RULE, run_tuning, trial_plan
+
+    tune = req.tune
+    for g in groups:
+        console.print(
+            f"[cyan]search[/] {g.label}: {len(g.trials)} of {g.space.size} configuration(s) "
+            f"({g.mode}), budget {tune.budget}, tune seed {tune.seed}; "
+            + ", ".join(f"{k} {list(v)}" for k, v in g.space.axes.items())
+            + (f"; lr x batch/{g.space.lr_rule.reference_batch}" if g.space.lr_rule else "")
+        )
+    if dry_run:
+        _print_grid(console, trial_plan(the_plan, groups), req.results)
+        console.print(
+            f"then each group's best trial on validation ({TIE_RULE}) runs at seeds "
+            f"{', '.join(map(str, req.seeds))}: {len(groups) * len(req.seeds)} cell(s)"
+        )
+        return
+    for note in the_plan.notes:
+        console.print(f"[cyan]note[/] {note}")
+    outcome = run_tuning(the_plan, req, console=console, progress=progress)
+    trials = outcome.trials
+    console.print(
+        f"search: {trials.ran} trial(s) run, {trials.skipped} already done"
+        + (f", {trials.busy} running elsewhere" if trials.busy else "")
+    )
+    if outcome.interrupted:
+        console.print(
+            "[yellow]interrupted[/]: finished trials and cells are saved; run the same command "
+            "again to continue"
+        )
+        raise typer.Exit(130)
+    for label, config in outcome.selected.items():
+        console.print(
+            f"[green]selected[/] {label}: "
+            + ", ".join(
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()
+            )
+        )
+    for label in outcome.waiting:
+        console.print(
+            f"[yellow]waiting[/] {label}: some trials failed or run elsewhere; run again to "
+            "finish the search"
+        )
+    for label in outcome.unscored:
+        console.print(f"[red]no score[/] {label}: every trial diverged or ran out of memory")
+    finals = outcome.finals
+    _print_summary(console, finals.records)
+    console.print(
+        f"{finals.ran} selected cell(s) run, {finals.skipped} already done; records in "
+        f"{req.results}/"
+    )
+    if outcome.waiting or outcome.unscored:
+        raise typer.Exit(1)
 
 
 def _launch_summary(console, outcome, launch, results: Path) -> None:
@@ -362,6 +489,14 @@ def _print_gaps(console, df) -> None:
             console.print(f"  {line}")
         if len(missing) > 20:
             console.print(f"  ... and {len(missing) - 20} more in summary.md")
+
+
+app.command(
+    "tune",
+    help="Tune every method on validation with the same budget, then run the selected "
+    "configuration at every seed (`bench run --tune`; the same options). Every trial is a "
+    "record, so a stopped search resumes.",
+)(run)
 
 
 @app.command("list")

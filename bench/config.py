@@ -15,7 +15,7 @@ from bench.errors import UserError
 CONFIG_VERSION = 2  # 2: few-shot (shots, split_seed) and augmentation joined the cell
 # Fields added after version 2 enter the run id only when set away from their default, so every
 # record written before they existed keeps its id (and a rerun still skips it).
-LATE_DEFAULTS: dict[str, Any] = {"compile": False}
+LATE_DEFAULTS: dict[str, Any] = {"compile": False, "tuning": None}
 _SET_RE = re.compile(r"^(?P<method>[A-Za-z0-9][\w-]*)\.(?P<key>[A-Za-z_]\w*)=(?P<value>.*)$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -48,6 +48,15 @@ class CellConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
     version: int = CONFIG_VERSION
     compile: bool = False  # torch.compile the forward (a LATE_DEFAULTS field)
+    # bench.tuning: {"role": "trial"} for a search trial (validation only, test sealed), or
+    # {"role": "final", budget, tune_seed, space} for a selected configuration's run; None for
+    # fixed hyperparameters (a LATE_DEFAULTS field)
+    tuning: dict[str, Any] | None = None
+
+    @property
+    def role(self) -> str | None:
+        """'trial' or 'final' for a tuning cell, None otherwise."""
+        return (self.tuning or {}).get("role")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

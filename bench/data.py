@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -133,6 +133,39 @@ class LoadedDataset:
     @property
     def num_classes(self) -> int:
         return len(self.card.classes)
+
+    def sealed(self) -> LoadedDataset:
+        """This dataset with its test split sealed: a hyperparameter search trains and selects
+        on train and val only, and reaching for test raises TestSplitSealed."""
+        return dataclasses.replace(self, splits=SealedSplits(self.splits))
+
+
+class TestSplitSealed(RuntimeError):
+    """Something reached for the test split while it is sealed (during a hyperparameter search)."""
+
+
+class SealedSplits(Mapping):
+    """A dataset's splits without test: iteration yields train and val, and `["test"]` raises.
+    Nothing computed from it (features, sizes, scores) can depend on the test split."""
+
+    SEALED = ("test",)
+
+    def __init__(self, splits: Mapping[str, Split]) -> None:
+        self._open = {k: v for k, v in splits.items() if k not in self.SEALED}
+
+    def __getitem__(self, key: str) -> Split:
+        if key in self.SEALED:
+            raise TestSplitSealed(
+                "the test split is sealed during the hyperparameter search: trials select on "
+                "validation only, and test is read once per seed after the search"
+            )
+        return self._open[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._open)
+
+    def __len__(self) -> int:
+        return len(self._open)
 
 
 # ------------------------------------------------------------------------------------ catalog

@@ -223,8 +223,12 @@ def run_cell(
     on_preload: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run one cell and return its record (status ok, failed, oom or diverged)."""
-    from bench.measure import PeakMemory, StepTimer, Stopwatch, environment, param_report
+    from bench.measure import PeakMemory, StepTimer, Stopwatch, param_report
 
+    # A search trial sees train and val only; it is scored on val and never tested.
+    trial = cell.role == "trial"
+    if trial:
+        data = data.sealed()
     record = base_record(cell, data, source)
     record["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     device = torch.device(cell.device)
@@ -318,6 +322,29 @@ def run_cell(
                 augment=cell.augment,
                 **common,
             )
+        best_val = result.history[result.best_epoch]["val"]
+        training = {
+            # What the training views really were: a head on cached features gets none.
+            "augment_applied": "none"
+            if image_free(model, sources["train"] if sources else None)
+            else cell.augment,
+            "best_epoch": result.best_epoch,
+            "epochs": cell.epochs,
+            "steps": result.steps,
+            "history": result.history,
+        }
+        if trial:
+            record.update(
+                status="trial",
+                trial=trial_result("ok", primary, best_val.get(primary)),
+                metrics={"primary_metric": primary, "primary": None, "test": {}, "val": best_val},
+                training=training,
+            )
+            record["cost"] = {
+                "train_step": train_timer.summary(),
+                "memory": {**memory, "train": mem_train.result},
+            }
+            return _finish(record, t0, watch)
         # The test split is read exactly once, after selection, with the selected weights.
         eval_timer = StepTimer(device)
         with PeakMemory(device) as mem_eval, watch.phase("eval"):
@@ -332,7 +359,6 @@ def run_cell(
                 **common,
             )
         test_metrics = compute_metrics(logits, labels, task)
-        best_val = result.history[result.best_epoch]["val"]
         record.update(
             status="ok",
             metrics={
@@ -343,16 +369,7 @@ def run_cell(
                 # the test split's reliability diagram (report plots; EPT's calibration theme)
                 "calibration": reliability_bins(logits, labels, task),
             },
-            training={
-                # What the training views really were: a head on cached features gets none.
-                "augment_applied": "none"
-                if image_free(model, sources["train"] if sources else None)
-                else cell.augment,
-                "best_epoch": result.best_epoch,
-                "epochs": cell.epochs,
-                "steps": result.steps,
-                "history": result.history,
-            },
+            training=training,
         )
         record["cost"] = {
             "train_step": train_timer.summary(),
@@ -379,6 +396,32 @@ def run_cell(
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if trial and record["status"] in ("diverged", "oom"):
+        # A diverging or oversized configuration is a finished trial that scores nothing, not a
+        # failure to retry; `failed` (an error of the run itself) stays failed and is retried.
+        record["trial"] = trial_result(record["status"], data.card.primary_metric, None)
+        record["status"] = "trial"
+    return _finish(record, t0, watch)
+
+
+def trial_result(outcome: str, metric: str, value: float | None) -> dict[str, Any]:
+    """A trial record's `trial` entry: how it ended and its validation score (None when it has
+    none: diverged, out of memory, or an undefined metric)."""
+    import math
+
+    ok = value is not None and math.isfinite(value)
+    return {
+        "outcome": outcome,
+        "metric": metric,
+        "val_primary": float(value) if ok else None,
+        "higher_is_better": HIGHER_IS_BETTER.get(metric, True),
+    }
+
+
+def _finish(record: dict[str, Any], t0: float, watch) -> dict[str, Any]:
+    """Stamp wall time, phases, environment and finish time on a record."""
+    from bench.measure import environment
+
     record.setdefault("cost", {})
     record["cost"].update(wall_s=time.perf_counter() - t0, phases_s=dict(watch.seconds))
     record["env"] = environment()

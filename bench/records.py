@@ -16,10 +16,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
-STATUSES = ("ok", "failed", "oom", "diverged")
+# `trial`: a hyperparameter-search trial that trained (or diverged, or ran out of memory: its
+# `trial.outcome`) and was scored on validation only; it has no test metrics (bench.tuning).
+STATUSES = ("ok", "failed", "oom", "diverged", "trial")
 # Cells with these statuses are finished: a rerun skips them unless --force. A `failed` cell is
 # retried, since failures are usually environmental (a missing file, a killed worker).
-FINISHED = ("ok", "oom", "diverged")
+FINISHED = ("ok", "oom", "diverged", "trial")
 
 
 def _clean(value: Any) -> Any:
@@ -118,6 +120,8 @@ def _record_types() -> dict[str, str]:
     for key in ("lr", "weight_decay", "warmup_epochs", "grad_clip"):
         types[f"config.{key}"] = "number"
     types |= {"config.shots": "int?", "config.pretrained": "bool", "config.hparams": "dict"}
+    types |= {"config.tuning": "dict?", "trial": "dict?", "tuning": "dict?"}
+    types |= {"trial.outcome": "str", "trial.val_primary": "number?"}
     types |= {"metrics.primary": "number?", "metrics.primary_metric": "str?"}
     types |= {"metrics.test": "dict", "metrics.calibration": "dict?"}
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "qwk", "ece", "nll"):

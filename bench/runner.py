@@ -52,6 +52,8 @@ class RunRequest:
     dataset_lr: dict[tuple[str, str], float] = field(default_factory=dict)
     oom_retry: bool = False  # retry an oom cell at half the batch size, down to 1
     stale_claim_s: float | None = None  # None: $MEDPEFT_STALE_CLAIM_HOURS, else 24 h
+    protocol: str | None = None  # the --protocol that filled this request, if any
+    tune: Any = None  # bench.tuning.TuneRequest: search each method's space first (bench tune)
 
 
 @dataclass
@@ -62,6 +64,10 @@ class Plan:
     datasets: dict[tuple, Any]
     source: Any  # BackboneSource
     notes: list[str] = field(default_factory=list)  # shown before the grid runs
+    # run id -> fields added to that cell's record (how its hyperparameters were chosen)
+    annotations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # dataset -> stored image size (None when unknown in a dry run): FPT+'s resolution rule
+    data_sizes: dict[str, int | None] = field(default_factory=dict)
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -136,7 +142,9 @@ def method_settings(method: str, req: RunRequest) -> tuple[dict[str, Any], dict[
     from methods.registry import OPTIMIZERS, TRAIN_KEYS
 
     spec = get_method(method)
-    train = dict(spec.train_defaults)
+    # A method that declares its lr for a reference batch (VPT: base x batch/256) gets it scaled
+    # to this batch size; --lr and --set give the rate used as it is.
+    train = {**spec.train_defaults, "lr": spec.default_lr(req.batch_size)}
     if req.lr is not None:
         train["lr"] = req.lr
     hparams = dict(spec.hparams)
@@ -285,12 +293,17 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
         return stored_image_size(card, root)
 
     cells = []
+    annotations: dict[str, dict[str, Any]] = {}
+    sizes = {card.name: data_size(card) for card in cards}
     for card in cards:
-        size = data_size(card)
+        size = sizes[card.name]
         for (shots, split_seed), method in itertools.product(shot_grid or [(None, 0)], methods):
             train, hparams = settings[method]
-            if (card.name, method) in req.dataset_lr:
+            pinned_lr = (card.name, method) in req.dataset_lr
+            if pinned_lr:
                 train = {**train, "lr": req.dataset_lr[(card.name, method)]}
+            regime = fixed_regime(method, req, batch_size=req.batch_size, lr=train["lr"],
+                                  protocol_lr=pinned_lr)  # fmt: skip
             img_size = method_img_size(
                 method,
                 hparams,
@@ -300,7 +313,7 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
             )
             for seed in req.seeds:
                 cells.append(
-                    CellConfig(
+                    cell := CellConfig(
                         method=method,
                         dataset=card.name,
                         seed=seed,
@@ -323,11 +336,51 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
                         **train,
                     )
                 )
+                annotations[cell.run_id] = {"hyperparameters": regime}
     _check_foreign_files(cells, req.results)
     notes: list[str] = list(missing)
     if not dry_run:
         notes = _preflight_builds(cells, datasets, source)
-    return Plan(cells=cells, datasets=datasets, source=source, notes=notes)
+    return Plan(cells=cells, datasets=datasets, source=source, notes=notes,
+                annotations=annotations, data_sizes=sizes)  # fmt: skip
+
+
+def lr_note(lr: float, *, rule: Any = None, base: float | None = None, batch_size: int) -> dict:
+    """How a cell's learning rate came about: the effective value, and the scaling rule and base
+    value when a declared rule produced it (None otherwise)."""
+    return {
+        "effective": lr,
+        "rule": rule.describe() if rule is not None else None,
+        "base": base if rule is not None else None,
+        "batch_size": batch_size,
+    }
+
+
+def fixed_regime(
+    method: str, req: RunRequest, *, batch_size: int, lr: float, protocol_lr: bool
+) -> dict[str, Any]:
+    """The record's `hyperparameters` entry for a cell whose values were fixed before training:
+    where they came from (method defaults, --set/--lr, a protocol's pinned rate) and its lr."""
+    from methods import get_method
+
+    spec = get_method(method)
+    sets = sorted(req.sets.get(method, {}))
+    sources = []
+    if req.protocol:
+        sources.append(f"protocol {req.protocol}")
+    if protocol_lr:
+        sources.append("the paper's per-dataset lr")
+    if req.lr is not None:
+        sources.append("--lr")
+    if sets:
+        sources.append("--set " + ",".join(sets))
+    lr_given = protocol_lr or req.lr is not None or "lr" in sets
+    rule = spec.lr_rule if not lr_given else None
+    return {
+        "regime": "fixed",
+        "source": "; ".join(sources) or "method defaults",
+        "lr": lr_note(lr, rule=rule, base=spec.lr, batch_size=batch_size),
+    }
 
 
 def training_images(cells: list[CellConfig], datasets: dict[tuple, Any]) -> tuple[int, int]:
@@ -706,6 +759,7 @@ class _Grid:
                     self.bar.advance(self.task)
                     return
             record = self._train(cell, label)
+            record.update(self.plan.annotations.get(cell.run_id, {}))
             with self.sigint.critical():
                 write_record(self.req.results, record)
                 self.outcome.records.append(record)
@@ -755,4 +809,16 @@ def _cell_line(record: dict[str, Any]) -> str:
     if record["status"] == "ok":
         m = record["metrics"]
         return f"[green]ok[/] {where}: test {m['primary_metric']} {m['primary']:.4f} ({secs:.1f} s)"
+    if record["status"] == "trial":
+        trial = record["trial"]
+        searched = (record.get("hyperparameters") or {}).get("searched") or {}
+        hp = f"lr {cfg['lr']:.3g} wd {cfg['weight_decay']:g}" + "".join(
+            f" {k} {v}" for k, v in searched.items() if k not in ("lr", "weight_decay")
+        )
+        if trial["outcome"] != "ok" or trial.get("val_primary") is None:
+            return f"[yellow]trial[/] {where} ({hp}): {trial['outcome']} ({secs:.1f} s)"
+        return (
+            f"[cyan]trial[/] {where} ({hp}): val {trial['metric']} {trial['val_primary']:.4f} "
+            f"({secs:.1f} s)"
+        )
     return f"[red]{record['status']}[/] {where}: {record['error']}"

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from methods.registry import register
+from methods.registry import SearchSpace, register
 
 LPM_PATCHES = 32  # patches a side for the LPM: 512 px for ViT-B/16, the paper's resolution
 SIDE_MIN_PATCHES = 4
@@ -55,6 +55,14 @@ CACHE_DTYPES = ("float32", "float16")
 # (ISIC 2016), is the default: a randomly initialised side network needs it in short runs (demo,
 # 10 epochs: 1e-4 57.2 %, 1e-3 67.6 %, 1e-2 80.0 %). Protocols pin the paper's per-dataset values.
 LR = 5e-3
+# FPT+ picks a learning rate per dataset (configs/dataset/*.yaml): those rates are its grid; the
+# paper keeps weight decay at 0.1.
+FPT_SPACE = SearchSpace(
+    lr=(5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3),
+    weight_decay=(0.1, 0.01, 0.0),
+    source="FPT+ (Huang et al. 2025): its per-dataset learning rates; wd: the paper's 0.1 and two "
+    "smaller",
+)
 PAPER_HEAD_CLASSES = 1000  # the paper's "1.03 %" counts the LPM with its ImageNet-1k head
 
 
@@ -391,6 +399,7 @@ def build_fpt(
 @register(
     "fpt-plus",
     lr=LR,
+    search=FPT_SPACE,
     weight_decay=0.1,
     summary="FPT+: prompts fuse a frozen high-res ViT's important K/V into a small side ViT",
     paper="https://arxiv.org/abs/2408.02426",
@@ -432,6 +441,7 @@ def build_plus(
 @register(
     "fpt-v1",
     lr=LR,
+    search=FPT_SPACE,
     weight_decay=0.1,
     summary="FPT (MICCAI 2024): every LPM layer, side-width prompts projected to queries",
     paper="https://arxiv.org/abs/2403.07576",

@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftConfig, inject_adapter_in_model
 from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from torch import nn
 
-from methods.registry import register
+from methods.registry import SearchSpace, lr_around, register
 
 # Module-name patterns of a timm VisionTransformer, for peft's `target_modules`. A *string*
 # target is full-matched (re.fullmatch) against every module name, so anchoring each pattern at
@@ -87,6 +87,7 @@ def inject_peft(
     "lora",
     optimizer="adamw",
     lr=1e-3,
+    search=SearchSpace(lr=lr_around(1e-3), hparams={"rank": (1, 4, 8, 32, 64)}, source="rank: EPT's LoRA grid {1, 4, 8, 32, 64}; lr: suite"),
     weight_decay=0.0,
     summary="LoRA (peft): rank-r updates (α/r)·B·A on the blocks' fused qkv, plus the head",
     paper="https://arxiv.org/abs/2106.09685",

@@ -8,7 +8,7 @@ returned module is the single record of what trains.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,47 @@ CORE_METHODS: tuple[str, ...] = ("full", "linear", "vpt", "lora", "ept", "fpt")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 # Training hyperparameters every method declares; the rest come from the builder's signature.
 TRAIN_KEYS: tuple[str, ...] = ("optimizer", "lr", "weight_decay")
+
+
+# KMnP/vpt's weight-decay grid (`tune_fgvc.py`), used by every declared space unless a paper
+# searched another.
+WD_GRID: tuple[float, ...] = (0.01, 1e-3, 1e-4, 0.0)
+
+
+def lr_around(default: float) -> tuple[float, ...]:
+    """Half-decade steps around a default, default x {0.1, 0.3, 1, 3, 10}: the learning-rate grid
+    of methods whose papers give none (lr_around(1e-3) -> 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)."""
+    return tuple(float(f"{default * f:.3g}") for f in (0.1, 0.3, 1, 3, 10))
+
+
+@dataclass(frozen=True)
+class LrRule:
+    """A learning rate declared for a reference batch size, scaled linearly to the batch used
+    (Goyal et al. 2017; VPT: base lr x batch/256)."""
+
+    reference_batch: int = 256
+
+    def scale(self, base_lr: float, batch_size: int) -> float:
+        return base_lr * batch_size / self.reference_batch
+
+    def describe(self) -> str:
+        return f"lr = base lr x batch/{self.reference_batch}"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What `bench tune` searches for a method: learning rates (base values, scaled by
+    `lr_rule` when it is set), weight decays and the method's own knobs, each a grid of values.
+    `source` says where the grids come from (the paper's, or this suite's when none is given)."""
+
+    lr: tuple[float, ...]
+    weight_decay: tuple[float, ...] = WD_GRID
+    hparams: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    lr_rule: LrRule | None = None
+    source: str = ""
+
+    def axes(self) -> dict[str, tuple[Any, ...]]:
+        return {"lr": tuple(self.lr), "weight_decay": tuple(self.weight_decay), **self.hparams}
 
 
 @dataclass(frozen=True)
@@ -41,10 +82,23 @@ class MethodSpec:
     # How the method picks its input resolution when --img-size is not given (None: the
     # backbone's native size). FPT+ uses it to run its frozen model at high resolution.
     input_size: InputSizeRule | None = None
+    # The search space(s) `bench tune` uses, by optimizer: a space's lr grid is meaningless for
+    # another optimizer (VPT's SGD rates would wreck AdamW).
+    search: Mapping[str, SearchSpace] = field(default_factory=dict)
+    # When set, `lr` is a base rate for this reference batch and the default scales with the
+    # batch size (VPT's rule); None: `lr` is used as it is at any batch size.
+    lr_rule: LrRule | None = None
 
     @property
     def train_defaults(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer, "lr": self.lr, "weight_decay": self.weight_decay}
+
+    def default_lr(self, batch_size: int) -> float:
+        """The default learning rate at this batch size (scaled by `lr_rule` when declared)."""
+        return self.lr_rule.scale(self.lr, batch_size) if self.lr_rule else self.lr
+
+    def space_for(self, optimizer: str) -> SearchSpace | None:
+        return self.search.get(optimizer)
 
     @property
     def all_defaults(self) -> dict[str, Any]:
@@ -65,12 +119,18 @@ def register(
     paper: str = "",
     aliases: tuple[str, ...] = (),
     input_size: InputSizeRule | None = None,
+    search: SearchSpace | Mapping[str, SearchSpace] | None = None,
+    lr_rule: LrRule | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Register `build(model, *, hparam=default, ...)` under `name` with its training defaults."""
+    """Register `build(model, *, hparam=default, ...)` under `name` with its training defaults
+    and its search space (one SearchSpace for `optimizer`, or one per optimizer)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(
             f"method {name!r}: optimizer must be one of {OPTIMIZERS}, not {optimizer!r}"
         )
+    spaces = dict(search) if isinstance(search, Mapping) else {optimizer: search} if search else {}
+    if set(spaces) - set(OPTIMIZERS):
+        raise ValueError(f"method {name!r}: search spaces are keyed by optimizer {OPTIMIZERS}")
 
     def decorator(fn: Builder) -> Builder:
         params = list(inspect.signature(fn).parameters.values())
@@ -90,6 +150,14 @@ def register(
                     f"method {name!r}: {p.name!r} is a training key, declare it in @register"
                 )
             hparams[p.name] = p.default
+        for space in spaces.values():
+            unknown = set(space.hparams) - set(hparams)
+            empty = [k for k, values in space.axes().items() if not values]
+            if unknown or empty:
+                raise TypeError(
+                    f"method {name!r}: search space names unknown hyperparameters "
+                    f"{sorted(unknown)} or has empty grids {empty}"
+                )
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise ValueError(f"method name {key!r} is registered twice")
@@ -104,6 +172,8 @@ def register(
             paper=paper,
             aliases=aliases,
             input_size=input_size,
+            search=spaces,
+            lr_rule=lr_rule,
         )
         _ALIASES.update({alias: name for alias in aliases})
         return fn

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from methods.registry import register
-from methods.vpt import PROMPT_LENGTH, SGD_LR, prompted
+from methods.vpt import PROMPT_LENGTH, SGD_LR, VPT_LR_RULE, VPT_SPACE, prompted
 
 
 class FourierPrompts(nn.Module):
@@ -37,6 +37,8 @@ class FourierPrompts(nn.Module):
     "vfpt",
     optimizer="sgd",
     lr=SGD_LR,
+    lr_rule=VPT_LR_RULE,
+    search=VPT_SPACE,  # VFPT tunes as VPT does (its repo is a fork)
     weight_decay=0.0,
     summary="Visual Fourier Prompt Tuning: VPT-deep with 2-D FFT'd prompts (fraction alpha), plus the head",
     paper="https://arxiv.org/abs/2411.01327",

@@ -1,0 +1,393 @@
+"""A fair tuning budget: every method searches its declared space on validation (`bench tune`).
+
+For each (dataset, shots, split seed, method) group, the method's space (`@register(search=...)`,
+narrowed by --set pins and reshaped by --space) is shuffled with the tune seed, and the first
+`budget` configurations are run as `trial` cells: trained at the tune seed, scored on the
+validation primary metric, with the test split sealed (`LoadedDataset.sealed`). A larger budget
+extends a smaller one's trials, which makes the search resumable across budgets and gives the
+report an exact best-of-k curve. The best trial (TIE_RULE breaks ties) is then run for every
+requested seed and tested once per seed, as a `final` cell.
+
+Grid search is the special case budget >= space size: every configuration runs. Random search
+over the grid is what Bergstra & Bengio (JMLR 2012) recommend when only some knobs matter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.config import CellConfig, coerce
+from bench.errors import UserError
+
+TIE_RULE = (
+    "ties on the validation score go to the smaller learning rate, then the smaller weight "
+    "decay, then the earlier trial (VPT's rule, Jia et al. 2022)"
+)
+DEFAULT_BUDGET = 8
+# A product of grids this large is a typo in --space, not a search anyone will run.
+MAX_SPACE = 1_000_000
+TRAIN_AXES = ("lr", "weight_decay")
+
+
+@dataclass
+class TuneRequest:
+    """What `bench tune` / `bench run --tune` asked for."""
+
+    budget: int = DEFAULT_BUDGET
+    seed: int = 0  # shuffles each space and trains the trials
+    # method -> axis -> raw comma-separated values (--space METHOD.KEY=a,b,c)
+    spaces: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Space:
+    """One method's resolved search space: grids by axis (lr values are base values under
+    `lr_rule` when it is set), and the keys pinned by --set/--lr that it does not search."""
+
+    method: str
+    optimizer: str
+    axes: dict[str, tuple[Any, ...]]
+    lr_rule: Any  # methods.registry.LrRule | None
+    source: str
+    pinned: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(v) for v in self.axes.values())
+
+    def describe(self) -> dict[str, Any]:
+        """What the records say about the space."""
+        return {
+            "optimizer": self.optimizer,
+            "axes": {k: list(v) for k, v in self.axes.items()},
+            "lr_rule": self.lr_rule.describe() if self.lr_rule else None,
+            "source": self.source,
+            "pinned": list(self.pinned),
+            "size": self.size,
+        }
+
+    def digest(self) -> str:
+        blob = json.dumps(self.describe(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def order(self, seed: int) -> list[dict[str, Any]]:
+        """Every configuration, in the order a search with this seed tries them: the product of
+        the grids shuffled by a generator seeded with (seed, method, space), so a search is
+        reproducible and a budget of k tries the first k of a larger budget's trials."""
+        keys = list(self.axes)
+        product = itertools.product(*self.axes.values())
+        combos = [dict(zip(keys, values, strict=True)) for values in product]
+        random.Random(f"medpeft-tune:{seed}:{self.method}:{self.digest()}").shuffle(combos)
+        return combos
+
+
+def resolve_space(method: str, req: Any, tune: TuneRequest) -> Space:
+    """The space `method` searches under this request: its declared space for the optimizer it
+    trains with, each --space axis replacing (or adding) a grid, minus the keys --set or --lr
+    pin. Every mistake is a UserError before anything trains."""
+    from bench.runner import method_settings
+    from methods import get_method
+    from methods.registry import TRAIN_KEYS
+
+    spec = get_method(method)
+    train, _ = method_settings(method, req)
+    optimizer = train["optimizer"]
+    declared = spec.space_for(optimizer)
+    overrides = tune.spaces.get(method, {})
+    if declared is None and "lr" not in overrides:
+        have = ", ".join(spec.search) or "none"
+        raise UserError(
+            f"{method} declares no search space for optimizer {optimizer} (declared for: {have});"
+            f" give one with --space {method}.lr=A,B,C (and --space {method}.weight_decay=...)"
+        )
+    axes: dict[str, tuple[Any, ...]] = dict(declared.axes()) if declared else {}
+    axes.setdefault("weight_decay", (train["weight_decay"],))
+    sets = req.sets.get(method, {})
+    for key, raw in overrides.items():
+        if key == "optimizer":
+            raise UserError(
+                f"--space {method}.optimizer: the optimizer is not searched (its learning rates "
+                f"differ in scale); fix it with --set {method}.optimizer=..."
+            )
+        if key not in TRAIN_KEYS and key not in spec.hparams:
+            valid = ", ".join(["lr", "weight_decay", *spec.hparams])
+            raise UserError(f"--space {method}.{key}: no such hyperparameter; valid: {valid}")
+        if key in sets:
+            raise UserError(
+                f"{method}.{key} is both pinned (--set) and searched (--space); keep one"
+            )
+        default = spec.train_defaults[key] if key in TRAIN_KEYS else spec.hparams[key]
+        values = [
+            coerce(v.strip(), default, what=f"--space {method}.{key}") for v in raw.split(",")
+        ]
+        axes[key] = tuple(dict.fromkeys(values))  # duplicates would only repeat trials
+    pinned = [k for k in axes if k in sets]
+    if req.lr is not None:
+        if "lr" in overrides:
+            raise UserError("--lr pins every method's learning rate; drop it or --space *.lr")
+        pinned.append("lr")
+    for key in dict.fromkeys(pinned):
+        axes.pop(key)
+    for value in axes.get("lr", ()):
+        if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+            raise UserError(f"{method}: every learning rate in the space must be > 0, got {value}")
+    for value in axes.get("weight_decay", ()):
+        if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+            raise UserError(f"{method}: every weight decay in the space must be >= 0, got {value}")
+    space = Space(
+        method=method,
+        optimizer=optimizer,
+        axes=axes,
+        lr_rule=declared.lr_rule if declared and "lr" in axes else None,
+        source=(declared.source if declared else "")
+        + ("; --space " + ",".join(overrides) if overrides else ""),
+        pinned=tuple(dict.fromkeys(pinned)),
+    )
+    if space.size > MAX_SPACE:
+        raise UserError(
+            f"{method}: the search space has {space.size:,} configurations (more than "
+            f"{MAX_SPACE:,}); narrow it with --space or --set"
+        )
+    return space
+
+
+@dataclass
+class Group:
+    """One search: a method on one (dataset, shots, split seed), its space and trial cells."""
+
+    base: CellConfig  # the untuned cell at the first requested seed
+    space: Space
+    configs: list[dict[str, Any]]  # the trials' configurations, in trial order
+    trials: list[CellConfig]
+    mode: str  # "grid" (the whole space) or "random" (a seeded sample of it)
+
+    @property
+    def label(self) -> str:
+        b = self.base
+        shots = f" {b.shots}-shot x{b.split_seed}" if b.shots is not None else ""
+        return f"{b.dataset}{shots}/{b.method}"
+
+
+def trial_cell(
+    base: CellConfig, space: Space, config: dict[str, Any], *, seed: int, img_size: int
+) -> CellConfig:
+    """The cell that trains `config` as a trial: the group's cell with the searched values, the
+    learning rate scaled by the space's rule, at the tune seed."""
+    lr = config.get("lr", base.lr)
+    if "lr" in config and space.lr_rule is not None:
+        lr = space.lr_rule.scale(lr, base.batch_size)
+    hparams = {**base.hparams, **{k: v for k, v in config.items() if k not in TRAIN_AXES}}
+    return dataclasses.replace(
+        base,
+        seed=seed,
+        lr=float(lr),
+        weight_decay=float(config.get("weight_decay", base.weight_decay)),
+        hparams=hparams,
+        img_size=img_size,
+        tuning={"role": "trial"},
+    )
+
+
+def search_groups(plan_: Any, req: Any) -> list[Group]:
+    """Each (dataset, shots, split seed, method) of the plan with its space and its trials."""
+    from bench.backbones import method_img_size
+
+    tune: TuneRequest = req.tune
+    if tune.budget < 1:
+        raise UserError(f"--budget must be >= 1, got {tune.budget}")
+    unknown = set(tune.spaces) - {c.method for c in plan_.cells}
+    if unknown:
+        raise UserError(
+            f"--space {sorted(unknown)[0]}.…: not a method of this grid "
+            f"({', '.join(dict.fromkeys(c.method for c in plan_.cells))})"
+        )
+    spaces: dict[str, Space] = {}
+    groups: list[Group] = []
+    seen: set[tuple] = set()
+    for cell in plan_.cells:
+        key = (cell.dataset, cell.shots, cell.split_seed, cell.method)
+        if key in seen:
+            continue
+        seen.add(key)
+        if cell.method not in spaces:
+            spaces[cell.method] = resolve_space(cell.method, req, tune)
+        space = spaces[cell.method]
+        configs = space.order(tune.seed)[: tune.budget]
+        trials = []
+        for config in configs:
+            size = cell.img_size
+            if set(config) - set(TRAIN_AXES):  # a knob may change the input size (FPT+)
+                size = method_img_size(
+                    cell.method,
+                    {**cell.hparams, **config},
+                    requested=req.img_size,
+                    backbone=req.backbone,
+                    data_size=plan_.data_sizes.get(cell.dataset),
+                )
+            trials.append(trial_cell(cell, space, config, seed=tune.seed, img_size=size))
+        mode = "grid" if len(configs) == space.size else "random"
+        groups.append(Group(cell, space, configs, trials, mode))
+    return groups
+
+
+def trial_annotation(group: Group, config: dict[str, Any], cell: CellConfig) -> dict[str, Any]:
+    """The `hyperparameters` entry of a trial record."""
+    return {
+        "hyperparameters": {
+            "regime": "trial",
+            "source": f"search of {group.label}",
+            "searched": config,
+            "lr": _lr_entry(group, config, cell),
+        }
+    }
+
+
+def _lr_entry(group: Group, config: dict[str, Any], cell: CellConfig) -> dict[str, Any]:
+    """The record's lr note: the effective rate, with the base value and rule that gave it."""
+    from bench.runner import lr_note
+
+    ruled = "lr" in config and group.space.lr_rule is not None
+    return lr_note(
+        cell.lr,
+        rule=group.space.lr_rule if ruled else None,
+        base=config["lr"] if ruled else None,
+        batch_size=cell.batch_size,
+    )
+
+
+def trial_plan(plan_: Any, groups: list[Group]) -> Any:
+    """The search's plan: every group's trials, on datasets whose test split is sealed."""
+    annotations = {
+        cell.run_id: trial_annotation(g, config, cell)
+        for g in groups
+        for config, cell in zip(g.configs, g.trials, strict=True)
+    }
+    return dataclasses.replace(
+        plan_,
+        cells=[c for g in groups for c in g.trials],
+        datasets={k: d.sealed() for k, d in plan_.datasets.items()},
+        notes=[],
+        annotations=annotations,
+    )
+
+
+def score(record: dict[str, Any] | None) -> float | None:
+    """A trial's validation score, larger is better; None when it has none."""
+    if record is None or record.get("status") != "trial":
+        return None
+    trial = record.get("trial") or {}
+    value = trial.get("val_primary")
+    if trial.get("outcome") != "ok" or value is None:
+        return None
+    return float(value) if trial.get("higher_is_better", True) else -float(value)
+
+
+def select(group: Group, records: list[dict[str, Any] | None]) -> int | None:
+    """Index of the selected trial: the best validation score, ties broken by TIE_RULE; None
+    when no trial has a score."""
+    scored = [(i, s) for i, s in enumerate(map(score, records)) if s is not None]
+    if not scored:
+        return None
+    trials = group.trials
+    return min(scored, key=lambda t: (-t[1], trials[t[0]].lr, trials[t[0]].weight_decay, t[0]))[0]
+
+
+def final_cells(group: Group, chosen: int, seeds: list[int], tune: TuneRequest) -> list[CellConfig]:
+    """The selected configuration at every requested seed, tagged with the search that chose
+    it (a final's run id differs from an untuned run's, and from another budget's)."""
+    tag = {"role": "final", "budget": tune.budget, "tune_seed": tune.seed,
+           "space": group.space.digest()}  # fmt: skip
+    return [dataclasses.replace(group.trials[chosen], seed=s, tuning=tag) for s in seeds]
+
+
+def final_annotation(
+    group: Group, chosen: int, records: list[dict[str, Any] | None], tune: TuneRequest
+) -> dict[str, Any]:
+    """What a final record says about the search that chose it: the budget, the space, every
+    trial in order with its validation score, and the selected one."""
+    config = group.configs[chosen]
+    metric = next(((r.get("trial") or {}).get("metric") for r in records if r), None)
+    return {
+        "hyperparameters": {
+            "regime": "tuned",
+            "source": f"search, budget {tune.budget}, selected on validation {metric}",
+            "searched": config,
+            "lr": _lr_entry(group, config, group.trials[chosen]),
+        },
+        "tuning": {
+            "budget": tune.budget,
+            "tune_seed": tune.seed,
+            "mode": group.mode,
+            "space": group.space.describe(),
+            "selected_by": f"validation {metric}",
+            "tie_rule": TIE_RULE,
+            "selected": chosen,
+            "trials": [
+                {
+                    "run_id": cell.run_id,
+                    "config": cfg,
+                    "outcome": (rec.get("trial") or {}).get("outcome") if rec else None,
+                    "val_primary": (rec.get("trial") or {}).get("val_primary") if rec else None,
+                }
+                for cfg, cell, rec in zip(group.configs, group.trials, records, strict=True)
+            ],
+        },
+    }
+
+
+@dataclass
+class TuneOutcome:
+    trials: Any  # runner.GridOutcome of the search
+    finals: Any = None  # runner.GridOutcome of the selected configurations (None: not reached)
+    waiting: list[str] = field(default_factory=list)  # groups whose trials are not all finished
+    unscored: list[str] = field(default_factory=list)  # groups where no trial has a score
+    selected: dict[str, dict[str, Any]] = field(default_factory=dict)  # group label -> config
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.trials.interrupted or (self.finals and self.finals.interrupted))
+
+
+def run_tuning(
+    plan_: Any, req: Any, *, console=None, progress: bool = True, run_cell=None
+) -> TuneOutcome:
+    """Search, select and run the selected configurations. The trials run as a grid of their
+    own (claimed, resumable, one record each); a group selects only when every one of its trials
+    has finished, so a rerun after a crash or Ctrl-C selects exactly what an uninterrupted run
+    would have."""
+    from bench.runner import run_grid
+
+    groups = search_groups(plan_, req)
+    searched = run_grid(trial_plan(plan_, groups), req, console=console, progress=progress,
+                        run_cell=run_cell)  # fmt: skip
+    outcome = TuneOutcome(trials=searched)
+    if searched.interrupted:
+        return outcome
+    by_id = {r["run_id"]: r for r in searched.records}
+    finals: list[CellConfig] = []
+    annotations: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        records = [by_id.get(c.run_id) for c in g.trials]
+        if any(r is None or r.get("status") == "failed" for r in records):
+            outcome.waiting.append(g.label)
+            continue
+        chosen = select(g, records)
+        if chosen is None:
+            outcome.unscored.append(g.label)
+            continue
+        outcome.selected[g.label] = g.configs[chosen]
+        note = final_annotation(g, chosen, records, req.tune)
+        for cell in final_cells(g, chosen, req.seeds, req.tune):
+            finals.append(cell)
+            annotations[cell.run_id] = note
+    final_plan = dataclasses.replace(plan_, cells=finals, notes=[], annotations=annotations)
+    outcome.finals = run_grid(final_plan, req, console=console, progress=progress,
+                              run_cell=run_cell)  # fmt: skip
+    return outcome
