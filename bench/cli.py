@@ -499,6 +499,35 @@ app.command(
 )(run)
 
 
+def _list_spaces(console) -> None:
+    """`bench list spaces`: what `bench tune` searches for each method."""
+    import math
+
+    from methods import get_method, list_methods
+
+    table = _table(
+        "search spaces (bench tune; --space METHOD.KEY=a,b replaces a grid, --set pins a key)",
+        ("method", "optimizer", "size"),
+        ("lr (base)", "weight decay", "own knobs", "source"),
+    )
+    for name in list_methods():
+        spec = get_method(name)
+        for optimizer, space in spec.search.items():
+            rule = f" x batch/{space.lr_rule.reference_batch}" if space.lr_rule else ""
+            knobs = "; ".join(f"{k} {list(v)}" for k, v in space.hparams.items()) or "-"
+            size = math.prod(len(v) for v in space.axes().values())
+            table.add_row(
+                name,
+                optimizer + (" (default)" if optimizer == spec.optimizer else ""),
+                str(size),
+                ", ".join(f"{v:g}" for v in space.lr) + rule,
+                ", ".join(f"{v:g}" for v in space.weight_decay),
+                knobs,
+                space.source,
+            )
+    console.print(table)
+
+
 @app.command("list")
 def list_(
     what: Annotated[
@@ -511,7 +540,7 @@ def list_(
 ) -> None:
     """Show the registered methods (with defaults and trainable counts), the dataset catalog and
     suggested backbones."""
-    kinds = ("all", "methods", "datasets", "augmentations", "protocols", "backbones")
+    kinds = ("all", "methods", "spaces", "datasets", "augmentations", "protocols", "backbones")
     if what not in kinds:
         _fail(f"`bench list {what}`: expected one of {', '.join(kinds)}")
     console = _console()
@@ -538,12 +567,15 @@ def list_(
                 name,
                 core,
                 spec.optimizer,
-                f"{spec.lr:g}",
+                f"{spec.lr:g}"
+                + (f" x b/{spec.lr_rule.reference_batch}" if spec.lr_rule else ""),
                 f"{spec.weight_decay:g}",
                 counts[name],
             )
             table.add_row(*row, hp, spec.summary, spec.paper)
         console.print(table)
+    if what in ("all", "spaces"):
+        _list_spaces(console)
     if what in ("all", "datasets"):
         from bench.data import load_catalog
 
@@ -631,6 +663,13 @@ def report(
         typer.Option(help="Method the paired tests compare against [default: full, else linear]."),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Draw the figures (PNG and PDF).")] = True,
+    paper_regime: Annotated[
+        str,
+        typer.Option(
+            help="--paper: 'fixed' (the protocol's pinned or default hyperparameters) or "
+            "'tuned' (the configurations `bench run --protocol NAME --tune` selected)."
+        ),
+    ] = "fixed",
     paper: Annotated[
         str | None,
         typer.Option(
@@ -658,6 +697,13 @@ def report(
             from bench.protocols import get_protocol
 
             get_protocol(paper)  # an unknown name fails before anything is written
+            from bench.report import PAPER_REGIMES
+
+            if paper_regime not in PAPER_REGIMES:
+                raise UserError(
+                    f"--paper-regime must be one of {', '.join(PAPER_REGIMES)}, not "
+                    f"{paper_regime!r}"
+                )
         from bench.profile_report import is_profile, profile_frame
 
         only_methods = parse_name_list(methods) if methods else None
@@ -698,10 +744,10 @@ def report(
             for row in frame.itertuples(index=False):
                 table.add_row(*(str(v) for v in row))
             console.print(table)
-    written = write_report(df, out, plots=plots, baseline=base, profiles=profiles)
+    written = write_report(df, out, plots=plots, baseline=base, profiles=profiles, records=chosen)
     if paper is not None:
         # The paper's table reads every record: the protocol picks its own cells.
-        written += write_paper_table(paper, records_frame(loaded.records), out)
+        written += write_paper_table(paper, records_frame(loaded.records), out, paper_regime)
     console.print(
         f"wrote {len(written)} file(s) in {out}/ ({len(df)} record(s)): open {out / 'index.html'}"
     )

@@ -161,6 +161,9 @@ class SealedSplits(Mapping):
             )
         return self._open[key]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._open  # "test" in splits: False, not a raise
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._open)
 

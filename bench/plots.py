@@ -193,7 +193,9 @@ def _fig_params(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | 
         _errorbar(ax, row["trainable_pct"], row, colors[row["method"]])
     higher = pts["metric"].iloc[0] not in _NOT_PERCENT
     score = pts["mean"] if higher else -pts["mean"]
-    front = pts[stats.pareto_front(pts["trainable_pct"], score)].sort_values(["trainable_pct", "mean"])
+    front = pts[stats.pareto_front(pts["trainable_pct"], score)].sort_values(
+        ["trainable_pct", "mean"]
+    )
     ax.plot(
         front["trainable_pct"],
         front["mean"],
@@ -353,4 +355,31 @@ def write_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         if grid["_shots"].nunique() > 1:
             title = f"{dataset} · {backbone}"
             emit("score_vs_shots", title, lambda g=grid, t=title: _fig_shots(g, t, colors))
+    return written
+
+
+def write_budget_plots(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Per block, the best validation score among the first k trials against k, one line per
+    method and budget (split seeds averaged): how much each method gains from its budget."""
+    if curves.empty or curves["best_val"].isna().all():
+        return []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    taken: set[str] = set()
+    curves = curves.assign(line=[f"{m} (budget {b})" for m, b in
+                                 zip(curves["method"], curves["budget"], strict=True)])  # fmt: skip
+    for block, part in curves.groupby("block", sort=True):
+        mean = part.groupby(["line", "k"], sort=True)["best_val"].mean().reset_index()
+        with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
+            fig, ax = plt.subplots(figsize=(6.4, 4.0))
+            sns.lineplot(data=mean, x="k", y="best_val", hue="line", marker="o", ax=ax,
+                         palette="colorblind")  # fmt: skip
+            ax.set_xlabel("trials (budget k)")
+            ax.set_ylabel(f"best validation {part['metric'].iloc[0]} so far")
+            ax.set_title(f"{block}: search budget")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.legend(title=None, fontsize="small")
+            fig.tight_layout()
+        written += _save(fig, out_dir, _unique_stem(f"budget-{stats.slug(block)}", taken))
     return written

@@ -39,11 +39,17 @@ def _memory_mb(mem: dict[str, Any] | None) -> float | None:
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per record (the long frame every table and plot reads); test metrics are
     fractions, NaN where a record has none."""
+    from bench.tuning_report import is_trial, tuned_label
+
     rows = []
     for r in records:
         if r.get("kind") == "profile":  # `bench profile` records: bench.profile_report
             continue
+        if is_trial(r):  # search trials have no test score: bench.tuning_report shows them
+            continue
         cfg = r.get("config", {})
+        tuning = cfg.get("tuning") or {}
+        tuned = tuning.get("role") == "final"
         metrics = r.get("metrics") or {}
         test = metrics.get("test", {})
         cost = r.get("cost") or {}
@@ -55,7 +61,13 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "status": r.get("status"),
                 "error": r.get("error"),
                 "dataset": cfg.get("dataset"),
-                "method": cfg.get("method"),
+                # A tuned method is another row than its fixed-hyperparameter runs everywhere.
+                "method": tuned_label(cfg.get("method"), tuning.get("budget"))
+                if tuned
+                else cfg.get("method"),
+                "method_name": cfg.get("method"),
+                "regime": "tuned" if tuned else "fixed",
+                "budget": tuning.get("budget") if tuned else None,
                 "seed": cfg.get("seed"),
                 "shots": cfg.get("shots"),
                 "split_seed": cfg.get("split_seed", 0),
@@ -167,14 +179,16 @@ def blocks(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(title, display_table(part)) for title, part in summary.groupby("block", sort=False)]
 
 
-def render_markdown(df: pd.DataFrame) -> str:
+def render_markdown(df: pd.DataFrame, records: list[dict[str, Any]] | None = None) -> str:
     from bench.coverage import lines as missing_lines
     from bench.coverage import missing_in_grid
+    from bench.tuning_report import budget_note, tuning_markdown
 
     summary = summarize(df)
     lines = ["# medpeft-bench summary", ""]
+    search = tuning_markdown(records or [])
     if df.empty:
-        return "\n".join([*lines, "No records found.", ""])
+        return "\n".join([*lines, "No records found.", "", *search])
     if bool(df["demo"].any()):
         lines += [f"> **{DEMO_NOTICE}.**", ""]
     for title, table in blocks(summary):
@@ -187,6 +201,10 @@ def render_markdown(df: pd.DataFrame) -> str:
         + ".",
         "",
     ]
+    note = budget_note(df)
+    if note:
+        lines += [note, ""]
+    lines += search
     bad = df[df["status"] != "ok"]
     if len(bad):
         lines += ["## Cells that did not finish", ""]
@@ -200,11 +218,13 @@ def render_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_summary(df: pd.DataFrame, out_dir: Path) -> Path:
+def write_summary(
+    df: pd.DataFrame, out_dir: Path, records: list[dict[str, Any]] | None = None
+) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "summary.md"
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render_markdown(df))
+    tmp.write_text(render_markdown(df, records))
     tmp.replace(path)
     return path
 
@@ -218,15 +238,47 @@ class PaperParts(NamedTuple):
     missing: pd.DataFrame  # bench.coverage.missing_in_protocol
     not_run: str  # "Cells not run yet: N of M"
     other: str  # records of its datasets and methods left out for other settings, or ""
+    regime: str = "fixed"  # whose numbers `ours` shows: PAPER_REGIMES
+    other_regime: str = ""  # records left out for the other regime, or ""
 
 
-def _paper_parts(name: str, long: pd.DataFrame) -> PaperParts:
+# `bench report --paper NAME --paper-regime`: the protocol's fixed hyperparameters (each
+# method's defaults, or the paper's per-dataset rates where the protocol pins them), or the
+# selected configurations of `bench run --protocol NAME --tune`.
+PAPER_REGIMES = ("fixed", "tuned")
+
+
+def _regime_rows(long: pd.DataFrame, regime: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows of `regime`, named by their method so the protocol matches them; the other rows)."""
+    if regime not in PAPER_REGIMES:
+        from bench.errors import UserError
+
+        raise UserError(f"--paper-regime must be one of {', '.join(PAPER_REGIMES)}, not {regime!r}")
+    if long.empty or "regime" not in long:
+        return long, long.iloc[0:0]
+    mine = long["regime"] == regime
+    return long[mine].assign(method=long.loc[mine, "method_name"]), long[~mine]
+
+
+def _paper_parts(name: str, long: pd.DataFrame, regime: str = "fixed") -> PaperParts:
     """The protocol, its formatted table, the cells of its grid with no record, and a note on
-    records of its datasets and methods left out for being run with other settings."""
+    records of its datasets and methods left out for being run with other settings or in the
+    other regime (fixed vs tuned hyperparameters)."""
     from bench.coverage import missing_in_protocol
     from bench.protocols import get_protocol, paper_table, protocol_records
 
     protocol = get_protocol(name)
+    long, elsewhere = _regime_rows(long, regime)
+    other_regime = ""
+    if len(elsewhere):
+        n = int((elsewhere["dataset"].isin(protocol.datasets)
+                 & elsewhere["method_name"].isin(protocol.methods)).sum())  # fmt: skip
+        flip = "tuned" if regime == "fixed" else "fixed"
+        if n:
+            other_regime = (
+                f"{n} record(s) of this protocol's datasets and methods have {flip} "
+                f"hyperparameters and are left out (`--paper-regime {flip}` shows them)."
+            )
     table = paper_table(protocol, long)
     mine = protocol_records(protocol, long)
     missing = missing_in_protocol(protocol, mine)
@@ -245,7 +297,9 @@ def _paper_parts(name: str, long: pd.DataFrame) -> PaperParts:
                 f"(`bench run --protocol {name}` runs exactly these)."
             )
     not_run = f"Cells not run yet: {n_missing} of {_protocol_size(protocol)}"
-    return PaperParts(name, protocol, _paper_shown(table), missing, not_run, other)
+    return PaperParts(
+        name, protocol, _paper_shown(table), missing, not_run, other, regime, other_regime
+    )
 
 
 def _paper_shown(table: pd.DataFrame) -> pd.DataFrame:
@@ -256,10 +310,10 @@ def _paper_shown(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def render_paper_table(name: str, long: pd.DataFrame) -> str:
+def render_paper_table(name: str, long: pd.DataFrame, regime: str = "fixed") -> str:
     """Markdown of a paper's table: published, reproduced and difference per column, then the
     protocol's cells with no record."""
-    return _paper_markdown(_paper_parts(name, long))
+    return _paper_markdown(_paper_parts(name, long, regime))
 
 
 def _paper_markdown(parts: PaperParts) -> str:
@@ -269,9 +323,10 @@ def _paper_markdown(parts: PaperParts) -> str:
     protocol = parts.protocol
     lines = [f"# {protocol.title}", "", f"Metric: {protocol.paper_metric_note}.", ""]
     lines += [parts.shown.to_markdown(index=False, disable_numparse=True), ""]
-    lines += [_paper_legend(protocol), ""]
-    if parts.other:
-        lines += [parts.other, ""]
+    lines += [_paper_legend(protocol, parts.regime), ""]
+    for note in (parts.other, parts.other_regime):
+        if note:
+            lines += [note, ""]
     lines += [f"## {parts.not_run}", ""]
     lines += [f"- {line}" for line in missing_lines(parts.missing)] or [
         "None: the grid is complete."
@@ -281,11 +336,20 @@ def _paper_markdown(parts: PaperParts) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _paper_legend(protocol) -> str:
+REGIME_TEXT = {
+    "fixed": "with fixed hyperparameters (each method's defaults, or the paper's own values "
+    "where the protocol pins them)",
+    "tuned": "with the configuration each method's search selected on validation (`bench run "
+    "--protocol NAME --tune`; the budget is in the records)",
+}
+
+
+def _paper_legend(protocol, regime: str = "fixed") -> str:
     return (
         "`paper`: published; `ours`: mean over seeds and split seeds of this suite's ok "
-        f"records run under the protocol (`{protocol.backbone}`); `diff` = ours - paper; "
-        "`not run`: no record (or, for an average, not every cell it averages)."
+        f"records run under the protocol (`{protocol.backbone}`) {REGIME_TEXT[regime]}; "
+        "`diff` = ours - paper; `not run`: no record (or, for an average, not every cell it "
+        "averages)."
     )
 
 
@@ -295,10 +359,10 @@ def _protocol_size(protocol) -> int:
     return len(protocol.datasets) * shots * splits * len(protocol.methods) * len(protocol.seeds)
 
 
-def render_paper_latex(name: str, long: pd.DataFrame) -> str:
+def render_paper_latex(name: str, long: pd.DataFrame, regime: str = "fixed") -> str:
     """The same table as booktabs LaTeX, one column group (paper, ours, diff) per published
     column."""
-    return _paper_latex(_paper_parts(name, long))
+    return _paper_latex(_paper_parts(name, long, regime))
 
 
 def _paper_latex(parts: PaperParts) -> str:
@@ -307,17 +371,21 @@ def _paper_latex(parts: PaperParts) -> str:
     shown = parts.shown.copy()
     groups = [(c.rsplit(" ", 1)[0], 3) for c in shown.columns[1::3]]
     shown.columns = ["method", *(c.rsplit(" ", 1)[1] for c in shown.columns[1:])]
-    notes = [f"Metric: {parts.protocol.paper_metric_note}.", _paper_legend(parts.protocol)]
-    notes.append(f"{parts.not_run}.")
-    if parts.other:
-        notes.append(parts.other)
+    notes = [
+        f"Metric: {parts.protocol.paper_metric_note}.",
+        _paper_legend(parts.protocol, parts.regime),
+        f"{parts.not_run}.",
+    ]
+    notes += [n for n in (parts.other, parts.other_regime) if n]
     return to_latex(shown, caption=parts.protocol.title, label=f"tab:{parts.name}",
                     footnotes=notes, groups=[("", 1), *groups])  # fmt: skip
 
 
-def write_paper_table(name: str, long: pd.DataFrame, out_dir: Path) -> list[Path]:
+def write_paper_table(
+    name: str, long: pd.DataFrame, out_dir: Path, regime: str = "fixed"
+) -> list[Path]:
     """`paper-NAME.md` and `paper-NAME.tex` in `out_dir`, from one computation of the table."""
-    parts = _paper_parts(name, long)
+    parts = _paper_parts(name, long, regime)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"paper-{name}.md"
     md.write_text(_paper_markdown(parts))
@@ -333,10 +401,12 @@ def write_report(
     plots: bool = True,
     baseline: str | None = None,
     profiles: pd.DataFrame | None = None,
+    records: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Everything `bench report` renders: summary.md, the figures (PNG and PDF) and a
     self-contained index.html showing the tables and figures. Returns the files written.
-    `baseline`: the method the paired tests compare against (default: `choose_baseline`)."""
+    `baseline`: the method the paired tests compare against (default: `choose_baseline`).
+    `records`: the records `df` came from, with search trials (the search section)."""
     from bench.coverage import lines as missing_lines
     from bench.coverage import missing_in_grid
     from bench.html_report import render_html
@@ -344,7 +414,7 @@ def write_report(
     from bench.stats import slug
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [write_summary(df, out_dir)]
+    written = [write_summary(df, out_dir, records)]
     figures = write_plots(df, out_dir / "figures") if plots and not df.empty else []
     written += figures
     pngs = [f for f in figures if f.suffix == ".png"]
@@ -373,6 +443,9 @@ def write_report(
     if missing:
         sections.append({"heading": "Missing cells", "html": "", "figures": [],
                          "notes": [MISSING_NOTE, *missing]})  # fmt: skip
+    search, search_files = _search_section(records or [], out_dir, plots)
+    sections += search
+    written += search_files
     if not df.empty:
         table_sections, table_files = _write_tables(df, out_dir, baseline)
         sections = table_sections + sections
@@ -396,6 +469,36 @@ def write_report(
     return written
 
 
+def _search_section(
+    records: list[dict[str, Any]], out_dir: Path, plots: bool
+) -> tuple[list[dict], list[Path]]:
+    """The HTML section of the hyperparameter search (its table, the best-of-k figures) and the
+    files written for it; nothing without searches."""
+    from bench.plots import write_budget_plots
+    from bench.tuning import TIE_RULE
+    from bench.tuning_report import curve_frame, search_frame, trial_counts
+
+    searches = search_frame(records)
+    if searches.empty:
+        return [], []
+    figures = write_budget_plots(curve_frame(records), out_dir / "figures") if plots else []
+    counts = trial_counts(records)
+    notes = [
+        "Each search tried the first `budget` configurations of its method's space in a "
+        "seeded random order (the whole grid when it is smaller), scored on validation with the "
+        f"test split sealed; {TIE_RULE}. The figure shows the best validation score among the "
+        "first k trials: what a search of budget k would have selected on.",
+        "Trial records: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".",
+    ]
+    section = {
+        "heading": "Hyperparameter search",
+        "html": searches.to_html(index=False, border=0, na_rep="—", float_format="{:.4g}".format),
+        "figures": [f for f in figures if f.suffix == ".png"],
+        "notes": notes,
+    }
+    return [section], figures
+
+
 def _markdown_with_notes(table) -> str:
     """A `tables.Table` as a marked pipe table followed by its footnotes as a list."""
     from bench.tables import to_markdown
@@ -412,13 +515,23 @@ def _write_tables(
     from bench import stats, tables
 
     files: list[Path] = []
+    from bench.tuning_report import budget_note
+
     scores = tables.score_table(df)
     wide = tables.wide_table(scores)
     eff = tables.efficiency_table(df)
     eff_shown = tables.efficiency_display(eff)
+    tuned = budget_note(df)
+    caption = "Test scores (mean ± std over seeds)"
+    if tuned:
+        # The budget belongs in the caption: a tuned row is only comparable at equal budgets.
+        budgets = sorted({int(b) for b in df["budget"].dropna()})
+        caption += "; tuned rows: budget " + ", ".join(map(str, budgets)) + " on validation"
+        wide.footnotes.append(tuned)
+        eff_shown.footnotes.append(tuned)
     outputs = {
         "scores.md": _markdown_with_notes(wide),
-        "scores.tex": tables.to_latex(wide.frame, caption="Test scores (mean ± std over seeds)",
+        "scores.tex": tables.to_latex(wide.frame, caption=caption,
                                       label="tab:scores", ranks=wide.ranks,
                                       footnotes=wide.footnotes),
         "scores.csv": tables.to_csv(scores),
@@ -475,7 +588,11 @@ def choose_baseline(df: pd.DataFrame, wanted: str | None = None) -> str | None:
     of BASELINES present, else None (no tests)."""
     methods = set(df["method"]) if not df.empty else set()
     if wanted is None:
-        return next((m for m in BASELINES if m in methods), None)
+        # A fixed-hyperparameter baseline first, else its tuned rows (a tune-only folder).
+        tuned = {m.split(" (tuned", 1)[0]: m for m in sorted(methods) if " (tuned" in m}
+        return next((m for m in BASELINES if m in methods), None) or next(
+            (tuned[m] for m in BASELINES if m in tuned), None
+        )
     if wanted not in methods:
         from bench.errors import UserError
 

@@ -202,12 +202,19 @@ def search_groups(plan_: Any, req: Any) -> list[Group]:
     tune: TuneRequest = req.tune
     if tune.budget < 1:
         raise UserError(f"--budget must be >= 1, got {tune.budget}")
-    unknown = set(tune.spaces) - {c.method for c in plan_.cells}
-    if unknown:
-        raise UserError(
-            f"--space {sorted(unknown)[0]}.…: not a method of this grid "
-            f"({', '.join(dict.fromkeys(c.method for c in plan_.cells))})"
-        )
+    from methods import get_method
+
+    grid = list(dict.fromkeys(c.method for c in plan_.cells))
+    canonical: dict[str, dict[str, str]] = {}
+    for name, values in tune.spaces.items():
+        try:  # an alias (fpt) names the method it stands for (fpt-plus)
+            method = get_method(name).name
+        except KeyError as exc:
+            raise UserError(f"--space {name}.…: {exc.args[0]}") from None
+        if method not in grid:
+            raise UserError(f"--space {name}.…: not a method of this grid ({', '.join(grid)})")
+        canonical.setdefault(method, {}).update(values)
+    tune.spaces = canonical
     spaces: dict[str, Space] = {}
     groups: list[Group] = []
     seen: set[tuple] = set()
