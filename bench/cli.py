@@ -378,13 +378,6 @@ def _tune(console, the_plan, req, groups, *, dry_run: bool, progress: bool) -> N
             "again to continue"
         )
         raise typer.Exit(130)
-    for label, config in outcome.selected.items():
-        console.print(
-            f"[green]selected[/] {label}: "
-            + ", ".join(
-                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()
-            )
-        )
     for label in outcome.waiting:
         console.print(
             f"[yellow]waiting[/] {label}: some trials failed or run elsewhere; run again to "
@@ -567,8 +560,7 @@ def list_(
                 name,
                 core,
                 spec.optimizer,
-                f"{spec.lr:g}"
-                + (f" x b/{spec.lr_rule.reference_batch}" if spec.lr_rule else ""),
+                f"{spec.lr:g}" + (f" x b/{spec.lr_rule.reference_batch}" if spec.lr_rule else ""),
                 f"{spec.weight_decay:g}",
                 counts[name],
             )

@@ -68,7 +68,21 @@ def _where(cfg: dict[str, Any]) -> str:
 
 def _state(record: dict[str, Any]) -> str:
     status = record.get("status")
-    return "done" if status == "ok" else status if status in STATES else "failed"
+    # a search trial that trained (or diverged: a score of nothing) is a finished cell
+    return "done" if status in ("ok", "trial") else status if status in STATES else "failed"
+
+
+def _method(cfg: dict[str, Any]) -> str:
+    """The method as the report names it: search trials and tuned runs are rows of their own."""
+    from bench.tuning_report import tuned_label
+
+    method = str(cfg.get("method", "?"))
+    tuning = cfg.get("tuning") if isinstance(cfg.get("tuning"), dict) else {}
+    if tuning.get("role") == "trial":
+        return f"{method} (search trials)"
+    if tuning.get("role") == "final":
+        return tuned_label(method, tuning.get("budget"))
+    return method
 
 
 def _running(claim) -> str:
@@ -123,9 +137,7 @@ def summarise(
             state, detail = "running", _running(live[run_id])
         else:
             state, detail = _state(rec), rec.get("error") or ""
-        summary.cells.append(
-            CellState(_block(cfg), str(cfg.get("method", "?")), state, _where(cfg), detail)
-        )
+        summary.cells.append(CellState(_block(cfg), _method(cfg), state, _where(cfg), detail))
     for run_id, claim in live.items():
         if run_id not in records:
             about = (claim.info or {}).get("cell") or {"dataset": run_id}

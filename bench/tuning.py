@@ -349,6 +349,19 @@ def final_annotation(
     }
 
 
+def selected_text(group: Group, chosen: int, records: list[dict[str, Any] | None]) -> str:
+    """'lr=1 (0.125 at batch 32), weight_decay=0.001, prompt_length=5: val accuracy 0.904'."""
+    config, cell = group.configs[chosen], group.trials[chosen]
+    parts = []
+    for key, value in config.items():
+        text = f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+        if key == "lr" and group.space.lr_rule is not None:
+            text += f" ({cell.lr:g} at batch {cell.batch_size})"
+        parts.append(text)
+    trial = (records[chosen] or {}).get("trial") or {}
+    return ", ".join(parts) + f": val {trial.get('metric')} {trial.get('val_primary'):.4f}"
+
+
 @dataclass
 class TuneOutcome:
     trials: Any  # runner.GridOutcome of the search
@@ -390,6 +403,8 @@ def run_tuning(
             outcome.unscored.append(g.label)
             continue
         outcome.selected[g.label] = g.configs[chosen]
+        if console is not None:
+            console.print(f"[green]selected[/] {g.label}: {selected_text(g, chosen, records)}")
         note = final_annotation(g, chosen, records, req.tune)
         for cell in final_cells(g, chosen, req.seeds, req.tune):
             finals.append(cell)

@@ -401,6 +401,11 @@ def test_bench_tune_end_to_end_and_the_report_shows_the_search(tiny_data_root, t
     recs = {r["run_id"]: r for r in load_records(results).records}
     assert sum(r["status"] == "trial" for r in recs.values()) == 2
     assert sum(r["status"] == "ok" for r in recs.values()) == 3  # 2 tuned + 1 fixed
+    status = runner.invoke(app, ["status", "--results", str(results)], env={"COLUMNS": "200"})
+    assert status.exit_code == 0, status.output
+    assert "linear (search trials)" in status.output and "linear (tuned, budget 2)" in status.output
+    line = next(x for x in status.output.splitlines() if "linear (search trials)" in x)
+    assert line.split("trials)")[1].split() == ["2", "0", "0", "0", "0", "2"]  # done, not failed
     rep = invoke("report", "--results", str(results), "--out", str(out))
     assert rep.exit_code == 0, rep.output
     summary = (out / "summary.md").read_text()
