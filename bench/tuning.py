@@ -74,7 +74,10 @@ class Space:
         }
 
     def digest(self) -> str:
-        blob = json.dumps(self.describe(), sort_keys=True, default=str)
+        """Identifies what is searched (not how it is described): it keys the search order and
+        tags the selected runs, so rewording a space's `source` keeps every trial valid."""
+        what = {k: v for k, v in self.describe().items() if k != "source"}
+        blob = json.dumps(what, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def order(self, seed: int) -> list[dict[str, Any]]:

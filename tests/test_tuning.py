@@ -459,3 +459,13 @@ def test_tuning_cells_have_their_own_ids_and_trial_records_are_type_checked():
     assert _wrong_types(rec) is None
     assert _wrong_types({**rec, "trial": {"outcome": 3}}) is not None
     assert _wrong_types({**rec, "config": {**rec["config"], "tuning": "trial"}}) is not None
+
+
+def test_the_search_order_depends_on_the_values_searched_not_their_wording(tiny_data_root,
+                                                                           tmp_path):  # fmt: skip
+    req = request(tiny_data_root, tmp_path, ["lora"])
+    space = resolve_space("lora", req, req.tune)
+    reworded = dataclasses.replace(space, source="reworded")
+    assert reworded.digest() == space.digest() and reworded.order(0) == space.order(0)
+    narrower = dataclasses.replace(space, axes={**space.axes, "rank": (1, 4)})
+    assert narrower.digest() != space.digest()
