@@ -276,18 +276,18 @@ def run(
             launched = run_launcher(req, launch, console=console, progress=progress)
         else:
             the_plan = plan(req, dry_run=dry_run, progress=progress)
-            groups = None
+            search = None
             if req.tune is not None:
-                from bench.tuning import search_groups
+                from bench.tuning import prepare
 
-                groups = search_groups(the_plan, req)  # every space checked before training
+                search = prepare(the_plan, req)  # every space and trial checked before training
     except UserError as exc:
         _fail(str(exc))
     if launch.kind != "local" and not dry_run:
         _launch_summary(console, launched, launch, results)
         return
-    if groups is not None:
-        _tune(console, the_plan, req, groups, dry_run=dry_run, progress=progress)
+    if search is not None:
+        _tune(console, the_plan, req, search, dry_run=dry_run, progress=progress)
         return
     if dry_run:
         _print_grid(console, the_plan, results)
@@ -345,11 +345,11 @@ def _tune_request(tune: bool, budget: int | None, seed: int | None, space: list[
     )
 
 
-def _tune(console, the_plan, req, groups, *, dry_run: bool, progress: bool) -> None:
+def _tune(console, the_plan, req, search, *, dry_run: bool, progress: bool) -> None:
     """`bench tune`: show the search (dry run) or run it, then the selected configurations."""
-    from bench.tuning import TIE_RULE, run_tuning, trial_plan
+    from bench.tuning import TIE_RULE, run_tuning
 
-    tune = req.tune
+    tune, groups = req.tune, search.groups
     for g in groups:
         console.print(
             f"[cyan]search[/] {g.label}: {len(g.trials)} of {g.space.size} configuration(s) "
@@ -358,15 +358,15 @@ def _tune(console, the_plan, req, groups, *, dry_run: bool, progress: bool) -> N
             + (f"; lr x batch/{g.space.lr_rule.reference_batch}" if g.space.lr_rule else "")
         )
     if dry_run:
-        _print_grid(console, trial_plan(the_plan, groups), req.results)
+        _print_grid(console, search.trials, req.results)
         console.print(
             f"then each group's best trial on validation ({TIE_RULE}) runs at seeds "
             f"{', '.join(map(str, req.seeds))}: {len(groups) * len(req.seeds)} cell(s)"
         )
         return
-    for note in the_plan.notes:
+    for note in dict.fromkeys(the_plan.notes + search.notes):
         console.print(f"[cyan]note[/] {note}")
-    outcome = run_tuning(the_plan, req, console=console, progress=progress)
+    outcome = run_tuning(the_plan, req, console=console, progress=progress, search=search)
     trials = outcome.trials
     console.print(
         f"search: {trials.ran} trial(s) run, {trials.skipped} already done"

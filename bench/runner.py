@@ -340,7 +340,7 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
     _check_foreign_files(cells, req.results)
     notes: list[str] = list(missing)
     if not dry_run:
-        notes = _preflight_builds(cells, datasets, source)
+        notes = preflight_builds(cells, datasets, source)
     return Plan(cells=cells, datasets=datasets, source=source, notes=notes,
                 annotations=annotations, data_sizes=sizes)  # fmt: skip
 
@@ -423,7 +423,7 @@ def _check_results_folder(results: Path) -> None:
         raise UserError(f"--results {results} exists and is not a folder")
 
 
-def _preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) -> list[str]:
+def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) -> list[str]:
     """Build each distinct (method, hyperparameters, classes, size) once, so a bad value or a weights
     file that does not fit the architecture fails now rather than cells into the grid. Methods
     that preload frozen features get their disk use estimated and checked; returns notes."""

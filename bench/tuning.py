@@ -288,6 +288,27 @@ def trial_plan(plan_: Any, groups: list[Group]) -> Any:
     )
 
 
+@dataclass
+class Search:
+    """A search ready to run: its groups, the plan of their trials, notes to show first."""
+
+    groups: list[Group]
+    trials: Any  # runner.Plan
+    notes: list[str]
+
+
+def prepare(plan_: Any, req: Any) -> Search:
+    """Resolve every space and list every trial; outside a dry run, also build each distinct
+    trial configuration once, so a value the method refuses (--space lora.rank=0) fails now,
+    before any training, rather than as a failed trial that every rerun retries."""
+    from bench.runner import preflight_builds
+
+    groups = search_groups(plan_, req)
+    trials = trial_plan(plan_, groups)
+    notes = preflight_builds(trials.cells, trials.datasets, plan_.source) if plan_.datasets else []
+    return Search(groups, trials, notes)
+
+
 def score(record: dict[str, Any] | None) -> float | None:
     """A trial's validation score, larger is better; None when it has none."""
     if record is None or record.get("status") != "trial":
@@ -379,7 +400,13 @@ class TuneOutcome:
 
 
 def run_tuning(
-    plan_: Any, req: Any, *, console=None, progress: bool = True, run_cell=None
+    plan_: Any,
+    req: Any,
+    *,
+    console=None,
+    progress: bool = True,
+    run_cell=None,
+    search: Search | None = None,
 ) -> TuneOutcome:
     """Search, select and run the selected configurations. The trials run as a grid of their
     own (claimed, resumable, one record each); a group selects only when every one of its trials
@@ -387,9 +414,9 @@ def run_tuning(
     would have."""
     from bench.runner import run_grid
 
-    groups = search_groups(plan_, req)
-    searched = run_grid(trial_plan(plan_, groups), req, console=console, progress=progress,
-                        run_cell=run_cell)  # fmt: skip
+    search = search or prepare(plan_, req)
+    groups = search.groups
+    searched = run_grid(search.trials, req, console=console, progress=progress, run_cell=run_cell)
     outcome = TuneOutcome(trials=searched)
     if searched.interrupted:
         return outcome

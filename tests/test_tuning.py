@@ -469,3 +469,13 @@ def test_the_search_order_depends_on_the_values_searched_not_their_wording(tiny_
     assert reworded.digest() == space.digest() and reworded.order(0) == space.order(0)
     narrower = dataclasses.replace(space, axes={**space.axes, "rank": (1, 4)})
     assert narrower.digest() != space.digest()
+
+
+def test_a_trial_value_the_method_refuses_fails_before_any_training(tiny_data_root, tmp_path):
+    args = tune_args(tiny_data_root, tmp_path / "r", "--space", "lora.rank=0",
+                     "--space", "lora.lr=1e-3", "--space", "lora.weight_decay=0")  # fmt: skip
+    args[args.index("linear")] = "lora"
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "lora rank must be a positive integer, got 0" in result.output
+    assert not list((tmp_path / "r").glob("*.json"))  # no trial record, failed or otherwise
