@@ -211,6 +211,17 @@ def run(
         int | None,
         typer.Option(help="--tune: seeds the order of the search and trains its trials [0]."),
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="--tune: 'none' (every trial trains all epochs) or 'halving' (successive "
+            "halving: all --budget configurations train a short schedule, the best 1/--eta go on "
+            "to --eta times the epochs, up to the full epochs) [none]."
+        ),
+    ] = None,
+    eta: Annotated[
+        int | None, typer.Option(help="--tune --scheduler halving: keep the best 1/eta [3].")
+    ] = None,
     space: Annotated[
         list[str] | None,
         typer.Option(
@@ -246,7 +257,7 @@ def run(
         from bench.claims import stale_after_s
 
         req.stale_claim_s = stale_after_s()  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
-        req.tune = _tune_request(tune, budget, tune_seed, space)
+        req.tune = _tune_request(tune, budget, tune_seed, space, scheduler, eta)
         if req.tune is not None and launch.kind != "local":
             raise UserError(
                 f"--tune runs with --launcher local for now (the search must finish before the "
@@ -320,16 +331,24 @@ def run(
         raise typer.Exit(130)
 
 
-def _tune_request(tune: bool, budget: int | None, seed: int | None, space: list[str] | None):
+def _tune_request(
+    tune: bool,
+    budget: int | None,
+    seed: int | None,
+    space: list[str] | None,
+    scheduler: str | None = None,
+    eta: int | None = None,
+):
     """The TuneRequest of --tune (or `bench tune`), None without it; the search options given
     without --tune are an error rather than silently ignored."""
     from bench.config import parse_sets
     from bench.errors import UserError
-    from bench.tuning import DEFAULT_BUDGET, TuneRequest
+    from bench.tuning import DEFAULT_BUDGET, SCHEDULERS, TuneRequest
 
+    options = {"--budget": budget, "--tune-seed": seed, "--space": space,
+               "--scheduler": scheduler, "--eta": eta}  # fmt: skip
     if not tune:
-        given = [o for o, v in (("--budget", budget), ("--tune-seed", seed), ("--space", space))
-                 if v]  # fmt: skip
+        given = [name for name, value in options.items() if value is not None]
         if given:
             raise UserError(
                 f"{', '.join(given)} configure the search: add --tune (or use `bench tune`)"
@@ -339,9 +358,16 @@ def _tune_request(tune: bool, budget: int | None, seed: int | None, space: list[
         raise UserError(f"--budget must be >= 1, got {budget}")
     if seed is not None and seed < 0:
         raise UserError(f"--tune-seed must be >= 0, got {seed}")
-    spaces = parse_sets(space or [])
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {scheduler!r}")
+    if eta is not None and (eta < 2 or scheduler != "halving"):
+        raise UserError("--eta must be >= 2, and goes with --scheduler halving")
     return TuneRequest(
-        budget=DEFAULT_BUDGET if budget is None else budget, seed=seed or 0, spaces=spaces
+        budget=DEFAULT_BUDGET if budget is None else budget,
+        seed=seed or 0,
+        spaces=parse_sets(space or []),
+        scheduler=scheduler or "none",
+        eta=3 if eta is None else eta,
     )
 
 
@@ -356,6 +382,11 @@ def _tune(console, the_plan, req, search, *, dry_run: bool, progress: bool) -> N
             f"({g.mode}), budget {tune.budget}, tune seed {tune.seed}; "
             + ", ".join(f"{k} {list(v)}" for k, v in g.space.axes.items())
             + (f"; lr x batch/{g.space.lr_rule.reference_batch}" if g.space.lr_rule else "")
+            + (
+                "; halving: " + " -> ".join(f"{n} x {e} epoch(s)" for e, n in g.rungs)
+                if len(g.rungs) > 1
+                else ""
+            )
         )
     if dry_run:
         _print_grid(console, search.trials, req.results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,15 +68,23 @@ def build_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmu
     from timm.scheduler import CosineLRScheduler
 
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
-    return CosineLRScheduler(
-        optimizer,
-        t_initial=max(total_steps - warmup_steps, 1),
-        lr_min=0.0,
-        warmup_t=warmup_steps,
-        warmup_lr_init=0.0,
-        warmup_prefix=True,
-        t_in_epochs=False,
-    )
+    # A run no longer than its warm-up (a 1-epoch halving rung) leaves one cosine step; timm
+    # warns that such a cosine "has no effect", once per cell. That is the intended schedule.
+    timm_log = logging.getLogger("timm.scheduler.cosine_lr")
+    level = timm_log.level
+    timm_log.setLevel(logging.ERROR)
+    try:
+        return CosineLRScheduler(
+            optimizer,
+            t_initial=max(total_steps - warmup_steps, 1),
+            lr_min=0.0,
+            warmup_t=warmup_steps,
+            warmup_lr_init=0.0,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+    finally:
+        timm_log.setLevel(level)
 
 
 def set_train_mode(model: nn.Module) -> None:

@@ -44,6 +44,30 @@ class TuneRequest:
     seed: int = 0  # shuffles each space and trains the trials
     # method -> axis -> raw comma-separated values (--space METHOD.KEY=a,b,c)
     spaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    scheduler: str = "none"  # SCHEDULERS
+    eta: int = 3  # successive halving: keep the best 1/eta of each rung
+
+
+# none: every trial trains the cell's epochs. halving: successive halving (Jamieson & Talwalkar,
+# AISTATS 2016; Li et al., Hyperband, JMLR 2018): all `budget` configurations train a short
+# schedule, the best 1/eta go on to eta times the epochs, and so on up to the full epochs.
+SCHEDULERS = ("none", "halving")
+
+
+def rungs(configs: int, epochs: int, scheduler: str, eta: int) -> list[tuple[int, int]]:
+    """[(epochs, configurations)] per rung: one rung of `epochs` without a scheduler; with
+    halving, as many rungs as leave at least one configuration and one epoch at the first, the
+    last at the full epochs. rungs(9, 9, "halving", 3) -> [(1, 9), (3, 3), (9, 1)]."""
+    if scheduler == "none":
+        return [(epochs, configs)]
+    levels = 1
+    while configs // eta**levels >= 1 and epochs // eta**levels >= 1:
+        levels += 1
+    out = []
+    for i in range(levels):
+        e = max(1, round(epochs / eta ** (levels - 1 - i)))
+        out.append((e, configs // eta**i))
+    return out
 
 
 @dataclass(frozen=True)
@@ -168,8 +192,15 @@ class Group:
     base: CellConfig  # the untuned cell at the first requested seed
     space: Space
     configs: list[dict[str, Any]]  # the trials' configurations, in trial order
-    trials: list[CellConfig]
+    trials: list[CellConfig]  # at the first rung's epochs
     mode: str  # "grid" (the whole space) or "random" (a seeded sample of it)
+    rungs: list[tuple[int, int]] = field(default_factory=list)  # (epochs, configurations)
+
+    def rung_cell(self, index: int, rung: int) -> CellConfig:
+        """Trial `index` trained at rung `rung`'s epochs (the same configuration)."""
+        if rung == 0:
+            return self.trials[index]
+        return dataclasses.replace(self.trials[index], epochs=self.rungs[rung][0])
 
     @property
     def label(self) -> str:
@@ -205,6 +236,12 @@ def search_groups(plan_: Any, req: Any) -> list[Group]:
     tune: TuneRequest = req.tune
     if tune.budget < 1:
         raise UserError(f"--budget must be >= 1, got {tune.budget}")
+    if tune.scheduler not in SCHEDULERS:
+        raise UserError(
+            f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {tune.scheduler!r}"
+        )
+    if tune.eta < 2:
+        raise UserError(f"--eta must be >= 2 (successive halving keeps 1/eta), got {tune.eta}")
     from methods import get_method
 
     grid = list(dict.fromkeys(c.method for c in plan_.cells))
@@ -230,6 +267,7 @@ def search_groups(plan_: Any, req: Any) -> list[Group]:
             spaces[cell.method] = resolve_space(cell.method, req, tune)
         space = spaces[cell.method]
         configs = space.order(tune.seed)[: tune.budget]
+        steps = rungs(len(configs), cell.epochs, tune.scheduler, tune.eta)
         trials = []
         for config in configs:
             size = cell.img_size
@@ -241,9 +279,10 @@ def search_groups(plan_: Any, req: Any) -> list[Group]:
                     backbone=req.backbone,
                     data_size=plan_.data_sizes.get(cell.dataset),
                 )
-            trials.append(trial_cell(cell, space, config, seed=tune.seed, img_size=size))
+            trial = trial_cell(cell, space, config, seed=tune.seed, img_size=size)
+            trials.append(dataclasses.replace(trial, epochs=steps[0][0]))
         mode = "grid" if len(configs) == space.size else "random"
-        groups.append(Group(cell, space, configs, trials, mode))
+        groups.append(Group(cell, space, configs, trials, mode, steps))
     return groups
 
 
@@ -320,14 +359,19 @@ def score(record: dict[str, Any] | None) -> float | None:
     return float(value) if trial.get("higher_is_better", True) else -float(value)
 
 
+def rank(group: Group, records: list[dict[str, Any] | None]) -> list[int]:
+    """Indices of the scored trials, best first: by validation score, ties by TIE_RULE."""
+    scored = [(i, s) for i, s in enumerate(map(score, records)) if s is not None]
+    trials = group.trials
+    scored.sort(key=lambda t: (-t[1], trials[t[0]].lr, trials[t[0]].weight_decay, t[0]))
+    return [i for i, _ in scored]
+
+
 def select(group: Group, records: list[dict[str, Any] | None]) -> int | None:
     """Index of the selected trial: the best validation score, ties broken by TIE_RULE; None
     when no trial has a score."""
-    scored = [(i, s) for i, s in enumerate(map(score, records)) if s is not None]
-    if not scored:
-        return None
-    trials = group.trials
-    return min(scored, key=lambda t: (-t[1], trials[t[0]].lr, trials[t[0]].weight_decay, t[0]))[0]
+    ranked = rank(group, records)
+    return ranked[0] if ranked else None
 
 
 def final_cells(group: Group, chosen: int, seeds: list[int], tune: TuneRequest) -> list[CellConfig]:
@@ -335,17 +379,23 @@ def final_cells(group: Group, chosen: int, seeds: list[int], tune: TuneRequest) 
     it (a final's run id differs from an untuned run's, and from another budget's)."""
     tag = {"role": "final", "budget": tune.budget, "tune_seed": tune.seed,
            "space": group.space.digest()}  # fmt: skip
-    return [dataclasses.replace(group.trials[chosen], seed=s, tuning=tag) for s in seeds]
+    if tune.scheduler != "none":  # in the id only when used: plain searches keep theirs
+        tag |= {"scheduler": tune.scheduler, "eta": tune.eta}
+    selected = dataclasses.replace(group.trials[chosen], epochs=group.base.epochs)
+    return [dataclasses.replace(selected, seed=s, tuning=tag) for s in seeds]
 
 
 def final_annotation(
-    group: Group, chosen: int, records: list[dict[str, Any] | None], tune: TuneRequest
+    group: Group, chosen: int, by_rung: list[list[dict[str, Any] | None]], tune: TuneRequest
 ) -> dict[str, Any]:
     """What a final record says about the search that chose it: the budget, the space, every
-    trial in order with its validation score, and the selected one."""
+    trial in order with its validation score (at the last rung it reached), the selected one,
+    and, with a scheduler, each rung's epochs and trials."""
     config = group.configs[chosen]
+    records = [next((rung[i] for rung in reversed(by_rung) if rung[i]), None)
+               for i in range(len(group.configs))]  # fmt: skip
     metric = next(((r.get("trial") or {}).get("metric") for r in records if r), None)
-    return {
+    note = {
         "hyperparameters": {
             "regime": "tuned",
             "source": f"search, budget {tune.budget}, selected on validation {metric}",
@@ -371,6 +421,29 @@ def final_annotation(
             ],
         },
     }
+    if tune.scheduler != "none":
+        note["tuning"]["scheduler"] = {
+            "name": tune.scheduler,
+            "eta": tune.eta,
+            "rungs": [
+                {
+                    "epochs": epochs,
+                    "trials": [i for i, r in enumerate(rung) if r is not None],
+                    "val_primary": [_val(r) for r in rung if r is not None],
+                }
+                for (epochs, _), rung in zip(group.rungs, by_rung, strict=False)
+            ],
+        }
+        for entry, cell_records in zip(note["tuning"]["trials"], zip(*by_rung, strict=True),
+                                       strict=True):  # fmt: skip
+            entry["epochs"] = max(
+                (e for (e, _), r in zip(group.rungs, cell_records, strict=False) if r), default=None
+            )
+    return note
+
+
+def _val(record: dict[str, Any] | None) -> float | None:
+    return ((record or {}).get("trial") or {}).get("val_primary")
 
 
 def selected_text(group: Group, chosen: int, records: list[dict[str, Any] | None]) -> str:
@@ -408,38 +481,77 @@ def run_tuning(
     run_cell=None,
     search: Search | None = None,
 ) -> TuneOutcome:
-    """Search, select and run the selected configurations. The trials run as a grid of their
-    own (claimed, resumable, one record each); a group selects only when every one of its trials
-    has finished, so a rerun after a crash or Ctrl-C selects exactly what an uninterrupted run
-    would have."""
-    from bench.runner import run_grid
+    """Search, select and run the selected configurations. Each rung's trials run as a grid of
+    their own (claimed, resumable, one record each); a group moves on (promotes, or selects)
+    only when every one of its trials has finished, so a rerun after a crash or Ctrl-C selects
+    exactly what an uninterrupted run would have."""
+    from bench.runner import GridOutcome, run_grid
 
     search = search or prepare(plan_, req)
     groups = search.groups
-    searched = run_grid(search.trials, req, console=console, progress=progress, run_cell=run_cell)
-    outcome = TuneOutcome(trials=searched)
-    if searched.interrupted:
-        return outcome
-    by_id = {r["run_id"]: r for r in searched.records}
+    outcome = TuneOutcome(trials=GridOutcome(records=[], ran=0, skipped=0))
+    alive = {id(g): list(range(len(g.configs))) for g in groups}
+    by_rung: dict[int, list[list[dict[str, Any] | None]]] = {id(g): [] for g in groups}
+    chosen: dict[int, int] = {}
+    active = list(groups)
+    for r in range(max((len(g.rungs) for g in groups), default=0)):
+        todo = [g for g in active if r < len(g.rungs)]
+        if not todo:
+            break
+        cells = [g.rung_cell(i, r) for g in todo for i in alive[id(g)]]
+        annotations = {
+            g.rung_cell(i, r).run_id: trial_annotation(g, g.configs[i], g.rung_cell(i, r))
+            for g in todo
+            for i in alive[id(g)]
+        }
+        rung_plan = dataclasses.replace(search.trials, cells=cells, annotations=annotations)
+        done = run_grid(rung_plan, req, console=console, progress=progress, run_cell=run_cell)
+        _merge(outcome.trials, done)
+        if done.interrupted:
+            return outcome
+        by_id = {rec["run_id"]: rec for rec in done.records}
+        for g in todo:
+            records = [by_id.get(g.rung_cell(i, r).run_id) if i in alive[id(g)] else None
+                       for i in range(len(g.configs))]  # fmt: skip
+            if any(
+                records[i] is None or records[i].get("status") == "failed" for i in alive[id(g)]
+            ):
+                outcome.waiting.append(g.label)
+                active.remove(g)
+                continue
+            by_rung[id(g)].append(records)
+            ranked = rank(g, records)
+            if not ranked:
+                outcome.unscored.append(g.label)
+                active.remove(g)
+            elif r == len(g.rungs) - 1:
+                chosen[id(g)] = ranked[0]
+            else:  # successive halving: the best 1/eta go on to the next rung
+                alive[id(g)] = sorted(ranked[: g.rungs[r + 1][1]])
     finals: list[CellConfig] = []
-    annotations: dict[str, dict[str, Any]] = {}
+    annotations = {}
     for g in groups:
-        records = [by_id.get(c.run_id) for c in g.trials]
-        if any(r is None or r.get("status") == "failed" for r in records):
-            outcome.waiting.append(g.label)
+        if id(g) not in chosen:
             continue
-        chosen = select(g, records)
-        if chosen is None:
-            outcome.unscored.append(g.label)
-            continue
-        outcome.selected[g.label] = g.configs[chosen]
+        best = chosen[id(g)]
+        outcome.selected[g.label] = g.configs[best]
         if console is not None:
-            console.print(f"[green]selected[/] {g.label}: {selected_text(g, chosen, records)}")
-        note = final_annotation(g, chosen, records, req.tune)
-        for cell in final_cells(g, chosen, req.seeds, req.tune):
+            last = by_rung[id(g)][-1]
+            console.print(f"[green]selected[/] {g.label}: {selected_text(g, best, last)}")
+        note = final_annotation(g, best, by_rung[id(g)], req.tune)
+        for cell in final_cells(g, best, req.seeds, req.tune):
             finals.append(cell)
             annotations[cell.run_id] = note
     final_plan = dataclasses.replace(plan_, cells=finals, notes=[], annotations=annotations)
     outcome.finals = run_grid(final_plan, req, console=console, progress=progress,
                               run_cell=run_cell)  # fmt: skip
     return outcome
+
+
+def _merge(total: Any, part: Any) -> None:
+    """Add one rung's GridOutcome to the search's."""
+    total.records += part.records
+    total.ran += part.ran
+    total.skipped += part.skipped
+    total.busy += part.busy
+    total.interrupted = total.interrupted or part.interrupted

@@ -75,7 +75,8 @@ def search_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "method": cfg.get("method"),
                 "split_seed": cfg.get("split_seed", 0),
                 "budget": t.get("budget"),
-                "mode": t.get("mode"),
+                "mode": t.get("mode")
+                + (" + halving" if (t.get("scheduler") or {}).get("name") == "halving" else ""),
                 "space": space.get("size"),
                 "scored": sum(s is not None for s in scores),
                 "trials": len(trials),
@@ -95,6 +96,8 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     k selects on, since a smaller budget tries a prefix of a larger one's trials."""
     rows = []
     for cfg, t in _searches(records):
+        if t.get("scheduler"):
+            continue  # trials stopped at different rungs: their scores are not comparable
         metric = str(t.get("selected_by", "")).replace("validation ", "")
         sign = -1.0 if metric in ("ece", "nll") else 1.0
         best = -np.inf

@@ -479,3 +479,73 @@ def test_a_trial_value_the_method_refuses_fails_before_any_training(tiny_data_ro
     assert result.exit_code == 2, result.output
     assert "lora rank must be a positive integer, got 0" in result.output
     assert not list((tmp_path / "r").glob("*.json"))  # no trial record, failed or otherwise
+
+
+# ------------------------------------------------------------------------ successive halving
+
+
+def test_halving_rungs():
+    from bench.tuning import rungs
+
+    assert rungs(9, 9, "none", 3) == [(9, 9)]
+    assert rungs(9, 9, "halving", 3) == [(1, 9), (3, 3), (9, 1)]
+    assert rungs(8, 10, "halving", 3) == [(3, 8), (10, 2)]
+    assert rungs(8, 10, "halving", 2) == [(1, 8), (2, 4), (5, 2), (10, 1)]
+    assert rungs(9, 2, "halving", 3) == [(2, 9)]  # too few epochs to halve: one rung
+    assert rungs(1, 9, "halving", 3) == [(9, 1)]
+
+
+def test_halving_promotes_the_best_third_and_selects_at_the_full_epochs(tiny_data_root, tmp_path):
+    # 9 learning rates; at short schedules the largest looks best, at the full one 1e-2 wins
+    lrs = "1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1,3e-1,1"
+    spaces = {"linear": {"lr": lrs, "weight_decay": "1e-3"}}
+
+    def val(cell):
+        return planted(1.0 if cell.epochs < 9 else 1e-2)(cell) + 0.001 * cell.epochs
+
+    calls: list[CellConfig] = []
+    req = request(tiny_data_root, tmp_path / "r", ["linear"], budget=9, spaces=spaces, epochs=9)
+    req.tune.scheduler = "halving"
+    out = run_tuning(plan(req, progress=False), req, progress=False,
+                     run_cell=fake_cell(val, calls=calls))  # fmt: skip
+    trials = [c for c in calls if c.role == "trial"]
+    assert [c.epochs for c in trials] == [1] * 9 + [3] * 3 + [9]  # the budget: 9 configurations
+    assert sorted(c.lr for c in trials if c.epochs == 3) == [0.1, 0.3, 1.0]  # the best third
+    # only the best of rung 1 reaches the last rung: halving's known trade-off, 1e-2 (best at
+    # the full schedule) was cut at rung 0; the final trains the survivor's full epochs
+    (final,) = out.finals.records
+    assert final["config"]["lr"] == 1.0 and final["config"]["epochs"] == 9
+    assert final["config"]["tuning"]["scheduler"] == "halving"
+    sched = final["tuning"]["scheduler"]
+    assert [r["epochs"] for r in sched["rungs"]] == [1, 3, 9]
+    assert [len(r["trials"]) for r in sched["rungs"]] == [9, 3, 1]
+    assert sorted(t["epochs"] for t in final["tuning"]["trials"]) == [1] * 6 + [3] * 2 + [9]
+    # a rerun repeats nothing; a kill in the middle rung resumes from there
+    again: list[CellConfig] = []
+    run_tuning(plan(req, progress=False), req, progress=False, run_cell=fake_cell(val, calls=again))
+    assert again == []
+    killed: list[CellConfig] = []
+    req2 = request(tiny_data_root, tmp_path / "r2", ["linear"], budget=9, spaces=spaces, epochs=9)
+    req2.tune.scheduler = "halving"
+    out = run_tuning(plan(req2, progress=False), req2, progress=False,
+                     run_cell=fake_cell(val, calls=killed, stop_after=10))  # fmt: skip
+    assert out.interrupted and len(killed) == 11  # 9 at rung 0, 1 at rung 1, the 11th stopped
+    rest: list[CellConfig] = []
+    out = run_tuning(plan(req2, progress=False), req2, progress=False,
+                     run_cell=fake_cell(val, calls=rest))  # fmt: skip
+    assert [c.epochs for c in rest] == [3, 3, 9, 9]  # 2 left at rung 1, the last rung, the final
+    assert out.finals.records[0]["run_id"] == final["run_id"]
+
+
+def test_halving_options_need_tune_and_sane_values(tiny_data_root, tmp_path):
+    args = tune_args(tiny_data_root, tmp_path, "--scheduler", "asha")
+    assert "--scheduler must be one of none, halving" in invoke(*args).output
+    args = tune_args(tiny_data_root, tmp_path, "--eta", "3")
+    assert "goes with --scheduler halving" in invoke(*args).output
+    args = tune_args(tiny_data_root, tmp_path, "--scheduler", "halving", "--eta", "1")
+    assert "--eta must be >= 2" in invoke(*args).output
+    args = tune_args(tiny_data_root, tmp_path, "--scheduler", "halving", "--budget", "9",
+                     "--epochs", "9", "--dry-run")  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "halving: 9 x 1 epoch(s) -> 3 x 3 epoch(s) -> 1 x 9 epoch(s)" in result.output
