@@ -94,10 +94,18 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Best validation score among the first k trials, k = 1..budget, per search; a diverged
     trial scores nothing and leaves the best so far unchanged. Exactly what a search with budget
     k selects on, since a smaller budget tries a prefix of a larger one's trials."""
-    rows = []
+    # A smaller budget's trials are the first of a larger one's (same seed and space): only
+    # the largest budget of each search is drawn, its prefix is the smaller one's curve.
+    largest: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for cfg, t in _searches(records):
         if t.get("scheduler"):
             continue  # trials stopped at different rungs: their scores are not comparable
+        key = json_key([_block(cfg), cfg.get("method"), cfg.get("split_seed", 0),
+                        t.get("tune_seed"), t.get("space")])  # fmt: skip
+        if key not in largest or (t.get("budget") or 0) > (largest[key][1].get("budget") or 0):
+            largest[key] = (cfg, t)
+    rows = []
+    for cfg, t in largest.values():
         metric = str(t.get("selected_by", "")).replace("validation ", "")
         sign = -1.0 if metric in ("ece", "nll") else 1.0
         best = -np.inf

@@ -549,3 +549,22 @@ def test_halving_options_need_tune_and_sane_values(tiny_data_root, tmp_path):
     result = runner.invoke(app, args, env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     assert "halving: 9 x 1 epoch(s) -> 3 x 3 epoch(s) -> 1 x 9 epoch(s)" in result.output
+
+
+def test_the_budget_curve_is_the_best_so_far_of_the_largest_search():
+    from bench.tuning_report import curve_frame
+
+    def final(budget, vals, seed=0):
+        trials = [{"run_id": f"t{i}", "config": {"lr": i}, "outcome": "ok" if v else "diverged",
+                   "val_primary": v} for i, v in enumerate(vals)]  # fmt: skip
+        cfg = {"method": "vpt", "dataset": "demo", "backbone": "b", "pretrained": True,
+               "seed": seed, "split_seed": 0,
+               "tuning": {"role": "final", "budget": budget, "tune_seed": 0, "space": "s"}}  # fmt: skip
+        return {"run_id": f"f{budget}-{seed}", "status": "ok", "config": cfg,
+                "tuning": {"budget": budget, "tune_seed": 0, "space": {"size": 9},
+                           "selected_by": "validation accuracy", "trials": trials}}  # fmt: skip
+
+    vals = [0.5, None, 0.7, 0.6, 0.9]
+    curves = curve_frame([final(3, vals[:3]), final(5, vals), final(5, vals, seed=1)])
+    assert curves["budget"].unique().tolist() == [5]  # budget 3 is budget 5's prefix
+    assert curves["best_val"].tolist() == [50.0, 50.0, 70.0, 70.0, 90.0]
