@@ -343,7 +343,7 @@ def _tune_request(
     without --tune are an error rather than silently ignored."""
     from bench.config import parse_sets
     from bench.errors import UserError
-    from bench.tuning import DEFAULT_BUDGET, SCHEDULERS, TuneRequest
+    from bench.tuning import DEFAULT_BUDGET, TuneRequest
 
     options = {"--budget": budget, "--tune-seed": seed, "--space": space,
                "--scheduler": scheduler, "--eta": eta}  # fmt: skip
@@ -354,14 +354,9 @@ def _tune_request(
                 f"{', '.join(given)} configure the search: add --tune (or use `bench tune`)"
             )
         return None
-    if budget is not None and budget < 1:
-        raise UserError(f"--budget must be >= 1, got {budget}")
-    if seed is not None and seed < 0:
-        raise UserError(f"--tune-seed must be >= 0, got {seed}")
-    if scheduler is not None and scheduler not in SCHEDULERS:
-        raise UserError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {scheduler!r}")
-    if eta is not None and (eta < 2 or scheduler != "halving"):
-        raise UserError("--eta must be >= 2, and goes with --scheduler halving")
+    if eta is not None and scheduler != "halving":
+        raise UserError("--eta goes with --scheduler halving")
+    # TuneRequest checks the values themselves
     return TuneRequest(
         budget=DEFAULT_BUDGET if budget is None else budget,
         seed=seed or 0,
@@ -525,8 +520,6 @@ app.command(
 
 def _list_spaces(console) -> None:
     """`bench list spaces`: what `bench tune` searches for each method."""
-    import math
-
     from methods import get_method, list_methods
 
     table = _table(
@@ -539,11 +532,10 @@ def _list_spaces(console) -> None:
         for optimizer, space in spec.search.items():
             rule = f" x batch/{space.lr_rule.reference_batch}" if space.lr_rule else ""
             knobs = "; ".join(f"{k} {list(v)}" for k, v in space.hparams.items()) or "-"
-            size = math.prod(len(v) for v in space.axes().values())
             table.add_row(
                 name,
                 optimizer + (" (default)" if optimizer == spec.optimizer else ""),
-                str(size),
+                str(space.size),
                 ", ".join(f"{v:g}" for v in space.lr) + rule,
                 ", ".join(f"{v:g}" for v in space.weight_decay),
                 knobs,

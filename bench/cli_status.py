@@ -72,19 +72,6 @@ def _state(record: dict[str, Any]) -> str:
     return "done" if status in ("ok", "trial") else status if status in STATES else "failed"
 
 
-def _method(cfg: dict[str, Any]) -> str:
-    """The method as the report names it: search trials and tuned runs are rows of their own."""
-    from bench.tuning_report import tuned_label
-
-    method = str(cfg.get("method", "?"))
-    tuning = cfg.get("tuning") if isinstance(cfg.get("tuning"), dict) else {}
-    if tuning.get("role") == "trial":
-        return f"{method} (search trials)"
-    if tuning.get("role") == "final":
-        return tuned_label(method, tuning.get("budget"))
-    return method
-
-
 def _running(claim) -> str:
     info = claim.info or {}
     return (
@@ -101,6 +88,7 @@ def summarise(
     from bench.claims import current_claims
     from bench.profile_report import is_profile
     from bench.records import load_records, record_path
+    from bench.tuning_report import row_name
 
     loaded = load_records(results)
     records = {r["run_id"]: r for r in loaded.records if not is_profile(r)}
@@ -137,7 +125,7 @@ def summarise(
             state, detail = "running", _running(live[run_id])
         else:
             state, detail = _state(rec), rec.get("error") or ""
-        summary.cells.append(CellState(_block(cfg), _method(cfg), state, _where(cfg), detail))
+        summary.cells.append(CellState(_block(cfg), row_name(cfg), state, _where(cfg), detail))
     for run_id, claim in live.items():
         if run_id not in records:
             about = (claim.info or {}).get("cell") or {"dataset": run_id}

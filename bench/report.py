@@ -39,7 +39,7 @@ def _memory_mb(mem: dict[str, Any] | None) -> float | None:
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per record (the long frame every table and plot reads); test metrics are
     fractions, NaN where a record has none."""
-    from bench.tuning_report import is_trial, tuned_label
+    from bench.tuning_report import is_trial, role, row_name
 
     rows = []
     for r in records:
@@ -48,8 +48,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         if is_trial(r):  # search trials have no test score: bench.tuning_report shows them
             continue
         cfg = r.get("config", {})
-        tuning = cfg.get("tuning") or {}
-        tuned = tuning.get("role") == "final"
+        tuned = role(cfg) == "final"
         metrics = r.get("metrics") or {}
         test = metrics.get("test", {})
         cost = r.get("cost") or {}
@@ -62,12 +61,10 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "error": r.get("error"),
                 "dataset": cfg.get("dataset"),
                 # A tuned method is another row than its fixed-hyperparameter runs everywhere.
-                "method": tuned_label(cfg.get("method"), tuning.get("budget"))
-                if tuned
-                else cfg.get("method"),
+                "method": row_name(cfg) if tuned else cfg.get("method"),
                 "method_name": cfg.get("method"),
                 "regime": "tuned" if tuned else "fixed",
-                "budget": tuning.get("budget") if tuned else None,
+                "budget": cfg["tuning"].get("budget") if tuned else None,
                 "seed": cfg.get("seed"),
                 "shots": cfg.get("shots"),
                 "split_seed": cfg.get("split_seed", 0),
@@ -515,7 +512,7 @@ def _write_tables(
     from bench import stats, tables
 
     files: list[Path] = []
-    from bench.tuning_report import budget_note
+    from bench.tuning_report import budget_note, tuned_budgets
 
     scores = tables.score_table(df)
     wide = tables.wide_table(scores)
@@ -525,8 +522,9 @@ def _write_tables(
     caption = "Test scores (mean ± std over seeds)"
     if tuned:
         # The budget belongs in the caption: a tuned row is only comparable at equal budgets.
-        budgets = sorted({int(b) for b in df["budget"].dropna()})
-        caption += "; tuned rows: budget " + ", ".join(map(str, budgets)) + " on validation"
+        caption += (
+            "; tuned rows: budget " + ", ".join(map(str, tuned_budgets(df))) + " on validation"
+        )
         wide.footnotes.append(tuned)
         eff_shown.footnotes.append(tuned)
     outputs = {

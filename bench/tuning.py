@@ -47,6 +47,19 @@ class TuneRequest:
     scheduler: str = "none"  # SCHEDULERS
     eta: int = 3  # successive halving: keep the best 1/eta of each rung
 
+    def __post_init__(self) -> None:
+        """Bad values fail here, as the command line builds the request, before any data loads."""
+        if self.budget < 1:
+            raise UserError(f"--budget must be >= 1, got {self.budget}")
+        if self.seed < 0:
+            raise UserError(f"--tune-seed must be >= 0, got {self.seed}")
+        if self.scheduler not in SCHEDULERS:
+            raise UserError(
+                f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {self.scheduler!r}"
+            )
+        if self.eta < 2:
+            raise UserError(f"--eta must be >= 2 (successive halving keeps 1/eta), got {self.eta}")
+
 
 # none: every trial trains the cell's epochs. halving: successive halving (Jamieson & Talwalkar,
 # AISTATS 2016; Li et al., Hyperband, JMLR 2018): all `budget` configurations train a short
@@ -210,10 +223,16 @@ class Group:
 
 
 def trial_cell(
-    base: CellConfig, space: Space, config: dict[str, Any], *, seed: int, img_size: int
+    base: CellConfig,
+    space: Space,
+    config: dict[str, Any],
+    *,
+    seed: int,
+    img_size: int,
+    epochs: int,
 ) -> CellConfig:
     """The cell that trains `config` as a trial: the group's cell with the searched values, the
-    learning rate scaled by the space's rule, at the tune seed."""
+    learning rate scaled by the space's rule, at the tune seed, for the first rung's epochs."""
     lr = config.get("lr", base.lr)
     if "lr" in config and space.lr_rule is not None:
         lr = space.lr_rule.scale(lr, base.batch_size)
@@ -225,6 +244,7 @@ def trial_cell(
         weight_decay=float(config.get("weight_decay", base.weight_decay)),
         hparams=hparams,
         img_size=img_size,
+        epochs=epochs,
         tuning={"role": "trial"},
     )
 
@@ -234,14 +254,6 @@ def search_groups(plan_: Any, req: Any) -> list[Group]:
     from bench.backbones import method_img_size
 
     tune: TuneRequest = req.tune
-    if tune.budget < 1:
-        raise UserError(f"--budget must be >= 1, got {tune.budget}")
-    if tune.scheduler not in SCHEDULERS:
-        raise UserError(
-            f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {tune.scheduler!r}"
-        )
-    if tune.eta < 2:
-        raise UserError(f"--eta must be >= 2 (successive halving keeps 1/eta), got {tune.eta}")
     from methods import get_method
 
     grid = list(dict.fromkeys(c.method for c in plan_.cells))
@@ -279,8 +291,9 @@ def search_groups(plan_: Any, req: Any) -> list[Group]:
                     backbone=req.backbone,
                     data_size=plan_.data_sizes.get(cell.dataset),
                 )
-            trial = trial_cell(cell, space, config, seed=tune.seed, img_size=size)
-            trials.append(dataclasses.replace(trial, epochs=steps[0][0]))
+            trials.append(
+                trial_cell(cell, space, config, seed=tune.seed, img_size=size, epochs=steps[0][0])
+            )
         mode = "grid" if len(configs) == space.size else "random"
         groups.append(Group(cell, space, configs, trials, mode, steps))
     return groups
@@ -311,16 +324,25 @@ def _lr_entry(group: Group, config: dict[str, Any], cell: CellConfig) -> dict[st
     )
 
 
-def trial_plan(plan_: Any, groups: list[Group]) -> Any:
-    """The search's plan: every group's trials, on datasets whose test split is sealed."""
-    annotations = {
-        cell.run_id: trial_annotation(g, config, cell)
+def trial_plan(
+    plan_: Any, groups: list[Group], rung: int = 0, alive: dict[int, list[int]] | None = None
+) -> Any:
+    """The plan of one rung of the search (the first: every trial): the trials of each group
+    still `alive` there (by index; all without `alive`), on datasets whose test split is sealed."""
+    picked = [
+        (g, i)
         for g in groups
-        for config, cell in zip(g.configs, g.trials, strict=True)
+        if rung < len(g.rungs)
+        for i in (alive[id(g)] if alive is not None else range(len(g.configs)))
+    ]
+    cells = [g.rung_cell(i, rung) for g, i in picked]
+    annotations = {
+        cell.run_id: trial_annotation(g, g.configs[i], cell)
+        for (g, i), cell in zip(picked, cells, strict=True)
     }
     return dataclasses.replace(
         plan_,
-        cells=[c for g in groups for c in g.trials],
+        cells=cells,
         datasets={k: d.sealed() for k, d in plan_.datasets.items()},
         notes=[],
         annotations=annotations,
@@ -498,13 +520,7 @@ def run_tuning(
         todo = [g for g in active if r < len(g.rungs)]
         if not todo:
             break
-        cells = [g.rung_cell(i, r) for g in todo for i in alive[id(g)]]
-        annotations = {
-            g.rung_cell(i, r).run_id: trial_annotation(g, g.configs[i], g.rung_cell(i, r))
-            for g in todo
-            for i in alive[id(g)]
-        }
-        rung_plan = dataclasses.replace(search.trials, cells=cells, annotations=annotations)
+        rung_plan = search.trials if r == 0 else trial_plan(plan_, todo, r, alive)
         done = run_grid(rung_plan, req, console=console, progress=progress, run_cell=run_cell)
         _merge(outcome.trials, done)
         if done.interrupted:

@@ -7,6 +7,7 @@ order, with their validation scores); trial records are counted by outcome.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,26 @@ def tuned_label(method: str, budget: Any) -> str:
     return f"{method} (tuned, budget {budget})"
 
 
+def role(cfg: dict[str, Any]) -> str | None:
+    """'trial' or 'final' for a record's config from a search, None otherwise
+    (`CellConfig.role` for a config read back from JSON)."""
+    tuning = cfg.get("tuning")
+    return tuning.get("role") if isinstance(tuning, dict) else None
+
+
+def row_name(cfg: dict[str, Any]) -> str:
+    """The method as tables and `bench status` name it: a search's trials and its tuned runs are
+    rows of their own beside the method's fixed-hyperparameter runs."""
+    method = str(cfg.get("method", "?"))
+    if role(cfg) == "trial":
+        return f"{method} (search trials)"
+    if role(cfg) == "final":
+        return tuned_label(method, cfg["tuning"].get("budget"))
+    return method
+
+
 def is_trial(record: dict[str, Any]) -> bool:
-    return ((record.get("config") or {}).get("tuning") or {}).get("role") == "trial"
+    return role(record.get("config") or {}) == "trial"
 
 
 def _searches(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -30,7 +49,7 @@ def _searches(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[
     for r in records:
         cfg = r.get("config") or {}
         tuning = r.get("tuning")
-        if (cfg.get("tuning") or {}).get("role") != "final" or not isinstance(tuning, dict):
+        if role(cfg) != "final" or not isinstance(tuning, dict):
             continue
         key = (cfg.get("dataset"), cfg.get("shots"), cfg.get("split_seed"), cfg.get("backbone"),
                cfg.get("pretrained"), cfg.get("method"), json_key(cfg["tuning"]))  # fmt: skip
@@ -39,8 +58,6 @@ def _searches(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[
 
 
 def json_key(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -137,12 +154,19 @@ def trial_counts(records: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def tuned_budgets(df: pd.DataFrame) -> list[int]:
+    """The budgets of the tuned rows of a records frame, ascending ([] when none is tuned)."""
+    if df.empty or "regime" not in df:
+        return []
+    return sorted({int(b) for b in df.loc[df["regime"] == "tuned", "budget"].dropna()})
+
+
 def budget_note(df: pd.DataFrame) -> str | None:
     """The caption statement for tables with tuned rows: the budget(s), how they were selected,
     and what the other rows are. None when no row is tuned."""
-    if df.empty or "regime" not in df or not (df["regime"] == "tuned").any():
+    budgets = tuned_budgets(df)
+    if not budgets:
         return None
-    budgets = sorted({int(b) for b in df.loc[df["regime"] == "tuned", "budget"].dropna()})
     same = f"budget {budgets[0]}" if len(budgets) == 1 else f"budgets {budgets}"
     return (
         f"Rows marked (tuned, budget N): each method tried N configurations of its declared "

@@ -8,6 +8,7 @@ returned module is the single record of what trains.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,11 @@ class SearchSpace:
 
     def axes(self) -> dict[str, tuple[Any, ...]]:
         return {"lr": tuple(self.lr), "weight_decay": tuple(self.weight_decay), **self.hparams}
+
+    @property
+    def size(self) -> int:
+        """Configurations in the space: the product of the grids."""
+        return math.prod(len(v) for v in self.axes().values())
 
 
 @dataclass(frozen=True)
