@@ -8,12 +8,13 @@ data has none (never from test), and the few-shot view of a split seed (`few_sho
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -32,6 +33,12 @@ TASKS = ("multiclass", "binary", "multilabel", "ordinal")
 FORMATS = ("demo", "medmnist-npz", "imagefolder", "csv", "split-list")
 SPLITS = ("train", "val", "test")
 MEDMNIST_SIZES = (28, 64, 128, 224)
+# A card's largest image side: each image is held in memory at image_size x image_size (4096 px
+# RGB is 48 MiB an image); a larger value is a typo, not a dataset this suite can train on.
+MAX_IMAGE_SIZE = 4096
+# A card's name starts its records' file names (`<name>-<method>-s<seed>-<hash>.json`), which
+# the file system caps at 255 bytes.
+MAX_CARD_NAME = 100
 # The metrics `bench.metrics.compute_metrics` returns per task; a card's primary metric is one.
 TASK_METRICS = {
     "multiclass": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece", "nll"),
@@ -50,6 +57,19 @@ READER_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "split-list": ("images", "files", "shot_files"),
 }  # fmt: skip
+# The TOML type of each [reader] key; the tables' entries are checked by `_check_reader`.
+_READER_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("manifest", "image_column", "label_column", "split_column", "image_dir",
+                     "image_suffix", "images"), (str,)),
+    "onehot": (bool,),
+    "ignore_columns": (list,),
+    **dict.fromkeys(("splits", "files", "shot_files"), (dict,)),
+}  # fmt: skip
+# The keys of a per-split CSV table, [reader.splits.<split>], and of a [medmnist] table.
+_CSV_SPLIT_TYPES: dict[str, tuple[type, ...]] = {"manifest": (str,), "images": (str,)}
+_MEDMNIST_TYPES: dict[str, tuple[type, ...]] = {
+    "flag": (str,), "sizes": (list,), "n_channels": (int,), "n_samples": (dict,),
+}  # fmt: skip
 # The carved validation split is a property of the dataset, not of a run: one fixed seed.
 VAL_SEED = 0
 DEMO_NOTICE = "DEMO: synthetic images and a suite-pretrained backbone; not a medical result"
@@ -67,6 +87,7 @@ class DatasetCard:
     format: str
     primary_metric: str
     classes: tuple[str, ...]
+    description: str = ""
     modality: str = ""
     layout: str = ""
     source: str = ""
@@ -83,7 +104,6 @@ class DatasetCard:
     reader: dict[str, Any] = field(default_factory=dict)
     medmnist: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def multilabel(self) -> bool:
@@ -197,14 +217,17 @@ def parse_card(path: Path) -> DatasetCard:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"dataset card {path}: {exc}") from None
-    known = DatasetCard.__dataclass_fields__.keys() - {"extra", "path"}
-    fields = {k: v for k, v in raw.items() if k in known}
     missing = [k for k in ("name", "title", "task", "format", "primary_metric") if k not in raw]
     if missing:
         raise UserError(f"dataset card {path}: missing key(s) {missing}")
-    _check_types(path, fields)
-    fields["classes"] = tuple(str(c) for c in fields.get("classes", ()))
-    card = DatasetCard(**fields, path=path, extra={k: v for k, v in raw.items() if k not in known})
+    where = f"dataset card {path}"
+    _check_known(where, "", raw, list(_CARD_TYPES))
+    _check_types(where, "", raw, _CARD_TYPES)
+    _check_known(where, "[medmnist] ", raw.get("medmnist", {}), list(_MEDMNIST_TYPES))
+    _check_types(where, "[medmnist] ", raw.get("medmnist", {}), _MEDMNIST_TYPES)
+    _check_values(path, raw)
+    fields = dict(raw, classes=tuple(str(c) for c in raw.get("classes", ())))
+    card = DatasetCard(**fields, path=path)
     if card.name == "demo":
         from bench.demo import DEMO_CLASSES
 
@@ -213,10 +236,11 @@ def parse_card(path: Path) -> DatasetCard:
     return card
 
 
-# The TOML type each card key must have (int where a float is expected is fine).
+# The TOML type each card key must have (int where a float is expected is fine); the card's keys.
 _CARD_TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("name", "title", "task", "format", "primary_metric", "modality", "layout",
-                     "source", "license", "citation", "notes", "file", "subdir"), (str,)),
+    **dict.fromkeys(("name", "title", "task", "format", "primary_metric", "description",
+                     "modality", "layout", "source", "license", "citation", "notes", "file",
+                     "subdir"), (str,)),
     "classes": (list,),
     "synthetic": (bool,),
     "epochs": (int,),
@@ -232,22 +256,54 @@ _TYPE_WORDS = {(str,): "a string", (list,): "a list", (bool,): "true or false",
                (int,): "a whole number", (float, int): "a number", (dict,): "a table"}  # fmt: skip
 
 
-def _check_types(path: Path, fields: dict[str, Any]) -> None:
+def _check_known(
+    where: str, table: str, values: dict[str, Any], valid: Sequence[str], owner: str = ""
+) -> None:
+    """Refuse a key the suite does not read (a misspelt one would silently leave its default),
+    naming the closest valid key."""
+    for key in values:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(valid)}"
+            if not valid:
+                hint = "remove it (no keys are read here)"
+            raise UserError(f"{where}: {table}unknown key {key!r}{owner}; {hint}")
+
+
+def _check_types(
+    where: str, table: str, values: dict[str, Any], types: Mapping[str, tuple[type, ...]]
+) -> None:
     """Each key's TOML type, before any value is used: a wrong one is named with the file."""
-    for key, value in fields.items():
-        wanted = _CARD_TYPES.get(key)
-        # bool is an int in Python; only `synthetic` may be one
+    for key, value in values.items():
+        wanted = types.get(key)
+        # bool is an int in Python; only a true-or-false key may be one
         wrong = wanted is not None and (
             not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)
         )
         if wrong:
             kind = _TYPE_WORDS[wanted]
-            raise UserError(f"dataset card {path}: {key} must be {kind}, got {value!r}")
-    for c in fields.get("classes", []):
+            raise UserError(f"{where}: {table}{key} must be {kind}, got {value!r}")
+
+
+def _check_values(path: Path, raw: dict[str, Any]) -> None:
+    """The values of the card keys that hold names and sizes (their types already checked)."""
+    for c in raw.get("classes", []):
         if not isinstance(c, (str, int)) or isinstance(c, bool):
             raise UserError(f"dataset card {path}: classes must be a list of names, got {c!r}")
-    if fields.get("epochs", 1) < 1 or (fields.get("image_size") or 8) < 8:
+    if raw.get("epochs", 1) < 1 or (raw.get("image_size") or 8) < 8:
         raise UserError(f"dataset card {path}: epochs must be >= 1 and image_size >= 8")
+    if (raw.get("image_size") or 0) > MAX_IMAGE_SIZE:
+        raise UserError(
+            f"dataset card {path}: image_size must be at most {MAX_IMAGE_SIZE}, got "
+            f"{raw['image_size']}; it is the side every image is resized to and held in memory "
+            "at (the papers read at 224 or 512)"
+        )
+    sizes = raw.get("medmnist", {}).get("sizes", [])
+    if isinstance(sizes, list) and not all(s in MEDMNIST_SIZES for s in sizes):
+        raise UserError(
+            f"dataset card {path}: [medmnist] sizes must be a list drawn from "
+            f"{list(MEDMNIST_SIZES)}, got {sizes!r}"
+        )
 
 
 def _check_shot_template(where: str, split: str, template: Any) -> None:
@@ -270,6 +326,11 @@ def _check_card(card: DatasetCard) -> None:
     where = f"dataset card {card.path}"
     if card.path is not None and card.name != card.path.stem:
         raise UserError(f"{where}: name {card.name!r} must equal the file name {card.path.stem!r}")
+    if len(card.name) > MAX_CARD_NAME:
+        raise UserError(
+            f"{where}: name is {len(card.name)} characters; at most {MAX_CARD_NAME} (it starts "
+            "every record's file name, which the file system limits): rename the card"
+        )
     if card.task not in TASKS:
         raise UserError(f"{where}: task {card.task!r} is not one of {', '.join(TASKS)}")
     if card.format not in FORMATS:
@@ -289,16 +350,34 @@ def _check_card(card: DatasetCard) -> None:
         raise UserError(f"{where}: val_fraction must lie in (0, 1), got {card.val_fraction}")
     if card.format in ("imagefolder", "csv", "split-list") and not card.image_size:
         raise UserError(f"{where}: format {card.format} needs image_size (the side to read at)")
-    for split, template in (card.reader.get("shot_files") or {}).items():
+    _check_reader(where, card.format, card.reader)
+
+
+def _check_reader(where: str, fmt: str, reader: dict[str, Any]) -> None:
+    """The [reader] table: only keys the format reads, each of its type, tables keyed by split."""
+    # shot-file templates first, whatever the format: str.format must never see a hostile one
+    _check_types(where, "[reader] ", {"shot_files": reader.get("shot_files", {})}, _READER_TYPES)
+    for split, template in reader.get("shot_files", {}).items():
         _check_shot_template(where, split, template)
-    unknown = sorted(set(card.reader) - set(READER_KEYS[card.format]))
-    if unknown:
-        valid = ", ".join(READER_KEYS[card.format]) or "none"
-        raise UserError(
-            f"{where}: [reader] key(s) {unknown} are not read by format {card.format}; "
-            f"valid: {valid}"
-        )
-    if card.format == "csv" and ("manifest" in card.reader) == ("splits" in card.reader):
+    _check_known(where, "[reader] ", reader, READER_KEYS[fmt], f" for format {fmt}")
+    _check_types(where, "[reader] ", reader, _READER_TYPES)
+    if not all(isinstance(c, str) for c in reader.get("ignore_columns", [])):
+        raise UserError(f"{where}: [reader] ignore_columns must be a list of column names")
+    for key in ("splits", "files", "shot_files"):
+        table = f"[reader.{key}]"
+        _check_known(where, f"{table} ", reader.get(key, {}), SPLITS)
+        for split, value in reader.get(key, {}).items():
+            if key != "splits":
+                _check_types(where, f"{table} ", {split: value}, {split: (str,)})
+            elif isinstance(value, dict) and isinstance(value.get("manifest"), str):
+                _check_known(where, f"[reader.splits.{split}] ", value, list(_CSV_SPLIT_TYPES))
+                _check_types(where, f"[reader.splits.{split}] ", value, _CSV_SPLIT_TYPES)
+            else:
+                raise UserError(
+                    f"{where}: {table} {split} must be a table with manifest = '<labels.csv>' "
+                    f"(and optionally images = '<image folder>'), got {value!r}"
+                )
+    if fmt == "csv" and ("manifest" in reader) == bool(reader.get("splits")):
         raise UserError(f"{where}: [reader] needs either manifest or [reader.splits.<split>]")
 
 
@@ -382,6 +461,15 @@ def _csv_splits(card: DatasetCard) -> dict[str, tuple[str, str]] | None:
     return {s: (v["manifest"], v.get("images", "")) for s, v in splits.items()}
 
 
+def _csv_manifest(card: DatasetCard, folder: Path) -> Path:
+    """The path of a csv card's one manifest, after checking it stays inside the dataset folder
+    (as the per-split manifests and every image path do)."""
+    from bench.readers import inside_root
+
+    value, where = card.reader["manifest"], f"dataset card {card.path}"
+    return folder / inside_root(folder, folder.resolve(), value, where, "[reader] manifest")
+
+
 def check_available(card: DatasetCard, root: Path) -> None:
     """Fail fast, before anything is read, when a file the card names is absent, saying where to
     get the data and what layout is expected. `load_dataset` checks the contents."""
@@ -402,8 +490,8 @@ def check_available(card: DatasetCard, root: Path) -> None:
     elif card.format == "csv":
         per_split = _csv_splits(card)
         if per_split is None:
-            if not (folder / card.reader.get("manifest", "")).is_file():
-                raise _missing(card, folder / card.reader.get("manifest", "<reader.manifest>"))
+            if not _csv_manifest(card, folder).is_file():
+                raise _missing(card, _csv_manifest(card, folder))
         else:
             for split, (manifest, images) in per_split.items():
                 if not (folder / manifest).is_file():
@@ -471,8 +559,7 @@ def read_arrays(card: DatasetCard, root: Path, on_progress: ProgressFn | None = 
         common = dict(size=size, multilabel=multilabel, on_progress=on_progress, **opts)
         if per_split is not None:
             return readers.read_csv_splits(folder, per_split, classes, **common)
-        manifest = folder / card.reader["manifest"]
-        return readers.read_csv_manifest(folder, manifest, classes, **common)
+        return readers.read_csv_manifest(folder, _csv_manifest(card, folder), classes, **common)
     if card.format == "split-list":
         return readers.read_split_lists(
             folder,
@@ -515,6 +602,7 @@ def _read_splits(
 ) -> tuple[dict, dict[str, Any]]:
     """The train/val/test arrays decoded from the files, val carved when absent; the protocol."""
     arrays = read_arrays(card, root, on_progress)
+    _check_train_classes(card, root, arrays["train"].labels)
     if "test" not in arrays:
         raise UserError(
             f"dataset {card.name!r}: no test split found. Expected layout: {card.layout} "
@@ -535,6 +623,20 @@ def _read_splits(
             "size": len(val),
         }
     return {s: arrays[s] for s in SPLITS}, protocol
+
+
+def _check_train_classes(card: DatasetCard, root: Path, labels: np.ndarray) -> None:
+    """Every class of a single-label card has a training image, whatever the format (the image
+    readers check this before decoding; an array file is only known once read)."""
+    from bench.readers import check_train_classes
+
+    if card.multilabel:
+        return  # a label never positive in train is a `bench data check` warning
+    where, hint = f"dataset {card.name!r}", "add training images of it or fix the card's classes"
+    if card.format == "medmnist-npz":
+        where = str(npz_path(card, root))
+        hint = "train_labels never holds their index; re-download it or fix the card's classes"
+    check_train_classes(labels, card.classes, where, hint)
 
 
 def _take(arrays, index: np.ndarray):

@@ -70,7 +70,7 @@ def _absent_classes(card: DatasetCard, counts: dict[str, list[int]]) -> list[str
     kind = "label never positive" if card.multilabel else "class with no image"
     for split in ("train", "val", "test"):
         absent = [card.classes[i] for i, n in enumerate(counts[split]) if n == 0]
-        if absent and not (split == "train" and not card.multilabel):  # readers reject that
+        if absent and not (split == "train" and not card.multilabel):  # loading refuses that
             effect = (
                 "it cannot be learned"
                 if split == "train"

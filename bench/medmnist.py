@@ -3,11 +3,14 @@ from the header alone, and download them through the package when it is installe
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
+import psutil
 
 from bench.errors import UserError
 from bench.readers import SPLITS, SplitArrays
@@ -40,6 +43,7 @@ def read_medmnist_npz(path: Path, *, num_classes: int, multilabel: bool) -> dict
                 f"{path}: missing array(s) {missing}; present: {present}. A MedMNIST file holds "
                 f"{wanted}"
             )
+        _check_fits_in_memory(path, npz.zip, wanted, hint)
         for split in SPLITS:
             try:
                 images = npz[f"{split}_images"]
@@ -50,6 +54,46 @@ def read_medmnist_npz(path: Path, *, num_classes: int, multilabel: bool) -> dict
                 ) from None
             out[split] = _check_npz_split(path, split, images, labels, num_classes, multilabel)
     return out
+
+
+def _check_fits_in_memory(path: Path, zf: zipfile.ZipFile, names: list[str], hint: str) -> None:
+    """Refuse arrays whose headers declare more bytes than the memory available: numpy allocates
+    the declared shape before reading any data, so a corrupt or hostile header would end in a
+    MemoryError traceback (or in swapping) instead of a message."""
+    declared: dict[str, tuple[tuple[int, ...], np.dtype, int]] = {}
+    for name in names:
+        try:
+            with zf.open(f"{name}.npy") as f:
+                shape, dtype = _npy_header(f)
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+            continue  # reading the array reports it, with the re-download hint
+        declared[name] = (shape, dtype, math.prod(shape) * dtype.itemsize)
+    total = sum(size for _, _, size in declared.values())
+    available = psutil.virtual_memory().available
+    if total <= available:
+        return
+    from bench.feature_cache import human_bytes
+
+    name, (shape, dtype, size) = max(declared.items(), key=lambda item: item[1][2])
+    raise UserError(
+        f"{path}: array {name} declares shape {shape} of {dtype} = {human_bytes(size)} "
+        f"({human_bytes(total)} for the six arrays), more than the {human_bytes(available)} of "
+        f"memory available; the file is corrupt or too large for this machine: {hint}, or use a "
+        "smaller image size"
+    )
+
+
+def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the .npy header at the start of `f`, without reading the data."""
+    fmt = np.lib.format
+    major, _ = fmt.read_magic(f)
+    if major == 1:
+        shape, _, dtype = fmt.read_array_header_1_0(f)
+    elif major == 2:
+        shape, _, dtype = fmt.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy format version {major}")
+    return shape, dtype
 
 
 def _check_npz_split(
@@ -109,14 +153,7 @@ def npz_image_size(path: Path) -> int | None:
     without loading the pixels; None when the file or header cannot be read."""
     try:
         with zipfile.ZipFile(path) as zf, zf.open("train_images.npy") as f:
-            fmt = np.lib.format
-            major, _ = fmt.read_magic(f)
-            if major == 1:
-                shape, _, _ = fmt.read_array_header_1_0(f)
-            elif major == 2:
-                shape, _, _ = fmt.read_array_header_2_0(f)
-            else:
-                return None
+            shape, _ = _npy_header(f)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
     if len(shape) == 4 and shape[-1] in (1, 3):

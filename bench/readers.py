@@ -94,7 +94,8 @@ def read_imagefolder(
     A missing split folder is left out of the result (the caller may carve val from train), but
     `train` is required and every class needs at least one training image. Files are ordered by
     class index, then relative path. `grayscale=None` keeps one channel only when every image of
-    the dataset is greyscale; True/False force 1/3 channels.
+    the dataset is greyscale; True/False force 1/3 channels. An image that is a symlink leading
+    out of `root` is refused.
     """
     root = Path(root)
     _check_args(classes, size)
@@ -114,8 +115,8 @@ def read_imagefolder(
                 )
             continue
         found[split] = _scan_split(root, split, index)
-    _check_train_classes(
-        found,
+    check_train_classes(
+        [label for label, _ in found["train"]],
         classes,
         f"{root / 'train'}",
         "add images under train/<class name>/ or fix the card's classes",
@@ -141,6 +142,7 @@ def _scan_split(root: Path, split: str, index: dict[str, int]) -> list[tuple[int
             f"{split_dir}: image(s) {loose[:5]} lie outside a class folder; move them into "
             f"{split}/<class name>/"
         )
+    root_resolved = root.resolve()
     for class_dir in (p for p in entries if p.is_dir()):
         # followlinks=False: a symlink loop cannot hang the scan; a symlinked class folder still works
         for dirpath, dirnames, filenames in os.walk(class_dir):
@@ -149,6 +151,10 @@ def _scan_split(root: Path, split: str, index: dict[str, int]) -> list[tuple[int
                 if name.startswith(".") or not _is_image(name):
                     continue  # ._foo.png (macOS), README, thumbnails db...
                 rel = Path(dirpath, name).relative_to(root).as_posix()
+                if os.path.islink(Path(dirpath, name)):
+                    # a linked image is read only where it leads inside the dataset folder, as
+                    # for paths read from manifests (an unpacked archive can hold such links)
+                    inside_root(root, root_resolved, rel, f"{split_dir}", "symlinked image")
                 items.append((index[class_dir.name], rel))
     if not items:
         raise UserError(
@@ -208,7 +214,8 @@ def read_csv_manifest(
                 f"manifest {manifest}: no row has split 'train'; the training split is required"
             )
         if not multilabel:
-            _check_train_classes(found, classes, f"manifest {manifest}")
+            train = [label for label, _ in found["train"]]
+            check_train_classes(train, classes, f"manifest {manifest}")
     decoded = _decode_all(root, found, size, None, on_progress)
     return _assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
 
@@ -245,7 +252,7 @@ def read_csv_splits(
         if split_name not in manifests:
             continue
         rel_manifest, images = manifests[split_name]
-        manifest = root / _inside_root(
+        manifest = root / inside_root(
             root, root.resolve(), rel_manifest, f"split {split_name!r}", "manifest"
         )
         if not manifest.is_file():
@@ -270,7 +277,8 @@ def read_csv_splits(
             )
         )
     if not multilabel:
-        _check_train_classes(found, classes, f"manifest {root / manifests['train'][0]}")
+        train = [label for label, _ in found["train"]]
+        check_train_classes(train, classes, f"manifest {root / manifests['train'][0]}")
     decoded = _decode_all(root, found, size, None, on_progress)
     return _assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
 
@@ -416,14 +424,12 @@ def _onehot(row: dict[str, str], classes: Sequence[str], at: str) -> int:
     return int(np.argmax(hot))
 
 
-def _check_train_classes(
-    found: Mapping[str, Sequence[tuple[np.ndarray | int, str]]],
-    classes: Sequence[str],
-    where: str,
-    hint: str = "",
+def check_train_classes(
+    labels: Sequence[Any] | np.ndarray, classes: Sequence[str], where: str, hint: str = ""
 ) -> None:
-    """Every class of a single-label dataset needs a training image (or its logit never trains)."""
-    counts = np.bincount([int(lab) for lab, _ in found["train"]], minlength=len(classes))
+    """Every class of a single-label dataset needs a training image (or its logit never trains);
+    `labels` are the training split's class indices (a list or an array)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).reshape(-1), minlength=len(classes))
     empty = [classes[i] for i in np.flatnonzero(counts == 0)]
     if empty:
         raise UserError(
@@ -431,7 +437,7 @@ def _check_train_classes(
         )
 
 
-def _inside_root(
+def inside_root(
     root: Path, root_resolved: Path, value: str, at: str, what: str = "image path"
 ) -> str:
     """`value`, a path read from a file (a manifest row, an annotation line, a card), normalised
@@ -458,7 +464,7 @@ def _inside_root(
 
 def _safe_relpath(root: Path, root_resolved: Path, value: str, at: str) -> str:
     """An image path from a file, normalised, after checking it stays inside root and exists."""
-    rel = _inside_root(root, root_resolved, value, at)
+    rel = inside_root(root, root_resolved, value, at)
     if not (root / rel).is_file():
         raise UserError(f"{at}: image {value!r} not found under {root}")
     return rel
@@ -605,7 +611,7 @@ def read_split_lists(
     for split in SPLITS:
         if split not in files:
             continue
-        path = root / _inside_root(
+        path = root / inside_root(
             root, root_resolved, files[split], f"split {split!r}", "annotation file"
         )
         if not path.is_file():
@@ -626,7 +632,7 @@ def read_split_lists(
             name, label = _parse_list_line(line, classes, index, multilabel, at)
             value = posixpath.join(images, name) if images else name
             # containment first: a path leading out is refused before anything looks at it
-            rel = _inside_root(root, root_resolved, value, at)
+            rel = inside_root(root, root_resolved, value, at)
             if not (root / rel).is_file():
                 _arity_hint(name, classes, multilabel, at)
             items.append((label, _safe_relpath(root, root_resolved, value, at)))
@@ -637,7 +643,8 @@ def read_split_lists(
             )
         found[split] = items
     if not multilabel:
-        _check_train_classes(found, classes, f"annotation file {root / files['train']}")
+        train = [label for label, _ in found["train"]]
+        check_train_classes(train, classes, f"annotation file {root / files['train']}")
     decoded = _decode_all(root, found, size, None, on_progress)
     return _assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
 
