@@ -1,6 +1,6 @@
 """Decoded-image cache: a dataset read from image files is decoded once, kept on disk as `.npy`
-arrays and memory-mapped on later loads (issue 7), so `bench run` neither re-decodes thousands of
-images nor holds them in process memory (512 px ISIC 2018 is ~8 GB of pixels).
+arrays and memory-mapped on later loads, so `bench run` neither re-decodes thousands of images
+nor holds them in process memory (512 px ISIC 2018 is ~8 GB of pixels).
 
 An entry, `$MEDPEFT_CACHE/decoded/<key>/`, holds what `bench.data.load_dataset` makes of the files:
 per split the images uint8 [N, C, H, W] (`<split>.images.npy`, the layout the tensors use, so a
@@ -50,15 +50,13 @@ MODES = ("use", "files", "off")
 # A file modified this recently may be rewritten within the same timestamp tick (ms on ext4, 1-2 s
 # on HFS+/FAT) with an unchanged size, which its key could not see: such data is not cached yet.
 SETTLE_NS = 2 * 10**9
-# Temporary folders this old are left by a killed writer (a write takes minutes at most).
-STALE_TMP_S = 24 * 3600
 
 
 def decoded_cache_dir() -> Path:
     """$MEDPEFT_CACHE/decoded (default ~/.cache/medpeft-bench/decoded)."""
-    from bench.demo_vit import demo_vit_cache_dir
+    from bench.backbones import cache_root
 
-    return demo_vit_cache_dir() / "decoded"
+    return cache_root() / "decoded"
 
 
 def enabled() -> bool:
@@ -237,8 +235,22 @@ def write(entry: Entry, data) -> bool:
     if again != entry.identity:  # a file changed while it was decoded: what was read is unknown
         log.warning("decoded cache not written: %s changed while it was read", entry.card.name)
         return False
-    from bench.feature_cache import check_free_space, human_bytes
+    from bench.backbones import check_cache_writable
+    from bench.feature_cache import check_free_space, human_bytes, remove_stale_temp_dirs
 
+    try:
+        check_cache_writable(entry.path.parent)
+    except UserError as exc:
+        log.warning(
+            "decoded cache not written: %s; %s is decoded from its files every time (or set %s=0 "
+            "to silence this)",
+            exc,
+            entry.card.name,
+            ENV_SWITCH,
+        )
+        return False
+    # folders of writers killed mid-write, before the space check: what they held is free again
+    remove_stale_temp_dirs(entry.path.parent)
     needed = sum(
         s.images.numel() * s.images.element_size()
         + s.labels.numel() * s.labels.element_size()
@@ -326,17 +338,12 @@ def _write_entry(entry: Entry, data) -> None:
 def _prune(entry: Entry) -> None:
     """Remove entries this one supersedes (same card, folder and code; other files): an edited
     dataset would otherwise leave a full copy of its pixels behind at every edit. Entries of other
-    code are kept (two checkouts sharing $MEDPEFT_CACHE must not evict each other's). Also remove
-    temporary folders that a killed writer left."""
-    now = time.time()
+    code are kept (two checkouts sharing $MEDPEFT_CACHE must not evict each other's). Temporary
+    folders of killed writers are removed before each write (`write`)."""
     for other in entry.path.parent.iterdir():
-        if other == entry.path:
+        if other == entry.path or other.name.startswith("."):
             continue
         try:
-            if other.name.startswith("."):
-                if other.name.endswith(".tmp") and now - other.stat().st_mtime > STALE_TMP_S:
-                    shutil.rmtree(other, ignore_errors=True)
-                continue
             identity = json.loads((other / META).read_text(encoding="utf-8"))["identity"]
         except (OSError, ValueError, KeyError, TypeError):
             continue

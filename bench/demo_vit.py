@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -60,6 +61,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench.backbones import STALE_TEMP_S, cache_root, check_cache_writable
 
 DEMO_VIT_VERSION = "demo-vit-v1"
 DEMO_VIT_KWARGS: dict[str, Any] = {
@@ -78,6 +81,8 @@ DEMO_VIT_STD: tuple[float, float, float] = (0.13, 0.13, 0.10)
 
 _ARCH = "vit_small_patch16_224"
 _HEAD_KEYS = frozenset({"head.weight", "head.bias"})
+# pretrain_demo_vit's temp files (mkstemp: .<file name>.<8 random characters>.tmp), any version.
+_TEMP_NAME = re.compile(r"^\.demo-vit-.+\.safetensors\.[a-z0-9_]{8}\.tmp$")
 
 SOURCE_IMAGES = 6000
 SOURCE_HOLDOUT = 500
@@ -95,9 +100,9 @@ _THREAD_CHECK_EVERY = 400
 
 
 def demo_vit_cache_dir() -> Path:
-    """Where demo-vit weights are cached: $MEDPEFT_CACHE, else ~/.cache/medpeft-bench."""
-    env = os.environ.get("MEDPEFT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "medpeft-bench"
+    """Where demo-vit weights are cached: the cache root ($MEDPEFT_CACHE, else
+    ~/.cache/medpeft-bench)."""
+    return cache_root()
 
 
 def demo_vit_path() -> Path:
@@ -331,10 +336,16 @@ def _is_current(path: Path) -> bool:
 def ensure_demo_vit(*, progress: bool = True) -> Path:
     """The cached demo-vit weights, pretraining them first (about a minute) if absent.
 
-    A cached file from another recipe or architecture (checked in its metadata) is replaced.
+    A cached file from another recipe or architecture (checked in its metadata) is replaced. An
+    unwritable cache fails before pretraining, not after it.
     """
+    from bench.records import remove_old_temp
+
     path = demo_vit_path()
     if not (path.is_file() and _is_current(path)):
+        check_cache_writable(path.parent)
+        # temp files of pretraining runs killed before their rename (a live run's is seconds old)
+        remove_old_temp(path.parent, age_s=STALE_TEMP_S, name_ok=_TEMP_NAME.match)
         if progress:
             print(
                 f"demo-vit weights not cached; pretraining them once into {path} (about a minute)",
@@ -440,12 +451,17 @@ def main() -> None:
     import argparse
 
     from bench.demo import DEMO_CLASSES, make_demo
+    from bench.errors import UserError
 
     parser = argparse.ArgumentParser(prog="python -m bench.demo_vit", description=main.__doc__)
     parser.add_argument("--seed", type=int, default=0, help="pretraining seed")
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the cache)")
     args = parser.parse_args()
     out = args.out or demo_vit_path()
+    try:
+        check_cache_writable(out.parent)
+    except UserError as exc:
+        parser.error(str(exc))
     facts = pretrain_demo_vit(out, seed=args.seed)
     print(json.dumps(facts, indent=2))
     for demo_seed in (0, 1):

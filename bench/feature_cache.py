@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.backbones import file_sha256
+from bench.backbones import STALE_TEMP_S, cache_root, check_cache_writable, file_sha256
 from bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,21 @@ MANIFEST = "manifest.json"
 DTYPES = {"float32": np.float32, "float16": np.float16}
 # Free space to leave on the disk beyond the cache itself.
 DISK_MARGIN = 256 * 2**20
+# The temporary folder of a build (and of a decoded-cache write): .<key>.<pid>.<random>.tmp
+TEMP_DIR_NAME = re.compile(r"^\.[0-9a-f]{24}\.\d+\.[0-9a-f]{8}\.tmp$")
 
 
 def feature_cache_dir() -> Path:
     """$MEDPEFT_CACHE/features (default ~/.cache/medpeft-bench/features)."""
-    from bench.demo_vit import demo_vit_cache_dir
+    return cache_root() / "features"
 
-    return demo_vit_cache_dir() / "features"
+
+def remove_stale_temp_dirs(folder: Path, *, age_s: float = STALE_TEMP_S) -> int:
+    """Delete the temporary build folders in `folder` that no writer touched for `age_s`: their
+    writer was killed (a live build touches its folder at every batch). Returns how many."""
+    from bench.records import remove_old_temp
+
+    return remove_old_temp(folder, age_s=age_s, name_ok=TEMP_DIR_NAME.match)
 
 
 def images_digest(images: torch.Tensor) -> str:
@@ -148,7 +157,8 @@ def build_cache(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Fill a new cache for `count` images; `compute(start, end)` returns their features."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_cache_writable(path.parent)
+    remove_stale_temp_dirs(path.parent)  # before the space check: what they held is free again
     check_free_space(path.parent, count * bytes_per_image(shapes, dtype))
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
@@ -169,6 +179,7 @@ def build_cache(
                         f"feature {name!r} has shape {value.shape[1:]}, expected {array.shape[1:]}"
                     )
                 array[start:end] = value
+            os.utime(tmp)  # alive: other runners' remove_stale_temp_dirs leave this folder alone
             if on_progress is not None:
                 on_progress(end, count)
         files = {}
