@@ -3,11 +3,12 @@ a cell twice, and a claim left behind by a dead runner is taken over.
 
 A claim is a small JSON file in `<results>/.claims/` (a subfolder, with a non-.json suffix, so it
 is never read as a record) naming the process that holds it: host, pid, the process's start time
-and the machine's boot id. Claims are never rewritten (their holder only refreshes the mtime, a
-heartbeat), only created and deleted, and every creation is an exclusive create (a hard link of a finished temp file, so a claim is never seen half
-written). Taking over a dead claim does not delete and recreate it (two runners that both found
-it dead could then both win): it creates the next generation, `<run_id>.<n>.claim`, and only
-the runner whose exclusive create succeeds holds the cell. The newest generation is the claim.
+and the machine's boot id, and inside Slurm its job, restart count, step and task. Claims are never
+rewritten (their holder only refreshes the mtime, a heartbeat), only created and deleted, and every
+creation is an exclusive create (a hard link of a finished temp file, so a claim is never seen half
+written). Taking over a dead claim does not delete and recreate it (two runners that both found it
+dead could then both win): it creates the next generation, `<run_id>.<n>.claim`, and only the
+runner whose exclusive create succeeds holds the cell. The newest generation is the claim.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def this_process() -> dict[str, Any]:
         "boot_id": _read_text("/proc/sys/kernel/random/boot_id"),
         "pid_ns": ns,
         "slurm_job": _slurm_job(),
+        **_slurm_task(),
     }
 
 
@@ -109,6 +111,49 @@ def _slurm_job() -> str | None:
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     return f"{job}_{task}" if job and task else job
+
+
+def _slurm_task() -> dict[str, Any]:
+    """Which run of its Slurm job, and which task of that run, this process is (None outside
+    Slurm). Slurm counts requeues in SLURM_RESTART_COUNT (absent before the first), which tells
+    an earlier run of the job from a task running beside this one; the step and task ids tell
+    those tasks apart."""
+    if _slurm_job() is None:
+        return dict.fromkeys(("slurm_restart", "slurm_step", "slurm_procid", "slurm_localid"))
+    return {
+        "slurm_restart": _count(os.environ.get("SLURM_RESTART_COUNT")),
+        "slurm_step": os.environ.get("SLURM_STEP_ID"),
+        "slurm_procid": os.environ.get("SLURM_PROCID"),
+        "slurm_localid": os.environ.get("SLURM_LOCALID"),
+    }
+
+
+def _count(value: Any) -> int:
+    """A restart count as an env var or a claim holds it: absent (never requeued, or a claim
+    from before counts were recorded) or unreadable reads as 0."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return 0
+
+
+def _earlier_run(info: dict[str, Any], me: dict[str, Any]) -> bool:
+    """Whether a claim was made by an earlier run of this process's own Slurm job (preempted or
+    out of time, then requeued, possibly on another node): that run is over. Another task of
+    this same run (`srun -n 4`, runners started side by side in one batch script) is not: it is
+    judged like any other process."""
+    if not info.get("slurm_job") or info["slurm_job"] != me.get("slurm_job"):
+        return False
+    theirs, mine = _count(info.get("slurm_restart")), _count(me.get("slurm_restart"))
+    if theirs != mine:
+        return theirs < mine
+    # One Slurm task (step and rank) runs on one node: the same task on another host is an
+    # earlier run the count missed. (A claim from before these fields has no step and rank: a
+    # task of a step leaves it to the heartbeat.)
+    return info.get("host") != me["host"] and all(
+        info.get(key) == me[key] for key in ("slurm_step", "slurm_procid")
+    )
 
 
 def _me() -> dict[str, Any]:
@@ -126,10 +171,7 @@ def holder_alive(info: dict[str, Any] | None, age_s: float, *, stale_after: floa
     if not isinstance(info, dict):
         return age_s < _WRITING_S
     me = _me()
-    same_job = info.get("slurm_job") and info["slurm_job"] == me.get("slurm_job")
-    if same_job and (info.get("host"), info.get("pid")) != (me["host"], me["pid"]):
-        # An earlier run of this very Slurm job (preempted, or killed past its grace time, then
-        # requeued, possibly on another node): it cannot be running any more.
+    if _earlier_run(info, me):
         return False
     if info.get("host") != me["host"]:
         # Its process cannot be checked from here: trust it until it has been silent too long.

@@ -16,8 +16,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ SLURM_KEYS: dict[str, tuple[type, str]] = {
 DEFAULT_TIME_MIN = 60
 LAUNCH_DIR = ".launch"  # in the results folder: worker specs and logs (never read as records)
 SLURM_DIR = ".slurm"  # submitit's folder: pickles and job logs
-STOP_WAIT_S = 30.0  # after Ctrl-C, how long children get to stop cleanly before SIGKILL
+STOP_WAIT_S = 30.0  # after Ctrl-C or SIGTERM, how long children get to stop cleanly before SIGKILL
 _GPU_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:.-]*$")  # an index, GPU-/MIG- UUID
 
 
@@ -263,9 +265,32 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2 or args[0] != "worker":
         print("usage: python -m bench.launchers worker SPEC.json", file=sys.stderr)
         return 2
+    _sigterm_as_ctrl_c()
     spec = json.loads(Path(args[1]).read_text())
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return run_worker(spec, {"kind": "subprocess", "gpu": gpu})
+    try:
+        return run_worker(spec, {"kind": "subprocess", "gpu": gpu})
+    except KeyboardInterrupt:  # stopped before the grid began: no claim to release
+        return 130
+
+
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (forwarded by the launcher, or sent by scancel to every process of the job) stops
+    this worker as its first Ctrl-C does: the cell abandoned, its claim released. Only the first
+    one: under scancel it comes from both, and a second Ctrl-C stops without releasing."""
+    seen = False
+
+    def handle(signum: int, frame: Any) -> None:
+        nonlocal seen
+        if seen:
+            return
+        seen = True
+        on_int = signal.getsignal(signal.SIGINT)
+        if not callable(on_int):
+            raise KeyboardInterrupt
+        on_int(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGTERM, handle)
 
 
 # ----------------------------------------------------------------------------- shared parts
@@ -316,7 +341,8 @@ def run_subprocess(req: Any, opts: LaunchOptions, *, console: Any, progress: boo
     """Every unfinished cell in a fresh `python -m bench.launchers worker` process, one per GPU
     slot at a time (CUDA_VISIBLE_DEVICES per child), or one at a time on the planned device
     without --gpus. A child that dies leaves no record (a rerun runs its cell); the others go
-    on. Ctrl-C stops every child cleanly (a second Ctrl-C kills them) and returns interrupted."""
+    on. Ctrl-C, or SIGTERM (scancel, kill), stops every child cleanly (a second one kills them)
+    and returns interrupted."""
     from bench.runner import _cell_line, _where, plan
 
     if opts.gpus:
@@ -340,8 +366,10 @@ def run_subprocess(req: Any, opts: LaunchOptions, *, console: Any, progress: boo
     free = list(slots)
     running: dict[subprocess.Popen, tuple[Any, str | None, Path]] = {}
     count = 0
+    terms: list[int] = []  # the SIGTERMs received
+    restore = _note_sigterm(terms)
     try:
-        while queue or running:
+        while (queue or running) and not terms:
             while queue and free:
                 cell, slot = queue.popleft(), free.pop(0)
                 count += 1
@@ -370,10 +398,30 @@ def run_subprocess(req: Any, opts: LaunchOptions, *, console: Any, progress: boo
                         + (f": {_last_line(log)}" if proc.returncode > 0 else "")
                     )
             time.sleep(0.05)
+        if terms:
+            outcome.interrupted = True
+            _stop(list(running), console, signal.SIGTERM, terms)
     except KeyboardInterrupt:
         outcome.interrupted = True
-        _stop(list(running), console)
+        _stop(list(running), console, signal.SIGINT, terms)
+    finally:
+        restore()
     return outcome
+
+
+def _note_sigterm(terms: list[int]) -> Callable[[], None]:
+    """Until the returned function restores the old handler, SIGTERM (scancel, kill) is added to
+    `terms` instead of ending this process: the launcher must stop its workers first, which run
+    in sessions of their own and would otherwise run on, orphaned."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # only the main thread may set handlers; SIGTERM keeps its default
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: terms.append(signum))
+
+    def restore() -> None:
+        # None: the old handler was not set from Python; the default is the closest
+        signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+
+    return restore
 
 
 def _start(cell: Any, slot: str | None, req: Any, folder: Path) -> tuple[subprocess.Popen, Path]:
@@ -405,16 +453,23 @@ def _exit_text(code: int) -> str:
     return f"exited with status {code}"
 
 
-def _stop(procs: list[subprocess.Popen], console: Any) -> None:
-    """Ctrl-C each child once (it abandons its cell and releases the claim), wait up to
-    STOP_WAIT_S; a second Ctrl-C here, or the wait running out, kills them."""
-    console.print(f"Ctrl-C: stopping {len(procs)} worker(s) (Ctrl-C again kills them)")
+def _stop(procs: list[subprocess.Popen], console: Any, signum: int, terms: list[int]) -> None:
+    """Pass the launcher's Ctrl-C or SIGTERM on to each child once (it abandons its cell and
+    releases the claim), wait up to STOP_WAIT_S; a second Ctrl-C or SIGTERM here (`terms`
+    grows), or the wait running out, kills them."""
+    if signum == signal.SIGINT:
+        console.print(f"Ctrl-C: stopping {len(procs)} worker(s) (Ctrl-C again kills them)")
+    else:
+        console.print(f"SIGTERM: stopping {len(procs)} worker(s) (a second signal kills them)")
     for proc in procs:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
+    seen = len(terms)
     try:
         end = time.monotonic() + STOP_WAIT_S
-        while time.monotonic() < end and any(p.poll() is None for p in procs):
+        while (
+            time.monotonic() < end and len(terms) == seen and any(p.poll() is None for p in procs)
+        ):
             time.sleep(0.05)
     except KeyboardInterrupt:
         pass
