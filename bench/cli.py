@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -145,6 +146,14 @@ def run(
             help="Retry a cell that runs out of GPU memory at half the batch size, down to 1 "
             "(the record keeps the requested cell and says the batch size used); also retries "
             "oom records an earlier run left.",
+        ),
+    ] = False,
+    allow_failures: Annotated[
+        bool,
+        typer.Option(
+            "--allow-failures",
+            help="Exit 0 even when cells failed, ran out of memory or diverged (by default "
+            "such a grid exits 1; bad input exits 2, an interrupted run 130).",
         ),
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and exit.")] = False,
@@ -296,9 +305,12 @@ def run(
         _fail(str(exc))
     if launch.kind != "local" and not dry_run:
         _launch_summary(console, launched, launch, results)
+        _exit_on_failures(console, launched.records, allow_failures)
         return
     if search is not None:
-        _tune(console, the_plan, req, search, dry_run=dry_run, progress=progress)
+        with _stop_when_unsaved():
+            records = _tune(console, the_plan, req, search, dry_run=dry_run, progress=progress)
+        _exit_on_failures(console, records, allow_failures)
         return
     if dry_run:
         _print_grid(console, the_plan, results)
@@ -316,7 +328,8 @@ def run(
         return
     for note in the_plan.notes:
         console.print(f"[cyan]note[/] {note}")
-    outcome = run_grid(the_plan, req, console=console, progress=progress)
+    with _stop_when_unsaved():
+        outcome = run_grid(the_plan, req, console=console, progress=progress)
     if not outcome.interrupted:  # after Ctrl-C, say how to continue and stop, nothing more
         _print_summary(console, outcome.records)
     busy = f", {outcome.busy} running elsewhere" if outcome.busy else ""
@@ -329,6 +342,39 @@ def run(
             "[yellow]interrupted[/]: finished cells are saved; run the same command again to continue"
         )
         raise typer.Exit(130)
+    _exit_on_failures(console, outcome.records, allow_failures)
+
+
+@contextlib.contextmanager
+def _stop_when_unsaved():
+    """A record the results folder could not take stops the grid with one `error:` line saying
+    where the record went, and exit status 1."""
+    from bench.records import RecordNotSaved
+
+    try:
+        yield
+    except RecordNotSaved as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _exit_on_failures(console, records: list[dict], allow_failures: bool) -> None:
+    """Exit 1 when a cell of the grid has a failed, oom or diverged record (from this run or an
+    earlier one), so Slurm dependencies, CI and workflow engines see that the grid is not whole;
+    --allow-failures exits 0."""
+    from collections import Counter
+
+    from bench.records import FAILURES
+
+    bad = Counter(r.get("status") for r in records if r.get("status") in FAILURES)
+    if not bad:
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in bad.items())
+    if allow_failures:
+        console.print(f"[yellow]{counts}[/] cell(s); exit status 0 (--allow-failures)")
+        return
+    console.print(f"[red]{counts}[/] cell(s): exit status 1 (--allow-failures exits 0)")
+    raise typer.Exit(1)
 
 
 def _tune_request(
@@ -366,8 +412,9 @@ def _tune_request(
     )
 
 
-def _tune(console, the_plan, req, search, *, dry_run: bool, progress: bool) -> None:
-    """`bench tune`: show the search (dry run) or run it, then the selected configurations."""
+def _tune(console, the_plan, req, search, *, dry_run: bool, progress: bool) -> list[dict]:
+    """`bench tune`: show the search (dry run) or run it, then the selected configurations;
+    returns the records of both."""
     from bench.tuning import TIE_RULE, run_tuning
 
     tune, groups = req.tune, search.groups
@@ -389,7 +436,7 @@ def _tune(console, the_plan, req, search, *, dry_run: bool, progress: bool) -> N
             f"then each group's best trial on validation ({TIE_RULE}) runs at seeds "
             f"{', '.join(map(str, req.seeds))}: {len(groups) * len(req.seeds)} cell(s)"
         )
-        return
+        return []
     for note in dict.fromkeys(the_plan.notes + search.notes):
         console.print(f"[cyan]note[/] {note}")
     outcome = run_tuning(the_plan, req, console=console, progress=progress, search=search)
@@ -419,6 +466,7 @@ def _tune(console, the_plan, req, search, *, dry_run: bool, progress: bool) -> N
     )
     if outcome.waiting or outcome.unscored:
         raise typer.Exit(1)
+    return trials.records + finals.records
 
 
 def _launch_summary(console, outcome, launch, results: Path) -> None:
@@ -559,86 +607,87 @@ def list_(
     kinds = ("all", "methods", "spaces", "datasets", "augmentations", "protocols", "backbones")
     if what not in kinds:
         _fail(f"`bench list {what}`: expected one of {', '.join(kinds)}")
-    console = _console()
-    if what in ("all", "methods"):
-        from bench.errors import UserError
-        from bench.harness import trainable_counts
-        from methods import CORE_METHODS, get_method, list_methods
+    from bench.errors import UserError
 
-        try:
+    try:
+        console = _console()
+        if what in ("all", "methods"):
+            from bench.harness import trainable_counts
+            from methods import CORE_METHODS, get_method, list_methods
+
             counts = trainable_counts(list_methods(), backbone=backbone, num_classes=num_classes)
-        except UserError as exc:
-            _fail(str(exc))
-        table = _table(
-            "methods",
-            ("name", "core", "optimizer", "lr", "wd", "trainable"),
-            ("hyperparameters", "what it does", "paper"),
-        )
-        table.caption = f"trainable: with the defaults on {backbone}, {num_classes} classes"
-        for name in list_methods():
-            spec = get_method(name)
-            hp = ", ".join(f"{k}={v}" for k, v in spec.hparams.items()) or "-"
-            core = "yes" if name in CORE_METHODS or set(spec.aliases) & set(CORE_METHODS) else ""
-            row = (
-                name,
-                core,
-                spec.optimizer,
-                f"{spec.lr:g}" + (f" x b/{spec.lr_rule.reference_batch}" if spec.lr_rule else ""),
-                f"{spec.weight_decay:g}",
-                counts[name],
+            table = _table(
+                "methods",
+                ("name", "core", "optimizer", "lr", "wd", "trainable"),
+                ("hyperparameters", "what it does", "paper"),
             )
-            table.add_row(*row, hp, spec.summary, spec.paper)
-        console.print(table)
-    if what in ("all", "spaces"):
-        _list_spaces(console)
-    if what in ("all", "datasets"):
-        from bench.data import load_catalog
+            table.caption = f"trainable: with the defaults on {backbone}, {num_classes} classes"
+            for name in list_methods():
+                spec = get_method(name)
+                hp = ", ".join(f"{k}={v}" for k, v in spec.hparams.items()) or "-"
+                core = "yes" if name in CORE_METHODS or set(spec.aliases) & set(CORE_METHODS) else ""
+                row = (
+                    name,
+                    core,
+                    spec.optimizer,
+                    f"{spec.lr:g}" + (f" x b/{spec.lr_rule.reference_batch}" if spec.lr_rule else ""),
+                    f"{spec.weight_decay:g}",
+                    counts[name],
+                )
+                table.add_row(*row, hp, spec.summary, spec.paper)
+            console.print(table)
+        if what in ("all", "spaces"):
+            _list_spaces(console)
+        if what in ("all", "datasets"):
+            from bench.data import load_catalog
 
-        table = _table(
-            "datasets (`bench data info NAME`)",
-            ("name", "task", "classes", "metric", "format", "epochs"),
-            ("what it is",),
-        )
-        for card in load_catalog().values():
-            table.add_row(
-                card.name,
-                card.task,
-                str(len(card.classes)),
-                card.primary_metric,
-                card.format,
-                str(card.epochs),
-                card.title,
+            table = _table(
+                "datasets (`bench data info NAME`)",
+                ("name", "task", "classes", "metric", "format", "epochs"),
+                ("what it is",),
             )
-        console.print(table)
-    if what in ("all", "augmentations"):
-        from bench.transforms import AUGMENTATIONS, DEFAULT_AUGMENT
+            for card in load_catalog().values():
+                table.add_row(
+                    card.name,
+                    card.task,
+                    str(len(card.classes)),
+                    card.primary_metric,
+                    card.format,
+                    str(card.epochs),
+                    card.title,
+                )
+            console.print(table)
+        if what in ("all", "augmentations"):
+            from bench.transforms import AUGMENTATIONS, DEFAULT_AUGMENT
 
-        table = _table("augmentations (--augment)", ("name",), ("what it does",))
-        for name, aug in AUGMENTATIONS.items():
-            table.add_row(name + (" (default)" if name == DEFAULT_AUGMENT else ""), aug.summary)
-        console.print(table)
-    if what in ("all", "protocols"):
-        from bench.protocols import get_protocol, list_protocols
+            table = _table("augmentations (--augment)", ("name",), ("what it does",))
+            for name, aug in AUGMENTATIONS.items():
+                table.add_row(name + (" (default)" if name == DEFAULT_AUGMENT else ""), aug.summary)
+            console.print(table)
+        if what in ("all", "protocols"):
+            from bench.protocols import get_protocol, list_protocols
 
-        table = _table("protocols (--protocol, report --paper)", ("name",), ("what it runs",))
-        for name in list_protocols():
-            p = get_protocol(name)
-            shots = (
-                f", {'/'.join(map(str, p.shots))}-shot x {len(p.split_seeds or ())}"
-                if p.shots
-                else ""
+            table = _table("protocols (--protocol, report --paper)", ("name",), ("what it runs",))
+            for name in list_protocols():
+                p = get_protocol(name)
+                shots = (
+                    f", {'/'.join(map(str, p.shots))}-shot x {len(p.split_seeds or ())}"
+                    if p.shots
+                    else ""
+                )
+                table.add_row(
+                    name, f"{p.title}: {len(p.methods)} methods x {len(p.datasets)} datasets{shots}"
+                )
+            console.print(table)
+        if what in ("all", "backbones"):
+            from bench.backbones import SUGGESTED_BACKBONES
+
+            console.print(
+                "backbones: any timm ViT name (`timm.list_models('vit_*')`), e.g. "
+                + ", ".join(SUGGESTED_BACKBONES)
             )
-            table.add_row(
-                name, f"{p.title}: {len(p.methods)} methods x {len(p.datasets)} datasets{shots}"
-            )
-        console.print(table)
-    if what in ("all", "backbones"):
-        from bench.backbones import SUGGESTED_BACKBONES
-
-        console.print(
-            "backbones: any timm ViT name (`timm.list_models('vit_*')`), e.g. "
-            + ", ".join(SUGGESTED_BACKBONES)
-        )
+    except UserError as exc:  # a bad card in $MEDPEFT_CARDS, an unknown backbone
+        _fail(str(exc))
 
 
 def _table(title: str, fixed: tuple[str, ...], wrapping: tuple[str, ...]):
@@ -704,9 +753,11 @@ def report(
     console = _console()
     if not results.is_dir():
         _fail(f"no results folder {results}; run `bench run` first or pass --results")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} exists and is not a folder; name a folder for the report")
     loaded = load_records(results)
-    for path in loaded.unreadable:
-        console.print(f"[yellow]skipped[/] {path}: not a medpeft-bench record (left untouched)")
+    for path, what in loaded.notes():
+        console.print(f"[yellow]skipped[/] {path}: {what}", soft_wrap=True)
     try:
         if paper is not None:
             from bench.protocols import get_protocol
@@ -759,10 +810,15 @@ def report(
             for row in frame.itertuples(index=False):
                 table.add_row(*(str(v) for v in row))
             console.print(table)
-    written = write_report(df, out, plots=plots, baseline=base, profiles=profiles, records=chosen)
-    if paper is not None:
-        # The paper's table reads every record: the protocol picks its own cells.
-        written += write_paper_table(paper, records_frame(loaded.records), out, paper_regime)
+    try:
+        written = write_report(
+            df, out, plots=plots, baseline=base, profiles=profiles, records=chosen
+        )
+        if paper is not None:
+            # The paper's table reads every record: the protocol picks its own cells.
+            written += write_paper_table(paper, records_frame(loaded.records), out, paper_regime)
+    except OSError as exc:
+        _fail(f"cannot write the report in {out}: {exc.strerror or exc}; choose another --out")
     console.print(
         f"wrote {len(written)} file(s) in {out}/ ({len(df)} record(s)): open {out / 'index.html'}"
     )

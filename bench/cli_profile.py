@@ -55,7 +55,7 @@ def profile(
     from bench.errors import UserError
     from bench.measure import environment, gpu_busy_processes
     from bench.profile import common_img_size, profile_in_subprocess, profile_record
-    from bench.records import write_record
+    from bench.records import RecordNotSaved, save_record
     from bench.runner import (
         RunRequest,
         method_settings,
@@ -111,9 +111,12 @@ def profile(
                 )
             )
             if save:
-                write_record(results, profile_record(rows[-1], env=env, busy=busy))
+                save_record(results, profile_record(rows[-1], env=env, busy=busy))
     except UserError as exc:
         fail(str(exc))
+    except RecordNotSaved as exc:  # the disk filled: the profile's record went to the temp folder
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
     table = Table(
         title=f"{backbone}, batch {batch_size}, {dev}, {resolved}; "

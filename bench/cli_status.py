@@ -38,8 +38,9 @@ class CellState:
 @dataclass
 class Summary:
     cells: list[CellState]
-    unreadable: list[Path]
-    # unreadable files sitting at an expected cell's record path: `bench run` refuses to start
+    # (file, what it is) for every file in the folder not counted as it stands (RecordSet.notes)
+    skipped: list[tuple[Path, str]]
+    # such files sitting at an expected cell's record path: `bench run` refuses to start
     blocking: dict[Path, str] = field(default_factory=dict)
     stale_claims: int = 0
     grid: bool = False
@@ -94,15 +95,16 @@ def summarise(
     records = {r["run_id"]: r for r in loaded.records if not is_profile(r)}
     claims = current_claims(results, stale_after=stale_after)
     live = {run_id: c for run_id, c in claims.items() if c.alive}
-    summary = Summary(cells=[], unreadable=list(loaded.unreadable), grid=grid is not None)
+    summary = Summary(cells=[], skipped=loaded.notes(), grid=grid is not None)
     summary.stale_claims = sum(not c.alive for c in claims.values())
     if grid is not None:
-        unreadable = set(loaded.unreadable)
+        # what `bench run` refuses to overwrite: a file that is not a record, or another cell's
+        blocked = set(loaded.unreadable) | {path for path, _ in loaded.misplaced}
         for variants in grid:
             cfg = variants[0].to_dict()
             ids = [v.run_id for v in variants]
             for run_id in ids:
-                if record_path(results, run_id) in unreadable:
+                if record_path(results, run_id) in blocked:
                     summary.blocking[record_path(results, run_id)] = _where(cfg)
             claim = next((live[i] for i in ids if i in live), None)
             found = [records[i] for i in ids if i in records]
@@ -299,8 +301,8 @@ def _print(summary: Summary, results: Path) -> None:
             f"[yellow]{summary.stale_claims} claim(s) left by runners that died[/]: the next "
             "`bench run` takes them over"
         )
-    for path in summary.unreadable:
-        line = f"[yellow]unreadable[/] {path}: not a medpeft-bench record (left untouched)"
+    for path, what in summary.skipped:
+        line = f"[yellow]skipped[/] {path}: {what}"
         if path in summary.blocking:
             line += (
                 f"; it sits where the record of {summary.blocking[path]} goes, so `bench run` "

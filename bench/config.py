@@ -98,14 +98,14 @@ def coerce(raw: str, default: Any, *, what: str) -> Any:
                 return low in _TRUE
             raise ValueError
         if isinstance(default, int):
-            return int(raw)
+            return _int(raw)
         if isinstance(default, float):
-            return _finite(float(raw), raw, what)
+            return _finite(_float(raw), raw, what)
         if isinstance(default, (list, tuple)):
             kind = type(default[0]) if default else str
             return type(default)(coerce(v, kind(), what=what) for v in raw.split(","))
         if default is None:
-            for cast in (int, float):
+            for cast in (_int, _float):
                 try:
                     return _finite(cast(raw), raw, what)
                 except ValueError:
@@ -115,6 +115,27 @@ def coerce(raw: str, default: Any, *, what: str) -> Any:
     except ValueError:
         kind = type(default).__name__
         raise UserError(f"{what}={_quote(raw)}: expected a value of type {kind}") from None
+
+
+# ASCII only, as --seeds reads integers: int() and float() would also take '1_000' and other
+# scripts' digits ('٣'), which no config file or paper writes.
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+_FLOAT = re.compile(
+    r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|nan|inf|infinity)\s*",
+    re.ASCII | re.IGNORECASE,
+)
+
+
+def _int(raw: str) -> int:
+    if not _INT.fullmatch(raw):
+        raise ValueError(raw)
+    return int(raw)
+
+
+def _float(raw: str) -> float:
+    if not _FLOAT.fullmatch(raw):
+        raise ValueError(raw)
+    return float(raw)
 
 
 def _finite(value: int | float, raw: str, what: str) -> int | float:

@@ -8,6 +8,7 @@ runs are averaged only within one (method, setting), as the summary tables do.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,7 @@ import pandas as pd
 import seaborn as sns
 
 from bench import stats
+from bench.records import write_atomic
 
 # Fixed metadata so that rerunning a report on the same records gives the same PDF bytes.
 _PDF_META = {"CreationDate": None, "Creator": "medpeft-bench", "Producer": None}
@@ -162,8 +164,11 @@ def _save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
     """Write `stem`.png and `stem`.pdf and close the figure (memory stays flat over many)."""
     png, pdf = out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"
     try:
-        fig.savefig(png, dpi=_PNG_DPI, metadata={"Software": None})
-        fig.savefig(pdf, metadata=_PDF_META)
+        for path, options in ((png, {"dpi": _PNG_DPI, "metadata": {"Software": None}}),
+                              (pdf, {"metadata": _PDF_META})):  # fmt: skip
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=path.suffix[1:], **options)
+            write_atomic(path, buffer.getvalue())  # a killed report leaves no half figure
     finally:
         plt.close(fig)
     return [png, pdf]

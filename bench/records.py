@@ -7,9 +7,12 @@ import logging
 import math
 import os
 import re
+import shutil
+import stat
 import tempfile
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,13 @@ STATUSES = ("ok", "failed", "oom", "diverged", "trial")
 # Cells with these statuses are finished: a rerun skips them unless --force. A `failed` cell is
 # retried, since failures are usually environmental (a missing file, a killed worker).
 FINISHED = ("ok", "oom", "diverged", "trial")
+# Cells without a usable result: `bench run` exits 1 when its grid has any.
+FAILURES = ("failed", "oom", "diverged")
+
+
+class RecordNotSaved(Exception):
+    """A finished cell's record could not be written to the results folder; the message says
+    where its content went instead."""
 
 
 def _clean(value: Any) -> Any:
@@ -41,20 +51,53 @@ def record_path(results: Path, run_id: str) -> Path:
     return results / f"{run_id}.json"
 
 
+def record_text(record: dict[str, Any]) -> str:
+    """A record as its file holds it."""
+    return json.dumps(_clean(record), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def write_record(results: Path, record: dict[str, Any]) -> Path:
     """Write atomically: a temp file in the same folder, fsync, then rename over the target."""
     results.mkdir(parents=True, exist_ok=True)
-    path = record_path(results, record["run_id"])
-    text = json.dumps(_clean(record), indent=2, sort_keys=False, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{record['run_id']}.", suffix=".tmp", dir=results)
+    return write_atomic(record_path(results, record["run_id"]), record_text(record))
+
+
+def save_record(results: Path, record: dict[str, Any]) -> Path:
+    """`write_record`, or, when the results folder cannot take it (a full disk, a folder gone
+    read-only mid-grid), the record saved in the temp folder and `RecordNotSaved` raised: the
+    grid stops, the trained cell's result is kept."""
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
+        return write_record(results, record)
+    except OSError as exc:
+        target = record_path(results, record["run_id"])
+        spare = Path(tempfile.gettempdir()) / "medpeft-bench-unsaved" / target.name
+        try:
+            spare.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(spare, record_text(record))
+            kept = f"its content is saved in {spare}: move it to {target}"
+        except OSError:
+            kept = f"its content follows; save it as {target}:\n{record_text(record)}"
+        raise RecordNotSaved(
+            f"could not write {target} ({exc.strerror or exc}); the grid stopped. {kept}, then "
+            "run the same command again to continue"
+        ) from exc
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write `path` whole or not at all: a temp file beside it (`.<name>.<random>.tmp`), fsync,
+    then rename over it. The file gets the mode the umask gives, like any file the user creates,
+    so a group-shared folder stays usable by colleagues."""
+    tmp = path.parent / f".{path.name.removesuffix('.json')}.{uuid.uuid4().hex[:8]}.tmp"
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -73,8 +116,9 @@ def remove_stale_temp(results: Path) -> int:
 
 
 def remove_old_temp(folder: Path, *, age_s: float, name_ok=None) -> int:
-    """Delete the `.*.tmp` files in `folder` older than `age_s` (and whose name `name_ok`
-    accepts); returns how many. Files that vanish or cannot be removed are skipped."""
+    """Delete the `.*.tmp` files and folders in `folder` older than `age_s` (and whose name
+    `name_ok` accepts): what writers killed before their rename left. Returns how many. Entries
+    that vanish or cannot be removed are skipped."""
     removed = 0
     if not folder.is_dir():
         return 0
@@ -83,21 +127,54 @@ def remove_old_temp(folder: Path, *, age_s: float, name_ok=None) -> int:
         if name_ok is not None and not name_ok(path.name):
             continue
         try:
-            if now - path.stat().st_mtime > age_s:
-                path.unlink()
+            if now - path.lstat().st_mtime > age_s:
+                if stat.S_ISDIR(path.lstat().st_mode):
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
                 removed += 1
         except OSError:
             pass
     return removed
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A record, or None when the file is not one of ours (corrupt or foreign JSON)."""
+# Records are a few kB (a tuned final with its trials some 100 kB); anything far larger is not one.
+MAX_RECORD_BYTES = 16 * 2**20
+
+
+def _read_small_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of a regular file of at most `limit` bytes; None for anything else. Opened
+    non-blocking and checked after opening, so a FIFO, a device (a `/dev/zero` link) or a
+    file swapped in between is never read."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+                return None
+            data = f.read(limit + 1)
+        except OSError:
+            return None
+    return data if len(data) <= limit else None
+
+
+def read_record(path: Path, *, run_id: str | None = None) -> dict[str, Any] | None:
+    """A record, or None when the file is not one of ours (corrupt or foreign JSON, not a
+    regular file, over MAX_RECORD_BYTES) or, given `run_id`, is another cell's record."""
+    raw = _read_small_file(path, MAX_RECORD_BYTES)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         return None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or "run_id" not in data:
+        return None
+    if run_id is not None and data["run_id"] != run_id:
+        log.warning("%s holds the record of %s, not of %s", path, data["run_id"], run_id)
         return None
     # Right schema, wrong types (hand-edited, or another tool's file): refused here, so `bench
     # report` and `bench status` list it as unreadable instead of failing on it later.
@@ -142,6 +219,8 @@ def _record_types() -> dict[str, str]:
 
 
 _RECORD_TYPES = _record_types()
+# Below the top level, what a record cannot do without: a cell's identity, a trial's outcome.
+_REQUIRED = {"config.dataset", "config.method", "config.backbone", "config.seed", "trial.outcome"}
 # `bench profile` records, as bench.profile_report reads them.
 _PROFILE_TYPES = {
     "run_id": "str", "status": "str", "error": "str?", "finished_at": "str?", "profile": "dict",
@@ -177,7 +256,7 @@ def _wrong_types(data: dict[str, Any]) -> str | None:
         if not isinstance(table, dict):
             continue
         if key not in table:
-            if table is data and not kind.endswith("?"):
+            if (table is data or dotted in _REQUIRED) and not kind.endswith("?"):
                 return f"{dotted} is missing"
             continue
         if not _has_type(table[key], kind):
@@ -192,29 +271,52 @@ def _wrong_types(data: dict[str, Any]) -> str | None:
 
 @dataclass
 class RecordSet:
+    """A results folder read. A record counts only from the file named for its run id
+    (`<run id>.json`, where `bench run` writes and looks for it), so a run id counts once and
+    `bench run`, `bench status` and `bench report` agree on which cells are done. `misplaced`:
+    (file, run id) for records under another name (a copy, a backup, another cell's path),
+    listed and not counted; `unreadable`: files that are not records."""
+
     records: list[dict[str, Any]]
     unreadable: list[Path]
+    misplaced: list[tuple[Path, str]] = field(default_factory=list)
+
+    def notes(self) -> list[tuple[Path, str]]:
+        """(file, what it is) for every file not counted, for the commands that load records to
+        list."""
+        notes = [(path, "not a medpeft-bench record (left untouched)") for path in self.unreadable]
+        counted = {r["run_id"] for r in self.records}
+        for path, run_id in self.misplaced:
+            if run_id in counted:
+                notes.append((path, f"a copy of {run_id}.json (same run id), not counted"))
+            else:
+                notes.append((path, f"the record of {run_id} under another name, not counted: "
+                                    f"rename it {run_id}.json to count it"))  # fmt: skip
+        return notes
 
 
 def load_records(results: Path) -> RecordSet:
-    """Every record in a folder; files that do not parse are listed, never overwritten."""
-    records, bad = [], []
-    if results.is_dir():
-        for path in sorted(results.glob("*.json")):
-            rec = read_record(path)
-            if rec is None:
-                # debug only: the commands that load records list these files themselves
-                log.debug("skipping %s: not a medpeft-bench record", path)
-                bad.append(path)
-            else:
-                records.append(rec)
-    return RecordSet(records, bad)
+    """Every record in a folder, each from the file named for its run id; files that are not
+    records, or hold one under another name, are listed, never overwritten."""
+    out = RecordSet(records=[], unreadable=[])
+    for path in sorted(results.glob("*.json")) if results.is_dir() else []:
+        rec = read_record(path)
+        if rec is None:
+            # debug only: the commands that load records list these files themselves
+            log.debug("skipping %s: not a medpeft-bench record", path)
+            out.unreadable.append(path)
+        elif path.name != f"{rec['run_id']}.json":
+            out.misplaced.append((path, rec["run_id"]))
+        else:
+            out.records.append(rec)
+    return out
 
 
 def finished(results: Path, run_id: str) -> dict[str, Any] | None:
-    """The finished record for this run id, if there is one."""
+    """The finished record for this run id, if there is one (at its path and of this run id: a
+    record of another cell sitting there is foreign, and `bench run` refuses to start)."""
     path = record_path(results, run_id)
     if not path.exists():
         return None
-    rec = read_record(path)
+    rec = read_record(path, run_id=run_id)
     return rec if rec is not None and rec.get("status") in FINISHED else None

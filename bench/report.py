@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from bench.data import DEMO_NOTICE
+from bench.records import write_atomic
 
 TEST_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "qwk", "ece", "nll")
 # Metrics shown in percent (they are fractions in the records).
@@ -219,11 +220,7 @@ def write_summary(
     df: pd.DataFrame, out_dir: Path, records: list[dict[str, Any]] | None = None
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "summary.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render_markdown(df, records))
-    tmp.replace(path)
-    return path
+    return write_atomic(out_dir / "summary.md", render_markdown(df, records))
 
 
 class PaperParts(NamedTuple):
@@ -385,9 +382,9 @@ def write_paper_table(
     parts = _paper_parts(name, long, regime)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"paper-{name}.md"
-    md.write_text(_paper_markdown(parts))
+    write_atomic(md, _paper_markdown(parts))
     tex = out_dir / f"paper-{name}.tex"
-    tex.write_text(_paper_latex(parts))
+    write_atomic(tex, _paper_latex(parts))
     return [md, tex]
 
 
@@ -457,11 +454,11 @@ def write_report(
                              "html": table.to_html(index=False, border=0), "figures": [],
                              "notes": [NOTE]})  # fmt: skip
         path = out_dir / "profile.md"
-        path.write_text("\n".join(parts))
+        write_atomic(path, "\n".join(parts))
         written.append(path)
     notice = DEMO_NOTICE if not df.empty and bool(df["demo"].any()) else None
     index = out_dir / "index.html"
-    index.write_text(render_html("medpeft-bench report", sections, notice=notice))
+    write_atomic(index, render_html("medpeft-bench report", sections, notice=notice))
     written.append(index)
     return written
 
@@ -559,7 +556,7 @@ def _write_tables(
         notes.append(stats.CORRECTION)
     for name, text in outputs.items():
         path = out_dir / name
-        path.write_text(text)
+        write_atomic(path, text)
         files.append(path)
     sections = [
         {"heading": "Scores", "html": wide.frame.to_html(index=False, border=0, na_rep="—"),

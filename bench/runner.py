@@ -244,7 +244,7 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
                 f"missing data: {card.name} (expected {where}; `bench data info {card.name}` "
                 "shows the layout and where to get it)"
             )
-    _check_results_folder(req.results)
+    _check_results_folder(req.results, write=not dry_run)
 
     if dry_run:
         source = resolve_backbone(req.backbone, pretrained=False, weights=None)
@@ -254,7 +254,7 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
 
             # Checked (safely) and hashed as a real run would: a bad file fails the dry run too,
             # and the listed run ids, hence done/to run, are the real ones.
-            check_weights_file(weights)
+            check_weights_file(weights, req.backbone)
             digest = file_sha256(weights)
         source = type(source)(req.backbone, req.pretrained, weights, digest)
     else:
@@ -418,9 +418,38 @@ def _load(card, root: Path, progress: bool):
         )
 
 
-def _check_results_folder(results: Path) -> None:
+def _check_results_folder(results: Path, *, write: bool) -> None:
+    """The results folder is a folder; for a real run, one this process can write records and
+    claims into (checked by writing, which also covers a read-only mount and a full disk)."""
+    import uuid
+
+    from bench.claims import claims_dir
+
     if results.exists() and not results.is_dir():
         raise UserError(f"--results {results} exists and is not a folder")
+    if not write:
+        return
+    claims = claims_dir(results)
+    if claims.exists() and not claims.is_dir():
+        raise UserError(
+            f"{claims} is a file; runners keep their claims in that folder: move the file away"
+        )
+    probe = results / f".write-check.{uuid.uuid4().hex[:8]}.tmp"
+    # folders made only for the check are removed again: bad input later leaves nothing behind
+    made = list(itertools.takewhile(lambda d: not d.exists(), [results, *results.parents]))
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"0" * 4096)  # a record's size: a full disk fails here, not after training
+    except OSError as exc:
+        raise UserError(
+            f"cannot write records in --results {results}: {exc.strerror or exc}; choose a "
+            "writable folder with free space"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+            for folder in made:
+                folder.rmdir()
 
 
 def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) -> list[str]:
@@ -446,6 +475,7 @@ def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) 
 
 def _cache_estimate(model, cell: CellConfig, data, cfg: dict) -> str:
     """Disk the frozen-feature cache of one (method, dataset) will take; fails if it won't fit."""
+    from bench.backbones import check_cache_writable
     from bench.feature_cache import (
         MANIFEST,
         bytes_per_image,
@@ -465,6 +495,7 @@ def _cache_estimate(model, cell: CellConfig, data, cfg: dict) -> str:
         if not (cache_path(identity, model.cache_dtype) / MANIFEST).is_file():
             missing += len(part) * per_image
     if missing:
+        check_cache_writable(feature_cache_dir())
         check_free_space(feature_cache_dir(), missing)
     state = f"{human_bytes(missing)} to write" if missing else "already cached"
     return (
@@ -475,18 +506,20 @@ def _cache_estimate(model, cell: CellConfig, data, cfg: dict) -> str:
 
 
 def _check_foreign_files(cells: list[CellConfig], results: Path) -> None:
-    """A file at a cell's record path that is not a record is someone else's: never overwrite it."""
+    """A file at a cell's record path that is not this cell's record (not a record at all, or
+    another cell's) is someone else's: never overwrite it, never count it as the cell's."""
     from bench.records import read_record, record_path
 
     blocked = [
         p
-        for p in (record_path(results, c.run_id) for c in cells)
-        if p.exists() and read_record(p) is None
+        for p, run_id in ((record_path(results, c.run_id), c.run_id) for c in cells)
+        if p.exists() and read_record(p, run_id=run_id) is None
     ]
     if blocked:
         raise UserError(
             f"{len(blocked)} file(s) in {results} sit where records go but are not medpeft-bench records "
-            f"(first: {blocked[0]}); move them away or choose another --results folder"
+            f"of those cells (first: {blocked[0]}); move them away or choose another --results "
+            "folder"
         )
 
 
@@ -502,34 +535,41 @@ class GridOutcome:
 class _Sigint:
     """Ctrl-C for the grid's duration: the first raises KeyboardInterrupt, held back while a
     critical step (claiming, writing a record, releasing) finishes; the second ends the process
-    at once with status 130, whatever it is doing. The previous handler comes back on exit."""
+    at once with status 130, whatever it is doing. SIGTERM (scancel, kill, a launcher stopping
+    its workers) stops the grid as the first Ctrl-C does; a repeated SIGTERM is ignored, since
+    scancel and a launcher may each send one. The previous handlers come back on exit."""
 
     def __init__(self) -> None:
         self.count = 0
         self.depth = 0
         self.pending = False
-        self._old: Any = None
-        self._installed = False
+        self.terminated = False
+        self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _Sigint:
-        # Python lets only the main thread set handlers; elsewhere Ctrl-C keeps its default.
+        # Python lets only the main thread set handlers; elsewhere the signals keep theirs.
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
+            self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle_term)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            # None: the old handler was not set from Python; Python's default is the closest
-            signal.signal(
-                signal.SIGINT, self._old if self._old is not None else signal.default_int_handler
-            )
+        defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+        for signum, old in self._old.items():
+            # None: the old handler was not set from Python; the default is the closest
+            signal.signal(signum, old if old is not None else defaults[signum])
+
+    def _handle_term(self, signum: int, frame: Any) -> None:
+        if not self.terminated:
+            self.terminated = True
+            self._handle(signum, frame)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.count += 1
         if self.count > 1:
             _hard_exit()
-        _say("\nCtrl-C: stopping; finished cells are saved (Ctrl-C again stops at once)\n")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        _say(f"\n{name}: stopping; finished cells are saved (Ctrl-C again stops at once)\n")
         if self.depth:
             self.pending = True
             return
@@ -705,10 +745,13 @@ class _Grid:
             claimed = claims.current_claims(results, stale_after=self.stale)
         todo = []
         for cell in self.plan.cells:
+            # stamped before reading: a record another runner writes in between is then seen
+            # as written during this pass, instead of being missed and the cell run twice
+            stamp = _stamp(results, cell.run_id)
             done = _done(self.req, cell.run_id)
             if done is None:
                 todo.append(cell)
-                self.seen[cell.run_id] = _stamp(results, cell.run_id)
+                self.seen[cell.run_id] = stamp
                 continue
             self.outcome.records.append(done)
             self.outcome.skipped += 1
@@ -726,12 +769,12 @@ class _Grid:
 
         if _stamp(self.req.results, run_id) == self.seen[run_id]:
             return False, None
-        return True, read_record(record_path(self.req.results, run_id))
+        return True, read_record(record_path(self.req.results, run_id), run_id=run_id)
 
     def run(self, cell: CellConfig) -> None:
         """Claim, run, record and release one cell (or leave it to the runner holding it)."""
         from bench import claims
-        from bench.records import write_record
+        from bench.records import save_record
 
         label = _where(cell.to_dict())
         claim = None
@@ -761,7 +804,7 @@ class _Grid:
             record = self._train(cell, label)
             record.update(self.plan.annotations.get(cell.run_id, {}))
             with self.sigint.critical():
-                write_record(self.req.results, record)
+                save_record(self.req.results, record)
                 self.outcome.records.append(record)
                 self.outcome.ran += 1
                 self.bar.advance(self.task)

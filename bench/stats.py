@@ -8,6 +8,7 @@ differences are in percentage points.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Sequence
@@ -66,10 +67,19 @@ def block_title(dataset: str, shots_key: int, backbone: str | None = None) -> st
     return f"{name} · {backbone}" if backbone else name
 
 
+# File names stop at 255 bytes; a block title (dataset, backbone, shots) can be longer.
+_SLUG_MAX = 96
+
+
 def slug(text: str) -> str:
     """Lowercase, every run of non-alphanumerics (ASCII) becomes one "-": the figures' file
-    names and the HTML anchors of a block title."""
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+    names and the HTML anchors of a block title. A long one is cut and ends in a hash of the
+    whole, so it stays a valid file name and distinct titles keep distinct slugs."""
+    out = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+    if len(out) <= _SLUG_MAX:
+        return out
+    digest = hashlib.sha1(str(text).encode()).hexdigest()[:10]
+    return f"{out[: _SLUG_MAX - 11].rstrip('-')}-{digest}"
 
 
 def _col(df: pd.DataFrame, name: str, default: Any = np.nan) -> pd.Series:

@@ -510,9 +510,9 @@ def test_oom_record_then_oom_retry_halves_the_batch(tmp_path, tiny_data_root, mo
     results = tmp_path / "results"
     (run_id,) = planned_ids(tiny_data_root, results, ["linear"], [0])
     seen = fake_oom_fit(monkeypatch, limit=4)
-    # without --oom-retry: an oom record with the batch size, and the grid goes on
+    # without --oom-retry: an oom record with the batch size, the grid goes on, and exits 1
     res = bench(*grid_args(tiny_data_root, results, "--methods", "linear,full"))
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1 and "2 oom cell(s): exit status 1" in res.output, res.output
     recs = {
         json.loads(t)["config"]["method"]: json.loads(t) for t in valid_records(results).values()
     }
@@ -538,7 +538,7 @@ def test_oom_retry_down_to_batch_one(tmp_path, tiny_data_root, monkeypatch) -> N
     results = tmp_path / "results"
     seen = fake_oom_fit(monkeypatch, limit=0)  # nothing fits
     res = bench(*grid_args(tiny_data_root, results, "--oom-retry", "--batch-size", "12"))
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output
     (text,) = valid_records(results).values()
     rec = json.loads(text)
     assert seen == [12, 6, 3, 1] and rec["oom_retries"] == [12, 6, 3, 1]

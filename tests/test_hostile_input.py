@@ -57,6 +57,12 @@ Also: a card with wrong-typed values or a shot-file template reaching attributes
 (test_card_with_wrong_types_is_a_user_error, 8 cases), a weights file missing backbone tensors
 (test_weights_missing_tensors_refused; a file missing only the head is accepted).
 
+Cases a later audit found, each in its own file: tests/test_audit_records.py (results folders:
+copies, foreign records, special files, full disk, exit statuses, report files),
+tests/test_audit_data.py (cards, npz headers, image folders), tests/test_audit_cache_weights.py
+(weights content, cache folders, stale temp files), tests/test_audit_claims.py (runners in one
+Slurm job, SIGTERM).
+
 Cases covered elsewhere before this file (by test name):
   tests/test_cli.py::test_bad_input_is_one_clear_line_before_training (unknown method, unknown
     dataset, malformed --set, unknown --set key, wrong-typed --set value, --set for a method not
@@ -880,7 +886,7 @@ def report_over(results: Path, out: Path):
 def test_bad_record_is_skipped(tmp_path: Path, case: str) -> None:
     results = tmp_path / "results"
     results.mkdir()
-    (results / "good.json").write_text(json.dumps(good_record()))
+    (results / "demo-linear-s0-abc.json").write_text(json.dumps(good_record()))
     bad = results / "bad.json"
     bad.write_bytes(BAD_RECORDS[case])
     assert read_record(bad) is None
@@ -908,13 +914,14 @@ def _leaf_paths(table: dict[str, Any], prefix: str = "") -> list[str]:
 def test_mutated_records_never_crash_report(scratch: Path, dotted: str, value: Any) -> None:
     results = scratch / "records"
     results.mkdir(exist_ok=True)
-    (results / "good.json").write_text(json.dumps(good_record()))
-    mutated = results / "mutated.json"
+    (results / "demo-linear-s0-abc.json").write_text(json.dumps(good_record()))
+    mutated = results / "demo-linear-s1-def.json"
     mutated.write_text(json.dumps(_set(good_record("demo-linear-s1-def"), dotted, value)))
     res = report_over(results, scratch / "report")
     assert res.exit_code == 0, (dotted, value, res.output)
-    if read_record(mutated) is None:
-        assert f"skipped {mutated}" in res.output
+    if read_record(mutated, run_id="demo-linear-s1-def") is None:
+        assert f"skipped {mutated}" in res.output  # not a record, or one of another run id
+        assert "(1 record(s))" in res.output
     else:
         assert "(2 record(s))" in res.output
 

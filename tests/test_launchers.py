@@ -223,7 +223,8 @@ def test_slurm_submission_parameters_and_skipping(tmp_path, tiny_data_root, monk
     gpu_ids = [s["run_ids"][0] for s in ex.specs]
     assert not set(gpu_ids) & set(ids)
     # one finished: only the other is submitted
-    write_record(results, {"schema": 1, "run_id": gpu_ids[0], "status": "ok", "config": {}})
+    identity = {"dataset": "pneumoniamnist", "method": "linear", "backbone": "test_vit", "seed": 0}
+    write_record(results, {"schema": 1, "run_id": gpu_ids[0], "status": "ok", "config": identity})
     req.device = "auto"
     outcome = run_slurm(req, opts, console=_Quiet())
     assert outcome.skipped == 1

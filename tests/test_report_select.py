@@ -36,7 +36,7 @@ def record(
     cfg = {"dataset": dataset, "method": method, "seed": seed, "backbone": backbone,
            "pretrained": True, "epochs": 3, "lr": 1e-3, "shots": shots, "split_seed": split_seed,
            "img_size": 32, "hparams": hparams}  # fmt: skip
-    run_id = f"{dataset}-{backbone}-{method}-{shots}-{split_seed}-{seed}-{sorted(hparams.items())}"
+    run_id = f"{dataset}-{backbone}-{method}-{shots}-{split_seed}-{seed}-{status}-{sorted(hparams.items())}"
     return {
         "schema": 1,
         "run_id": run_id,
@@ -55,8 +55,8 @@ def record(
 
 def write(results: Path, records: list[dict]) -> Path:
     results.mkdir(parents=True, exist_ok=True)
-    for i, r in enumerate(records):
-        (results / f"r{i:03d}.json").write_text(json.dumps(r))
+    for r in records:
+        (results / f"{r['run_id']}.json").write_text(json.dumps(r))
     return results
 
 

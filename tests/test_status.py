@@ -105,7 +105,7 @@ def test_status_of_a_grid_counts_every_state(tmp_path, tiny_data_root) -> None:
     assert "failed pneumoniamnist/linear/seed 1: RuntimeError: boom" in out
     assert "oom pneumoniamnist/linear/seed 2: CUDA out of memory at batch size 16" in out
     assert "1 claim(s) left by runners that died" in out
-    assert "unreadable" not in out  # the profile record is a record, just not a grid cell
+    assert "skipped" not in out  # the profile record is a record, just not a grid cell
     live.release()
     assert "0 running" in bench_status(results, *GRID, "--data-root", str(tiny_data_root)).output
 
