@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from bench import claims
 from bench.cli import app
-from bench.records import read_record
+from bench.records import read_record, write_record
 from bench.runner import RunRequest, plan
 
 KILLS = 5  # SIGKILLs of a real grid at random points before it may finish
@@ -331,19 +331,53 @@ def test_runners_never_run_a_failed_cell_at_the_same_time(tmp_path) -> None:
     assert all(rec["status"] == "failed" for rec in records.values())
 
 
-def test_first_ctrl_c_abandons_the_cell_in_progress(tmp_path) -> None:
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM, signal.SIGTERM]])
+def test_first_ctrl_c_abandons_the_cell_in_progress(tmp_path, signals) -> None:
+    """Ctrl-C, or SIGTERM (scancel, kill; a repeated one, as scancel and a launcher both send,
+    is ignored), abandons the cell in progress and releases its claim."""
     results = tmp_path / "results"
     ids = fake_ids(3)
     proc = start_driver(tmp_path, results, "sigint", 3)
     wait_for(lambda: f"run {ids[1]}" in " ".join(log_lines(tmp_path)), proc, timeout=30)
-    proc.send_signal(signal.SIGINT)
+    for signum in signals:
+        proc.send_signal(signum)
     outcome, err = finish(proc)
     assert proc.returncode == 130, err
     assert outcome == {"ran": 1, "skipped": 0, "busy": 0, "interrupted": True, "restored": True}
-    assert "Ctrl-C again stops at once" in err
+    name = "Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM"
+    assert f"{name}: stopping; finished cells are saved" in err
     assert set(valid_records(results)) == {f"{ids[0]}.json"}  # cell 1 abandoned, cell 2 never run
     assert claim_files(results) == []  # the abandoned cell's claim released
     assert not any(ids[2] in line for line in log_lines(tmp_path))
+
+
+def test_record_written_between_stamp_and_read_is_not_run_again(tmp_path, monkeypatch) -> None:
+    """Another runner writes a cell's record after this runner found the cell unfinished: the
+    pass sees the new file when it claims the cell, and skips it instead of running it twice."""
+    import bench.runner
+    from bench.config import CellConfig
+    from bench.runner import Plan, RunRequest, data_key, run_grid
+
+    results = tmp_path / "results"
+    cell = CellConfig(method="fake", dataset="d", seed=0, backbone="b", pretrained=False,
+                      weights=None, weights_sha256=None, epochs=1, batch_size=8, img_size=32,
+                      device="cpu", precision="fp32", optimizer="adamw", lr=1e-3,
+                      weight_decay=0.0, warmup_epochs=0.0, grad_clip=0.0)  # fmt: skip
+    record = {"schema": 1, "run_id": cell.run_id, "status": "ok", "error": None,
+              "config": cell.to_dict()}  # fmt: skip
+    real_done = bench.runner._done
+
+    def done_then_written(req, run_id):
+        found = real_done(req, run_id)
+        write_record(results, record)  # the other runner finishes right after this read
+        return found
+
+    monkeypatch.setattr(bench.runner, "_done", done_then_written)
+    plan_ = Plan(cells=[cell], datasets={data_key(cell): None}, source=None)
+    req = RunRequest(methods=["fake"], datasets=["d"], seeds=[0], backbone="b", results=results)
+    out = run_grid(plan_, req, progress=False,
+                   run_cell=lambda *a, **k: pytest.fail("the cell ran a second time"))  # fmt: skip
+    assert (out.ran, out.skipped) == (0, 1) and out.records == [record]
 
 
 def test_first_ctrl_c_while_a_record_is_written_keeps_it(tmp_path) -> None:
