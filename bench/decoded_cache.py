@@ -54,7 +54,7 @@ SETTLE_NS = 2 * 10**9
 
 def decoded_cache_dir() -> Path:
     """$MEDPEFT_CACHE/decoded (default ~/.cache/medpeft-bench/decoded)."""
-    from bench.backbones import cache_root
+    from bench.cache_dirs import cache_root
 
     return cache_root() / "decoded"
 
@@ -235,7 +235,7 @@ def write(entry: Entry, data) -> bool:
     if again != entry.identity:  # a file changed while it was decoded: what was read is unknown
         log.warning("decoded cache not written: %s changed while it was read", entry.card.name)
         return False
-    from bench.backbones import check_cache_writable
+    from bench.cache_dirs import check_cache_writable
     from bench.feature_cache import check_free_space, human_bytes, remove_stale_temp_dirs
 
     try:

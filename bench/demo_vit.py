@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.backbones import STALE_TEMP_S, cache_root, check_cache_writable
+from bench.cache_dirs import STALE_TEMP_S, cache_root, check_cache_writable
 
 DEMO_VIT_VERSION = "demo-vit-v1"
 DEMO_VIT_KWARGS: dict[str, Any] = {

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.backbones import STALE_TEMP_S, cache_root, check_cache_writable, file_sha256
+from bench.backbones import file_sha256
+from bench.cache_dirs import STALE_TEMP_S, cache_root, check_cache_writable
 from bench.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -250,7 +250,8 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
         source = resolve_backbone(req.backbone, pretrained=False, weights=None)
         weights, digest = Path(req.weights).expanduser() if req.weights else None, None
         if weights is not None:
-            from bench.backbones import check_weights_file, file_sha256
+            from bench.backbones import file_sha256
+            from bench.weights import check_weights_file
 
             # Checked (safely) and hashed as a real run would: a bad file fails the dry run too,
             # and the listed run ids, hence done/to run, are the real ones.
@@ -475,7 +476,7 @@ def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) 
 
 def _cache_estimate(model, cell: CellConfig, data, cfg: dict) -> str:
     """Disk the frozen-feature cache of one (method, dataset) will take; fails if it won't fit."""
-    from bench.backbones import check_cache_writable
+    from bench.cache_dirs import check_cache_writable
     from bench.feature_cache import (
         MANIFEST,
         bytes_per_image,

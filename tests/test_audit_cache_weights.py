@@ -1,5 +1,5 @@
-"""Hostile-input audit: cache folders and weights files (bench/backbones.py, bench/demo_vit.py,
-bench/feature_cache.py, bench/decoded_cache.py).
+"""Hostile-input audit: cache folders and weights files (bench/cache_dirs.py, bench/weights.py,
+bench/demo_vit.py, bench/feature_cache.py, bench/decoded_cache.py).
 
 An unusable cache folder fails at once, naming the folder and $MEDPEFT_CACHE:
   - demo-vit, MEDPEFT_CACHE a regular file: refused before pretraining starts
@@ -123,7 +123,7 @@ def test_feature_cache_refuses_an_unwritable_cache(cache_is_a_file: Path) -> Non
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
 def test_read_only_cache_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.backbones import check_cache_writable
+    from bench.cache_dirs import check_cache_writable
 
     cache = tmp_path / "cache"
     cache.mkdir()
