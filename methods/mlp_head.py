@@ -4,7 +4,7 @@ Jia et al., ECCV 2022, https://arxiv.org/abs/2203.12119)."""
 from torch import nn
 
 from methods.frozen_head import frozen_head
-from methods.registry import SearchSpace, lr_around, register
+from methods.registry import register
 
 NORMS = ("none", "layernorm", "batchnorm")
 
@@ -44,7 +44,6 @@ def mlp_head(
     "mlp-head",
     optimizer="adamw",
     lr=3e-4,  # demo, 10 epochs: 1e-4 gave 76% test, 3e-4 84-85%, 1e-3 71%
-    search=SearchSpace(lr=lr_around(3e-4), source='suite: half-decade grid around the default (no paper grid)'),
     weight_decay=0.0,
     summary="MLP-k head (k Linear layers) on frozen CLS features; backbone frozen",
     paper="https://arxiv.org/abs/2203.12119",

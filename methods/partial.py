@@ -3,14 +3,13 @@ Partial-1 baseline, Jia et al., ECCV 2022, https://arxiv.org/abs/2203.12119)."""
 
 from torch import nn
 
-from methods.registry import SearchSpace, lr_around, register
+from methods.registry import register
 
 
 @register(
     "partial",
     optimizer="adamw",
     lr=3e-4,  # demo, 10 epochs: 1e-4 gave 66% test, 3e-4 86-87%, 1e-3 86%
-    search=SearchSpace(lr=lr_around(3e-4), source='suite: half-decade grid around the default (no paper grid)'),
     weight_decay=0.05,
     summary="Partial-k: last k blocks + final norm + head train, the rest frozen",
     paper="https://arxiv.org/abs/2203.12119",

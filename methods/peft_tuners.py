@@ -54,7 +54,7 @@ from peft import (
 from torch import nn
 
 from methods.lora import LINEAR_TARGETS, inject_peft, target_regex
-from methods.registry import SearchSpace, lr_around, register
+from methods.registry import register
 
 # LayerNorms of a timm ViT, for LN-tuning: each block's two and the final one (top-level `norm`).
 NORM_TARGETS: dict[str, tuple[str, ...]] = {
@@ -93,7 +93,6 @@ def _targeted_linears(model: nn.Module, targets: str) -> list[nn.Linear]:
     "dora",
     optimizer="adamw",
     lr=1e-3,
-    search=SearchSpace(lr=lr_around(1e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="DoRA (peft): LoRA direction update plus a trainable per-output magnitude, on qkv",
     paper="https://arxiv.org/abs/2402.09353",
 )
@@ -121,7 +120,6 @@ def build_dora(
     "loha",
     optimizer="adamw",
     lr=1e-3,
-    search=SearchSpace(lr=lr_around(1e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="LoHa (peft): Hadamard product of two rank-r factorisations, on qkv",
     paper="https://arxiv.org/abs/2108.06098",
 )
@@ -142,7 +140,6 @@ def build_loha(
     "lokr",
     optimizer="adamw",
     lr=1e-3,
-    search=SearchSpace(lr=lr_around(1e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="LoKr (peft): Kronecker product of a small dense factor and a rank-r factor, on qkv",
     paper="https://arxiv.org/abs/2309.14859",
 )
@@ -173,7 +170,6 @@ def build_lokr(
     "ia3",
     optimizer="adamw",
     lr=3e-3,
-    search=SearchSpace(lr=lr_around(3e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="(IA)³ (peft): learned scaling of qkv outputs and of the MLP hidden units (fc2 input)",
     paper="https://arxiv.org/abs/2205.05638",
 )
@@ -207,7 +203,6 @@ def build_ia3(model: nn.Module, *, targets: str = "qkv,fc2", feedforward: str = 
     "vera",
     optimizer="adamw",
     lr=1e-2,
-    search=SearchSpace(lr=lr_around(1e-2), source='suite: half-decade grid around the default (no paper grid)'),
     summary="VeRA (peft): frozen shared random A,B; trains per-layer scaling vectors d and b, on qkv",
     paper="https://arxiv.org/abs/2310.11454",
 )
@@ -235,7 +230,6 @@ def build_vera(
     "fourierft",
     optimizer="adamw",
     lr=1e-2,
-    search=SearchSpace(lr=lr_around(1e-2), source='suite: half-decade grid around the default (no paper grid)'),
     summary="FourierFT (peft): n trainable spectral coefficients per layer, ΔW = scaling·Re(IDFT), on qkv",
     paper="https://arxiv.org/abs/2405.03003",
 )
@@ -275,7 +269,6 @@ def build_fourierft(
     "boft",
     optimizer="adamw",
     lr=3e-3,
-    search=SearchSpace(lr=lr_around(3e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="BOFT (peft): butterfly-factorised orthogonal rotation of qkv's input side, plus output scales",
     paper="https://arxiv.org/abs/2311.06243",
 )
@@ -322,7 +315,6 @@ def build_boft(
     "oft",
     optimizer="adamw",
     lr=3e-3,
-    search=SearchSpace(lr=lr_around(3e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="OFT (peft): block-diagonal orthogonal (Cayley) rotation of qkv's input side",
     paper="https://arxiv.org/abs/2306.07280",
 )
@@ -344,7 +336,6 @@ def build_oft(model: nn.Module, *, block_size: int = 32, targets: str = "qkv") -
     "hra",
     optimizer="adamw",
     lr=3e-3,
-    search=SearchSpace(lr=lr_around(3e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="HRA (peft): a chain of r Householder reflections applied to qkv's weight",
     paper="https://arxiv.org/abs/2405.17484",
 )
@@ -364,7 +355,6 @@ def build_hra(
     "ln_tuning",
     optimizer="adamw",
     lr=3e-3,
-    search=SearchSpace(lr=lr_around(3e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="LN-tuning (peft): trains every LayerNorm's scale and shift (a trained copy), plus the head",
     paper="https://arxiv.org/abs/2312.11420",
 )
@@ -381,7 +371,6 @@ def build_ln_tuning(model: nn.Module, *, targets: str = "norm1,norm2,norm") -> n
     "randlora",
     optimizer="adamw",
     lr=3e-3,
-    search=SearchSpace(lr=lr_around(3e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="RandLoRA (peft): full-rank update from frozen random low-rank bases, trained scalings",
     paper="https://arxiv.org/abs/2502.00987",
 )
@@ -404,7 +393,6 @@ def build_randlora(
     "shira",
     optimizer="adamw",
     lr=1e-3,
-    search=SearchSpace(lr=lr_around(1e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="SHiRA (peft): trains a fixed random sparse subset of qkv's weight entries",
     paper="https://arxiv.org/abs/2406.13175",
 )
@@ -428,7 +416,6 @@ def build_shira(model: nn.Module, *, rank: int = 8, targets: str = "qkv") -> nn.
     "c3a",
     optimizer="adamw",
     lr=1e-2,
-    search=SearchSpace(lr=lr_around(1e-2), source='suite: half-decade grid around the default (no paper grid)'),
     summary="C3A (peft): block-circular-convolution update of qkv (high rank, few parameters)",
     paper="https://arxiv.org/abs/2407.19342",
 )
@@ -456,7 +443,6 @@ def build_c3a(model: nn.Module, *, block_size: int = 0, targets: str = "qkv") ->
     "road",
     optimizer="adamw",
     lr=3e-3,
-    search=SearchSpace(lr=lr_around(3e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="RoAd (peft): learned 2-D rotations and scalings of pairs of qkv's output features",
     paper="https://arxiv.org/abs/2409.00119",
 )
@@ -479,7 +465,6 @@ def build_road(
     "miss",
     optimizer="adamw",
     lr=1e-3,
-    search=SearchSpace(lr=lr_around(1e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="MiSS (peft): one shared trainable r-column shard expanded over qkv's weight",
     paper="https://arxiv.org/abs/2409.15371",
 )
@@ -501,7 +486,6 @@ def build_miss(model: nn.Module, *, rank: int = 8, targets: str = "qkv") -> nn.M
     "delora",
     optimizer="adamw",
     lr=1e-3,
-    search=SearchSpace(lr=lr_around(1e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="DeLoRA (peft): LoRA with normalised rank-one terms and a learnable norm bound λ, on qkv",
     paper="https://arxiv.org/abs/2503.18225",
 )
@@ -528,7 +512,6 @@ def build_delora(
     "waveft",
     optimizer="adamw",
     lr=1e-3,
-    search=SearchSpace(lr=lr_around(1e-3), source='suite: half-decade grid around the default (no paper grid)'),
     summary="WaveFT (peft): n trainable wavelet coefficients per layer, ΔW = scaling·IDWT, on qkv",
     paper="https://arxiv.org/abs/2505.12532",
 )

@@ -31,6 +31,9 @@ TRAIN_KEYS: tuple[str, ...] = ("optimizer", "lr", "weight_decay")
 WD_GRID: tuple[float, ...] = (0.01, 1e-3, 1e-4, 0.0)
 
 
+DEFAULT_SPACE_SOURCE = "suite: half-decade grid around the default (no paper grid)"
+
+
 def lr_around(default: float) -> tuple[float, ...]:
     """Half-decade steps around a default, default x {0.1, 0.3, 1, 3, 10}: the learning-rate grid
     of methods whose papers give none (lr_around(1e-3) -> 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)."""
@@ -129,12 +132,16 @@ def register(
     lr_rule: LrRule | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register `build(model, *, hparam=default, ...)` under `name` with its training defaults
-    and its search space (one SearchSpace for `optimizer`, or one per optimizer)."""
+    and its search space (one SearchSpace for `optimizer`, or one per optimizer). Without one,
+    `bench tune` searches the learning rate around the default (`lr_around`) and the weight
+    decays every method shares."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(
             f"method {name!r}: optimizer must be one of {OPTIMIZERS}, not {optimizer!r}"
         )
-    spaces = dict(search) if isinstance(search, Mapping) else {optimizer: search} if search else {}
+    if search is None:
+        search = SearchSpace(lr=lr_around(lr), source=DEFAULT_SPACE_SOURCE)
+    spaces = dict(search) if isinstance(search, Mapping) else {optimizer: search}
     if set(spaces) - set(OPTIMIZERS):
         raise ValueError(f"method {name!r}: search spaces are keyed by optimizer {OPTIMIZERS}")
 

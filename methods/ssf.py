@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.registry import SearchSpace, lr_around, register
+from methods.registry import register
 
 
 class ScaleShift(nn.Module):
@@ -26,7 +26,6 @@ class ScaleShift(nn.Module):
     "ssf",
     optimizer="adamw",
     lr=1e-2,  # demo, 10 epochs: 5e-3 gave 73% test, 1e-2 83-84%, 3e-2 84%
-    search=SearchSpace(lr=lr_around(1e-2), source='suite: half-decade grid around the default (no paper grid)'),
     weight_decay=0.0,
     summary="SSF: per-channel scale+shift after every LN/linear, patch-embed, final norm + head",
     paper="https://arxiv.org/abs/2210.08823",

@@ -97,6 +97,20 @@ def test_every_method_declares_a_space_for_its_own_optimizer():
         assert all(v > 0 for v in space.lr) and all(v >= 0 for v in space.weight_decay)
 
 
+def test_a_method_without_a_declared_space_searches_its_lr_around_the_default(monkeypatch):
+    """The 22 methods whose papers give no grid declare nothing: their space is the default lr
+    x {0.1, 0.3, 1, 3, 10} and the shared weight decays."""
+    from methods import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register("no-space", lr=2e-3)(lambda model, *, k=1: model)
+    space = get_method("no-space").space_for("adamw")
+    assert space.lr == (2e-4, 6e-4, 2e-3, 6e-3, 2e-2)
+    assert space.weight_decay == registry.WD_GRID and space.hparams == {}
+    assert space.source == registry.DEFAULT_SPACE_SOURCE
+    assert get_method("ia3").space_for("adamw").lr == (3e-4, 9e-4, 3e-3, 9e-3, 3e-2)
+
+
 def test_vpt_searches_the_papers_grid_and_scales_lr_by_batch_over_256(tiny_data_root, tmp_path):
     spec = get_method("vpt")
     space = spec.space_for("sgd")
