@@ -14,7 +14,6 @@ from urllib.parse import urlparse
 from bench.errors import UserError
 from bench.weights import DEMO_BACKBONE, architecture, check_weights_file
 
-DEFAULT_BACKBONE = DEMO_BACKBONE
 # Backbones worth naming in `bench list`; any timm ViT name works.
 SUGGESTED_BACKBONES = (
     DEMO_BACKBONE,
@@ -160,12 +159,6 @@ def _missing_keys():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-
-
-def backbone_input_size(model) -> int:
-    """The square input size the model was built for."""
-    size = model.patch_embed.img_size
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 def default_img_size(name: str) -> int:

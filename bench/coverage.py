@@ -13,8 +13,6 @@ import pandas as pd
 
 from bench.stats import block_title, prepare
 
-RUN = ["split_seed", "seed"]
-
 
 def _run_text(split_seed: int, seed: int, few_shot: bool) -> str:
     return f"split {split_seed} seed {seed}" if few_shot else f"seed {seed}"

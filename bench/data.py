@@ -207,10 +207,6 @@ def catalog_dirs() -> list[Path]:
     return dirs
 
 
-def catalog_dir() -> Path:
-    return catalog_dirs()[0]
-
-
 def parse_card(path: Path) -> DatasetCard:
     """Read and check one card file; every mistake is reported with the file's path."""
     try:

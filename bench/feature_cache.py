@@ -1,5 +1,5 @@
 """Frozen-feature cache: a frozen model's per-image features, computed once, kept on disk as
-memory-mapped `.npy` arrays and verified before every use (FPT+'s preloading, methods.md §6).
+memory-mapped `.npy` arrays and verified before every use (FPT+'s preloading).
 
 A cache directory is named by a hash of everything that determines its contents: the dataset's
 identity and the split's image bytes in order (so rows are keyed by index and content, never by

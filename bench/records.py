@@ -19,11 +19,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
-# `trial`: a hyperparameter-search trial that trained (or diverged, or ran out of memory: its
-# `trial.outcome`) and was scored on validation only; it has no test metrics (bench.tuning).
-STATUSES = ("ok", "failed", "oom", "diverged", "trial")
 # Cells with these statuses are finished: a rerun skips them unless --force. A `failed` cell is
-# retried, since failures are usually environmental (a missing file, a killed worker).
+# retried, since failures are usually environmental (a missing file, a killed worker). `trial`:
+# a search trial that trained (or diverged, or ran out of memory: its `trial.outcome`) and was
+# scored on validation only; it has no test metrics (bench.tuning).
 FINISHED = ("ok", "oom", "diverged", "trial")
 # Cells without a usable result: `bench run` exits 1 when its grid has any.
 FAILURES = ("failed", "oom", "diverged")

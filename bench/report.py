@@ -16,8 +16,6 @@ from bench.data import DEMO_NOTICE
 from bench.records import write_atomic
 
 TEST_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "qwk", "ece", "nll")
-# Metrics shown in percent (they are fractions in the records).
-PERCENT = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "ece", "qwk")
 
 
 def _setting(cfg: dict[str, Any]) -> str:

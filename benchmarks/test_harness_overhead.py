@@ -1,4 +1,4 @@
-"""Harness overhead (issue 7): `bench.train.fit`'s training step against a bare timm-style loop.
+"""Harness overhead: `bench.train.fit`'s training step against a bare timm-style loop.
 
 Same model and init, same batches in the same order, fp32 on CPU, augment "none", AdamW from
 `build_optimizer`, the same grad clip and cosine schedule. The goal is harness/bare <= 1.02; the

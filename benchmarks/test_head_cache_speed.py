@@ -1,4 +1,4 @@
-"""Frozen-feature caching for heads (issue 7): `run_cell` for `linear` with `preload=True`
+"""Frozen-feature caching for heads: `run_cell` for `linear` with `preload=True`
 (the backbone runs once per image, then every epoch trains the head on cached features) against
 `preload=False` (the naive loop: the frozen backbone runs at every step and every validation).
 

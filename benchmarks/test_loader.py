@@ -1,4 +1,4 @@
-"""Loader throughput next to model throughput (issue 7: "data loading never the bottleneck").
+"""Loader throughput next to model throughput ("data loading never the bottleneck").
 
 The loader side is what `fit` does per batch before the model runs: `make_loader` (a
 TensorDataset over uint8 images, shuffled) and `prepare_batch` with a training augmentation,

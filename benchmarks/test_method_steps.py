@@ -1,4 +1,4 @@
-"""One training step of every registered method on a tiny ViT (issue 7), so regressions show up.
+"""One training step of every registered method on a tiny ViT, so regressions show up.
 
 Each benchmark times forward, loss, backward, optimizer step and zero_grad, as `bench profile`
 steps a method (`bench.profile.profile_method`): a randomly initialised backbone, one fixed

@@ -30,7 +30,7 @@ class EPTAttention(nn.Module):
 
     For the layer's prompt P in R^{N x d_p} (one row per token position, shared by heads and
     batch), attention is softmax over [P | q k^T * scale] on the key axis, then attention
-    dropout, then the first d_p columns are dropped before multiplying by V (methods.md §5).
+    dropout, then the first d_p columns are dropped before multiplying by V (as in the EPT paper).
     The prompts never enter the token sequence, so the sequence length is unchanged.
 
     Two computations give the same result:

@@ -4,7 +4,7 @@ into a small side ViT (Huang et al., TNNLS 2025, arXiv 2408.02426; MICCAI 2024, 
 The frozen large pretrained model (LPM, the run's backbone) sees the image at high resolution. In
 each chosen layer its attention module exposes the per-head keys and values after the fused qkv
 projection, and keeps, per head, the `token_ratio` of tokens that receive the most attention
-(methods.md §6). Learnable prompts cross-attend to those keys and values (no learnable Q/K/V
+(as in the FPT+ paper). Learnable prompts cross-attend to those keys and values (no learnable Q/K/V
 projections), go through one shared Linear down to the side width, and are appended to the
 tokens of the matching side-network block, which drops them again after the block. Only the
 prompts, the fusion LayerNorm/projections, the side network and its head train.

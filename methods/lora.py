@@ -15,7 +15,7 @@ from methods.registry import SearchSpace, lr_around, register
 # Module-name patterns of a timm VisionTransformer, for peft's `target_modules`. A *string*
 # target is full-matched (re.fullmatch) against every module name, so anchoring each pattern at
 # `blocks.<i>.` keeps `patch_embed.proj` (a Conv2d) out: a plain name list ["qkv", "proj"]
-# would suffix-match it and give it a conv-LoRA too (methods.md section 4, "Gotcha").
+# would suffix-match it and give it a conv-LoRA too (peft suffix-matches the names of a list).
 _BLOCK = r"blocks\.\d+\."
 LINEAR_TARGETS: Mapping[str, tuple[str, ...]] = {
     "qkv": (_BLOCK + r"attn\.qkv",),

@@ -89,7 +89,7 @@ def test_frozen_submodules_stay_in_eval_mode(name: str) -> None:
 
 @pytest.mark.parametrize(("name", "expected"), [("full", 85_804_039), ("linear", 5_383)])
 def test_exact_trainable_counts_vit_b16(name: str, expected: int) -> None:
-    # methods.md section 0/8: ViT-B/16 with a 7-class head, built without weights.
+    # ViT-B/16 with a 7-class head (ISIC 2018), built without weights.
     model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=7)
     model.requires_grad_(False)
     spec = methods.get_method(name)

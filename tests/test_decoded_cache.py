@@ -1,4 +1,4 @@
-"""The decoded-image cache (issue 7): a dataset read from image files is decoded once, then
+"""The decoded-image cache: a dataset read from image files is decoded once, then
 memory-mapped; any change to the files re-decodes; a failed or partial write is never read back;
 `bench data check` always reads the files. Tiny datasets written with PIL by the tests."""
 

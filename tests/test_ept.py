@@ -39,7 +39,7 @@ def trainable_count(model: torch.nn.Module) -> int:
 @pytest.mark.parametrize(
     ("hparams", "expected"),
     [
-        ({}, 241_783),  # deep, d_p = 100: 12 x 197 x 100 + 5,383 (methods.md §5/§8)
+        ({}, 241_783),  # deep, d_p = 100: 12 x 197 x 100 + 5,383
         ({"prompt_length": 10}, 29_023),
         ({"prompt_length": 50}, 123_583),
         ({"prompt_length": 200}, 478_183),
@@ -66,7 +66,7 @@ def test_shallow_wraps_only_the_first_block() -> None:
 def reference_attention(
     attn: torch.nn.Module, prompt: torch.Tensor, x: torch.Tensor
 ) -> torch.Tensor:
-    """methods.md §5 written out head by head from the block's weights, independent of ept.py."""
+    """EPT's attention written out head by head from the block's weights, independent of ept.py."""
     B, N, C = x.shape
     H = attn.num_heads
     d = C // H
@@ -178,7 +178,7 @@ def test_prompts_sized_to_the_real_token_count_tiny() -> None:
 
 
 def test_prompts_sized_to_the_real_token_count_vit_b_384() -> None:
-    # The shipped EPT configs crash here (197-row prompts, 577 tokens); methods.md §5 bug 1.
+    # The shipped EPT configs crash here (197-row prompts, 577 tokens); a bug of the reference code.
     model = timm.create_model("vit_base_patch16_384", pretrained=False, num_classes=7)
     model.requires_grad_(False)
     model = build_ept(model)
@@ -212,7 +212,7 @@ def test_minus_infinity_prompts_give_the_frozen_backbone(fused: bool) -> None:
 
 
 def test_default_init_damps_attention() -> None:
-    # d_p = 100, std 0.02: s ~ log(100), so every attention output is scaled down (methods.md §5).
+    # d_p = 100, std 0.02: s ~ log(100), so every attention output is scaled down (EPT's scaling).
     torch.manual_seed(0)
     base = tiny_vit().eval()
     model = build_ept(copy.deepcopy(base)).eval()

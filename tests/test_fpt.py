@@ -1,5 +1,5 @@
 """FPT+ and FPT (methods/fpt.py): exact counts, shapes, the tap and fusion against references
-written from methods.md §6, gradients, the frozen-feature protocol, validation and size rules."""
+written from the FPT+ paper's equations, gradients, the frozen-feature protocol, validation and size rules."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def assert_kept(
 def reference_fusion(
     fusion: nn.Module, k: torch.Tensor, v: torch.Tensor, plus: bool
 ) -> torch.Tensor:
-    """methods.md §6 step 3, one image/layer/head at a time, eval mode (dropout = identity)."""
+    """FPT+ step 3 (fine-grained prompts cross-attend to the frozen keys and values), one image/layer/head at a time, eval mode (dropout = identity)."""
     B, L, H, _, hd = k.shape
     out = torch.empty(B, L, fusion.prompts.shape[1], fusion.out_proj.out_features)
     for b in range(B):
@@ -278,7 +278,7 @@ def test_fusion_matches_reference(name: str) -> None:
 
 
 def reference_side_logits(side: nn.Module, x: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
-    """methods.md §6 step 4: CLS + patches; per block append F_l, run it, drop the last P."""
+    """FPT+ step 4: CLS + patches; per block append F_l, run it, drop the last P."""
     t = side.patch_embed(x)
     t = torch.cat([side.cls_token.expand(len(x), -1, -1), t], dim=1) + side.pos_embed
     for i, blk in enumerate(side.blocks):

@@ -1,4 +1,4 @@
-"""Hostile input (issue 8): malformed options, protocol files, dataset cards, manifests, images,
+"""Hostile input: malformed options, protocol files, dataset cards, manifests, images,
 weights and records end in one clear message, never a traceback; nothing makes the suite read
 outside the dataset folder, run code from a pickle, or overwrite a file that is not its own.
 

@@ -72,7 +72,7 @@ def test_every_peft_method_is_registered() -> None:
 @pytest.mark.parametrize(
     ("hparams", "expected"),
     [
-        # methods.md section 4: 12·r·(768 + 2304) + 5,383 for the fused qkv.
+        # 12 blocks x r·(768 + 2304) on the fused qkv, + 5,383 for the head.
         ({"rank": 4}, 152_839),
         ({}, 300_295),
         ({"rank": 16}, 595_207),
@@ -203,7 +203,7 @@ def test_c3a_starts_close_to_but_not_at_the_backbone() -> None:
 
 
 def test_lora_computes_the_scaled_low_rank_update() -> None:
-    # qkv = h·Wᵀ + b + (α/r)·(h·Aᵀ)·Bᵀ (methods.md section 4), with B made non-zero.
+    # qkv = h·Wᵀ + b + (α/r)·(h·Aᵀ)·Bᵀ (LoRA, Hu et al. 2021), with B made non-zero.
     torch.manual_seed(0)
     model = build("lora", tiny_vit(), rank=4, alpha=12.0)
     layer = model.blocks[0].attn.qkv

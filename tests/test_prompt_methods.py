@@ -23,7 +23,7 @@ def vit_b16_trainable(name: str, **hparams) -> int:
     return sum(p.numel() for p in adapted.parameters() if p.requires_grad)
 
 
-# methods.md sections 3, 7 and 8 (prompts + 5,383 head); VP: 2*3*30*224 + 2*3*30*164 + 5,383.
+# VPT and VFPT: prompts + 5,383 head; VP: 2*3*30*224 + 2*3*30*164 + 5,383.
 @pytest.mark.parametrize(
     ("name", "hparams", "expected"),
     [

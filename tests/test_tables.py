@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import math
 import re
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -500,3 +502,16 @@ def test_latex_column_groups_span_the_table() -> None:
     assert header == r" & \multicolumn{2}{c}{x\_1} \\ \cmidrule(lr){2-3}"
     with pytest.raises(ValueError, match="do not span the table's 3 columns"):
         to_latex(f, caption="c", label="t", groups=[("x", 2)])
+
+
+def test_the_report_never_imports_torch() -> None:
+    """`bench report` reads JSON records only: a laptop without torch (or a login node) can
+    render every table and figure, and the report starts fast."""
+    code = (
+        "import sys\n"
+        "import bench.report, bench.tables, bench.stats, bench.plots, bench.html_report\n"
+        "import bench.coverage, bench.selection, bench.tuning_report, bench.profile_report\n"
+        "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
