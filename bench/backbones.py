@@ -149,7 +149,9 @@ def _missing_keys():
         def emit(self, record: logging.LogRecord) -> None:
             text = record.getMessage()
             if text.startswith("Missing keys (") and ")" in text:
-                names.extend(k.strip() for k in text[len("Missing keys (") : text.index(")")].split(","))
+                names.extend(
+                    k.strip() for k in text[len("Missing keys (") : text.index(")")].split(",")
+                )
 
     handler, level = Collect(logging.INFO), logger.level
     logger.addHandler(handler)

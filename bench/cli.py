@@ -625,12 +625,15 @@ def list_(
             for name in list_methods():
                 spec = get_method(name)
                 hp = ", ".join(f"{k}={v}" for k, v in spec.hparams.items()) or "-"
-                core = "yes" if name in CORE_METHODS or set(spec.aliases) & set(CORE_METHODS) else ""
+                core = (
+                    "yes" if name in CORE_METHODS or set(spec.aliases) & set(CORE_METHODS) else ""
+                )
                 row = (
                     name,
                     core,
                     spec.optimizer,
-                    f"{spec.lr:g}" + (f" x b/{spec.lr_rule.reference_batch}" if spec.lr_rule else ""),
+                    f"{spec.lr:g}"
+                    + (f" x b/{spec.lr_rule.reference_batch}" if spec.lr_rule else ""),
                     f"{spec.weight_decay:g}",
                     counts[name],
                 )

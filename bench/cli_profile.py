@@ -24,7 +24,8 @@ def profile(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
     steps: Annotated[
-        int, typer.Option(help="Timed steps per round (after 2 warm-up steps), train and inference.")
+        int,
+        typer.Option(help="Timed steps per round (after 2 warm-up steps), train and inference."),
     ] = 5,
     repeats: Annotated[
         int, typer.Option(help="Rounds of timed steps; every figure is the median over rounds.")
@@ -131,7 +132,9 @@ def profile(
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
         if r.get("status", "ok") != "ok":
-            table.add_row(r["method"], str(r.get("img_size")), "", r["status"], *[""] * (len(cols) - 4))
+            table.add_row(
+                r["method"], str(r.get("img_size")), "", r["status"], *[""] * (len(cols) - 4)
+            )
             continue
         info = r.get("method_info") or {}
         img = str(r["img_size"]) + (f"/{info['side_size']}" if "side_size" in info else "")

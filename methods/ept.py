@@ -168,7 +168,11 @@ def token_count(model: nn.Module) -> int:
     "ept",
     optimizer="adamw",
     lr=1e-2,
-    search=SearchSpace(lr=lr_around(1e-2), hparams={"prompt_length": (5, 10, 20, 50, 100, 200, 400, 600)}, source='d_p: EPT paper A.1.1; lr: suite'),
+    search=SearchSpace(
+        lr=lr_around(1e-2),
+        hparams={"prompt_length": (5, 10, 20, 50, 100, 200, 400, 600)},
+        source="d_p: EPT paper A.1.1; lr: suite",
+    ),
     weight_decay=1e-4,
     summary="EPT: per-layer learnable prompt logits (N x d_p) widen the attention softmax; "
     "dropped before V",

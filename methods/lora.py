@@ -87,7 +87,11 @@ def inject_peft(
     "lora",
     optimizer="adamw",
     lr=1e-3,
-    search=SearchSpace(lr=lr_around(1e-3), hparams={"rank": (1, 4, 8, 32, 64)}, source="rank: EPT's LoRA grid {1, 4, 8, 32, 64}; lr: suite"),
+    search=SearchSpace(
+        lr=lr_around(1e-3),
+        hparams={"rank": (1, 4, 8, 32, 64)},
+        source="rank: EPT's LoRA grid {1, 4, 8, 32, 64}; lr: suite",
+    ),
     weight_decay=0.0,
     summary="LoRA (peft): rank-r updates (α/r)·B·A on the blocks' fused qkv, plus the head",
     paper="https://arxiv.org/abs/2106.09685",

@@ -325,9 +325,7 @@ def test_mutated_state_dicts_load_or_fail_cleanly(
         state = {f"module.{k}" if isinstance(k, str) else k: v for k, v in state.items()}
     elif wrapper is not None:
         state = {wrapper: state, "epoch": 3}
-    tensors_only = all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    )
+    tensors_only = all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     if not tensors_only:
         suffix = ".pth"  # safetensors holds named tensors and nothing else
     path = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp())) / f"w{suffix}"

@@ -129,8 +129,12 @@ def test_ci_profile_draws_the_same_cases(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_PROFILE"}
     runs = [
         subprocess.run(
-            [sys.executable, "-c", script], cwd=ROOT, env={**env, "CI": "true"},
-            capture_output=True, text=True, timeout=300,
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env={**env, "CI": "true"},
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         for _ in range(2)
     ]
@@ -246,7 +250,9 @@ def test_deep_nesting_is_unreadable(tmp_path: Path) -> None:
     deep = results / "deep.json"
     deep.write_text("[" * 200_000)
     nested = results / "nested.json"
-    nested.write_text('{"schema": 1, "run_id": "x", "config": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    nested.write_text(
+        '{"schema": 1, "run_id": "x", "config": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
     assert read_record(deep) is None and read_record(nested) is None
     res = report(results, tmp_path / "out", "--no-plots")
     assert res.exit_code == 0, res.output
@@ -414,7 +420,10 @@ def test_full_disk_keeps_the_record(tmp_path: Path, tiny_data_root, monkeypatch)
     (c0, c1) = cells(tiny_data_root, results, [0, 1])
     kept = spare / "medpeft-bench-unsaved" / f"{c0.run_id}.json"
     text = flat(res.output)
-    assert f"error: could not write {results / (c0.run_id + '.json')} (No space left on device)" in text
+    assert (
+        f"error: could not write {results / (c0.run_id + '.json')} (No space left on device)"
+        in text
+    )
     assert f"its content is saved in {kept}" in text
     saved = read_record(kept, run_id=c0.run_id)
     assert saved is not None and saved["status"] == "ok"

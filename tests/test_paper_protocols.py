@@ -147,7 +147,9 @@ def test_paper_table_ignores_records_run_under_other_settings_and_says_so() -> N
     table = paper_table(get_protocol("ept-table4"), records_frame(records)).set_index("method")
     assert table.loc["EPT", "ISIC2018 1 ours"] == pytest.approx(30.0)
     text = render_paper_table("ept-table4", records_frame(records))
-    assert "2 record(s) of this protocol's datasets and methods were run with other settings" in text
+    assert (
+        "2 record(s) of this protocol's datasets and methods were run with other settings" in text
+    )
 
 
 def test_paper_table_lists_the_protocols_cells_not_run() -> None:

@@ -236,8 +236,15 @@ def test_full_data_random_init_block(tmp_path: Path) -> None:
     assert records_frame([rec])["backbone"].iloc[0] == "vit_tiny (random init)"
     df = pd.DataFrame(
         [
-            _row("linear", s, None, 0.5, dataset="chestmnist", backbone="vit_tiny (random init)",
-                 calibration=None)
+            _row(
+                "linear",
+                s,
+                None,
+                0.5,
+                dataset="chestmnist",
+                backbone="vit_tiny (random init)",
+                calibration=None,
+            )
             for s in (0, 1)
         ]
     )

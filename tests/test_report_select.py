@@ -190,7 +190,9 @@ def test_complete_grid_has_no_missing_cells_and_reports_say_where_they_are(tmp_p
     assert "## Missing cells" in text and "derm · vit_t / lora: 1 of 2 runs" in text
     results = write(tmp_path / "results", partial)
     res = bench("report", "--results", str(results), "--out", str(tmp_path / "out"), "--no-plots")
-    assert "missing cells" in res.output and "lora: 1 of 2 runs have no record (seed 1)" in res.output
+    assert (
+        "missing cells" in res.output and "lora: 1 of 2 runs have no record (seed 1)" in res.output
+    )
     assert "derm · vit_t / lora: 1 of 2 runs" in (tmp_path / "out" / "index.html").read_text()
 
 

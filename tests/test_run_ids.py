@@ -54,4 +54,7 @@ def test_run_ids_are_those_of_older_results_folders(name: str, tiny_data_root, t
     pinned = json.loads(PINNED.read_text())[name]
     got = planned_ids(SCENARIOS[name], tiny_data_root, tmp_path / "results")
     assert len(got) == len(pinned) > 0
-    assert got == pinned, {"new": sorted(set(got) - set(pinned)), "lost": sorted(set(pinned) - set(got))}
+    assert got == pinned, {
+        "new": sorted(set(got) - set(pinned)),
+        "lost": sorted(set(pinned) - set(got)),
+    }

@@ -200,7 +200,9 @@ def test_a_killed_search_resumes_without_repeating_a_finished_trial(tiny_data_ro
     done = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r").glob("*.json")}
     assert len(done) == 3
     again: list[CellConfig] = []
-    out = run_tuning(plan(req, progress=False), req, progress=False, run_cell=fake_cell(calls=again))
+    out = run_tuning(
+        plan(req, progress=False), req, progress=False, run_cell=fake_cell(calls=again)
+    )
     assert not out.interrupted
     assert [c.role for c in again] == ["trial"] * 3 + ["final"]  # only the 3 missing trials
     assert not {f"{c.run_id}.json" for c in again} & set(done)
@@ -251,7 +253,9 @@ def test_ties_go_to_the_smaller_lr_then_the_smaller_weight_decay(tiny_data_root,
     req = request(tiny_data_root, tmp_path, ["vpt"], budget=200,
                   spaces={"vpt": {"prompt_length": "1"}})  # fmt: skip
     (group,) = search_groups(plan(req, dry_run=True), req)
-    flat = [{"status": "trial", "trial": trial_result("ok", "accuracy", 0.75)} for _ in group.trials]
+    flat = [
+        {"status": "trial", "trial": trial_result("ok", "accuracy", 0.75)} for _ in group.trials
+    ]
     best = select(group, flat)
     assert group.configs[best]["lr"] == 0.1 and group.configs[best]["weight_decay"] == 0.0
     # a better score wins whatever its lr; diverged trials never win
@@ -405,7 +409,10 @@ def test_bench_tune_end_to_end_and_the_report_shows_the_search(tiny_data_root, t
     args = tune_args(tiny_data_root, results, "--budget", "2", "--seeds", "0,1")
     first = invoke(*args)
     assert first.exit_code == 0, first.output
-    assert "search: 2 trial(s) run" in first.output and "selected pneumoniamnist/linear" in first.output
+    assert (
+        "search: 2 trial(s) run" in first.output
+        and "selected pneumoniamnist/linear" in first.output
+    )
     again = invoke(*args)  # resumes: nothing runs twice
     assert "search: 0 trial(s) run, 2 already done" in again.output
     assert "0 selected cell(s) run, 2 already done" in again.output
