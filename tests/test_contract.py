@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 import methods
@@ -85,16 +84,6 @@ def test_frozen_submodules_stay_in_eval_mode(name: str) -> None:
             assert not module.training, f"{name}: frozen {mname or 'model'} is in train mode"
         elif any(p.requires_grad for p in module.parameters(recurse=False)):
             assert module.training, f"{name}: trainable {mname} is in eval mode"
-
-
-@pytest.mark.parametrize(("name", "expected"), [("full", 85_804_039), ("linear", 5_383)])
-def test_exact_trainable_counts_vit_b16(name: str, expected: int) -> None:
-    # ViT-B/16 with a 7-class head (ISIC 2018), built without weights.
-    model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=7)
-    model.requires_grad_(False)
-    spec = methods.get_method(name)
-    model = spec.build(model, **spec.hparams)
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
 
 
 def test_registry_rejects_bad_builders() -> None:

@@ -27,12 +27,10 @@ def vit_b16_trainable(name: str, **hparams) -> int:
 @pytest.mark.parametrize(
     ("name", "hparams", "expected"),
     [
-        ("vpt-shallow", {"prompt_length": 10}, 13_063),
         ("vpt", {"prompt_length": 10}, 97_543),
         ("vpt", {"prompt_length": 50}, 466_183),
         ("vpt", {"prompt_length": 100}, 926_983),
         ("vfpt", {"prompt_length": 10}, 97_543),
-        ("vp", {}, 75_223),
         ("vp", {"pad": 30}, 75_223),
     ],
 )
