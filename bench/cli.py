@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import typer
 
 from bench.cli_common import console as _console
 from bench.cli_common import fail as _fail
-from bench.cli_common import grid_request
+from bench.cli_common import grid_request, stop_when_unsaved
 
 app = typer.Typer(
     name="bench",
@@ -308,7 +307,7 @@ def run(
         _exit_on_failures(console, launched.records, allow_failures)
         return
     if search is not None:
-        with _stop_when_unsaved():
+        with stop_when_unsaved():
             records = _tune(console, the_plan, req, search, dry_run=dry_run, progress=progress)
         _exit_on_failures(console, records, allow_failures)
         return
@@ -328,7 +327,7 @@ def run(
         return
     for note in the_plan.notes:
         console.print(f"[cyan]note[/] {note}")
-    with _stop_when_unsaved():
+    with stop_when_unsaved():
         outcome = run_grid(the_plan, req, console=console, progress=progress)
     if not outcome.interrupted:  # after Ctrl-C, say how to continue and stop, nothing more
         _print_summary(console, outcome.records)
@@ -343,19 +342,6 @@ def run(
         )
         raise typer.Exit(130)
     _exit_on_failures(console, outcome.records, allow_failures)
-
-
-@contextlib.contextmanager
-def _stop_when_unsaved():
-    """A record the results folder could not take stops the grid with one `error:` line saying
-    where the record went, and exit status 1."""
-    from bench.records import RecordNotSaved
-
-    try:
-        yield
-    except RecordNotSaved as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _exit_on_failures(console, records: list[dict], allow_failures: bool) -> None:

@@ -3,6 +3,8 @@ on stderr and exit status 2, before any work starts)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 
 
@@ -10,6 +12,19 @@ def console():
     from rich.console import Console
 
     return Console(highlight=False)
+
+
+@contextlib.contextmanager
+def stop_when_unsaved():
+    """A record the results folder could not take (`records.RecordNotSaved`) stops the command
+    with one `error:` line saying where the record went, and exit status 1."""
+    from bench.records import RecordNotSaved
+
+    try:
+        yield
+    except RecordNotSaved as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def fail(message: str) -> None:

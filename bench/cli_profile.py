@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from bench.cli_common import console, fail
+from bench.cli_common import console, fail, stop_when_unsaved
 
 
 def profile(
@@ -56,7 +56,7 @@ def profile(
     from bench.errors import UserError
     from bench.measure import environment, gpu_busy_processes
     from bench.profile import common_img_size, profile_in_subprocess, profile_record
-    from bench.records import RecordNotSaved, save_record
+    from bench.records import save_record
     from bench.runner import (
         RunRequest,
         method_settings,
@@ -94,30 +94,29 @@ def profile(
             out.print("NVML unavailable: could not check that the GPU is otherwise idle")
     env = environment()
     rows = []
-    try:
-        for name in names:
-            out.print(f"profiling {name} …")
-            rows.append(
-                profile_in_subprocess(
-                    name,
-                    backbone=backbone,
-                    img_size=img_size,
-                    batch_size=batch_size,
-                    steps=steps,
-                    repeats=repeats,
-                    device=dev,
-                    precision=resolved,
-                    compile=compile_,
-                    hparams=hparams[name],
+    # a record the disk cannot take goes to the temp folder, and the command stops on one line
+    with stop_when_unsaved():
+        try:
+            for name in names:
+                out.print(f"profiling {name} …")
+                rows.append(
+                    profile_in_subprocess(
+                        name,
+                        backbone=backbone,
+                        img_size=img_size,
+                        batch_size=batch_size,
+                        steps=steps,
+                        repeats=repeats,
+                        device=dev,
+                        precision=resolved,
+                        compile=compile_,
+                        hparams=hparams[name],
+                    )
                 )
-            )
-            if save:
-                save_record(results, profile_record(rows[-1], env=env, busy=busy))
-    except UserError as exc:
-        fail(str(exc))
-    except RecordNotSaved as exc:  # the disk filled: the profile's record went to the temp folder
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+                if save:
+                    save_record(results, profile_record(rows[-1], env=env, busy=busy))
+        except UserError as exc:
+            fail(str(exc))
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
     table = Table(
         title=f"{backbone}, batch {batch_size}, {dev}, {resolved}; "

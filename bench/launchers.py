@@ -323,7 +323,7 @@ def _split(req: Any, cells: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]
 def _record(results: Path, run_id: str) -> dict[str, Any] | None:
     from bench.records import read_record, record_path
 
-    return read_record(record_path(results, run_id))
+    return read_record(record_path(results, run_id), run_id=run_id)
 
 
 def _last_line(path: Path) -> str:

@@ -440,9 +440,8 @@ def _check_results_folder(results: Path, *, write: bool) -> None:
     made = list(itertools.takewhile(lambda d: not d.exists(), [results, *results.parents]))
     try:
         results.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(
-            b"0" * 4096
-        )  # a record's size: a full disk fails here, not after training
+        # a record's size: a full disk fails here, not after training
+        probe.write_bytes(b"0" * 4096)
     except OSError as exc:
         raise UserError(
             f"cannot write records in --results {results}: {exc.strerror or exc}; choose a "
