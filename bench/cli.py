@@ -264,8 +264,10 @@ def run(
         )  # fmt: skip
         from bench.claims import stale_after_s
 
-        req.stale_claim_s = stale_after_s()  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
-        req.tune = _tune_request(tune, budget, tune_seed, space, scheduler, eta)
+        req = req.replace(
+            stale_claim_s=stale_after_s(),  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
+            tune=_tune_request(tune, budget, tune_seed, space, scheduler, eta),
+        )
         if req.tune is not None and launch.kind != "local":
             raise UserError(
                 f"--tune runs with --launcher local for now (the search must finish before the "
@@ -285,9 +287,9 @@ def run(
                     f"--protocol {protocol} sets the grid; drop {', '.join(given)} (or run "
                     "without --protocol)"
                 )
-            apply_protocol(get_protocol(protocol), req)
-            req.protocol = protocol
-        from bench.runner import plan, run_grid
+            req = apply_protocol(get_protocol(protocol), req).replace(protocol=protocol)
+        from bench.execute import run_grid
+        from bench.grid import plan
 
         if launch.kind != "local" and not dry_run:
             from bench.launchers import launch as run_launcher
@@ -295,6 +297,7 @@ def run(
             launched = run_launcher(req, launch, console=console, progress=progress)
         else:
             the_plan = plan(req, dry_run=dry_run, progress=progress)
+            req = the_plan.request
             search = None
             if req.tune is not None:
                 from bench.tuning import prepare
@@ -315,7 +318,7 @@ def run(
         _print_grid(console, the_plan, results)
         for note in the_plan.notes:
             console.print(f"[cyan]note[/] {note}")
-        from bench.runner import training_images
+        from bench.grid import training_images
 
         images, unknown = training_images(the_plan.cells, the_plan.datasets)
         console.print(
@@ -328,7 +331,10 @@ def run(
     for note in the_plan.notes:
         console.print(f"[cyan]note[/] {note}")
     with stop_when_unsaved():
-        outcome = run_grid(the_plan, req, console=console, progress=progress)
+        from bench.console import grid_progress
+
+        with grid_progress(console, enabled=progress) as events:
+            outcome = run_grid(the_plan, req, events=events)
     if not outcome.interrupted:  # after Ctrl-C, say how to continue and stop, nothing more
         _print_summary(console, outcome.records)
     busy = f", {outcome.busy} running elsewhere" if outcome.busy else ""

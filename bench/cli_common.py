@@ -43,12 +43,12 @@ def grid_request(
     no_pretrained: bool,
     **settings,
 ):
-    """The RunRequest `bench run` and `bench status` build from their grid options: lists parsed
+    """The GridRequest `bench run` and `bench status` build from their grid options: lists parsed
     from the command-line strings (a UserError says which option is wrong), the rest as given."""
     from bench.config import parse_int_list, parse_name_list, parse_sets
-    from bench.runner import RunRequest
+    from bench.grid import GridRequest
 
-    return RunRequest(
+    return GridRequest(
         methods=parse_name_list(methods),
         datasets=parse_name_list(datasets),
         seeds=parse_int_list(seeds, option="--seeds"),

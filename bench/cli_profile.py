@@ -54,16 +54,16 @@ def profile(
 
     from bench.config import parse_name_list, parse_sets
     from bench.errors import UserError
-    from bench.measure import environment, gpu_busy_processes
-    from bench.profile import common_img_size, profile_in_subprocess, profile_record
-    from bench.records import save_record
-    from bench.runner import (
-        RunRequest,
+    from bench.grid import (
+        GridRequest,
         method_settings,
         resolve_device,
         resolve_methods,
         resolve_precision,
     )
+    from bench.measure import environment, gpu_busy_processes
+    from bench.profile import common_img_size, profile_in_subprocess, profile_record
+    from bench.records import save_record
 
     out = console()
     try:
@@ -76,7 +76,7 @@ def profile(
         from bench.backbones import resolve_backbone
 
         resolve_backbone(backbone, pretrained=False, weights=None)
-        req = RunRequest(methods=names, datasets=[], seeds=[0], backbone=backbone, sets=sets)
+        req = GridRequest(methods=names, datasets=[], seeds=[0], backbone=backbone, sets=sets)
         hparams = {m: method_settings(m, req)[1] for m in names}
         if img_size is None:
             img_size = common_img_size(names, backbone, hparams)

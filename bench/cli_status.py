@@ -4,7 +4,6 @@ file is ever written, moved or deleted."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -143,33 +142,25 @@ def _cfg(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def expected_cells(req, device: str, precision: str) -> list[list[Any]]:
-    """The cells `bench run` would run for this request (`plan` in a dry run), each with its
-    device variants: under `--device auto` a cell counts as run on either CPU or GPU, since
-    status often runs on another machine (a login node) than the grid did."""
+    """The cells `bench run` would run for this request, each with its device variants: under
+    `--device auto` a cell counts as run on either CPU or GPU, since status often runs on another
+    machine (a login node) than the grid did."""
     from bench.errors import UserError
-    from bench.runner import plan, resolve_precision
+    from bench.grid import dry_plan, resolve_precision
+    from bench.grid.request import DEVICES
 
-    if device not in ("auto", "cpu", "cuda"):
+    if device not in DEVICES:
         raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
-    if req.results.exists() and not req.results.is_dir():
-        raise UserError(f"--results {req.results} exists and is not a folder")
-    # Plan on the CPU (always available), and at a results path that does not exist: plan
-    # refuses a folder holding foreign files where records go, which status must list, not
-    # stop at. The devices are put back below.
-    probe = dataclasses.replace(
-        req, device="cpu", precision="fp32", results=req.results / ".claims" / "no-such-folder"
-    )
-    cells = plan(probe, dry_run=True, progress=False).cells  # run ids as a real run's
-    devices = ["cpu", "cuda"] if device == "auto" else [device]
     settings, errors = [], []
-    for d in devices:
+    for d in ["cpu", "cuda"] if device == "auto" else [device]:
         try:
             settings.append((d, resolve_precision(precision, d)))
         except UserError as exc:
             errors.append(exc)
     if not settings:
         raise errors[0]
-    return [[dataclasses.replace(c, device=d, precision=p) for d, p in settings] for c in cells]
+    variants = [dry_plan(req, device=d, precision=p).cells for d, p in settings]
+    return [list(cells) for cells in zip(*variants, strict=True)]
 
 
 def status(
@@ -244,7 +235,7 @@ def status(
                 clash = [f"--{n.replace('_', '-')}" for n in GRID_OPTIONS if n in given]
                 if clash:
                     raise UserError(f"--protocol {protocol} sets the grid; drop {', '.join(clash)}")
-                apply_protocol(get_protocol(protocol), req)
+                req = apply_protocol(get_protocol(protocol), req)
             grid = expected_cells(req, device, precision)
         elif not results.is_dir():
             raise UserError(

@@ -87,9 +87,10 @@ def profile_method(
     from torch import nn
 
     from bench.backbones import create_backbone, method_img_size, resolve_backbone
-    from bench.harness import adapt, uses_frozen_features
+    from bench.frozen_features import uses_frozen_features
+    from bench.grid import resolve_precision
+    from bench.harness import adapt
     from bench.measure import PeakMemory, count_params
-    from bench.runner import resolve_precision
     from bench.train import autocast, build_optimizer, set_train_mode
     from methods import get_method
 

@@ -148,27 +148,29 @@ def _is(value: Any, kind: str) -> bool:
     raise AssertionError(kind)
 
 
-def apply_protocol(protocol: Protocol, req: Any) -> None:
-    """Fill a RunRequest with the protocol's grid and budget (the CLI refuses grid options given
-    beside --protocol, so nothing here overrides an explicit choice)."""
+def apply_protocol(protocol: Protocol, req: Any) -> Any:
+    """A GridRequest filled with the protocol's grid and budget (the CLI refuses grid options
+    given beside --protocol, so nothing here overrides an explicit choice)."""
     from bench.data import get_card
 
-    req.methods = list(protocol.methods)
-    req.datasets = list(protocol.datasets)
-    req.seeds = list(protocol.seeds)
-    req.backbone = protocol.backbone
-    req.img_size = protocol.img_size
-    req.epochs = protocol.epochs
-    req.batch_size = protocol.batch_size
-    req.augment = protocol.augment
-    req.shots = list(protocol.shots) if protocol.shots else None
-    req.split_seeds = list(protocol.split_seeds) if protocol.shots else None
-    req.dataset_lr = {
-        (name, method): get_card(name).reference_lr
-        for name in protocol.datasets
-        for method in protocol.dataset_lr_methods
-        if get_card(name).reference_lr is not None
-    }
+    return req.replace(
+        methods=list(protocol.methods),
+        datasets=list(protocol.datasets),
+        seeds=list(protocol.seeds),
+        backbone=protocol.backbone,
+        img_size=protocol.img_size,
+        epochs=protocol.epochs,
+        batch_size=protocol.batch_size,
+        augment=protocol.augment,
+        shots=list(protocol.shots) if protocol.shots else None,
+        split_seeds=list(protocol.split_seeds) if protocol.shots else None,
+        dataset_lr={
+            (name, method): get_card(name).reference_lr
+            for name in protocol.datasets
+            for method in protocol.dataset_lr_methods
+            if get_card(name).reference_lr is not None
+        },
+    )
 
 
 # ------------------------------------------------------------------------------ paper tables

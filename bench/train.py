@@ -19,7 +19,8 @@ from torch.utils.data import (
     TensorDataset,
 )
 
-from bench.transforms import DEFAULT_AUGMENT, prepare_batch
+from bench.config import CellConfig
+from bench.transforms import Preprocess
 
 MOMENTUM = 0.9
 
@@ -165,9 +166,7 @@ def predict(
     batch_size: int,
     device: torch.device,
     precision: str,
-    img_size: int,
-    mean,
-    std,
+    preprocess: Preprocess,
     timer=None,
     features=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,41 +182,60 @@ def predict(
         with step:  # the fetch is part of the step: its time is the step's wall time
             raw, _, index = next(batches)
             raw = raw.to(device, non_blocking=True)
-            x = (
-                None
-                if skip_view
-                else prepare_batch(raw, img_size=img_size, mean=mean, std=std, train=False)
-            )
+            x = None if skip_view else preprocess.evaluation(raw)
             with autocast(device, precision):
                 logits = logits_of(model, x, raw, index, features)
             outs.append(logits.float().cpu())
     return torch.cat(outs), labels.clone()
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `fit` trains: the cell's optimisation settings, device and input pipeline."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    grad_clip: float
+    seed: int
+    device: torch.device
+    precision: str
+    preprocess: Preprocess
+    multilabel: bool = False
+
+    @classmethod
+    def for_cell(
+        cls, cell: CellConfig, preprocess: Preprocess, *, multilabel: bool
+    ) -> TrainSettings:
+        return cls(
+            epochs=cell.epochs,
+            batch_size=cell.batch_size,
+            optimizer=cell.optimizer,
+            lr=cell.lr,
+            weight_decay=cell.weight_decay,
+            warmup_epochs=cell.warmup_epochs,
+            grad_clip=cell.grad_clip,
+            seed=cell.seed,
+            device=torch.device(cell.device),
+            precision=cell.precision,
+            preprocess=preprocess,
+            multilabel=multilabel,
+        )
+
+
 def fit(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
+    settings: TrainSettings,
     *,
-    epochs: int,
-    batch_size: int,
-    optimizer: str,
-    lr: float,
-    weight_decay: float,
-    warmup_epochs: float,
-    grad_clip: float,
-    device: torch.device,
-    precision: str,
-    img_size: int,
-    mean,
-    std,
-    seed: int,
     score: Callable[[torch.Tensor, torch.Tensor], tuple[float, dict[str, float]]],
     timer=None,
     on_step: Callable[[int, int, float, int], None] | None = None,
     features=None,
-    multilabel: bool = False,
-    augment: str = DEFAULT_AUGMENT,
 ) -> FitResult:
     """Train for `epochs`, keep the epoch whose validation score is best, and restore its weights.
 
@@ -226,17 +244,20 @@ def fit(
     `features` is (train, val) feature sources for a frozen-feature model, else None; a model
     that is `image_free` given features gets no augmented view (training augmentation is off).
     Multi-label targets (float multi-hot [N, L]) train with BCE-with-logits, as MedFMC and EPT
-    do; single-label ones with cross-entropy. `augment` names a `bench.transforms` preset.
+    do; single-label ones with cross-entropy.
     """
+    st = settings
+    device, batch_size, epochs, grad_clip = st.device, st.batch_size, st.epochs, st.grad_clip
     train_features, val_features = features if features is not None else (None, None)
-    loader = make_loader(*train, batch_size=batch_size, shuffle=True, seed=seed,
+    loader = make_loader(*train, batch_size=batch_size, shuffle=True, seed=st.seed,
                          pin_memory=device.type == "cuda")  # fmt: skip
-    aug = torch.Generator().manual_seed(seed + 1)
-    opt = build_optimizer(model, optimizer, lr, weight_decay)
+    aug = torch.Generator().manual_seed(st.seed + 1)
+    opt = build_optimizer(model, st.optimizer, st.lr, st.weight_decay)
     total = epochs * len(loader)
-    sched = build_scheduler(opt, total_steps=total, warmup_steps=round(warmup_epochs * len(loader)))
+    warmup = round(st.warmup_epochs * len(loader))
+    sched = build_scheduler(opt, total_steps=total, warmup_steps=warmup)
     params = [p for _, p in trainable_parameters(model)]
-    loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+    loss_fn = nn.BCEWithLogitsLoss() if st.multilabel else nn.CrossEntropyLoss()
     skip_view = image_free(model, train_features)
 
     best: dict[str, torch.Tensor] | None = None
@@ -252,21 +273,9 @@ def fit(
             with ctx:  # the fetch is part of the step: its time is the step's wall time
                 raw, y, index = next(batches)
                 raw = raw.to(device, non_blocking=True)
-                x = (
-                    None
-                    if skip_view
-                    else prepare_batch(
-                        raw,
-                        img_size=img_size,
-                        mean=mean,
-                        std=std,
-                        train=True,
-                        generator=aug,
-                        augment=augment,
-                    )
-                )
+                x = None if skip_view else st.preprocess(raw, train=True, generator=aug)
                 y = y.to(device, non_blocking=True)
-                with autocast(device, precision):
+                with autocast(device, st.precision):
                     logits = logits_of(model, x, raw, index, train_features)
                     loss = loss_fn(logits.float(), y)
                 value = loss.item()
@@ -288,17 +297,9 @@ def fit(
         # depends on it.
         if next(batches, None) is not None:
             raise RuntimeError("make_loader yielded more batches than _batch_sizes counted")
-        logits, labels = predict(
-            model,
-            *val,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            img_size=img_size,
-            mean=mean,
-            std=std,
-            features=val_features,
-        )
+        logits, labels = predict(model, *val, batch_size=batch_size, device=device,
+                                 precision=st.precision, preprocess=st.preprocess,
+                                 features=val_features)  # fmt: skip
         value, metrics = score(logits, labels)
         result.history.append(
             {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val": metrics}

@@ -225,3 +225,31 @@ def prepare_batch(
     mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype)[None, :, None, None]
     std_t = torch.tensor(std, device=x.device, dtype=x.dtype)[None, :, None, None]
     return (x - mean_t) / std_t
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """A cell's input pipeline, built once: size, the backbone's normalisation and the training
+    augmentation preset (evaluation only resizes)."""
+
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str = DEFAULT_AUGMENT
+
+    @classmethod
+    def for_backbone(cls, pretrained_cfg: dict, *, img_size: int, augment: str) -> Preprocess:
+        """Normalisation follows the backbone's pretraining (0.5 where its config has none)."""
+        mean = tuple(pretrained_cfg.get("mean", (0.5,) * 3))
+        std = tuple(pretrained_cfg.get("std", (0.5,) * 3))
+        return cls(img_size=img_size, mean=mean, std=std, augment=augment)
+
+    def __call__(
+        self, images: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return prepare_batch(images, img_size=self.img_size, mean=self.mean, std=self.std,
+                             train=train, generator=generator, augment=self.augment)  # fmt: skip
+
+    def evaluation(self, images: torch.Tensor) -> torch.Tensor:
+        """The un-augmented view (evaluation, and the frozen features FPT+ caches)."""
+        return self(images, train=False)

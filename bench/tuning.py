@@ -132,7 +132,7 @@ def resolve_space(method: str, req: Any, tune: TuneRequest) -> Space:
     """The space `method` searches under this request: its declared space for the optimizer it
     trains with, each --space axis replacing (or adding) a grid, minus the keys --set or --lr
     pin. Every mistake is a UserError before anything trains."""
-    from bench.runner import method_settings
+    from bench.grid import method_settings
     from methods import get_method
     from methods.registry import TRAIN_KEYS
 
@@ -313,7 +313,7 @@ def trial_annotation(group: Group, config: dict[str, Any], cell: CellConfig) -> 
 
 def _lr_entry(group: Group, config: dict[str, Any], cell: CellConfig) -> dict[str, Any]:
     """The record's lr note: the effective rate, with the base value and rule that gave it."""
-    from bench.runner import lr_note
+    from bench.grid import lr_note
 
     ruled = "lr" in config and group.space.lr_rule is not None
     return lr_note(
@@ -362,7 +362,7 @@ def prepare(plan_: Any, req: Any) -> Search:
     """Resolve every space and list every trial; outside a dry run, also build each distinct
     trial configuration once, so a value the method refuses (--space lora.rank=0) fails now,
     before any training, rather than as a failed trial that every rerun retries."""
-    from bench.runner import preflight_builds
+    from bench.grid.preflight import preflight_builds
 
     groups = search_groups(plan_, req)
     trials = trial_plan(plan_, groups)
@@ -507,7 +507,12 @@ def run_tuning(
     their own (claimed, resumable, one record each); a group moves on (promotes, or selects)
     only when every one of its trials has finished, so a rerun after a crash or Ctrl-C selects
     exactly what an uninterrupted run would have."""
-    from bench.runner import GridOutcome, run_grid
+    from bench.console import grid_progress
+    from bench.execute import GridOutcome, run_grid
+
+    def run(grid_plan: Any) -> GridOutcome:
+        with grid_progress(console, enabled=progress) as events:
+            return run_grid(grid_plan, req, events=events, run_cell=run_cell)
 
     search = search or prepare(plan_, req)
     groups = search.groups
@@ -521,7 +526,7 @@ def run_tuning(
         if not todo:
             break
         rung_plan = search.trials if r == 0 else trial_plan(plan_, todo, r, alive)
-        done = run_grid(rung_plan, req, console=console, progress=progress, run_cell=run_cell)
+        done = run(rung_plan)
         _merge(outcome.trials, done)
         if done.interrupted:
             return outcome
@@ -559,8 +564,7 @@ def run_tuning(
             finals.append(cell)
             annotations[cell.run_id] = note
     final_plan = dataclasses.replace(plan_, cells=finals, notes=[], annotations=annotations)
-    outcome.finals = run_grid(final_plan, req, console=console, progress=progress,
-                              run_cell=run_cell)  # fmt: skip
+    outcome.finals = run(final_plan)
     return outcome
 
 

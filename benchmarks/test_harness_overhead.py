@@ -31,6 +31,7 @@ from torch import nn
 from bench.harness import adapt
 from bench.measure import StepTimer
 from bench.train import (
+    TrainSettings,
     build_optimizer,
     build_scheduler,
     fit,
@@ -38,7 +39,7 @@ from bench.train import (
     set_train_mode,
     trainable_parameters,
 )
-from bench.transforms import prepare_batch
+from bench.transforms import Preprocess, prepare_batch
 from methods import get_method
 
 DEVICE = torch.device("cpu")
@@ -120,10 +121,7 @@ def harness_fit(
     def on_step(step: int, total: int, loss: float, epoch: int) -> None:
         marks.append((epoch, time.perf_counter()))
 
-    fit(
-        model,
-        train,
-        val,
+    settings = TrainSettings(
         epochs=EPOCHS,
         batch_size=BATCH,
         optimizer=SPEC.optimizer,
@@ -131,17 +129,12 @@ def harness_fit(
         weight_decay=SPEC.weight_decay,
         warmup_epochs=WARMUP_EPOCHS,
         grad_clip=GRAD_CLIP,
+        seed=SEED,
         device=DEVICE,
         precision="fp32",
-        img_size=IMG,
-        mean=MEAN,
-        std=STD,
-        seed=SEED,
-        score=score,
-        timer=timer,
-        on_step=on_step,
-        augment="none",
+        preprocess=Preprocess(img_size=IMG, mean=MEAN, std=STD, augment="none"),
     )
+    fit(model, train, val, settings, score=score, timer=timer, on_step=on_step)
 
 
 def iteration_median_s(marks: list[tuple[int, float]]) -> float:

@@ -30,8 +30,8 @@ import pytest
 from _tiny import report
 
 from bench.config import CellConfig
+from bench.grid import GridRequest, data_key, plan
 from bench.harness import run_cell
-from bench.runner import RunRequest, data_key, plan
 from tests.conftest import write_medmnist_npz
 
 IMG, BATCH, EPOCHS = 96, 32, 30
@@ -54,7 +54,7 @@ def test_linear_cached_vs_naive(benchmark, tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("MEDPEFT_CACHE", str(tmp_path / "cache"))  # a cold cache, not the user's
     write_medmnist_npz(tmp_path / "pneumoniamnist.npz", n=SIZES, size=IMG)
     epochs = SMOKE_EPOCHS if benchmark.disabled else EPOCHS
-    req = RunRequest(methods=["linear"], datasets=["pneumoniamnist"], seeds=[0],
+    req = GridRequest(methods=["linear"], datasets=["pneumoniamnist"], seeds=[0],
                      backbone="test_vit", pretrained=False, epochs=epochs, batch_size=BATCH,
                      img_size=IMG, device="cpu", augment="none", data_root=tmp_path,
                      results=tmp_path / "results")  # fmt: skip

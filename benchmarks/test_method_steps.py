@@ -17,7 +17,8 @@ import torch
 from _tiny import method_hparams, method_input_size, tiny_vit
 from torch import nn
 
-from bench.harness import adapt, uses_frozen_features
+from bench.frozen_features import uses_frozen_features
+from bench.harness import adapt
 from bench.train import build_optimizer, set_train_mode
 from methods import get_method, list_methods
 

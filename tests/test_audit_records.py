@@ -36,8 +36,8 @@ from typer.testing import CliRunner
 
 from bench import records as records_mod
 from bench.cli import app
+from bench.grid import GridRequest, plan
 from bench.records import load_records, read_record, write_atomic, write_record
-from bench.runner import RunRequest, plan
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def flat(text: str) -> str:
 
 
 def cells(data_root: Path, results: Path, seeds: list[int]) -> list:
-    req = RunRequest(methods=["linear"], datasets=["pneumoniamnist"], seeds=seeds,
+    req = GridRequest(methods=["linear"], datasets=["pneumoniamnist"], seeds=seeds,
                      backbone="test_vit", pretrained=False, img_size=32, epochs=1, batch_size=16,
                      results=results, data_root=data_root)  # fmt: skip
     return plan(req, dry_run=True).cells
@@ -360,9 +360,11 @@ def test_report_out_is_a_file(tmp_path: Path) -> None:
 def test_unwritable_results_fail_before_work(tmp_path: Path, tiny_data_root, monkeypatch) -> None:
     """`.claims` a file, and a results folder that refuses writes (read-only, full): one
     `error:` line before any data is read or model built."""
-    import bench.runner as grid_runner
+    import bench.grid.inputs
 
-    monkeypatch.setattr(grid_runner, "_load", lambda *a, **k: pytest.fail("data was read"))
+    monkeypatch.setattr(
+        bench.grid.inputs, "load_dataset", lambda *a, **k: pytest.fail("data was read")
+    )
     results = tmp_path / "results"
     results.mkdir()
     (results / ".claims").write_text("not a folder")

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.grid import GridRequest, plan
 from bench.records import finished
-from bench.runner import RunRequest, plan
 from methods.registry import _REGISTRY, MethodSpec
 
 runner = CliRunner()
@@ -31,7 +31,7 @@ def tiny_run(data_root: Path, results: Path, *extra: str):
 
 
 def planned(data_root: Path, results: Path, *, methods: list[str], **kw):
-    req = RunRequest(methods=methods, datasets=["pneumoniamnist"], seeds=[0], backbone="test_vit",
+    req = GridRequest(methods=methods, datasets=["pneumoniamnist"], seeds=[0], backbone="test_vit",
                      pretrained=False, img_size=32, results=results, data_root=data_root, **kw)  # fmt: skip
     return plan(req, dry_run=True).cells
 

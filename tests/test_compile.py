@@ -9,9 +9,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from bench.errors import UserError
+from bench.grid import resolve_precision
 from bench.harness import compile_forward
 from bench.measure import StepTimer
-from bench.runner import resolve_precision
 
 
 def tiny() -> VisionTransformer:

@@ -78,7 +78,7 @@ def test_run_id_is_stable_and_sensitive() -> None:
 
 def test_core_resolves_to_canonical_names() -> None:
     """`--methods core` and `--methods fpt-plus` must give the same cells (same run ids)."""
-    from bench.runner import resolve_methods
+    from bench.grid import resolve_methods
 
     core = resolve_methods(["core"])
     assert "fpt-plus" in core and "fpt" not in core

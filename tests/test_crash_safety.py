@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from bench import claims
 from bench.cli import app
+from bench.grid import GridRequest, plan
 from bench.records import read_record, write_record
-from bench.runner import RunRequest, plan
 
 KILLS = 5  # SIGKILLs of a real grid at random points before it may finish
 KILL_SEED = 8  # seeds where in the grid each kill lands
@@ -45,7 +45,7 @@ def grid_args(data_root: Path, results: Path, *extra: str) -> list[str]:
 
 
 def planned_ids(data_root: Path, results: Path, methods: list[str], seeds: list[int]) -> set[str]:
-    req = RunRequest(methods=methods, datasets=["pneumoniamnist"], seeds=seeds, backbone="test_vit",
+    req = GridRequest(methods=methods, datasets=["pneumoniamnist"], seeds=seeds, backbone="test_vit",
                      pretrained=False, img_size=32, epochs=1, batch_size=16, results=results,
                      data_root=data_root)  # fmt: skip
     return {c.run_id for c in plan(req, dry_run=True).cells}
@@ -189,7 +189,8 @@ from pathlib import Path
 
 import bench.records
 from bench.config import CellConfig
-from bench.runner import Plan, RunRequest, data_key, run_grid
+from bench.execute import run_grid
+from bench.grid import GridRequest, Plan, data_key
 
 results, log, mode, n = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 
@@ -235,11 +236,11 @@ cells = [CellConfig(method="fake", dataset="d", seed=s, backbone="b", pretrained
                     device="cpu", precision="fp32", optimizer="adamw", lr=1e-3,
                     weight_decay=0.0, warmup_epochs=0.0, grad_clip=0.0) for s in range(n)]
 plan = Plan(cells=cells, datasets={data_key(c): None for c in cells}, source=None)
-req = RunRequest(methods=["fake"], datasets=["d"], seeds=list(range(n)), backbone="b",
+req = GridRequest(methods=["fake"], datasets=["d"], seeds=list(range(n)), backbone="b",
                  results=results)
 before = signal.getsignal(signal.SIGINT)
 note("ready")
-out = run_grid(plan, req, progress=False, run_cell=fake_run_cell)
+out = run_grid(plan, req, run_cell=fake_run_cell)
 print(json.dumps({"ran": out.ran, "skipped": out.skipped, "busy": out.busy,
                   "interrupted": out.interrupted,
                   "restored": signal.getsignal(signal.SIGINT) is before}))
@@ -354,9 +355,10 @@ def test_first_ctrl_c_abandons_the_cell_in_progress(tmp_path, signals) -> None:
 def test_record_written_between_stamp_and_read_is_not_run_again(tmp_path, monkeypatch) -> None:
     """Another runner writes a cell's record after this runner found the cell unfinished: the
     pass sees the new file when it claims the cell, and skips it instead of running it twice."""
-    import bench.runner
+    import bench.execute
     from bench.config import CellConfig
-    from bench.runner import Plan, RunRequest, data_key, run_grid
+    from bench.execute import run_grid
+    from bench.grid import GridRequest, Plan, data_key
 
     results = tmp_path / "results"
     cell = CellConfig(method="fake", dataset="d", seed=0, backbone="b", pretrained=False,
@@ -365,17 +367,17 @@ def test_record_written_between_stamp_and_read_is_not_run_again(tmp_path, monkey
                       weight_decay=0.0, warmup_epochs=0.0, grad_clip=0.0)  # fmt: skip
     record = {"schema": 1, "run_id": cell.run_id, "status": "ok", "error": None,
               "config": cell.to_dict()}  # fmt: skip
-    real_done = bench.runner._done
+    real_done = bench.execute.done_record
 
     def done_then_written(req, run_id):
         found = real_done(req, run_id)
         write_record(results, record)  # the other runner finishes right after this read
         return found
 
-    monkeypatch.setattr(bench.runner, "_done", done_then_written)
+    monkeypatch.setattr(bench.execute, "done_record", done_then_written)
     plan_ = Plan(cells=[cell], datasets={data_key(cell): None}, source=None)
-    req = RunRequest(methods=["fake"], datasets=["d"], seeds=[0], backbone="b", results=results)
-    out = run_grid(plan_, req, progress=False,
+    req = GridRequest(methods=["fake"], datasets=["d"], seeds=[0], backbone="b", results=results)
+    out = run_grid(plan_, req,
                    run_cell=lambda *a, **k: pytest.fail("the cell ran a second time"))  # fmt: skip
     assert (out.ran, out.skipped) == (0, 1) and out.records == [record]
 
@@ -530,11 +532,11 @@ def fake_oom_fit(monkeypatch, limit: int) -> list[int]:
 
     real, seen = bench.harness.fit, []
 
-    def fit(*args, batch_size: int, **kwargs):
-        seen.append(batch_size)
-        if batch_size > limit:
-            raise torch.cuda.OutOfMemoryError(f"fake: {batch_size} images do not fit")
-        return real(*args, batch_size=batch_size, **kwargs)
+    def fit(model, train, val, settings, **kwargs):
+        seen.append(settings.batch_size)
+        if settings.batch_size > limit:
+            raise torch.cuda.OutOfMemoryError(f"fake: {settings.batch_size} images do not fit")
+        return real(model, train, val, settings, **kwargs)
 
     monkeypatch.setattr(bench.harness, "fit", fit)
     return seen

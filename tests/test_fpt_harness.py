@@ -1,4 +1,4 @@
-"""FPT+ through the harness and the CLI (bench/harness.py, bench/feature_cache.py, bench/runner.py):
+"""FPT+ through the harness and the CLI (bench/harness.py, bench/feature_cache.py, bench/grid/):
 cached and live features train identically, the frozen LPM runs once per image and then never,
 records carry the cache and cost fields, a corrupt cache is rebuilt, and the resolution rule
 reaches the record."""
@@ -27,8 +27,8 @@ from bench.backbones import method_img_size
 from bench.cli import app
 from bench.config import CellConfig
 from bench.feature_cache import human_bytes
+from bench.grid import GridRequest, data_key, plan
 from bench.measure import count_params
-from bench.runner import RunRequest, data_key, plan
 from bench.transforms import prepare_batch
 from methods import get_method
 from tests.conftest import write_medmnist_npz
@@ -156,7 +156,7 @@ def live(cell: CellConfig) -> CellConfig:
 
 
 def fpt_cells(data_root: Path, seeds: list[int], **kw) -> tuple[list[CellConfig], Any, Any]:
-    req = RunRequest(methods=["fpt"], datasets=["pneumoniamnist"], seeds=seeds, backbone="test_vit",
+    req = GridRequest(methods=["fpt"], datasets=["pneumoniamnist"], seeds=seeds, backbone="test_vit",
                      epochs=EPOCHS, batch_size=BATCH, device="cpu", data_root=data_root,
                      results=data_root / "results", **kw)  # fmt: skip
     p = plan(req, progress=False)
@@ -483,7 +483,7 @@ def test_dry_run_cells_match_the_run(tmp_path: Path) -> None:
     write_medmnist_npz(root / "pneumoniamnist.npz", n=(8, 4, 4), size=180)
 
     def cells(dry_run: bool) -> list[tuple[str, int, str]]:
-        req = RunRequest(methods=["fpt"], datasets=["pneumoniamnist"], seeds=[0],
+        req = GridRequest(methods=["fpt"], datasets=["pneumoniamnist"], seeds=[0],
                          backbone="test_vit", pretrained=False, device="cpu", data_root=root,
                          results=tmp_path / "r")  # fmt: skip
         return [(c.method, c.img_size, c.run_id) for c in plan(req, dry_run=dry_run).cells]

@@ -20,11 +20,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-import bench.train
+import bench.transforms
 from bench import feature_cache, harness
 from bench.config import CellConfig
+from bench.grid import GridRequest, data_key, method_settings, plan
 from bench.measure import count_params, param_report
-from bench.runner import RunRequest, data_key, method_settings, plan
 from methods.mlp_head import mlp_head
 from tests.conftest import write_medmnist_npz
 
@@ -54,7 +54,9 @@ class Run:
     # (phase, images in the batch, inference mode) per call of the backbone's patch_embed
     calls: list[tuple[str, int, bool]]
     grad_calls: Counter
-    views: Counter  # bench.train.prepare_batch calls by phase (fit or predict)
+    views: (
+        Counter  # views the training loop builds (prepare_batch calls), by phase (fit or predict)
+    )
     cache_builds: int
     test_logits: torch.Tensor
 
@@ -73,7 +75,7 @@ def traced_run(cell: CellConfig, data, source) -> Run:
         harness.fit,
         harness.predict,
     )
-    build_cache, prepare = feature_cache.build_cache, bench.train.prepare_batch
+    build_cache, prepare = feature_cache.build_cache, bench.transforms.prepare_batch
 
     def traced_build(*args, **kwargs):
         out = build_model(*args, **kwargs)
@@ -109,7 +111,8 @@ def traced_run(cell: CellConfig, data, source) -> Run:
         return out
 
     def counted_view(*args, **kwargs):
-        seen["views"][phase[0]] += 1
+        if phase[0] in ("fit", "predict"):  # the preload's un-augmented batches are no views
+            seen["views"][phase[0]] += 1
         return prepare(*args, **kwargs)
 
     def counted_build_cache(*args, **kwargs):
@@ -121,7 +124,7 @@ def traced_run(cell: CellConfig, data, source) -> Run:
         mp.setattr(harness, "preload_features", in_phase("preload", preload))
         mp.setattr(harness, "fit", in_phase("fit", fit))
         mp.setattr(harness, "predict", traced_predict)
-        mp.setattr(bench.train, "prepare_batch", counted_view)
+        mp.setattr(bench.transforms, "prepare_batch", counted_view)
         mp.setattr(feature_cache, "build_cache", counted_build_cache)
         record = harness.run_cell(cell, data, source)
     assert record["status"] == "ok", record.get("traceback")
@@ -171,7 +174,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     # may rightly reuse the cache.
     torch.manual_seed(0)
     save_file(timm.create_model("test_vit", img_size=IMG).state_dict(), str(root / "w.safetensors"))
-    req = RunRequest(methods=["linear", "mlp-head"], datasets=["pneumoniamnist"], seeds=[0, 1],
+    req = GridRequest(methods=["linear", "mlp-head"], datasets=["pneumoniamnist"], seeds=[0, 1],
                      backbone="test_vit", weights=str(root / "w.safetensors"), epochs=EPOCHS,
                      batch_size=BATCH, img_size=IMG, device="cpu", augment="none",
                      data_root=root, results=root / "results")  # fmt: skip
@@ -310,7 +313,7 @@ def test_cache_rows_are_the_backbones_pre_logits_of_unaugmented_images(runs: Run
     rec, backbone = runs.cached["linear"].record, runs.cached["linear"].backbone.eval()
     norm = rec["normalization"]
     for split, part in runs.data.splits.items():
-        x = bench.train.prepare_batch(
+        x = bench.transforms.prepare_batch(
             part.images, img_size=IMG, mean=norm["mean"], std=norm["std"], train=False
         )
         with torch.no_grad():  # timm's own pooled, normed head input, independent of the wrapper
@@ -330,7 +333,7 @@ def test_naive_record_says_no_cache_and_augmentation_applied(runs: Runs) -> None
 
 def test_preload_is_a_set_able_hyperparameter() -> None:
     for method in ("linear", "mlp-head"):
-        req = RunRequest(methods=[method], datasets=["demo"], seeds=[0], backbone="test_vit",
+        req = GridRequest(methods=[method], datasets=["demo"], seeds=[0], backbone="test_vit",
                          sets={method: {"preload": "false"}})  # fmt: skip
         assert method_settings(method, req)[1]["preload"] is False
 

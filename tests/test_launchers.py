@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from bench import claims
 from bench.cli import app
+from bench.grid import GridRequest, plan
 from bench.launchers import CellJob, LaunchOptions, launch_options, run_slurm
 from bench.records import read_record, write_record
-from bench.runner import RunRequest, plan
 
 runner = CliRunner()
 
@@ -41,7 +41,7 @@ def grid_args(data_root: Path, results: Path, *extra: str) -> list[str]:
 def planned_ids(
     data_root: Path, results: Path, methods: list[str], seeds: list[int], epochs: int = 1
 ) -> set[str]:
-    req = RunRequest(methods=methods, datasets=["pneumoniamnist"], seeds=seeds, backbone="test_vit",
+    req = GridRequest(methods=methods, datasets=["pneumoniamnist"], seeds=seeds, backbone="test_vit",
                      pretrained=False, img_size=32, epochs=epochs, batch_size=16, results=results,
                      data_root=data_root, device="cpu")  # fmt: skip
     return {c.run_id for c in plan(req, dry_run=True).cells}
@@ -173,7 +173,7 @@ def test_checkpoint_requeues_the_same_cell() -> None:
     import submitit
 
     job = CellJob()
-    spec = {"request": {"results": "r"}, "run_ids": ["demo-linear-s0-0123456789ab"]}
+    spec = {"results": "r", "run_id": "demo-linear-s0-0123456789ab"}
     delayed = job.checkpoint(spec)
     assert isinstance(delayed, submitit.helpers.DelayedSubmission)
     assert delayed.function is job
@@ -205,7 +205,7 @@ def test_slurm_submission_parameters_and_skipping(tmp_path, tiny_data_root, monk
     results = tmp_path / "results"
     ids = sorted(planned_ids(tiny_data_root, results, ["linear"], [0, 1]))
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
-    req = RunRequest(methods=["linear"], datasets=["pneumoniamnist"], seeds=[0, 1],
+    req = GridRequest(methods=["linear"], datasets=["pneumoniamnist"], seeds=[0, 1],
                      backbone="test_vit", pretrained=False, img_size=32, epochs=1, batch_size=16,
                      results=results, data_root=tiny_data_root)  # fmt: skip
     opts = LaunchOptions(kind="slurm", partition="gpu", time_min=90, gpus_per_job=1,
@@ -217,18 +217,17 @@ def test_slurm_submission_parameters_and_skipping(tmp_path, tiny_data_root, monk
     assert ex.params["slurm_partition"] == "gpu" and ex.params["timeout_min"] == 90
     assert ex.params["gpus_per_node"] == 1 and ex.params["slurm_array_parallelism"] == 3
     assert isinstance(ex.fn, CellJob) and len(ex.specs) == 2
-    assert {s["request"]["device"] for s in ex.specs} == {"cuda"}
-    assert {s["request"]["precision"] for s in ex.specs} == {"bf16"}
+    assert {s["cell"]["device"] for s in ex.specs} == {"cuda"}
+    assert {s["cell"]["precision"] for s in ex.specs} == {"bf16"}
     # the jobs plan for cuda, so their run ids are not the CPU ones
-    gpu_ids = [s["run_ids"][0] for s in ex.specs]
+    gpu_ids = [s["run_id"] for s in ex.specs]
     assert not set(gpu_ids) & set(ids)
     # one finished: only the other is submitted
     identity = {"dataset": "pneumoniamnist", "method": "linear", "backbone": "test_vit", "seed": 0}
     write_record(results, {"schema": 1, "run_id": gpu_ids[0], "status": "ok", "config": identity})
-    req.device = "auto"
-    outcome = run_slurm(req, opts, console=_Quiet())
+    outcome = run_slurm(req.replace(device="auto"), opts, console=_Quiet())
     assert outcome.skipped == 1
-    assert [s["run_ids"] for s in FakeExecutor.made[-1].specs] == [[gpu_ids[1]]]
+    assert [s["run_id"] for s in FakeExecutor.made[-1].specs] == [gpu_ids[1]]
 
 
 class _Quiet:

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.grid import GridRequest, plan
 from bench.protocols import get_protocol, list_protocols, paper_table, published
 from bench.report import records_frame, render_paper_table
-from bench.runner import RunRequest, plan
 
 runner = CliRunner()
 
@@ -33,10 +33,10 @@ def test_shipped_protocols_name_real_methods_datasets_and_published_rows() -> No
 
 
 def test_ept_table1_grid_and_budget() -> None:
-    req = RunRequest(methods=[], datasets=[], seeds=[0], backbone="x")
+    req = GridRequest(methods=[], datasets=[], seeds=[0], backbone="x")
     from bench.protocols import apply_protocol
 
-    apply_protocol(get_protocol("ept-table1"), req)
+    req = apply_protocol(get_protocol("ept-table1"), req)
     cells = plan(req, dry_run=True, progress=False).cells
     assert len(cells) == 10 * 3 * 3 * 5  # methods x datasets x shots x split seeds
     assert {c.shots for c in cells} == {1, 5, 10} and {c.split_seed for c in cells} == set(range(5))
@@ -49,8 +49,8 @@ def test_fptplus_per_dataset_learning_rates_reach_fpt_only() -> None:
     from bench.protocols import apply_protocol
     from methods import get_method
 
-    req = RunRequest(methods=[], datasets=[], seeds=[0], backbone="x")
-    apply_protocol(get_protocol("fptplus"), req)
+    req = GridRequest(methods=[], datasets=[], seeds=[0], backbone="x")
+    req = apply_protocol(get_protocol("fptplus"), req)
     cells = plan(req, dry_run=True, progress=False).cells
     assert len(cells) == 6 * 8 * 3
     for c in cells:

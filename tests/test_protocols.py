@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.data import few_shot, get_card, load_catalog, load_dataset
 from bench.errors import UserError
-from bench.runner import RunRequest, data_key, plan
+from bench.grid import GridRequest, data_key, plan
 
 runner = CliRunner()
 LABELS = ("effusion", "nodule", "mass")
@@ -162,7 +162,7 @@ def test_few_shot_grid_same_split_for_every_method_and_recorded(cards, tmp_path)
     root = tmp_path / "data"
     folder_dataset(root / "mine", {s: {"benign": 6, "malignant": 6, "normal": 6}
                                    for s in ("train", "val", "test")})  # fmt: skip
-    req = RunRequest(methods=["linear", "vpt"], datasets=["mine"], seeds=[0], backbone="test_vit",
+    req = GridRequest(methods=["linear", "vpt"], datasets=["mine"], seeds=[0], backbone="test_vit",
                      pretrained=False, img_size=32, data_root=root, results=tmp_path / "r",
                      shots=[1, 2], split_seeds=[0, 1], epochs=1)  # fmt: skip
     p = plan(req, progress=False)

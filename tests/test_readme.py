@@ -9,7 +9,7 @@ import torch
 
 import methods
 from bench.config import parse_sets
-from bench.runner import RunRequest, method_settings
+from bench.grid import GridRequest, method_settings
 from methods import registry
 from tests.conftest import tiny_vit
 
@@ -44,8 +44,8 @@ def test_readme_method_example_registers_and_trains(monkeypatch) -> None:
     ).backward()
     assert all((p.grad is not None) == p.requires_grad for p in model.parameters())
 
-    req = RunRequest(methods=["ln-tune"], datasets=["demo"], seeds=[0], backbone="test_vit")
-    req.sets = parse_sets(["ln-tune.final_norm=false"])
+    req = GridRequest(methods=["ln-tune"], datasets=["demo"], seeds=[0], backbone="test_vit",
+                      sets=parse_sets(["ln-tune.final_norm=false"]))  # fmt: skip
     assert method_settings("ln-tune", req)[1] == {"final_norm": False}
 
 

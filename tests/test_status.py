@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from bench import claims
 from bench.cli import app as bench_app
 from bench.cli_status import STATES, status, summarise
+from bench.grid import GridRequest, plan
 from bench.records import write_record
-from bench.runner import RunRequest, plan
 
 # `status` as `bench status` will be registered (a group, so the command is named)
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -39,7 +39,7 @@ def bench_status(results: Path, *args: str):
 
 
 def grid_cells(data_root: Path, results: Path, methods: list[str], seeds: list[int]) -> dict:
-    req = RunRequest(methods=methods, datasets=["pneumoniamnist"], seeds=seeds, backbone="test_vit",
+    req = GridRequest(methods=methods, datasets=["pneumoniamnist"], seeds=seeds, backbone="test_vit",
                      pretrained=False, img_size=32, epochs=1, batch_size=16, results=results,
                      data_root=data_root)  # fmt: skip
     return {(c.method, c.seed): c for c in plan(req, dry_run=True).cells}

@@ -329,7 +329,7 @@ def test_jitter_output_stays_in_unit_range(aug: Augmentation) -> None:
 def test_light_modules_spell_the_default_preset_alike() -> None:
     # config and runner avoid importing torch, so they repeat the name; keep them in step
     from bench.config import CellConfig
-    from bench.runner import RunRequest
+    from bench.grid import GridRequest
 
     assert CellConfig.__dataclass_fields__["augment"].default == DEFAULT_AUGMENT
-    assert RunRequest.__dataclass_fields__["augment"].default == DEFAULT_AUGMENT
+    assert GridRequest.__dataclass_fields__["augment"].default == DEFAULT_AUGMENT

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.config import CellConfig
 from bench.errors import UserError
+from bench.grid import GridRequest, method_settings, plan
 from bench.harness import run_cell as real_run_cell
 from bench.harness import trial_result
 from bench.records import load_records
-from bench.runner import RunRequest, method_settings, plan
 from bench.tuning import (
     TuneRequest,
     resolve_space,
@@ -34,12 +34,12 @@ runner = CliRunner()
 
 def request(data_root: Path, results: Path, methods: list[str], *, budget: int = 4,
             seed: int = 0, seeds=(0,), spaces=None, sets=None, epochs: int = 2,
-            **kw) -> RunRequest:  # fmt: skip
-    req = RunRequest(methods=methods, datasets=["pneumoniamnist"], seeds=list(seeds),
+            **kw) -> GridRequest:  # fmt: skip
+    req = GridRequest(methods=methods, datasets=["pneumoniamnist"], seeds=list(seeds),
                      backbone="test_vit", pretrained=False, img_size=32, epochs=epochs,
                      batch_size=16,
-                     results=results, data_root=data_root, sets=sets or {}, **kw)  # fmt: skip
-    req.tune = TuneRequest(budget=budget, seed=seed, spaces=spaces or {})
+                     results=results, data_root=data_root, sets=sets or {},
+                     tune=TuneRequest(budget=budget, seed=seed, spaces=spaces or {}), **kw)  # fmt: skip
     return req
 
 
@@ -120,9 +120,9 @@ def test_vpt_searches_the_papers_grid_and_scales_lr_by_batch_over_256(tiny_data_
     # the default is base 0.5 for batch 256: 0.0625 at 32 (the old default, so old run ids hold)
     assert spec.default_lr(32) == 0.0625 and spec.default_lr(128) == 0.25
     req = request(tiny_data_root, tmp_path, ["vpt"])
-    req.batch_size = 64
+    req = req.replace(batch_size=64)
     assert method_settings("vpt", req)[0]["lr"] == 0.125
-    req.sets = {"vpt": {"lr": "0.3"}}  # a rate given by hand is used as it is
+    req = req.replace(sets={"vpt": {"lr": "0.3"}})  # a rate given by hand is used as it is
     assert method_settings("vpt", req)[0]["lr"] == 0.3
     # lora declares no rule: its default is the same at any batch size
     assert get_method("lora").default_lr(4) == get_method("lora").default_lr(256) == 1e-3

@@ -1,0 +1,115 @@
+"""Checks before any cell runs: the results folder takes records, nothing foreign sits where
+they go, every distinct model builds, and frozen-feature caches fit on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.cache_dirs import check_cache_writable
+from bench.claims import claims_dir
+from bench.config import CellConfig
+from bench.errors import UserError
+from bench.feature_cache import (
+    MANIFEST,
+    bytes_per_image,
+    cache_path,
+    check_free_space,
+    feature_cache_dir,
+    human_bytes,
+)
+from bench.frozen_features import feature_identity, uses_frozen_features
+from bench.grid.expand import data_key
+from bench.harness import build_model
+from bench.records import read_record, record_path
+from bench.transforms import Preprocess
+
+
+def check_results_folder(results: Path, *, write: bool) -> None:
+    """The results folder is a folder; for a real run, one this process can write records and
+    claims into (checked by writing, which also covers a read-only mount and a full disk)."""
+    if results.exists() and not results.is_dir():
+        raise UserError(f"--results {results} exists and is not a folder")
+    if not write:
+        return
+    claims = claims_dir(results)
+    if claims.exists() and not claims.is_dir():
+        raise UserError(
+            f"{claims} is a file; runners keep their claims in that folder: move the file away"
+        )
+    probe = results / f".write-check.{uuid.uuid4().hex[:8]}.tmp"
+    # folders made only for the check are removed again: bad input later leaves nothing behind
+    made = list(itertools.takewhile(lambda d: not d.exists(), [results, *results.parents]))
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        # a record's size: a full disk fails here, not after training
+        probe.write_bytes(b"0" * 4096)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write records in --results {results}: {exc.strerror or exc}; choose a "
+            "writable folder with free space"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+            for folder in made:
+                folder.rmdir()
+
+
+def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) -> list[str]:
+    """Build each distinct (method, hyperparameters, classes, size) once, so a bad value or a weights
+    file that does not fit the architecture fails now rather than cells into the grid. Methods
+    that preload frozen features get their disk use estimated and checked; returns notes."""
+    seen: set = set()
+    notes: list[str] = []
+    caches: set = set()
+    for cell in cells:
+        data = datasets[data_key(cell)]
+        key = (cell.method, repr(sorted(cell.hparams.items())), data.num_classes, cell.img_size)
+        if key not in seen:
+            seen.add(key)
+            model, *_, cfg = build_model(cell, source, data.num_classes)
+            if uses_frozen_features(model) and model.preload and (key, cell.dataset) not in caches:
+                caches.add((key, cell.dataset))
+                notes.append(cache_estimate(model, cell, data, cfg))
+    return notes
+
+
+def cache_estimate(model, cell: CellConfig, data, cfg: dict) -> str:
+    """Disk the frozen-feature cache of one (method, dataset) will take; fails if it won't fit."""
+    prep = Preprocess.for_backbone(cfg, img_size=cell.img_size, augment=cell.augment)
+    per_image = bytes_per_image(model.feature_shapes(), model.cache_dtype)
+    total = sum(len(s) for s in data.splits.values()) * per_image
+    missing = 0
+    for split, part in data.splits.items():
+        identity = feature_identity(model, cell, data, split, prep.mean, prep.std)
+        if not (cache_path(identity, model.cache_dtype) / MANIFEST).is_file():
+            missing += len(part) * per_image
+    if missing:
+        check_cache_writable(feature_cache_dir())
+        check_free_space(feature_cache_dir(), missing)
+    state = f"{human_bytes(missing)} to write" if missing else "already cached"
+    return (
+        f"{cell.method} on {cell.dataset}: frozen-feature cache of {human_bytes(total)} "
+        f"({human_bytes(per_image)} per image, {model.cache_dtype}; {state}) in "
+        f"{feature_cache_dir()}; --set {cell.method}.preload=false runs without it"
+    )
+
+
+def check_foreign_files(cells: list[CellConfig], results: Path) -> None:
+    """A file at a cell's record path that is not this cell's record (not a record at all, or
+    another cell's) is someone else's: never overwrite it, never count it as the cell's."""
+    blocked = [
+        p
+        for p, run_id in ((record_path(results, c.run_id), c.run_id) for c in cells)
+        if p.exists() and read_record(p, run_id=run_id) is None
+    ]
+    if blocked:
+        raise UserError(
+            f"{len(blocked)} file(s) in {results} sit where records go but are not medpeft-bench records "
+            f"of those cells (first: {blocked[0]}); move them away or choose another --results "
+            "folder"
+        )
