@@ -21,7 +21,8 @@ import torch
 
 from bench.backbones import BackboneSource, create_backbone
 from bench.config import CellConfig
-from bench.data import DEMO_NOTICE, LoadedDataset
+from bench.data import LoadedDataset
+from bench.demo import DEMO_NOTICE
 from bench.errors import UserError
 from bench.feature_cache import LiveFeatures
 from bench.metrics import HIGHER_IS_BETTER, compute_metrics, reliability_bins

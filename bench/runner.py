@@ -174,14 +174,9 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
     import math
 
     from bench.backbones import DEMO_BACKBONE, method_img_size, resolve_backbone
-    from bench.data import (
-        check_available,
-        data_root,
-        few_shot,
-        get_card,
-        npz_path,
-        stored_image_size,
-    )
+    from bench.catalog import data_root, get_card
+    from bench.data import few_shot
+    from bench.formats import get_format
     from methods import get_method
 
     methods = resolve_methods(req.methods)
@@ -234,12 +229,12 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
     missing: list[str] = []
     for card in cards:
         try:
-            check_available(card, root)
+            get_format(card.format).check_available(card, root)
         except UserError:
             if not dry_run:
                 raise
             # a dry run lists what is missing instead of stopping at the first absent dataset
-            where = npz_path(card, root) if card.format == "medmnist-npz" else card.folder(root)
+            where = get_format(card.format).location(card, root)
             missing.append(
                 f"missing data: {card.name} (expected {where}; `bench data info {card.name}` "
                 "shows the layout and where to get it)"
@@ -291,7 +286,7 @@ def plan(req: RunRequest, *, dry_run: bool = False, progress: bool = True) -> Pl
         # run reads it from the file headers, so its run ids match the real run's.
         if card.name in loaded:
             return int(loaded[card.name].splits["train"].images.shape[-1])
-        return stored_image_size(card, root)
+        return get_format(card.format).stored_image_size(card, root)
 
     cells = []
     annotations: dict[str, dict[str, Any]] = {}
@@ -387,7 +382,7 @@ def fixed_regime(
 def training_images(cells: list[CellConfig], datasets: dict[tuple, Any]) -> tuple[int, int]:
     """(images passed through training over the grid where the train size is known, cells whose
     size is unknown): a compute estimate that needs no data. Few-shot samples are K per class."""
-    from bench.data import get_card
+    from bench.catalog import get_card
 
     known, unknown = 0, 0
     for cell in cells:
