@@ -515,7 +515,7 @@ def _print_grid(console, the_plan, results: Path) -> None:
 def _print_summary(console, records: list[dict]) -> None:
     from rich.table import Table
 
-    from bench.data import DEMO_NOTICE
+    from bench.demo import DEMO_NOTICE
     from bench.report import blocks, records_frame, summarize
 
     df = records_frame(records)
@@ -634,7 +634,7 @@ def list_(
         if what in ("all", "spaces"):
             _list_spaces(console)
         if what in ("all", "datasets"):
-            from bench.data import load_catalog
+            from bench.catalog import load_catalog
 
             table = _table(
                 "datasets (`bench data info NAME`)",

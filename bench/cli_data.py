@@ -33,9 +33,10 @@ def info(
 ) -> None:
     """The card: task, classes, metric, expected layout, where to get it, licence, citation; and
     whether the files are where the card expects them."""
-    from bench.data import check_available, get_card, npz_path
-    from bench.data import data_root as resolve_root
+    from bench.catalog import data_root as resolve_root
+    from bench.catalog import get_card
     from bench.errors import UserError
+    from bench.formats import get_format
 
     console = _console()
     try:
@@ -43,6 +44,7 @@ def info(
     except UserError as exc:
         _fail(str(exc))
     root = resolve_root(data_root)
+    fmt = get_format(card.format)
     rows = [
         ("title", card.title),
         ("task", f"{card.task}, {len(card.classes)} {'labels' if card.multilabel else 'classes'}"),
@@ -62,7 +64,7 @@ def info(
     if card.reader.get("shot_files"):
         rows.append(("few-shot files", ", ".join(card.reader["shot_files"].values())))
     try:
-        check_available(card, root)
+        fmt.check_available(card, root)
         rows.append(
             ("local copy", f"found under {card.folder(root)} (`bench data check` reads it)")
         )
@@ -70,8 +72,7 @@ def info(
 
         rows.append(("decoded cache", describe(card, root) or ""))
     except UserError:
-        where = npz_path(card, root) if card.format == "medmnist-npz" else card.folder(root)
-        rows.append(("local copy", f"not found: expected {where} (see layout)"))
+        rows.append(("local copy", f"not found: expected {fmt.location(card, root)} (see layout)"))
     from rich.table import Table
 
     table = Table(title=card.name, show_header=False)
@@ -98,11 +99,12 @@ def check(
     """Read every image and label as `bench run` will, and report errors (exit 2) and warnings."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from bench.catalog import data_root as resolve_root
+    from bench.catalog import get_card
     from bench.config import parse_int_list
-    from bench.data import SPLITS, get_card
-    from bench.data import data_root as resolve_root
     from bench.data_check import check_dataset
     from bench.errors import UserError
+    from bench.formats import SPLITS
 
     console = _console()
     try:
@@ -153,24 +155,14 @@ def download(
 ) -> None:
     """Fetch a MedMNIST file through the `medmnist` package; other datasets need a registration
     or licence click, so this says where to get them."""
-    from bench.data import data_root as resolve_root
-    from bench.data import get_card
+    from bench.catalog import data_root as resolve_root
+    from bench.catalog import get_card
     from bench.errors import UserError
-    from bench.medmnist import download_medmnist
+    from bench.formats import get_format
 
     try:
         card = get_card(name)
-        if card.format != "medmnist-npz":
-            raise UserError(
-                f"{card.name} is not downloaded by the suite (most medical datasets need a "
-                f"registration or licence click). Get it from {card.source}; layout: {card.layout}"
-            )
-        root = resolve_root(data_root)
-        folder = card.folder(root)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = download_medmnist(
-            card.medmnist.get("flag", card.name), card.image_size or 28, folder
-        )
+        path = get_format(card.format).download(card, resolve_root(data_root))
     except UserError as exc:
         _fail(str(exc))
     typer.echo(f"{card.name}: {path}")

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.data import SPLITS, DatasetCard, LoadedDataset, few_shot, load_dataset
+from bench.cards import DatasetCard
+from bench.data import LoadedDataset, few_shot, load_dataset
+from bench.formats import SPLITS
 from bench.splits import split_summary
 
 ProgressFn = Any

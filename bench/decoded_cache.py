@@ -8,8 +8,8 @@ hit needs no transposed copy), the labels (`.labels.npy`) and the file paths (`.
 after the validation split is carved; `meta.json`, written last, holds the identity, the carve
 protocol, shapes, sizes and the dataset fingerprint. The key hashes everything that determines
 those arrays: the card's reader fields, the dataset folder, every file the reader would read
-(found by the reader's own discovery, `bench.readers.list_files`) with its split, label, size and
-mtime in ns, and the reading code (readers, carving, Pillow and numpy versions). An edited, added
+(found by the reader's own discovery, `bench.formats.images.list_files`) with its split, label, size and
+mtime in ns, and the reading code (the formats, carving, Pillow and numpy versions). An edited, added
 or removed file therefore gives another key. Entries are built in a temporary folder renamed into
 place; a hit is checked against the fingerprint recorded when it was written (computed anyway
 while loading), and an unusable entry is removed and the files decoded instead.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -35,15 +34,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL
 
+from bench import dataset_arrays, formats, splits
+from bench.cards import DatasetCard
+from bench.dataset_arrays import VAL_SEED, read_arrays
 from bench.errors import UserError
+from bench.formats import SplitArrays, get_format
+from bench.formats.images import list_files
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 META = "meta.json"
 ENV_SWITCH = "MEDPEFT_DECODED_CACHE"
-FILE_FORMATS = ("imagefolder", "csv", "split-list")
 SPLITS = ("train", "val", "test")
 # "use": read a hit, else decode and write; "files": decode, write when absent; "off": neither.
 MODES = ("use", "files", "off")
@@ -72,19 +76,19 @@ class Entry:
     path: Path
     identity: dict[str, Any]
     mode: str
-    card: Any  # bench.data.DatasetCard
+    card: DatasetCard
     root: Path
     newest_ns: int  # the newest mtime among the files
     listed_ns: int  # when they were listed
 
 
-def lookup(card, root: Path, mode: str = "use") -> Entry | None:
+def lookup(card: DatasetCard, root: Path, mode: str = "use") -> Entry | None:
     """The entry for the card's files as they are now; None when the cache does not apply (an
     array format, mode "off", $MEDPEFT_DECODED_CACHE=0). Lists and stats the files (no decoding);
     raises the reader's UserError when the files do not match the card."""
     if mode not in MODES:
         raise ValueError(f"decoded_cache must be one of {MODES}, got {mode!r}")
-    if mode == "off" or card.format not in FILE_FORMATS or not enabled():
+    if mode == "off" or not get_format(card.format).decodes_files or not enabled():
         return None
     identity, newest_ns, listed_ns = source_identity(card, root)
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
@@ -99,13 +103,11 @@ def lookup(card, root: Path, mode: str = "use") -> Entry | None:
     )
 
 
-def source_identity(card, root: Path) -> tuple[dict[str, Any], int, int]:
+def source_identity(card: DatasetCard, root: Path) -> tuple[dict[str, Any], int, int]:
     """(identity, newest mtime, listing time) of what `load_dataset` would decode; the identity
     as it reads back from meta.json (JSON types)."""
-    from bench import data, readers
-
     listed_ns = time.time_ns()
-    folder, found = readers.list_files(data.read_arrays, card, root)
+    folder, found = list_files(read_arrays, card, root)
     digest = hashlib.sha256()
     count, newest = 0, 0
     for split, items in found.items():
@@ -125,7 +127,7 @@ def source_identity(card, root: Path) -> tuple[dict[str, Any], int, int]:
             "image_size": card.image_size,
             "reader": card.reader,
             "val_fraction": card.val_fraction,  # the carved split is stored
-            "val_seed": data.VAL_SEED,
+            "val_seed": VAL_SEED,
         },
         "folder": str(Path(folder).resolve()),
         "code": code_digest(),
@@ -138,18 +140,10 @@ def source_identity(card, root: Path) -> tuple[dict[str, Any], int, int]:
 def code_digest() -> str:
     """Hash of the code that turns files into the cached arrays: a suite upgrade that changes
     decoding, resizing or carving must not be served arrays made by the old code."""
-    import PIL
-
-    from bench import data, readers, splits
-
     digest = hashlib.sha256(f"Pillow {PIL.__version__} numpy {np.__version__}".encode())
-    for module in (readers, splits):
-        digest.update(Path(module.__file__).read_bytes())
-    for fn in (data.read_arrays, data._read_splits, data._take):
-        try:
-            digest.update(inspect.getsource(fn).encode())
-        except OSError:  # no source shipped: the module hashes above still cover the readers
-            digest.update(fn.__qualname__.encode())
+    files = sorted(Path(formats.__file__).parent.glob("*.py"))
+    for path in [*files, Path(splits.__file__), Path(dataset_arrays.__file__)]:
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -184,8 +178,6 @@ def read(entry: Entry, make: Callable[[dict, dict[str, Any]], Any]) -> Any | Non
 
 def _open(entry: Entry) -> tuple[dict, dict[str, Any], str] | str:
     """({split: SplitArrays with memory-mapped images}, protocol, fingerprint), or why not."""
-    from bench.readers import SplitArrays
-
     meta_path = entry.path / META
     if not meta_path.is_file():
         return "missing"  # also a folder whose writer died before meta.json (written last)
@@ -355,10 +347,10 @@ def _prune(entry: Entry) -> None:
 # --------------------------------------------------------------------------------- reporting
 
 
-def describe(card, root: Path) -> str | None:
+def describe(card: DatasetCard, root: Path) -> str | None:
     """One line for `bench data info`: whether a cache of the current files exists; None for
     formats that are not cached."""
-    if card.format not in FILE_FORMATS:
+    if not get_format(card.format).decodes_files:
         return None
     if not enabled():
         return f"off (${ENV_SWITCH}=0)"

@@ -36,6 +36,8 @@ DEMO_CLASSES: tuple[str, ...] = (
 # Images per class in each split: 1000 / 250 / 250 images in total.
 DEMO_SPLIT_SIZES: dict[str, int] = {"train": 200, "val": 50, "test": 50}
 IMG_SIZE = 64
+# Shown with every result on the demo data (terminal, report, record).
+DEMO_NOTICE = "DEMO: synthetic images and a suite-pretrained backbone; not a medical result"
 
 # Source-task factors, one classification head each, in the column order of make_source labels.
 SOURCE_FACTORS: tuple[tuple[str, tuple[str, ...]], ...] = (

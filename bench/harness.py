@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from bench.backbones import BackboneSource, create_backbone, method_img_size, resolve_backbone
+from bench.cards import DatasetCard
 from bench.config import CellConfig
-from bench.data import DEMO_NOTICE, DatasetCard, LoadedDataset
+from bench.data import LoadedDataset
+from bench.demo import DEMO_NOTICE
 from bench.errors import UserError
 from bench.frozen_features import (
     feature_mode,

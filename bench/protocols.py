@@ -151,7 +151,7 @@ def _is(value: Any, kind: str) -> bool:
 def apply_protocol(protocol: Protocol, req: Any) -> Any:
     """A GridRequest filled with the protocol's grid and budget (the CLI refuses grid options
     given beside --protocol, so nothing here overrides an explicit choice)."""
-    from bench.data import get_card
+    from bench.catalog import get_card
 
     return req.replace(
         methods=list(protocol.methods),

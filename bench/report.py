@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from bench.data import DEMO_NOTICE
+from bench.demo import DEMO_NOTICE
 from bench.records import write_atomic
 
 TEST_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "qwk", "ece", "nll")

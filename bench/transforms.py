@@ -12,8 +12,9 @@ torch; the few operations needed are re-implemented from its documented algorith
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -227,28 +228,45 @@ def prepare_batch(
     return (x - mean_t) / std_t
 
 
+# The normalisation of a backbone whose pretrained config names none (timm's default for ViTs
+# trained from scratch, and this suite's demo backbone).
+DEFAULT_MEAN = DEFAULT_STD = (0.5, 0.5, 0.5)
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """A cell's input pipeline, built once: size, the backbone's normalisation and the training
-    augmentation preset (evaluation only resizes)."""
+    """How one cell turns uint8 batches into model inputs: the model's input side, the backbone's
+    normalisation, and the training augmentation preset (evaluation only resizes)."""
 
     img_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    mean: tuple[float, ...] = DEFAULT_MEAN
+    std: tuple[float, ...] = DEFAULT_STD
     augment: str = DEFAULT_AUGMENT
 
     @classmethod
-    def for_backbone(cls, pretrained_cfg: dict, *, img_size: int, augment: str) -> Preprocess:
-        """Normalisation follows the backbone's pretraining (0.5 where its config has none)."""
-        mean = tuple(pretrained_cfg.get("mean", (0.5,) * 3))
-        std = tuple(pretrained_cfg.get("std", (0.5,) * 3))
+    def for_backbone(
+        cls, pretrained_cfg: Mapping[str, Any], *, img_size: int, augment: str = DEFAULT_AUGMENT
+    ) -> Preprocess:
+        """Normalisation from the backbone's pretrained config (timm's `pretrained_cfg`, read
+        before any method wrapper hides it); an unknown `augment` is a UserError."""
+        get_augmentation(augment)
+        mean = tuple(pretrained_cfg.get("mean", DEFAULT_MEAN))
+        std = tuple(pretrained_cfg.get("std", DEFAULT_STD))
         return cls(img_size=img_size, mean=mean, std=std, augment=augment)
 
     def __call__(
         self, images: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        return prepare_batch(images, img_size=self.img_size, mean=self.mean, std=self.std,
-                             train=train, generator=generator, augment=self.augment)  # fmt: skip
+        """`prepare_batch` with this cell's settings: augmented when `train`, else resized."""
+        return prepare_batch(
+            images,
+            img_size=self.img_size,
+            mean=self.mean,
+            std=self.std,
+            train=train,
+            generator=generator,
+            augment=self.augment,
+        )
 
     def evaluation(self, images: torch.Tensor) -> torch.Tensor:
         """The un-augmented view (evaluation, and the frozen features FPT+ caches)."""

@@ -51,8 +51,9 @@ from typer.testing import CliRunner
 
 from bench import demo_vit
 from bench.backbones import create_backbone, resolve_backbone
+from bench.catalog import get_card
 from bench.cli import app
-from bench.data import get_card, load_dataset
+from bench.data import load_dataset
 from bench.errors import UserError
 from bench.feature_cache import load_or_build
 

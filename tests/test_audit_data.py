@@ -31,12 +31,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from bench.catalog import get_card
 from bench.cli import app
-from bench.data import get_card, load_dataset
+from bench.data import load_dataset
 from bench.data_check import check_dataset
 from bench.errors import UserError
-from bench.medmnist import read_medmnist_npz
-from bench.readers import read_imagefolder
+from bench.formats.imagefolder import read_imagefolder
+from bench.formats.medmnist import read_medmnist_npz
 from tests.conftest import write_medmnist_npz
 
 OUTSIDE = "paths must stay inside the dataset folder"

@@ -328,7 +328,7 @@ def test_long_dataset_name_reports(tmp_path: Path) -> None:
 
 
 def test_card_name_is_bounded(tmp_path: Path, monkeypatch) -> None:
-    from bench.data import MAX_CARD_NAME
+    from bench.catalog import MAX_CARD_NAME
 
     name = "x" * (MAX_CARD_NAME + 1)
     cards = tmp_path / "cards"

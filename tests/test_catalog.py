@@ -312,6 +312,6 @@ def test_checker_rejects_broken_cards(base: str, path: str, value: Any, message:
 
 def test_suite_loader_accepts_every_card() -> None:
     """The cards also load through bench.data (what `bench list` shows)."""
-    from bench.data import load_catalog
+    from bench.catalog import load_catalog
 
     assert set(load_catalog()) == set(CARDS)

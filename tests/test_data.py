@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DatasetCard, data_root, get_card, load_catalog, load_dataset
+from bench.cards import DatasetCard
+from bench.catalog import data_root, get_card, load_catalog
+from bench.data import load_dataset
 from bench.errors import UserError
 from bench.transforms import prepare_batch
 from tests.conftest import SHARED, write_medmnist_npz

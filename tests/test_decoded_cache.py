@@ -16,10 +16,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from bench import decoded_cache, readers
+from bench import decoded_cache
+from bench.catalog import get_card
 from bench.cli import app
-from bench.data import get_card, load_dataset, read_arrays
+from bench.data import load_dataset
 from bench.data_check import check_dataset
+from bench.dataset_arrays import read_arrays
+from bench.formats import images as decoding
 
 CLASSES = ("benign", "malignant")
 FOLDER_CARD = """task = "binary"
@@ -97,7 +100,7 @@ def opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(str(fp))
         return real(fp, *args, **kwargs)
 
-    monkeypatch.setattr(readers.Image, "open", counting)
+    monkeypatch.setattr(decoding.Image, "open", counting)
     return seen
 
 
@@ -150,7 +153,7 @@ def test_second_load_is_a_memory_mapped_hit_identical_to_a_fresh_decode(
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cache hit opened an image file")
 
-    monkeypatch.setattr(readers.Image, "open", no_decoding)
+    monkeypatch.setattr(decoding.Image, "open", no_decoding)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. torch.from_numpy on a non-writable array
         hit = load_dataset(card, folders)
@@ -172,7 +175,7 @@ def test_second_load_is_a_memory_mapped_hit_identical_to_a_fresh_decode(
 
 def test_listing_is_the_readers_own_file_list(folders: Path, opens: list[str]) -> None:
     card = get_card("folders")
-    root, found = readers.list_files(read_arrays, card, folders)
+    root, found = decoding.list_files(read_arrays, card, folders)
     assert root == card.folder(folders) and not opens  # listed without opening an image
     decoded = read_arrays(card, folders)
     assert {s: [rel for _, rel in items] for s, items in found.items()} == {
@@ -360,7 +363,7 @@ def test_bench_run_from_the_cache_records_what_a_decode_records(
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cache hit opened an image file")
 
-    monkeypatch.setattr(readers.Image, "open", no_decoding)
+    monkeypatch.setattr(decoding.Image, "open", no_decoding)
     cached = run(folders.parent / "r2")  # trains and evaluates on the memory-mapped pixels
     assert cached["dataset"] == cold["dataset"]  # fingerprint, sizes, protocol
     assert cached["run_id"] == cold["run_id"]

@@ -130,11 +130,13 @@ from typer.testing import CliRunner
 
 from bench import protocols
 from bench.backbones import create_backbone, resolve_backbone
+from bench.catalog import get_card, load_catalog
 from bench.cli import app
-from bench.data import get_card, load_catalog
 from bench.errors import UserError
+from bench.formats.csv_manifest import read_csv_manifest, read_csv_splits
+from bench.formats.imagefolder import read_imagefolder
+from bench.formats.split_list import read_split_lists
 from bench.protocols import list_protocols, load_protocol
-from bench.readers import read_csv_manifest, read_csv_splits, read_imagefolder, read_split_lists
 from bench.records import read_record
 from methods import get_method
 

@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 def test_shipped_protocols_name_real_methods_datasets_and_published_rows() -> None:
-    from bench.data import get_card
+    from bench.catalog import get_card
     from methods import get_method
 
     assert list_protocols() == ["ept-table1", "ept-table4", "fptplus"]
@@ -45,7 +45,7 @@ def test_ept_table1_grid_and_budget() -> None:
 
 
 def test_fptplus_per_dataset_learning_rates_reach_fpt_only() -> None:
-    from bench.data import get_card
+    from bench.catalog import get_card
     from bench.protocols import apply_protocol
     from methods import get_method
 

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from bench.catalog import get_card, load_catalog
 from bench.cli import app
-from bench.data import few_shot, get_card, load_catalog, load_dataset
+from bench.data import few_shot, load_dataset
 from bench.errors import UserError
 from bench.grid import GridRequest, data_key, plan
 

@@ -1,4 +1,4 @@
-"""Dataset readers (`bench.readers`): image folders, CSV manifests, split lists and MedMNIST
+"""Dataset readers (`bench.formats`): image folders, CSV manifests, split lists and MedMNIST
 npz files, on tiny files written per test."""
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import readers
 from bench.errors import UserError
-from bench.medmnist import download_medmnist, npz_image_size, read_medmnist_npz
-from bench.readers import (
-    SPLITS,
-    read_csv_manifest,
-    read_csv_splits,
-    read_imagefolder,
-    read_split_lists,
-)
+from bench.formats import SPLITS
+from bench.formats import images as decoding
+from bench.formats.csv_manifest import read_csv_manifest, read_csv_splits
+from bench.formats.imagefolder import read_imagefolder
+from bench.formats.medmnist import download_medmnist, npz_image_size, read_medmnist_npz
+from bench.formats.split_list import read_split_lists
 
 CLASSES = ("zeta", "alpha")  # card order differs from sorted folder order on purpose
 
@@ -695,7 +692,7 @@ def test_threaded_decoding_keeps_listed_order(
         lines.append(f"{i:02d}.png {i % 2}")
     lines.reverse()  # file order, not name order
     # earlier-listed images decode slower, so they finish out of order whenever threads overlap
-    decode = readers._decode
+    decode = decoding._decode
     delay = {f"images/{i:02d}.png": 0.002 * i for i in range(len(values))}
     finished: list[str] = []
 
@@ -704,7 +701,7 @@ def test_threaded_decoding_keeps_listed_order(
         finished.append(rel)
         return decode(root, rel, size, grayscale)
 
-    monkeypatch.setattr(readers, "_decode", slow_decode)
+    monkeypatch.setattr(decoding, "_decode", slow_decode)
     files = {"train": lines_file(tmp_path / "t.txt", lines)}
     out = read_split_lists(tmp_path, files, CLASSES, size=8, multilabel=False)["train"]
     assert grey_levels(out) == values[::-1]

@@ -53,7 +53,7 @@ def test_readme_dataset_card_example_loads_and_checks(tmp_path, monkeypatch) -> 
     import numpy as np
     from PIL import Image
 
-    from bench.data import get_card
+    from bench.catalog import get_card
     from bench.data_check import check_dataset
 
     block = re.search(r"```toml\n# datasets/my-derm\.toml.*?\n(.*?)```", README.read_text(), re.S)

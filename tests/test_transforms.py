@@ -11,6 +11,7 @@ from bench.transforms import (
     AUGMENTATIONS,
     DEFAULT_AUGMENT,
     Augmentation,
+    Preprocess,
     color_jitter,
     get_augmentation,
     jitter_factors,
@@ -333,3 +334,27 @@ def test_light_modules_spell_the_default_preset_alike() -> None:
 
     assert CellConfig.__dataclass_fields__["augment"].default == DEFAULT_AUGMENT
     assert GridRequest.__dataclass_fields__["augment"].default == DEFAULT_AUGMENT
+
+
+def test_preprocess_applies_prepare_batch_with_the_cells_settings() -> None:
+    pre = Preprocess.for_backbone({"mean": MEAN, "std": STD}, img_size=24, augment="fpt")
+    assert (pre.img_size, pre.mean, pre.std, pre.augment) == (24, MEAN, STD, "fpt")
+    x = images()
+    assert torch.equal(pre(x, train=False), prepare_batch(x, img_size=24, train=False, **NORM))
+    got = pre(x, train=True, generator=torch.Generator().manual_seed(3))
+    want = prepare_batch(
+        x,
+        img_size=24,
+        train=True,
+        generator=torch.Generator().manual_seed(3),
+        augment="fpt",
+        **NORM,
+    )
+    assert torch.equal(got, want)
+
+
+def test_preprocess_defaults_and_checks_the_preset() -> None:
+    pre = Preprocess.for_backbone({}, img_size=16)
+    assert (pre.mean, pre.std, pre.augment) == ((0.5,) * 3, (0.5,) * 3, DEFAULT_AUGMENT)
+    with pytest.raises(UserError, match="unknown augmentation"):
+        Preprocess.for_backbone({}, img_size=16, augment="bogus")

@@ -7,20 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.backbones import BackboneSource, file_sha256, resolve_backbone
+from bench.cards import DatasetCard
+from bench.catalog import get_card
 from bench.config import CellConfig
 from bench.console import reading_bar
-from bench.data import (
-    DatasetCard,
-    LoadedDataset,
-    check_available,
-    few_shot,
-    get_card,
-    load_dataset,
-    npz_path,
-    stored_image_size,
-)
+from bench.data import LoadedDataset, few_shot, load_dataset
 from bench.demo_vit import DEMO_VIT_VERSION
 from bench.errors import UserError
+from bench.formats import get_format
 from bench.grid.expand import data_key
 from bench.grid.request import GridRequest
 from bench.weights import DEMO_BACKBONE, check_weights_file
@@ -50,11 +44,11 @@ def check_data(cards: list[DatasetCard], root: Path, *, dry_run: bool) -> list[s
     missing = []
     for card in cards:
         try:
-            check_available(card, root)
+            get_format(card.format).check_available(card, root)
         except UserError:
             if not dry_run:
                 raise
-            where = npz_path(card, root) if card.format == "medmnist-npz" else card.folder(root)
+            where = get_format(card.format).location(card, root)
             missing.append(
                 f"missing data: {card.name} (expected {where}; `bench data info {card.name}` "
                 "shows the layout and where to get it)"
@@ -85,7 +79,7 @@ def load_inputs(
     inputs = Inputs(source=resolve_source(req, dry_run=dry_run, progress=progress))
     for card in cards:
         if dry_run:
-            inputs.sizes[card.name] = stored_image_size(card, root)
+            inputs.sizes[card.name] = get_format(card.format).stored_image_size(card, root)
             continue
         with reading_bar(f"reading {card.name}", enabled=progress) as on_progress:
             data = load_dataset(card, root, on_progress=on_progress)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.backbones import BackboneSource
+from bench.catalog import data_root, get_card
 from bench.config import CellConfig
-from bench.data import data_root, get_card
 from bench.grid.expand import Resolved, annotations, expand
 from bench.grid.inputs import check_data, load_inputs, weights_id
 from bench.grid.preflight import check_foreign_files, check_results_folder, preflight_builds

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
+from bench.catalog import get_card
 from bench.config import coerce
-from bench.data import get_card
 from bench.errors import UserError
 from bench.transforms import get_augmentation
 from methods import CORE_METHODS, get_method, list_methods

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.catalog import data_root, get_card
 from bench.config import CellConfig
 from bench.console import console, grid_progress
-from bench.data import data_root, get_card
 from bench.errors import UserError
 from bench.execute import run_grid
 from bench.grid import GridRequest, Plan, load_inputs

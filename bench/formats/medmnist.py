@@ -1,8 +1,9 @@
-"""MedMNIST: read the exact .npz files the `medmnist` package downloads, read their image size
-from the header alone, and download them through the package when it is installed."""
+"""The `medmnist-npz` format: the exact .npz files the `medmnist` package downloads, their image
+size read from the header alone, and downloading them through the package when it is installed."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zipfile
 import zlib
@@ -12,10 +13,67 @@ from typing import IO
 import numpy as np
 import psutil
 
+from bench.cards import DatasetCard
 from bench.errors import UserError
-from bench.readers import SPLITS, SplitArrays
+from bench.formats.base import SPLITS, Format, ProgressFn, SplitArrays, missing, register
 
 MEDMNIST_RECORD = "https://zenodo.org/records/10519652"
+# The sides MedMNIST+ ships every 2D dataset at; `<name>_<size>` selects one.
+MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+@register
+class MedMNIST(Format):
+    name = "medmnist-npz"
+    decodes_files = False
+
+    def location(self, card: DatasetCard, root: Path) -> Path:
+        return card.folder(root) / (card.file or f"{card.name}.npz")
+
+    def check_available(self, card: DatasetCard, root: Path) -> None:
+        path = self.location(card, root)
+        if not path.is_file():
+            hint = f" `bench data download {card.name}` fetches it through the medmnist package."
+            raise missing(card, path, hint=hint)
+
+    def stored_image_size(self, card: DatasetCard, root: Path) -> int | None:
+        try:
+            size = npz_image_size(self.location(card, root))
+        except (OSError, UserError, ValueError, KeyError):
+            size = None
+        return size or card.image_size
+
+    def read(
+        self, card: DatasetCard, root: Path, on_progress: ProgressFn | None = None
+    ) -> dict[str, SplitArrays]:
+        return read_medmnist_npz(
+            self.location(card, root), num_classes=len(card.classes), multilabel=card.multilabel
+        )
+
+    def train_labels_where(self, card: DatasetCard, root: Path) -> tuple[str, str]:
+        return (
+            str(self.location(card, root)),
+            "train_labels never holds their index; re-download it or fix the card's classes",
+        )
+
+    def sized(self, card: DatasetCard, name: str, size: int) -> DatasetCard | None:
+        sizes = tuple(card.medmnist.get("sizes", MEDMNIST_SIZES))
+        if size not in sizes:
+            raise UserError(
+                f"dataset {name!r}: MedMNIST ships {card.name} at sizes {list(sizes)}; "
+                f"use {card.name} (28 px) or {card.name}_<size>"
+            )
+        if size == 28:
+            return card
+        flag = card.medmnist.get("flag", card.name)
+        return dataclasses.replace(card, name=name, file=f"{flag}_{size}.npz", image_size=size)
+
+    def download(self, card: DatasetCard, root: Path) -> Path:
+        folder = card.folder(root)
+        folder.mkdir(parents=True, exist_ok=True)
+        return download_medmnist(
+            card.medmnist.get("flag", card.name), card.image_size or 28, folder
+        )
 
 
 def read_medmnist_npz(path: Path, *, num_classes: int, multilabel: bool) -> dict[str, SplitArrays]:
