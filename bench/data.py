@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import UserError
+from bench.metric_table import TASK_METRICS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,13 +40,6 @@ MAX_IMAGE_SIZE = 4096
 # A card's name starts its records' file names (`<name>-<method>-s<seed>-<hash>.json`), which
 # the file system caps at 255 bytes.
 MAX_CARD_NAME = 100
-# The metrics `bench.metrics.compute_metrics` returns per task; a card's primary metric is one.
-TASK_METRICS = {
-    "multiclass": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece", "nll"),
-    "binary": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece", "nll"),
-    "ordinal": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "qwk", "ece", "nll"),
-    "multilabel": ("map", "auc", "label_accuracy", "ece", "nll"),
-}
 # The [reader] keys each format understands (passed to its bench.readers function).
 READER_KEYS: dict[str, tuple[str, ...]] = {
     "demo": (),

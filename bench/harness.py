@@ -24,7 +24,8 @@ from bench.config import CellConfig
 from bench.data import DEMO_NOTICE, LoadedDataset
 from bench.errors import UserError
 from bench.feature_cache import LiveFeatures
-from bench.metrics import HIGHER_IS_BETTER, compute_metrics, reliability_bins
+from bench.metric_table import HIGHER_IS_BETTER
+from bench.metrics import compute_metrics, reliability_bins
 from bench.records import SCHEMA
 from bench.train import Diverged, autocast, fit, image_free, predict
 from bench.transforms import prepare_batch

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.stats import block_title, scale_for
+from bench.metric_table import LOWER_IS_BETTER, scale
+from bench.report.names import block_title
 
 
 def tuned_label(method: str, budget: Any) -> str:
@@ -99,7 +100,7 @@ def search_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "trials": len(trials),
                 "selected": _config_text(selected.get("config") or {}),
                 "lr used": cfg.get("lr"),
-                "val": None if value is None else value * scale_for(metric),
+                "val": None if value is None else value * scale(metric),
                 "metric": metric,
                 "lr rule": space.get("lr_rule") or "",
             }
@@ -124,7 +125,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for cfg, t in largest.values():
         metric = str(t.get("selected_by", "")).replace("validation ", "")
-        sign = -1.0 if metric in ("ece", "nll") else 1.0
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
         best = -np.inf
         for k, trial in enumerate(t.get("trials") or [], start=1):
             value = trial.get("val_primary")
@@ -137,7 +138,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                     "budget": t.get("budget"),
                     "split_seed": cfg.get("split_seed", 0),
                     "k": k,
-                    "best_val": sign * best * scale_for(metric) if np.isfinite(best) else np.nan,
+                    "best_val": sign * best * scale(metric) if np.isfinite(best) else np.nan,
                     "metric": metric,
                 }
             )
