@@ -1,6 +1,8 @@
-"""`bench profile` records in the report: one row per profiled method, grouped by what was
-measured (backbone, input size, batch, device, precision), the memory relative to the first
-method of each group as `bench profile` prints it."""
+"""`bench profile` records in the report: one table per measurement setting, a row per method.
+
+Groups are what was measured (backbone, input size, batch, device, precision); memory is also
+shown relative to the first method of each group, as `bench profile` prints it.
+"""
 
 from __future__ import annotations
 

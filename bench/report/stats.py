@@ -1,9 +1,8 @@
-"""Statistics for the report: bootstrap intervals, the composite efficiency scores, the Pareto front,
-paired tests against a baseline and average ranks.
+"""Statistics for the report: bootstrap CIs, composite scores, Pareto front, paired tests, ranks.
 
 Pure numpy/scipy/pandas on the long records frame (`bench.report.frame.records_frame`); never
-imports a model. Scores shown to people are percentages (fraction * 100) for every metric except nll, and
-differences are in percentage points.
+imports a model. Scores shown to people are percentages (fraction * 100) for every metric except
+nll, and differences are in percentage points. The paired tests' baseline is chosen here too.
 """
 
 from __future__ import annotations

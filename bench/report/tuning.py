@@ -1,5 +1,7 @@
-"""The hyperparameter search in the report: one row per search, the best-of-k validation curve
-per method, and the statement of the budget that table captions carry (bench.tuning).
+"""The hyperparameter search in the report: its table, best-of-k curves and budget caption.
+
+One row per search, the best-of-k validation curve per method, and the statement of the budget
+that table captions carry (bench.tuning).
 
 Reads only records: a search is described by its final records' `tuning` entry (the trials in
 order, with their validation scores); trial records are counted by outcome.
