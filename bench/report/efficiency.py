@@ -50,9 +50,6 @@ EFFICIENCY_COLUMNS = [
 ]  # fmt: skip
 
 
-# --------------------------------------------------------------------------- efficiency
-
-
 def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     """Cost and composite scores per (block, method, setting), raw numbers.
 

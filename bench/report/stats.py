@@ -126,9 +126,9 @@ def bootstrap_ci(
 
 
 # --------------------------------------------------------------------------- composite scores
-# The formulas are the issue's. PPT is from V-PETL Bench (Xin et al., NeurIPS 2024 Datasets and
-# Benchmarks); PPE and PME are attributed to FPT (Huang et al., MICCAI 2024), whose paper text was
-# not available to the spec: these follow the statement, not a reading of the paper.
+# PPT is from V-PETL Bench (Xin et al., NeurIPS 2024 Datasets and Benchmarks); PPE and PME are
+# attributed to FPT (Huang et al., MICCAI 2024), whose paper text was not available when these
+# were written: they follow the formulas as specified for this suite, not a reading of the paper.
 
 
 def _out(v: np.ndarray) -> float | np.ndarray:
