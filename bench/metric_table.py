@@ -58,7 +58,7 @@ TEST_METRICS = tuple(name for name, m in METRICS.items() if m.tabulated)
 # A dataset card's primary metric is one of its task's.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     task: tuple(name for name, m in METRICS.items() if task in m.tasks)
-    for task in ("multiclass", "binary", "ordinal", "multilabel")
+    for task in dict.fromkeys(t for m in METRICS.values() for t in m.tasks)
 }
 
 
