@@ -19,6 +19,7 @@ from bench.demo import DEMO_CLASSES
 from bench.errors import UserError
 from bench.formats import SPLITS, Format, format_names, get_format
 from bench.formats.medmnist import MEDMNIST_SIZES
+from bench.metric_table import TASK_METRICS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,13 +33,6 @@ MAX_IMAGE_SIZE = 4096
 # A card's name starts its records' file names (`<name>-<method>-s<seed>-<hash>.json`), which
 # the file system caps at 255 bytes.
 MAX_CARD_NAME = 100
-# The metrics `bench.metrics.compute_metrics` returns per task; a card's primary metric is one.
-TASK_METRICS = {
-    "multiclass": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece", "nll"),
-    "binary": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ece", "nll"),
-    "ordinal": ("accuracy", "balanced_accuracy", "macro_f1", "auc", "qwk", "ece", "nll"),
-    "multilabel": ("map", "auc", "label_accuracy", "ece", "nll"),
-}
 # The TOML type of each [reader] key; the tables' entries are checked by `_check_reader`.
 _READER_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("manifest", "image_column", "label_column", "split_column", "image_dir",

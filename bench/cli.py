@@ -534,7 +534,7 @@ def _print_summary(console, records: list[dict]) -> None:
 
 def _print_gaps(console, df) -> None:
     """Unfinished and missing cells under the tables, so a partial grid never looks complete."""
-    from bench.coverage import lines, missing_in_grid
+    from bench.report.missing import lines, missing_in_grid
 
     if df.empty:
         return
@@ -742,8 +742,14 @@ def report(
     from bench.config import parse_name_list
     from bench.errors import UserError
     from bench.records import load_records
-    from bench.report import choose_baseline, records_frame, write_paper_table, write_report
-    from bench.selection import parse_where, select_records
+    from bench.report import (
+        choose_baseline,
+        parse_where,
+        records_frame,
+        select_records,
+        write_paper_table,
+        write_report,
+    )
 
     console = _console()
     if not results.is_dir():
@@ -765,7 +771,7 @@ def report(
                     f"--paper-regime must be one of {', '.join(PAPER_REGIMES)}, not "
                     f"{paper_regime!r}"
                 )
-        from bench.profile_report import is_profile, profile_frame
+        from bench.report import is_profile, profile_frame
 
         only_methods = parse_name_list(methods) if methods else None
         only_backbones = parse_name_list(backbone) if backbone else None
@@ -796,7 +802,7 @@ def report(
     if len(profiles):
         from rich.table import Table
 
-        from bench.profile_report import profile_tables
+        from bench.report import profile_tables
 
         for title, frame in profile_tables(profiles):
             table = Table(title=f"profile: {title}")

@@ -38,7 +38,8 @@ from bench.measure import (
     gpu_busy_processes,
     param_report,
 )
-from bench.metrics import HIGHER_IS_BETTER, compute_metrics, reliability_bins
+from bench.metric_table import HIGHER_IS_BETTER
+from bench.metrics import compute_metrics, reliability_bins
 from bench.records import SCHEMA
 from bench.train import Diverged, FitResult, TrainSettings, fit, image_free, predict
 from bench.transforms import Preprocess

@@ -26,7 +26,6 @@ from torchmetrics.functional.classification import (
 
 __all__ = [
     "ECE_BINS",
-    "HIGHER_IS_BETTER",
     "PRIMARY_METRIC_DEFAULTS",
     "TASKS",
     "classification_metrics",
@@ -46,18 +45,6 @@ PRIMARY_METRIC_DEFAULTS: dict[str, str] = {
     "binary": "auc",
     "multilabel": "map",
     "ordinal": "qwk",
-}
-
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "accuracy": True,
-    "balanced_accuracy": True,
-    "macro_f1": True,
-    "auc": True,
-    "map": True,
-    "label_accuracy": True,
-    "qwk": True,
-    "ece": False,
-    "nll": False,
 }
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.metric_table import TEST_METRICS
+
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
@@ -200,7 +202,7 @@ def _record_types() -> dict[str, str]:
     types |= {"trial.outcome": "str", "trial.val_primary": "number?"}
     types |= {"metrics.primary": "number?", "metrics.primary_metric": "str?"}
     types |= {"metrics.test": "dict", "metrics.calibration": "dict?"}
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "map", "qwk", "ece", "nll"):
+    for key in TEST_METRICS:
         types[f"metrics.test.{key}"] = "number?"
     for key in ("count", "confidence", "accuracy"):
         types[f"metrics.calibration.{key}"] = "list"
@@ -220,7 +222,7 @@ def _record_types() -> dict[str, str]:
 _RECORD_TYPES = _record_types()
 # Below the top level, what a record cannot do without: a cell's identity, a trial's outcome.
 _REQUIRED = {"config.dataset", "config.method", "config.backbone", "config.seed", "trial.outcome"}
-# `bench profile` records, as bench.profile_report reads them.
+# `bench profile` records, as bench.report.profile reads them.
 _PROFILE_TYPES = {
     "run_id": "str", "status": "str", "error": "str?", "finished_at": "str?", "profile": "dict",
     "profile.method": "str", "profile.backbone": "str?", "profile.device": "str?",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.metric_table import HIGHER_IS_BETTER
 from bench.metrics import (
-    HIGHER_IS_BETTER,
     PRIMARY_METRIC_DEFAULTS,
     TASKS,
     classification_metrics,

@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.grid import GridRequest, plan
-from bench.protocols import get_protocol, list_protocols, paper_table, published
-from bench.report import records_frame, render_paper_table
+from bench.protocols import get_protocol, list_protocols
+from bench.report import records_frame
+from bench.report.paper import paper_table, published, render_paper_table
 
 runner = CliRunner()
 
@@ -165,7 +166,7 @@ def test_paper_table_lists_the_protocols_cells_not_run() -> None:
 
 
 def test_paper_table_in_latex_groups_paper_ours_diff_under_each_column() -> None:
-    from bench.report import render_paper_latex
+    from bench.report.paper import render_paper_latex
 
     tex = render_paper_latex("ept-table4", records_frame([_record("ept", "isic2018", 1, 0, 0.3)]))
     pub = published(get_protocol("ept-table4"))

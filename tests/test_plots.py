@@ -1,4 +1,4 @@
-"""Figures (bench.plots) and the self-contained HTML report (bench.html_report)."""
+"""Figures (bench.report.plots) and the self-contained HTML report (bench.report.html)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from bench import html_report, plots, stats
+from bench.report import html as html_report
+from bench.report import plots, stats
 
 N_BINS = 15
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

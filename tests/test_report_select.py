@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.coverage import lines, missing_in_grid
 from bench.errors import UserError
-from bench.report import records_frame, render_markdown, summarize
-from bench.selection import parse_where, select_records
-from bench.tables import score_table
+from bench.report import parse_where, records_frame, select_records, summarize
+from bench.report.missing import lines, missing_in_grid
+from bench.report.summary import render_markdown
+from bench.report.tables import score_table
 
 runner = CliRunner()
 
@@ -254,7 +254,7 @@ def test_tables_list_methods_in_the_order_the_cells_ran() -> None:
 
 
 def test_costs_measured_at_a_retried_batch_are_flagged() -> None:
-    from bench.tables import efficiency_display, efficiency_table
+    from bench.report.efficiency import efficiency_display, efficiency_table
 
     recs = [record("full", s, 0.8) for s in range(2)] + [record("lora", s, 0.7) for s in range(2)]
     for r in recs:

@@ -1,4 +1,4 @@
-"""Golden tests for bench.stats and bench.tables on long frames written by hand in each test."""
+"""Golden tests for bench.report.stats, .tables and .efficiency on long frames written by hand."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.stats import (
+from bench.report.efficiency import (
+    COMPOSITE_DEFINITIONS,
+    COMPOSITE_FOOTNOTE,
+    efficiency_display,
+    efficiency_table,
+)
+from bench.report.formats import latex_escape, to_csv, to_latex, to_markdown
+from bench.report.stats import (
     CORRECTION,
     average_ranks,
     bootstrap_ci,
@@ -24,18 +31,7 @@ from bench.stats import (
     ppe,
     ppt,
 )
-from bench.tables import (
-    COMPOSITE_DEFINITIONS,
-    COMPOSITE_FOOTNOTE,
-    efficiency_display,
-    efficiency_table,
-    latex_escape,
-    score_table,
-    to_csv,
-    to_latex,
-    to_markdown,
-    wide_table,
-)
+from bench.report.tables import score_table, wide_table
 
 
 def run(
@@ -50,7 +46,7 @@ def run(
     metric: str = "accuracy",
     **extra: Any,
 ) -> dict[str, Any]:
-    """One row of the long frame (`bench.report.records_frame`), only the fields tables read."""
+    """One row of the long frame (`bench.report.frame.records_frame`), only the fields tables read."""
     row = {
         "run_id": f"{dataset}-{method}-{shots}-{seed}-{setting}",
         "status": status,
@@ -509,8 +505,11 @@ def test_the_report_never_imports_torch() -> None:
     render every table and figure, and the report starts fast."""
     code = (
         "import sys\n"
-        "import bench.report, bench.tables, bench.stats, bench.plots, bench.html_report\n"
-        "import bench.coverage, bench.selection, bench.tuning_report, bench.profile_report\n"
+        "import bench.metric_table, bench.report, bench.report.plots, bench.report.html\n"
+        "import bench.report.names, bench.report.frame, bench.report.summary, bench.report.write\n"
+        "import bench.report.tables, bench.report.efficiency, bench.report.formats\n"
+        "import bench.report.stats, bench.report.paper, bench.report.tuning\n"
+        "import bench.report.profile, bench.report.missing, bench.report.filters\n"
         "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -443,7 +443,8 @@ def test_bench_tune_end_to_end_and_the_report_shows_the_search(tiny_data_root, t
 
 
 def test_paper_tables_say_which_regime_their_numbers_come_from(tmp_path):
-    from bench.report import records_frame, render_paper_table
+    from bench.report import records_frame
+    from bench.report.paper import render_paper_table
 
     def rec(tuned: bool, value: float) -> dict:
         cfg = {"method": "ept", "dataset": "isic2018", "seed": 0, "shots": 1, "split_seed": 0,
@@ -573,7 +574,7 @@ def test_halving_options_need_tune_and_sane_values(tiny_data_root, tmp_path):
 
 
 def test_the_budget_curve_is_the_best_so_far_of_the_largest_search():
-    from bench.tuning_report import curve_frame
+    from bench.report.tuning import curve_frame
 
     def final(budget, vals, seed=0):
         trials = [{"run_id": f"t{i}", "config": {"lr": i}, "outcome": "ok" if v else "diverged",

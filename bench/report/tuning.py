@@ -1,5 +1,7 @@
-"""The hyperparameter search in the report: one row per search, the best-of-k validation curve
-per method, and the statement of the budget that table captions carry (bench.tuning).
+"""The hyperparameter search in the report: its table, best-of-k curves and budget caption.
+
+One row per search, the best-of-k validation curve per method, and the statement of the budget
+that table captions carry (bench.tuning).
 
 Reads only records: a search is described by its final records' `tuning` entry (the trials in
 order, with their validation scores); trial records are counted by outcome.
@@ -13,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.stats import block_title, scale_for
+from bench.metric_table import LOWER_IS_BETTER, scale
+from bench.report.names import block_title
 
 
 def tuned_label(method: str, budget: Any) -> str:
@@ -99,7 +102,7 @@ def search_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "trials": len(trials),
                 "selected": _config_text(selected.get("config") or {}),
                 "lr used": cfg.get("lr"),
-                "val": None if value is None else value * scale_for(metric),
+                "val": None if value is None else value * scale(metric),
                 "metric": metric,
                 "lr rule": space.get("lr_rule") or "",
             }
@@ -124,7 +127,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for cfg, t in largest.values():
         metric = str(t.get("selected_by", "")).replace("validation ", "")
-        sign = -1.0 if metric in ("ece", "nll") else 1.0
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
         best = -np.inf
         for k, trial in enumerate(t.get("trials") or [], start=1):
             value = trial.get("val_primary")
@@ -137,7 +140,7 @@ def curve_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                     "budget": t.get("budget"),
                     "split_seed": cfg.get("split_seed", 0),
                     "k": k,
-                    "best_val": sign * best * scale_for(metric) if np.isfinite(best) else np.nan,
+                    "best_val": sign * best * scale(metric) if np.isfinite(best) else np.nan,
                     "metric": metric,
                 }
             )

@@ -1,4 +1,4 @@
-"""Figures from the long records frame (`bench.report.records_frame`): PNG and PDF per figure.
+"""Figures from the long records frame (`bench.report.frame`): PNG and PDF per figure.
 
 One figure per block (dataset, shots, backbone) for score vs trainable %, score vs peak memory,
 training time and reliability diagrams; one score-vs-shots figure per (dataset, backbone) that
@@ -24,18 +24,20 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from bench import stats
+from bench.metric_table import LOWER_IS_BETTER, scale
 from bench.records import write_atomic
+from bench.report.frame import numeric
+from bench.report.names import block_title as titled
+from bench.report.names import slug, unique
+from bench.report.stats import pareto_front
 
 # Fixed metadata so that rerunning a report on the same records gives the same PDF bytes.
 _PDF_META = {"CreationDate": None, "Creator": "medpeft-bench", "Producer": None}
 _PNG_DPI = 130
-# Metrics that are not shown in percent (and, for the Pareto front, are lower-is-better).
-_NOT_PERCENT = ("nll",)
 
 
 def _full_data(shots: Any) -> bool:
-    """None, NaN and 0 all mean "full training set", as in `report.blocks`."""
+    """None, NaN and 0 all mean "full training set", as in `summary.blocks`."""
     if shots is None:
         return True
     try:
@@ -45,16 +47,9 @@ def _full_data(shots: Any) -> bool:
 
 
 def block_title(dataset: str, shots: Any, backbone: str) -> str:
-    """The block's title (`bench.stats.block_title`), for any spelling of "full data" shots;
-    the figures' file names are slugs of it, which is how the report finds a block's figures."""
-    return stats.block_title(dataset, 0 if _full_data(shots) else int(shots), backbone)
-
-
-def _num(df: pd.DataFrame, col: str) -> pd.Series:
-    """A numeric column, NaN where absent or not a number (records carry None)."""
-    if col not in df.columns:
-        return pd.Series(np.nan, index=df.index, dtype=float)
-    return pd.to_numeric(df[col], errors="coerce").astype(float)
+    """The block's title (`names.block_title`), for any spelling of "full data" shots; the
+    figures' file names are slugs of it, which is how the report finds a block's figures."""
+    return titled(dataset, 0 if _full_data(shots) else int(shots), backbone)
 
 
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:
@@ -112,19 +107,18 @@ def _aggregate(ok: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame()
     ok = ok.assign(
-        _primary=_num(ok, "primary"),
-        _pct=_num(ok, "trainable_pct"),
-        _mem=_num(ok, "peak_train_mem_mb"),
-        _train_s=_num(ok, "train_s"),
-        _img_s=_num(ok, "train_img_s"),
-        _ece=_num(ok, "ece"),
+        _primary=numeric(ok, "primary"),
+        _pct=numeric(ok, "trainable_pct"),
+        _mem=numeric(ok, "peak_train_mem_mb"),
+        _train_s=numeric(ok, "train_s"),
+        _img_s=numeric(ok, "train_img_s"),
+        _ece=numeric(ok, "ece"),
     )
     rows = []
     for key, g in ok.groupby([*keys, "method", "setting"], sort=True):
-        names = g["primary_metric"].dropna() if "primary_metric" in g else pd.Series(dtype=str)
-        metric = str(names.mode().iloc[0]) if len(names) else "score"
-        scale = 1.0 if metric in _NOT_PERCENT else 100.0
-        vals = g["_primary"].dropna() * scale
+        given = g["primary_metric"].dropna() if "primary_metric" in g else pd.Series(dtype=str)
+        metric = str(given.mode().iloc[0]) if len(given) else "score"
+        vals = g["_primary"].dropna() * scale(metric)
         rows.append(
             {
                 **dict(zip([*keys, "method", "setting"], key, strict=True)),
@@ -157,7 +151,7 @@ def _aggregate(ok: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def _score_label(metrics: pd.Series) -> str:
     names = sorted(set(metrics))
     name = names[0] if len(names) == 1 else "primary score"
-    return name if name in _NOT_PERCENT else f"{name} (%)"
+    return f"{name} (%)" if scale(name) == 100 else name
 
 
 def _save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
@@ -196,11 +190,9 @@ def _fig_params(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | 
     fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
     for _, row in pts.iterrows():
         _errorbar(ax, row["trainable_pct"], row, colors[row["method"]])
-    higher = pts["metric"].iloc[0] not in _NOT_PERCENT
-    score = pts["mean"] if higher else -pts["mean"]
-    front = pts[stats.pareto_front(pts["trainable_pct"], score)].sort_values(
-        ["trainable_pct", "mean"]
-    )
+    lower = pts["metric"].iloc[0] in LOWER_IS_BETTER
+    score = -pts["mean"] if lower else pts["mean"]
+    front = pts[pareto_front(pts["trainable_pct"], score)].sort_values(["trainable_pct", "mean"])
     ax.plot(
         front["trainable_pct"],
         front["mean"],
@@ -319,15 +311,6 @@ def _fig_shots(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | N
     return fig
 
 
-def _unique_stem(stem: str, taken: set[str]) -> str:
-    """Titles that slug alike (vit_b / vit-b) still get distinct, deterministic file names."""
-    out, i = stem, 2
-    while out in taken:
-        out, i = f"{stem}-{i}", i + 1
-    taken.add(out)
-    return out
-
-
 def write_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Write every figure as PNG and PDF under `out_dir`; return the paths (PNG, then PDF, per
     figure). Nothing to draw (no records, no ok run) writes nothing and returns []."""
@@ -346,7 +329,7 @@ def write_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
             fig = make()
         if fig is not None:
-            written.extend(_save(fig, out_dir, _unique_stem(f"{kind}-{stats.slug(name)}", taken)))
+            written.extend(_save(fig, out_dir, unique(f"{kind}-{slug(name)}", taken)))
 
     keys = ["dataset", "_shots", "_backbone"]
     agg = _aggregate(ok, keys)
@@ -386,5 +369,5 @@ def write_budget_plots(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.legend(title=None, fontsize="small")
             fig.tight_layout()
-        written += _save(fig, out_dir, _unique_stem(f"budget-{stats.slug(block)}", taken))
+        written += _save(fig, out_dir, unique(f"budget-{slug(block)}", taken))
     return written

@@ -17,7 +17,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from bench.stats import slug
+from bench.report.names import slug, unique
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "headless_shell")
 BROWSER_TIMEOUT_S = 60
@@ -49,16 +49,6 @@ figcaption { font-size: .8rem; color: #666; }
 """
 
 
-def _anchor(text: str, taken: set[str]) -> str:
-    """An id from a heading: lowercase, non-alphanumerics to "-", made unique in the page."""
-    base = slug(text)
-    out, i = base, 2
-    while out in taken:
-        out, i = f"{base}-{i}", i + 1
-    taken.add(out)
-    return out
-
-
 def _figure(path: Path) -> str:
     path = Path(path)
     mime = _MIME.get(path.suffix.lower(), "image/png")
@@ -78,7 +68,8 @@ def render_html(title: str, sections: list[dict[str, Any]], *, notice: str | Non
     than none.
     """
     taken: set[str] = set()
-    ids = [_anchor(str(s.get("heading", "")), taken) for s in sections]
+    # An id per heading: its slug, made unique in the page.
+    ids = [unique(slug(str(s.get("heading", ""))), taken) for s in sections]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -11,7 +11,14 @@ from typing import Any
 
 import pandas as pd
 
-from bench.stats import block_title, prepare
+from bench.report.names import block_title
+from bench.report.stats import prepare
+
+MISSING_NOTE = (
+    "Cells with no record at all, against the grid the records imply: in each block every "
+    "method run on that backbone, for every (split seed, seed) any method ran there. Run the "
+    "same `bench run` command again to fill them."
+)
 
 
 def _run_text(split_seed: int, seed: int, few_shot: bool) -> str:

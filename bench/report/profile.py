@@ -1,6 +1,8 @@
-"""`bench profile` records in the report: one row per profiled method, grouped by what was
-measured (backbone, input size, batch, device, precision), the memory relative to the first
-method of each group as `bench profile` prints it."""
+"""`bench profile` records in the report: one table per measurement setting, a row per method.
+
+Groups are what was measured (backbone, input size, batch, device, precision); memory is also
+shown relative to the first method of each group, as `bench profile` prints it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from bench.profile import KIND
+from bench.report.formats import fmt
 
 COLUMNS = [
     "backbone", "img_size", "batch_size", "device", "precision", "compile", "method", "status",
@@ -57,10 +60,6 @@ def profile_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def profile_tables(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, display table) per measurement group, methods in the order they were profiled."""
-
-    def fmt(v: Any, spec: str) -> str:
-        return "—" if v is None or pd.isna(v) else format(v, spec)
-
     out = []
     for key, g in frame.sort_values("finished_at", kind="stable").groupby(GROUP, sort=False):
         backbone, img, batch, device, precision, compiled = key

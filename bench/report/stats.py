@@ -1,16 +1,13 @@
-"""Statistics for the report: bootstrap intervals, the composite efficiency scores, the Pareto front,
-paired tests against a baseline and average ranks.
+"""Statistics for the report: bootstrap CIs, composite scores, Pareto front, paired tests, ranks.
 
-Pure numpy/scipy/pandas on the long records frame (`bench.report.records_frame`); never imports a
-model. Scores shown to people are percentages (fraction * 100) for every metric except nll, and
-differences are in percentage points.
+Pure numpy/scipy/pandas on the long records frame (`bench.report.frame.records_frame`); never
+imports a model. Scores shown to people are percentages (fraction * 100) for every metric except
+nll, and differences are in percentage points. The paired tests' baseline is chosen here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,14 +15,18 @@ import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
+from bench.errors import UserError
+from bench.metric_table import LOWER_IS_BETTER, scale
+from bench.report.names import block_title
+
 __all__ = [
+    "BASELINES",
     "BLOCK",
     "CORRECTION",
-    "LOWER_IS_BETTER",
     "MIN_PAIRS",
     "average_ranks",
-    "block_title",
     "bootstrap_ci",
+    "choose_baseline",
     "holm",
     "paired_vs_baseline",
     "pareto_front",
@@ -33,15 +34,10 @@ __all__ = [
     "ppe",
     "ppt",
     "prepare",
-    "scale_for",
-    "slug",
 ]
 
 # The columns that make a block, the unit methods are compared in (shots_key: 0 = full data).
 BLOCK = ["dataset", "shots_key", "backbone"]
-
-# Mirrors bench.metrics.HIGHER_IS_BETTER without importing it (that module imports torch).
-LOWER_IS_BETTER = frozenset({"ece", "nll"})
 
 # With 5 pairs the smallest exact two-sided signed-rank p is 2 / 2**5 = 0.0625 > 0.05, so a test
 # on fewer than 6 pairs can never reject at 5%; it is not run.
@@ -54,32 +50,6 @@ ArrayLike = float | Sequence[float] | np.ndarray
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def scale_for(metric: str | None) -> float:
-    """Fractions become percentages for display, except nll which is not a fraction."""
-    return 1.0 if metric == "nll" else 100.0
-
-
-def block_title(dataset: str, shots_key: int, backbone: str | None = None) -> str:
-    """`"{dataset}"` or `"{dataset} {k}-shot"`, plus `" · {backbone}"` when given."""
-    name = f"{dataset} {int(shots_key)}-shot" if shots_key else str(dataset)
-    return f"{name} · {backbone}" if backbone else name
-
-
-# File names stop at 255 bytes; a block title (dataset, backbone, shots) can be longer.
-_SLUG_MAX = 96
-
-
-def slug(text: str) -> str:
-    """Lowercase, every run of non-alphanumerics (ASCII) becomes one "-": the figures' file
-    names and the HTML anchors of a block title. A long one is cut and ends in a hash of the
-    whole, so it stays a valid file name and distinct titles keep distinct slugs."""
-    out = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
-    if len(out) <= _SLUG_MAX:
-        return out
-    digest = hashlib.sha1(str(text).encode()).hexdigest()[:10]
-    return f"{out[: _SLUG_MAX - 11].rstrip('-')}-{digest}"
 
 
 def _col(df: pd.DataFrame, name: str, default: Any = np.nan) -> pd.Series:
@@ -105,7 +75,7 @@ def prepare(df: pd.DataFrame, metric: str = "primary") -> pd.DataFrame:
         names = pd.Series([metric] * len(df), index=df.index, dtype=object)
         raw = pd.to_numeric(_col(df, metric), errors="coerce")
     status = _col(df, "status", None).astype(object)
-    scale = names.map(scale_for).astype(float)
+    factor = names.map(scale).astype(float)
     out = pd.DataFrame(
         {
             "dataset": _col(df, "dataset", None).fillna("(unknown)").astype(object),
@@ -120,7 +90,7 @@ def prepare(df: pd.DataFrame, metric: str = "primary") -> pd.DataFrame:
             .astype(int),
             "status": status,
             "metric": names,
-            "value": (raw.astype(float) * scale).where(status == "ok"),
+            "value": (raw.astype(float) * factor).where(status == "ok"),
             "lower_better": names.isin(LOWER_IS_BETTER),
         },
         index=df.index,
@@ -156,9 +126,9 @@ def bootstrap_ci(
 
 
 # --------------------------------------------------------------------------- composite scores
-# The formulas are the issue's. PPT is from V-PETL Bench (Xin et al., NeurIPS 2024 Datasets and
-# Benchmarks); PPE and PME are attributed to FPT (Huang et al., MICCAI 2024), whose paper text was
-# not available to the spec: these follow the issue's statement, not a reading of the paper.
+# PPT is from V-PETL Bench (Xin et al., NeurIPS 2024 Datasets and Benchmarks); PPE and PME are
+# attributed to FPT (Huang et al., MICCAI 2024), whose paper text was not available when these
+# were written: they follow the formulas as specified for this suite, not a reading of the paper.
 
 
 def _out(v: np.ndarray) -> float | np.ndarray:
@@ -346,3 +316,27 @@ def average_ranks(df: pd.DataFrame, *, metric: str = "primary") -> pd.DataFrame:
         }
     )
     return out.sort_values(["mean_rank", "method"], na_position="last").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- baseline
+
+# The default baseline of the paired tests: the first of these that the records have.
+BASELINES = ("full", "linear")
+
+
+def choose_baseline(df: pd.DataFrame, wanted: str | None = None) -> str | None:
+    """The paired tests' baseline: `wanted` (a UserError when no record has it), else the first
+    of BASELINES present, else None (no tests)."""
+    methods = set(df["method"]) if not df.empty else set()
+    if wanted is None:
+        # A fixed-hyperparameter baseline first, else its tuned rows (a tune-only folder).
+        tuned = {m.split(" (tuned", 1)[0]: m for m in sorted(methods) if " (tuned" in m}
+        return next((m for m in BASELINES if m in methods), None) or next(
+            (tuned[m] for m in BASELINES if m in tuned), None
+        )
+    if wanted not in methods:
+        raise UserError(
+            f"--baseline {wanted}: no record of that method; methods in the report: "
+            + (", ".join(sorted(methods)) or "none")
+        )
+    return wanted

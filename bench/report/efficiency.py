@@ -1,0 +1,176 @@
+"""The efficiency table: cost per setting (parameters, memory, time) and the composite scores."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import metric_table
+from bench.metric_table import LOWER_IS_BETTER
+from bench.report.formats import fmt
+from bench.report.frame import numeric
+from bench.report.stats import CORRECTION, MIN_PAIRS, pme, ppe, ppt, prepare
+from bench.report.tables import (
+    Table,
+    best_marks,
+    finite_mean,
+    first_finite,
+    identity,
+    ordered_groups,
+    status_text,
+    status_words,
+)
+
+COMPOSITE_DEFINITIONS = (
+    "PPT (V-PETL Bench, Xin et al., NeurIPS 2024 D&B) = score · exp(-log10(P / 1e7 + 1)), "
+    "P = trainable parameters. "
+    "PPE (FPT, Huang et al., MICCAI 2024) = score · exp(-log10(r + 1)), "
+    "r = trainable fraction of the backbone, head included. "
+    "PME (FPT) = score · exp(-log10(m / m_full + 1)), m = peak training memory, "
+    "m_full = full fine-tuning's in the same block. score = the percentage shown."
+)
+COMPOSITE_FOOTNOTE = (
+    COMPOSITE_DEFINITIONS + " Paired tests: two-sided Wilcoxon signed-rank of each method against "
+    "the baseline on runs paired by dataset, shots, backbone, seed and split seed; p adjusted by "
+    f"{CORRECTION}; no test on fewer than {MIN_PAIRS} pairs."
+)
+
+PHASES = (
+    ("peak_preload_mem_mb", "preload MB"),
+    ("peak_train_mem_mb", "train MB"),
+    ("peak_eval_mem_mb", "eval MB"),
+)
+EFFICIENCY_COLUMNS = [
+    "block", "dataset", "shots", "backbone", "method", "setting", "status", "n_ok",
+    "trainable_params", "trainable_pct", "trainable_pct_no_head", *(c for c, _ in PHASES),
+    "train_s", "train_img_s", "metric", "score", "ppt", "ppe", "pme", "note",
+]  # fmt: skip
+
+
+def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Cost and composite scores per (block, method, setting), raw numbers.
+
+    Columns: block, dataset, shots, backbone, method, setting, status, n_ok, trainable_params,
+    trainable_pct (head's trainables included), trainable_pct_no_head, peak_preload_mem_mb,
+    peak_train_mem_mb, peak_eval_mem_mb, train_s, train_img_s (means over ok runs), metric,
+    score (mean percent), ppt, ppe, pme, note. PME needs one full fine-tuning setting with a
+    peak training memory in the same block; otherwise NaN and `note` says why.
+    """
+    src = df.reset_index(drop=True)
+    p = prepare(src)
+    cost_cols = [
+        "trainable_params", "trainable_pct", "trainable_pct_no_head", *(c for c, _ in PHASES),
+        "train_s", "train_img_s",
+    ]  # fmt: skip
+    for c in cost_cols:
+        p[c] = numeric(src, c)
+    p["batch_size"], p["batch_size_used"] = (
+        numeric(src, "batch_size"),
+        numeric(src, "batch_size_used"),
+    )
+    rows = []
+    smaller: dict[int, str] = {}  # row -> note: costs measured at a batch below the requested one
+    for key, g in ordered_groups(p):
+        ok = g[g["status"] == "ok"]
+        row: dict[str, Any] = {
+            **identity(key, g),
+            "status": status_text(g["status"]),
+            "n_ok": len(ok),
+        }
+        # Parameter counts belong to the setting, known even when training failed.
+        for c in ("trainable_params", "trainable_pct", "trainable_pct_no_head"):
+            row[c] = first_finite(g[c])
+        for c in (*(c for c, _ in PHASES), "train_s", "train_img_s"):
+            row[c] = finite_mean(ok[c])
+        row["score"] = finite_mean(ok["value"])
+        retried = ok[ok["batch_size_used"] < ok["batch_size"]]
+        if len(retried):
+            used = ", ".join(str(int(b)) for b in sorted(set(retried["batch_size_used"])))
+            smaller[len(rows)] = (
+                f"costs of {len(retried)} of {len(ok)} runs measured at batch {used} after CUDA "
+                f"out of memory (--oom-retry; requested {int(retried['batch_size'].iloc[0])})"
+            )
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS[:-4])
+    if out.empty:
+        return pd.DataFrame(columns=EFFICIENCY_COLUMNS)
+    out["ppt"] = ppt(out["score"].to_numpy(float), out["trainable_params"].to_numpy(float))
+    out["ppe"] = ppe(out["score"].to_numpy(float), out["trainable_pct"].to_numpy(float) / 100)
+    pme_vals, notes = [], []
+    for i, r in out.iterrows():
+        fulls = out[(out["block"] == r["block"]) & (out["method"] == "full")]
+        note = ""
+        m_full = math.nan
+        if fulls.empty:
+            note = "PME: no full fine-tuning run in this block"
+        elif len(fulls) > 1:
+            note = "PME: several full fine-tuning settings in this block"
+        elif not np.isfinite(fulls["peak_train_mem_mb"].iloc[0]):
+            note = f"PME: full fine-tuning has no peak training memory ({fulls['status'].iloc[0]})"
+        else:
+            m_full = float(fulls["peak_train_mem_mb"].iloc[0])
+        pme_vals.append(pme(out.at[i, "score"], out.at[i, "peak_train_mem_mb"], m_full))
+        notes.append("; ".join(n for n in (note, smaller.get(i, "")) if n))
+    out["pme"] = pme_vals
+    out["note"] = notes
+    out["shots"] = out["shots"].astype("Int64")
+    out["trainable_params"] = out["trainable_params"].round().astype("Int64")
+    return out
+
+
+def efficiency_display(eff: pd.DataFrame) -> Table:
+    """`efficiency_table` formatted for people: best and second best score, PPT, PPE and PME per
+    block marked; memory phases nobody recorded left out (said in a footnote)."""
+
+    e = eff.reset_index(drop=True)
+    if e.empty:
+        return Table(pd.DataFrame({"method": []}), pd.DataFrame({"method": []}), ["No results."])
+    frame = pd.DataFrame(
+        {
+            "block": e["block"],
+            "method": e["method"],
+            "params": [fmt(v, ",") for v in e["trainable_params"]],
+            "train %": [fmt(v, ".3g") for v in e["trainable_pct"]],
+            "train % (no head)": [fmt(v, ".3g") for v in e["trainable_pct_no_head"]],
+        }
+    )
+    notes = [
+        "params: trainable parameters; train %: trainable share of the backbone without its head, "
+        "the head's trainables included; (no head): head excluded. Peak memory per phase in MB, "
+        "train s and img/s: means over finished runs. " + COMPOSITE_DEFINITIONS
+    ]
+    dropped = []
+    for col, name in PHASES:
+        if e[col].notna().any():
+            frame[name] = [fmt(v, ".0f") for v in e[col]]
+        else:
+            dropped.append(name.split()[0])
+    if dropped:
+        notes.append(f"No run recorded {' or '.join(dropped)} memory; those columns are left out.")
+    frame["train s"] = [fmt(v, ".1f") for v in e["train_s"]]
+    frame["img/s"] = [fmt(v, ".0f") for v in e["train_img_s"]]
+    dec = [metric_table.decimals(m) for m in e["metric"]]
+    frame["score"] = [
+        status_words(st) if n == 0 else fmt(v, f".{d}f")
+        for v, st, n, d in zip(e["score"], e["status"], e["n_ok"], dec, strict=True)
+    ]
+    for col, name in (("ppt", "PPT"), ("ppe", "PPE"), ("pme", "PME")):
+        frame[name] = [fmt(v, ".2f") for v in e[col]]
+    ranks = pd.DataFrame(0, index=frame.index, columns=frame.columns)
+    for _, part in e.groupby("block", sort=False):
+        lower = part["metric"].iloc[0] in LOWER_IS_BETTER
+        for col, name in (("score", "score"), ("ppt", "PPT"), ("ppe", "PPE"), ("pme", "PME")):
+            d = metric_table.decimals(part["metric"].iloc[0]) if col == "score" else 2
+            marks = best_marks(
+                part[col].astype(float).to_dict(), lower_better=lower and col == "score", decimals=d
+            )
+            for i, mark in marks.items():
+                ranks.at[i, name] = mark
+    for note in dict.fromkeys(n for n in e["note"] if n):
+        who = [f"{b} / {m}" for b, m, n in zip(e["block"], e["method"], e["note"], strict=True)
+               if n == note]  # fmt: skip
+        notes.append(f"{note}: {', '.join(who)}.")
+    return Table(frame, ranks, notes)

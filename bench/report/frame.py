@@ -1,0 +1,115 @@
+"""Records to the long pandas frame every table and figure of the report reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.metric_table import TEST_METRICS
+from bench.report.profile import is_profile
+from bench.report.tuning import is_trial, role, row_name
+
+
+def _setting(cfg: dict[str, Any]) -> str:
+    """Hash of everything but the seeds: records are only ever averaged within one setting. A
+    few-shot setting pools its split seeds with its training seeds, as the papers average over
+    samplings and runs."""
+    rest = {k: v for k, v in cfg.items() if k not in ("seed", "split_seed")}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _memory_mb(mem: dict[str, Any] | None) -> float | None:
+    if not mem:
+        return None
+    for key in ("peak_allocated_mb", "peak_rss_mb"):
+        if mem.get(key) is not None:
+            return float(mem[key])
+    return None
+
+
+def numeric(df: pd.DataFrame, name: str) -> pd.Series:
+    """A column as floats, NaN where it is absent or not a number (records carry None)."""
+    if name in df.columns:
+        return pd.to_numeric(df[name], errors="coerce").astype(float)
+    return pd.Series(np.nan, index=df.index, dtype=float)
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record (the long frame every table and plot reads); test metrics are
+    fractions, NaN where a record has none."""
+    rows = []
+    for r in records:
+        if is_profile(r):  # `bench profile` records: bench.report.profile
+            continue
+        if is_trial(r):  # search trials have no test score: bench.report.tuning shows them
+            continue
+        cfg = r.get("config", {})
+        tuned = role(cfg) == "final"
+        metrics = r.get("metrics") or {}
+        test = metrics.get("test", {})
+        cost = r.get("cost") or {}
+        params = r.get("params") or {}
+        memory = cost.get("memory") or {}
+        rows.append(
+            {
+                "run_id": r["run_id"],
+                "status": r.get("status"),
+                "error": r.get("error"),
+                "dataset": cfg.get("dataset"),
+                # A tuned method is another row than its fixed-hyperparameter runs everywhere.
+                "method": row_name(cfg) if tuned else cfg.get("method"),
+                "method_name": cfg.get("method"),
+                "regime": "tuned" if tuned else "fixed",
+                "budget": cfg["tuning"].get("budget") if tuned else None,
+                "seed": cfg.get("seed"),
+                "shots": cfg.get("shots"),
+                "split_seed": cfg.get("split_seed", 0),
+                # A randomly initialised backbone is another model: its own block everywhere.
+                "backbone": (cfg.get("backbone") or "")
+                + (" (random init)" if cfg.get("pretrained") is False else ""),
+                "pretrained": cfg.get("pretrained"),
+                "img_size": cfg.get("img_size"),
+                "epochs": cfg.get("epochs"),
+                "batch_size": cfg.get("batch_size"),
+                # --oom-retry may have trained the cell at a smaller batch than its config asks
+                "batch_size_used": (r.get("training") or {}).get("batch_size_used")
+                or cfg.get("batch_size"),
+                "augment": cfg.get("augment"),
+                "device": cfg.get("device"),
+                "setting": _setting(cfg),
+                "demo": bool(r.get("demo")),
+                "primary_metric": metrics.get("primary_metric")
+                or (r.get("dataset") or {}).get("primary_metric"),
+                "primary": metrics.get("primary"),
+                **{k: test.get(k) for k in TEST_METRICS},
+                "trainable_params": params.get("trainable_params"),
+                "trainable_pct": params.get("trainable_pct"),
+                "trainable_pct_no_head": params.get("trainable_pct_no_head"),
+                "peak_train_mem_mb": _memory_mb(memory.get("train")),
+                "peak_preload_mem_mb": _memory_mb(memory.get("preload")),
+                "peak_eval_mem_mb": _memory_mb(memory.get("eval")),
+                "memory_source": (memory.get("train") or {}).get("memory_source"),
+                "train_s": (cost.get("phases_s") or {}).get("train"),
+                "wall_s": cost.get("wall_s"),
+                "train_img_s": (cost.get("train_step") or {}).get("throughput_img_s"),
+                "calibration": metrics.get("calibration"),
+                "started_at": r.get("started_at"),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if "started_at" in frame:
+        # Rows in the order the cells ran, so tables list methods as the user's --methods did
+        # (file names would sort them alphabetically); records without a time keep their place.
+        frame = frame.sort_values("started_at", kind="stable", na_position="last")
+        frame = frame.reset_index(drop=True)
+    numbers = ["primary", *TEST_METRICS, "trainable_pct", "trainable_pct_no_head",
+               "peak_train_mem_mb", "peak_preload_mem_mb", "peak_eval_mem_mb", "train_s",
+               "wall_s", "train_img_s"]  # fmt: skip
+    for col in numbers:
+        if col in frame:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame

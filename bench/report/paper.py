@@ -1,0 +1,261 @@
+"""A paper's published table beside this suite's reproduced numbers: `bench report --paper`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from bench.errors import UserError
+from bench.protocols import PAPER_DIR, Protocol, get_protocol
+from bench.records import write_atomic
+from bench.report.formats import to_latex
+from bench.report.missing import lines as missing_lines
+from bench.report.missing import missing_in_protocol
+
+ALL_DATASETS = "*"  # a paper column that averages over every dataset of the protocol
+
+
+def published(protocol: Protocol) -> pd.DataFrame:
+    """The paper's numbers as a frame (paper method, dataset, shots, metric, value)."""
+    path = PAPER_DIR / protocol.paper_csv
+    text = "".join(line for line in path.open(encoding="utf-8") if not line.startswith("#"))
+    frame = pd.read_csv(io.StringIO(text), dtype={"shots": str})
+    if "shots" not in frame:
+        frame["shots"] = ""
+    return frame
+
+
+def source_lines(protocol: Protocol) -> list[str]:
+    """The CSV's `#` header: where the published numbers come from."""
+    path = PAPER_DIR / protocol.paper_csv
+    return [line[1:].strip() for line in path.open(encoding="utf-8") if line.startswith("#")]
+
+
+def paper_table(protocol: Protocol, long: pd.DataFrame) -> pd.DataFrame:
+    """The paper's table layout: one row per paper method, for every published column the
+    published value, the reproduced mean (percent, over seeds and split seeds of ok runs on the
+    protocol's backbone) and the difference; `not run` where no record matches."""
+    pub = published(protocol)
+    pub = pub[pub["method"].isin(protocol.paper_methods)]
+    mine = protocol_records(protocol, long)
+    ok = mine[mine["status"] == "ok"] if len(mine) else mine
+    rows = []
+    for method, part in pub.groupby("method", sort=False):
+        ours = protocol.paper_methods[method]
+        row: dict[str, Any] = {"method": method, "ours": ours}
+        for rec in part.itertuples(index=False):
+            column = f"{rec.dataset} {rec.shots}".strip()
+            value = _reproduced(protocol, ok, ours, str(rec.dataset), str(rec.shots))
+            row[f"{column} paper"] = float(rec.value)
+            row[f"{column} ours"] = value
+            row[f"{column} diff"] = value - float(rec.value) if value == value else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# The long frame's columns a protocol fixes, beside its grid (methods, datasets, shots, seeds).
+_SETTINGS = ("backbone", "img_size", "epochs", "batch_size", "augment")
+
+
+def protocol_records(protocol: Protocol, long: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the long frame run under the protocol's settings (backbone, input size,
+    epochs, batch size, augmentation) on its datasets and methods: only these may stand beside
+    the paper's numbers."""
+    if not len(long):
+        return long
+    keep = long["dataset"].isin(protocol.datasets) & long["method"].isin(protocol.methods)
+    for name in _SETTINGS:
+        wanted = getattr(protocol, name)
+        if wanted is not None and name in long:
+            keep &= long[name] == wanted
+    return long[keep]
+
+
+def _reproduced(
+    protocol: Protocol, ok: pd.DataFrame, method: str, dataset: str, shots: str
+) -> float:
+    """Mean reproduced score (percent) for one published cell; NaN when nothing matches."""
+    if not len(ok):
+        return float("nan")
+    mine = ok[ok["method"] == method]
+    target = protocol.paper_datasets.get(dataset)
+    if target is None:  # an average column ("MedFMC-average(9 tasks)", "Average")
+        target = ALL_DATASETS
+    if target != ALL_DATASETS:
+        mine = mine[mine["dataset"] == target]
+    if shots.isdigit():
+        mine = mine[mine["shots"] == int(shots)]
+    elif protocol.shots:
+        mine = mine[mine["shots"].isin(protocol.shots)]
+    if not len(mine):
+        return float("nan")
+    # average of block means, so a block with more seeds does not weigh more
+    blocks = mine.groupby(["dataset", "shots"], dropna=False)["primary"].mean()
+    expected = _expected_blocks(protocol, target, shots)
+    if len(blocks) < expected:
+        return float("nan")  # an average over a partial grid would not be the paper's number
+    return float(blocks.mean() * 100)
+
+
+def _expected_blocks(protocol: Protocol, target: str, shots: str) -> int:
+    n_datasets = len(protocol.datasets) if target == ALL_DATASETS else 1
+    n_shots = 1 if shots.isdigit() or not protocol.shots else len(protocol.shots)
+    return n_datasets * n_shots
+
+
+class PaperParts(NamedTuple):
+    """What both renderings of a paper's table show, computed once."""
+
+    name: str
+    protocol: Protocol
+    shown: pd.DataFrame  # the table formatted: "12.34", "not run", "—"
+    missing: pd.DataFrame  # missing_in_protocol
+    not_run: str  # "Cells not run yet: N of M"
+    other: str  # records of its datasets and methods left out for other settings, or ""
+    regime: str = "fixed"  # whose numbers `ours` shows: PAPER_REGIMES
+    other_regime: str = ""  # records left out for the other regime, or ""
+
+
+# `bench report --paper NAME --paper-regime`: the protocol's fixed hyperparameters (each
+# method's defaults, or the paper's per-dataset rates where the protocol pins them), or the
+# selected configurations of `bench run --protocol NAME --tune`.
+PAPER_REGIMES = ("fixed", "tuned")
+
+
+def _regime_rows(long: pd.DataFrame, regime: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows of `regime`, named by their method so the protocol matches them; the other rows)."""
+    if regime not in PAPER_REGIMES:
+        raise UserError(f"--paper-regime must be one of {', '.join(PAPER_REGIMES)}, not {regime!r}")
+    if long.empty or "regime" not in long:
+        return long, long.iloc[0:0]
+    mine = long["regime"] == regime
+    return long[mine].assign(method=long.loc[mine, "method_name"]), long[~mine]
+
+
+def _paper_parts(name: str, long: pd.DataFrame, regime: str = "fixed") -> PaperParts:
+    """The protocol, its formatted table, the cells of its grid with no record, and a note on
+    records of its datasets and methods left out for being run with other settings or in the
+    other regime (fixed vs tuned hyperparameters)."""
+    protocol = get_protocol(name)
+    long, elsewhere = _regime_rows(long, regime)
+    other_regime = ""
+    if len(elsewhere):
+        n = int((elsewhere["dataset"].isin(protocol.datasets)
+                 & elsewhere["method_name"].isin(protocol.methods)).sum())  # fmt: skip
+        flip = "tuned" if regime == "fixed" else "fixed"
+        if n:
+            other_regime = (
+                f"{n} record(s) of this protocol's datasets and methods have {flip} "
+                f"hyperparameters and are left out (`--paper-regime {flip}` shows them)."
+            )
+    table = paper_table(protocol, long)
+    mine = protocol_records(protocol, long)
+    missing = missing_in_protocol(protocol, mine)
+    n_missing = int(missing["n_missing"].sum()) if len(missing) else 0
+    other = ""
+    if len(long):
+        candidates = long[long["dataset"].isin(protocol.datasets)
+                          & long["method"].isin(protocol.methods)]  # fmt: skip
+        n_other = len(candidates) - len(mine)
+        if n_other:
+            other = (
+                f"{n_other} record(s) of this protocol's datasets and methods were run with other "
+                f"settings and are left out: the table uses only backbone {protocol.backbone}, "
+                f"input {protocol.img_size or 'native'} px, {protocol.epochs} epochs, batch "
+                f"{protocol.batch_size}, augmentation {protocol.augment} "
+                f"(`bench run --protocol {name}` runs exactly these)."
+            )
+    not_run = f"Cells not run yet: {n_missing} of {_protocol_size(protocol)}"
+    return PaperParts(
+        name, protocol, _paper_shown(table), missing, not_run, other, regime, other_regime
+    )
+
+
+def _paper_shown(table: pd.DataFrame) -> pd.DataFrame:
+    shown = table.drop(columns=["ours"]).copy()
+    for col in shown.columns[1:]:
+        absent = "—" if col.endswith(" diff") else "not run"
+        shown[col] = shown[col].map(lambda v, a=absent: a if pd.isna(v) else f"{v:.2f}")
+    return shown
+
+
+def render_paper_table(name: str, long: pd.DataFrame, regime: str = "fixed") -> str:
+    """Markdown of a paper's table: published, reproduced and difference per column, then the
+    protocol's cells with no record."""
+    return _paper_markdown(_paper_parts(name, long, regime))
+
+
+def _paper_markdown(parts: PaperParts) -> str:
+    protocol = parts.protocol
+    lines = [f"# {protocol.title}", "", f"Metric: {protocol.paper_metric_note}.", ""]
+    lines += [parts.shown.to_markdown(index=False, disable_numparse=True), ""]
+    lines += [_paper_legend(protocol, parts.regime), ""]
+    for note in (parts.other, parts.other_regime):
+        if note:
+            lines += [note, ""]
+    lines += [f"## {parts.not_run}", ""]
+    lines += [f"- {line}" for line in missing_lines(parts.missing)] or [
+        "None: the grid is complete."
+    ]
+    lines += ["", "## Sources", ""]
+    lines += [f"- {line}" for line in source_lines(protocol)]
+    return "\n".join(lines) + "\n"
+
+
+REGIME_TEXT = {
+    "fixed": "with fixed hyperparameters (each method's defaults, or the paper's own values "
+    "where the protocol pins them)",
+    "tuned": "with the configuration each method's search selected on validation (`bench run "
+    "--protocol NAME --tune`; the budget is in the records)",
+}
+
+
+def _paper_legend(protocol: Protocol, regime: str = "fixed") -> str:
+    return (
+        "`paper`: published; `ours`: mean over seeds and split seeds of this suite's ok "
+        f"records run under the protocol (`{protocol.backbone}`) {REGIME_TEXT[regime]}; "
+        "`diff` = ours - paper; `not run`: no record (or, for an average, not every cell it "
+        "averages)."
+    )
+
+
+def _protocol_size(protocol: Protocol) -> int:
+    shots = len(protocol.shots) if protocol.shots else 1
+    splits = len(protocol.split_seeds) if protocol.shots and protocol.split_seeds else 1
+    return len(protocol.datasets) * shots * splits * len(protocol.methods) * len(protocol.seeds)
+
+
+def render_paper_latex(name: str, long: pd.DataFrame, regime: str = "fixed") -> str:
+    """The same table as booktabs LaTeX, one column group (paper, ours, diff) per published
+    column."""
+    return _paper_latex(_paper_parts(name, long, regime))
+
+
+def _paper_latex(parts: PaperParts) -> str:
+    shown = parts.shown.copy()
+    groups = [(c.rsplit(" ", 1)[0], 3) for c in shown.columns[1::3]]
+    shown.columns = ["method", *(c.rsplit(" ", 1)[1] for c in shown.columns[1:])]
+    notes = [
+        f"Metric: {parts.protocol.paper_metric_note}.",
+        _paper_legend(parts.protocol, parts.regime),
+        f"{parts.not_run}.",
+    ]
+    notes += [n for n in (parts.other, parts.other_regime) if n]
+    return to_latex(shown, caption=parts.protocol.title, label=f"tab:{parts.name}",
+                    footnotes=notes, groups=[("", 1), *groups])  # fmt: skip
+
+
+def write_paper_table(
+    name: str, long: pd.DataFrame, out_dir: Path, regime: str = "fixed"
+) -> list[Path]:
+    """`paper-NAME.md` and `paper-NAME.tex` in `out_dir`, from one computation of the table."""
+    parts = _paper_parts(name, long, regime)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / f"paper-{name}.md"
+    write_atomic(md, _paper_markdown(parts))
+    tex = out_dir / f"paper-{name}.tex"
+    write_atomic(tex, _paper_latex(parts))
+    return [md, tex]

@@ -1,0 +1,116 @@
+"""The summary per block: what the terminal shows and `reports/summary.md` holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.demo import DEMO_NOTICE
+from bench.records import write_atomic
+from bench.report.efficiency import efficiency_table
+from bench.report.formats import fmt
+from bench.report.missing import MISSING_NOTE, missing_in_grid
+from bench.report.missing import lines as missing_lines
+from bench.report.stats import prepare
+from bench.report.tables import score_table
+from bench.report.tuning import budget_note, tuning_markdown
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (block, method, setting): the score table's numbers (`score_table`:
+    mean ± std over seeds, failed cells counted, not dropped) beside the efficiency table's costs
+    and the mean accuracy and ECE; what the terminal and summary.md show."""
+    if df.empty:
+        return pd.DataFrame()
+    keys = ["block", "method", "setting"]
+    scores = score_table(df)
+    costs = ["trainable_params", "trainable_pct", "peak_train_mem_mb", "train_s", "train_img_s"]
+    out = scores.merge(efficiency_table(df)[keys + costs], on=keys, how="left")
+    group = ["dataset", "shots_key", "backbone", "method", "setting"]
+    extra = prepare(df).assign(
+        accuracy=pd.to_numeric(df["accuracy"], errors="coerce").to_numpy() * 100,
+        ece=pd.to_numeric(df["ece"], errors="coerce").to_numpy() * 100,
+        demo=df["demo"].astype(bool).to_numpy(),
+    )
+    ok = extra["status"] == "ok"
+    means = extra[ok].groupby(group, sort=False)[["accuracy", "ece"]].mean()
+    flags = extra.groupby(group, sort=False)[["demo"]].any()
+    out["shots_key"] = out["shots"].fillna(0).astype(int)
+    out = out.join(means, on=group).join(flags, on=group).drop(columns="shots_key")
+    return out.rename(columns={"n_total": "seeds"})
+
+
+def display_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One (dataset, backbone) block of the summary formatted for people: `mean ± std` strings,
+    rounded costs, short headers so it fits an 80-column terminal."""
+
+    rows = []
+    several = summary["method"].duplicated(keep=False).to_numpy()
+    for i, (_, s) in enumerate(summary.iterrows()):
+        score = fmt(s["mean"], ".2f") + ("" if pd.isna(s["std"]) else f" ± {s['std']:.2f}")
+        name = s["method"] + (f" [{s['setting']}]" if several[i] else "")  # two settings
+        row = {"method": name, "runs": s["status"], s["metric"]: score}
+        if s["metric"] != "accuracy":
+            row["acc %"] = fmt(s["accuracy"], ".2f")
+        row.update(
+            {
+                "ECE %": fmt(s["ece"], ".2f"),
+                "train %": fmt(s["trainable_pct"], ".3g"),
+                "peak MB": fmt(s["peak_train_mem_mb"], ".0f"),
+                "train s": fmt(s["train_s"], ".1f"),
+                "img/s": fmt(s["train_img_s"], ".0f"),
+            }
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def blocks(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, display table) per block (dataset, shots, backbone), the unit results are
+    compared in."""
+    return [(title, display_table(part)) for title, part in summary.groupby("block", sort=False)]
+
+
+def render_markdown(df: pd.DataFrame, records: list[dict[str, Any]] | None = None) -> str:
+    """summary.md: the summary per block, the search, unfinished and missing cells."""
+    summary = summarize(df)
+    lines = ["# medpeft-bench summary", ""]
+    search = tuning_markdown(records or [])
+    if df.empty:
+        return "\n".join([*lines, "No records found.", "", *search])
+    if bool(df["demo"].any()):
+        lines += [f"> **{DEMO_NOTICE}.**", ""]
+    for title, table in blocks(summary):
+        lines += [f"## {title}", "", table.to_markdown(index=False, disable_numparse=True), ""]
+    lines += [
+        "Scores are test-split percentages, evaluated once with the epoch selected on validation; "
+        "mean ± std over seeds, few-shot split seeds pooled in (sample std). `train %`: trainable parameters as a percentage of the "
+        "backbone without its head. `img/s`: steady-state training throughput. Peak memory: "
+        + ", ".join(sorted(set(df["memory_source"].dropna())))
+        + ".",
+        "",
+    ]
+    note = budget_note(df)
+    if note:
+        lines += [note, ""]
+    lines += search
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        lines += ["## Cells that did not finish", ""]
+        lines += [f"- `{r.run_id}`: **{r.status}**: {r.error}" for r in bad.itertuples()]
+        lines.append("")
+    missing = missing_lines(missing_in_grid(df))
+    if missing:
+        lines += ["## Missing cells", "", MISSING_NOTE, ""]
+        lines += [f"- {line}" for line in missing]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_summary(
+    df: pd.DataFrame, out_dir: Path, records: list[dict[str, Any]] | None = None
+) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_atomic(out_dir / "summary.md", render_markdown(df, records))
