@@ -1,8 +1,13 @@
-"""Shared fixtures: tiny ViTs, tiny MedMNIST-layout data, and a private cache for demo-vit."""
+"""Shared fixtures and helpers: tiny ViTs, tiny MedMNIST-layout data, a private cache for demo-vit,
+and grids run in subprocesses with their claims."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +15,8 @@ import pytest
 import timm
 import torch
 from hypothesis import settings
+
+from bench import claims
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -65,3 +72,62 @@ def tiny_data_root(tmp_path: Path) -> Path:
     root.mkdir()
     write_medmnist_npz(root / "pneumoniamnist.npz")
     return root
+
+
+# ------------------------------------------------- grids in subprocesses, and their claims
+
+
+def grid_args(data_root: Path, results: Path, *extra: str) -> list[str]:
+    """`bench run` on the tiny pneumoniamnist copy with the test ViT; `extra` adds options."""
+    return [
+        "run", "--datasets", "pneumoniamnist", "--data-root", str(data_root), "--backbone",
+        "test_vit", "--no-pretrained", "--img-size", "32", "--batch-size", "16", "--results",
+        str(results), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def subprocess_env() -> dict[str, str]:
+    # MEDPEFT_CACHE (the session's private cache) is in os.environ already
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def wait_for(condition, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> bool:
+    """Poll until `condition()` (True) or `proc` exits (False); fail after `timeout` s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # reaped: the pid names no process now
+    return proc.pid
+
+
+def claim_files(results: Path) -> list[Path]:
+    return sorted(claims.claims_dir(results).glob("*.claim"))
+
+
+def claim_pids(results: Path) -> set[int]:
+    """Pids of the processes holding claims now (running a cell)."""
+    pids = set()
+    for path in claims.claims_dir(results).glob("*.claim"):
+        # released, or being written, while we looked: skipped
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pids.add(json.loads(path.read_text())["pid"])
+    return pids
+
+
+def write_claim(results: Path, run_id: str, **info) -> Path:
+    """A claim file as another runner would have left it: this machine, unless `info` says."""
+    folder = claims.claims_dir(results)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}.claim"
+    body = {**claims.this_process(), "run_id": run_id, "token": "someone-else", **info}
+    path.write_text(json.dumps(body))
+    return path

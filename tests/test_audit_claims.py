@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 
 from bench import claims
-from tests.test_crash_safety import claim_files, dead_pid, subprocess_env, wait_for, write_claim
-from tests.test_launchers import claim_pids, grid_args
+from tests.conftest import (
+    claim_files,
+    claim_pids,
+    dead_pid,
+    grid_args,
+    subprocess_env,
+    wait_for,
+    write_claim,
+)
 
 RUN_ID = "cell-s0-0123456789ab"
 # This process's Slurm job unless a test says otherwise: job 5150, step 0, task 0 of the step.

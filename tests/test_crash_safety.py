@@ -23,6 +23,7 @@ from bench import claims
 from bench.cli import app
 from bench.grid import GridRequest, plan
 from bench.records import read_record, write_record
+from tests.conftest import claim_files, dead_pid, subprocess_env, wait_for, write_claim
 
 KILLS = 5  # SIGKILLs of a real grid at random points before it may finish
 KILL_SEED = 8  # seeds where in the grid each kill lands
@@ -75,43 +76,6 @@ def holds_claim(results: Path, pid: int) -> bool:
         except (OSError, ValueError):
             pass  # released, or superseded, while we looked
     return False
-
-
-def claim_files(results: Path) -> list[Path]:
-    return sorted(claims.claims_dir(results).glob("*.claim"))
-
-
-def wait_for(condition, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> bool:
-    """Poll until `condition()` (True) or `proc` exits (False); fail after `timeout` s."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        if proc is not None and proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    raise AssertionError("timed out")
-
-
-def subprocess_env() -> dict[str, str]:
-    # MEDPEFT_CACHE (the session's private cache) is in os.environ already
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()  # reaped: the pid names no process now
-    return proc.pid
-
-
-def write_claim(results: Path, run_id: str, **info) -> Path:
-    """A claim file as another runner would have left it: this machine, unless `info` says."""
-    folder = claims.claims_dir(results)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run_id}.claim"
-    body = {**claims.this_process(), "run_id": run_id, "token": "someone-else", **info}
-    path.write_text(json.dumps(body))
-    return path
 
 
 # ----------------------------------------------------------------------------- kill and resume

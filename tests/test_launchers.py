@@ -4,8 +4,6 @@ requeue on preemption, the executor's parameters, and bad option combinations.""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -22,20 +20,13 @@ from bench.cli import app
 from bench.grid import GridRequest, plan
 from bench.launchers import CellJob, LaunchOptions, launch_options, run_slurm
 from bench.records import read_record, write_record
+from tests.conftest import claim_pids, grid_args
 
 runner = CliRunner()
 
 
 def bench(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def grid_args(data_root: Path, results: Path, *extra: str) -> list[str]:
-    return [
-        "run", "--datasets", "pneumoniamnist", "--data-root", str(data_root), "--backbone",
-        "test_vit", "--no-pretrained", "--img-size", "32", "--batch-size", "16", "--results",
-        str(results), "--no-progress", *extra,
-    ]  # fmt: skip
 
 
 def planned_ids(
@@ -59,16 +50,6 @@ def records(results: Path) -> dict[str, dict]:
 
 def texts(results: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(results.glob("*.json"))}
-
-
-def claim_pids(results: Path) -> set[int]:
-    """Pids of the processes holding claims now (running a cell)."""
-    pids = set()
-    for path in claims.claims_dir(results).glob("*.claim"):
-        # released, or being written, while we looked: skipped
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            pids.add(json.loads(path.read_text())["pid"])
-    return pids
 
 
 # ------------------------------------------------------------------------- subprocess launcher

@@ -5,7 +5,6 @@ touched (by `bench report` either)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import typer
@@ -16,6 +15,7 @@ from bench.cli import app as bench_app
 from bench.cli_status import STATES, status, summarise
 from bench.grid import GridRequest, plan
 from bench.records import write_record
+from tests.conftest import dead_pid
 
 # `status` as `bench status` will be registered (a group, so the command is named)
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -50,12 +50,6 @@ def record(cell, status: str, **extra) -> dict:
               "size 16", "diverged": "non-finite loss at step 3"}  # fmt: skip
     return {"schema": 1, "run_id": cell.run_id, "status": status, "error": errors[status],
             "config": cell.to_dict(), **extra}  # fmt: skip
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
 
 
 def dead_claim(results: Path, run_id: str) -> None:
