@@ -262,13 +262,13 @@ def _warmed_baseline_rss_mb() -> float | None:
 
     import bench.harness  # noqa: F401
     import methods  # noqa: F401
-    from bench.measure import _current_rss_mb
+    from bench.measure.memory import current_rss_mb
 
     block = Block(dim=64, num_heads=2)
     block(torch.randn(2, 17, 64, requires_grad=True)).sum().backward()
     torch.optim.AdamW(block.parameters()).step()
     del block
-    return _current_rss_mb()
+    return current_rss_mb()
 
 
 def _main() -> None:

@@ -21,36 +21,6 @@ ABSENT = Absent.ABSENT
 # ----------------------------------------------------------------------- parts (JSON objects)
 
 
-class ConfigEntry(TypedDict, total=False):
-    """`config`: the cell (bench.config.CellConfig.to_dict); its hash is the run id. Records
-    written before a late field (`compile`, `tuning`) existed lack it."""
-
-    method: str
-    dataset: str
-    seed: int
-    backbone: str
-    pretrained: bool
-    weights: str | None
-    weights_sha256: str | None
-    epochs: int
-    batch_size: int
-    img_size: int
-    device: str
-    precision: str
-    optimizer: str
-    lr: float
-    weight_decay: float
-    warmup_epochs: float
-    grad_clip: float
-    augment: str
-    shots: int | None
-    split_seed: int
-    hparams: dict[str, Any]
-    version: int
-    compile: bool
-    tuning: dict[str, Any] | None  # {"role": "trial"} or a final's {"role": "final", budget, ...}
-
-
 class DatasetEntry(TypedDict):
     name: str
     task: str
@@ -266,7 +236,8 @@ class Record:
     profile: dict[str, Any] | Absent = ABSENT  # bench.profile.profile_method's figures
     demo: bool | Absent = ABSENT  # synthetic data or demo weights: not a result
     notice: str | Absent | None = ABSENT
-    config: ConfigEntry | Absent = ABSENT
+    # bench.config.CellConfig.to_dict(), the cell; records from before a late field lack it
+    config: dict[str, Any] | Absent = ABSENT
     dataset: DatasetEntry | Absent | None = ABSENT
     backbone: BackboneEntry | Absent = ABSENT
     started_at: str | Absent = ABSENT  # ISO 8601, UTC
