@@ -232,7 +232,7 @@ def profile_in_subprocess(method: str, **kwargs: Any) -> dict[str, Any]:
 def profile_record(result: dict[str, Any], *, env: dict[str, Any], busy: Any) -> dict[str, Any]:
     """A record of one profiled method (kind "profile"), for the results folder and `bench
     report`. Its run id hashes what was measured, so a rerun of the same measurement replaces it."""
-    from bench.records import SCHEMA
+    from bench.record import SCHEMA
 
     identity = {k: result.get(k) for k in ("method", "backbone", "img_size", "batch_size",
                                             "device", "precision", "compile")}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Run records: one JSON file per cell, written atomically, read back tolerantly."""
+"""A results folder: one JSON record per cell, written atomically, read back by bench.record."""
 
 from __future__ import annotations
 
