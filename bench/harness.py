@@ -40,7 +40,7 @@ from bench.measure import (
 )
 from bench.metric_table import HIGHER_IS_BETTER
 from bench.metrics import compute_metrics, reliability_bins
-from bench.records import SCHEMA
+from bench.record import SCHEMA
 from bench.train import Diverged, FitResult, TrainSettings, fit, image_free, predict
 from bench.transforms import Preprocess
 from methods import get_method

@@ -233,7 +233,7 @@ def profile_in_subprocess(method: str, **kwargs: Any) -> dict[str, Any]:
 def profile_record(result: dict[str, Any], *, env: dict[str, Any], busy: Any) -> dict[str, Any]:
     """A record of one profiled method (kind "profile"), for the results folder and `bench
     report`. Its run id hashes what was measured, so a rerun of the same measurement replaces it."""
-    from bench.records import SCHEMA
+    from bench.record import SCHEMA
 
     identity = {k: result.get(k) for k in ("method", "backbone", "img_size", "batch_size",
                                             "device", "precision", "compile")}  # fmt: skip
@@ -263,13 +263,13 @@ def _warmed_baseline_rss_mb() -> float | None:
 
     import bench.harness  # noqa: F401
     import methods  # noqa: F401
-    from bench.measure import _current_rss_mb
+    from bench.measure.memory import current_rss_mb
 
     block = Block(dim=64, num_heads=2)
     block(torch.randn(2, 17, 64, requires_grad=True)).sum().backward()
     torch.optim.AdamW(block.parameters()).step()
     del block
-    return _current_rss_mb()
+    return current_rss_mb()
 
 
 def _main() -> None:

@@ -1,4 +1,4 @@
-"""Run records: one JSON file per cell, written atomically, read back tolerantly."""
+"""A results folder: one JSON record per cell, written atomically, read back by bench.record."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.metric_table import TEST_METRICS
+from bench.record import is_record, wrong_types
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
 # Cells with these statuses are finished: a rerun skips them unless --force. A `failed` cell is
 # retried, since failures are usually environmental (a missing file, a killed worker). `trial`:
 # a search trial that trained (or diverged, or ran out of memory: its `trial.outcome`) and was
@@ -172,102 +171,18 @@ def read_record(path: Path, *, run_id: str | None = None) -> dict[str, Any] | No
         data = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         return None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or "run_id" not in data:
+    if not is_record(data):
         return None
     if run_id is not None and data["run_id"] != run_id:
         log.warning("%s holds the record of %s, not of %s", path, data["run_id"], run_id)
         return None
     # Right schema, wrong types (hand-edited, or another tool's file): refused here, so `bench
     # report` and `bench status` list it as unreadable instead of failing on it later.
-    problem = _wrong_types(data)
+    problem = wrong_types(data)
     if problem is not None:
         log.warning("%s: %s", path, problem)
         return None
     return data
-
-
-def _record_types() -> dict[str, str]:
-    """Dotted key -> the type `bench report` needs there ("number": int or float, not bool; a
-    trailing "?" also allows null). Parents come before their children."""
-    types = {"run_id": "str", "status": "str", "error": "str?", "kind": "str?", "config": "dict"}
-    types |= dict.fromkeys(("metrics", "params", "cost", "dataset"), "dict?")
-    for key in ("dataset", "method", "backbone", "augment", "device", "precision"):
-        types[f"config.{key}"] = "str"
-    for key in ("seed", "split_seed", "epochs", "batch_size", "img_size"):
-        types[f"config.{key}"] = "int"
-    for key in ("lr", "weight_decay", "warmup_epochs", "grad_clip"):
-        types[f"config.{key}"] = "number"
-    types |= {"config.shots": "int?", "config.pretrained": "bool", "config.hparams": "dict"}
-    types |= {"config.tuning": "dict?", "trial": "dict?", "tuning": "dict?"}
-    types |= {"trial.outcome": "str", "trial.val_primary": "number?"}
-    types |= {"metrics.primary": "number?", "metrics.primary_metric": "str?"}
-    types |= {"metrics.test": "dict", "metrics.calibration": "dict?"}
-    for key in TEST_METRICS:
-        types[f"metrics.test.{key}"] = "number?"
-    for key in ("count", "confidence", "accuracy"):
-        types[f"metrics.calibration.{key}"] = "list"
-    for key in ("trainable_params", "trainable_pct", "trainable_pct_no_head"):
-        types[f"params.{key}"] = "number?"
-    types |= {"cost.wall_s": "number?", "cost.memory": "dict?", "cost.phases_s": "dict?"}
-    types |= {"cost.phases_s.train": "number?", "cost.train_step": "dict?"}
-    types |= {"cost.train_step.throughput_img_s": "number?"}
-    for phase in ("train", "preload", "eval"):
-        types[f"cost.memory.{phase}"] = "dict?"
-        types[f"cost.memory.{phase}.peak_allocated_mb"] = "number?"
-        types[f"cost.memory.{phase}.peak_rss_mb"] = "number?"
-        types[f"cost.memory.{phase}.memory_source"] = "str?"
-    return types
-
-
-_RECORD_TYPES = _record_types()
-# Below the top level, what a record cannot do without: a cell's identity, a trial's outcome.
-_REQUIRED = {"config.dataset", "config.method", "config.backbone", "config.seed", "trial.outcome"}
-# `bench profile` records, as bench.report.profile reads them.
-_PROFILE_TYPES = {
-    "run_id": "str", "status": "str", "error": "str?", "finished_at": "str?", "profile": "dict",
-    "profile.method": "str", "profile.backbone": "str?", "profile.device": "str?",
-    "profile.precision": "str?", "profile.img_size": "int?", "profile.batch_size": "int?",
-    "profile.compile": "bool?", "profile.trainable_pct": "number?",
-    "profile.train_memory_mb": "number?", "profile.inference_memory_mb": "number?",
-    "profile.compile_s": "number?", "profile.step": "dict?", "profile.inference": "dict?",
-    "profile.step.step_time_median_s": "number?", "profile.step.throughput_img_s": "number?",
-    "profile.inference.throughput_img_s": "number?",
-}  # fmt: skip
-
-
-def _has_type(value: Any, kind: str) -> bool:
-    if kind.endswith("?"):
-        if value is None:
-            return True
-        kind = kind[:-1]
-    if kind in ("int", "number") and isinstance(value, bool):
-        return False
-    return isinstance(value, {"str": str, "int": int, "number": (int, float), "bool": bool,
-                              "dict": dict, "list": list}[kind])  # fmt: skip
-
-
-def _wrong_types(data: dict[str, Any]) -> str | None:
-    """What in a record has a type `bench report` cannot read, or None when nothing does."""
-    types = _PROFILE_TYPES if data.get("kind") == "profile" else _RECORD_TYPES
-    for dotted, kind in types.items():
-        *parents, key = dotted.split(".")
-        table: Any = data
-        for name in parents:  # checked before (parents come first): a dict, None or absent
-            table = table.get(name) if isinstance(table, dict) else None
-        if not isinstance(table, dict):
-            continue
-        if key not in table:
-            if (table is data or dotted in _REQUIRED) and not kind.endswith("?"):
-                return f"{dotted} is missing"
-            continue
-        if not _has_type(table[key], kind):
-            return f"{dotted} is {type(table[key]).__name__}, expected {kind.rstrip('?')}"
-    bins = (data.get("metrics") or {}).get("calibration") or {}
-    lengths = {len(v) for k, v in bins.items() if k in ("count", "confidence", "accuracy")}
-    values = [v for k in ("count", "confidence", "accuracy") for v in bins.get(k, [])]
-    if len(lengths) > 1 or not all(_has_type(v, "number?") for v in values):
-        return "metrics.calibration: bins of different lengths, or not numbers"
-    return None
 
 
 @dataclass

@@ -360,11 +360,9 @@ def test_report_out_is_a_file(tmp_path: Path) -> None:
 def test_unwritable_results_fail_before_work(tmp_path: Path, tiny_data_root, monkeypatch) -> None:
     """`.claims` a file, and a results folder that refuses writes (read-only, full): one
     `error:` line before any data is read or model built."""
-    import bench.grid.inputs
+    from bench.grid import inputs
 
-    monkeypatch.setattr(
-        bench.grid.inputs, "load_dataset", lambda *a, **k: pytest.fail("data was read")
-    )
+    monkeypatch.setattr(inputs, "load_dataset", lambda *a, **k: pytest.fail("data was read"))
     results = tmp_path / "results"
     results.mkdir()
     (results / ".claims").write_text("not a folder")

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 import bench
-from bench import measure
 from bench.measure import (
     PeakMemory,
     StepTimer,
@@ -25,7 +24,9 @@ from bench.measure import (
     count_params,
     environment,
     gpu_busy_processes,
+    nvml,
     param_report,
+    timing,
 )
 
 MB = 2**20
@@ -181,7 +182,7 @@ def test_peak_memory_nested_phase_keeps_outer_peak() -> None:
 def test_peak_memory_falls_back_to_ru_maxrss() -> None:
     _fresh(
         """
-        measure._reset_hwm = lambda: False
+        measure.memory._reset_hwm = lambda: False
         with PeakMemory("cpu") as pm:
             x = touched(100)
         r = pm.result
@@ -227,7 +228,7 @@ def test_step_timer_statistics_with_fake_clock(monkeypatch: pytest.MonkeyPatch) 
         ticks += [t, t + d]
         t += d + 0.5
     clock = iter(ticks)
-    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     timer = StepTimer("cpu", warmup=1)
     for bs in sizes:
         with timer.step(bs):
@@ -338,8 +339,8 @@ def test_environment_in_git_repo(tmp_path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_gpu_busy_processes_without_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` fail
-    monkeypatch.setattr(measure, "_nvml_tried", False)
-    monkeypatch.setattr(measure, "_nvml_module", None)
+    monkeypatch.setattr(nvml, "_nvml_tried", False)
+    monkeypatch.setattr(nvml, "_nvml_module", None)
     assert gpu_busy_processes(0) is None
 
 

@@ -1,0 +1,380 @@
+"""One run's record as a typed value: its parts, its JSON form, and what makes one readable."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields
+from typing import Any, TypedDict
+
+from bench.metric_table import TEST_METRICS
+
+SCHEMA = 1
+
+
+class Absent(enum.Enum):
+    """A key the record does not hold, as distinct from a key holding null."""
+
+    ABSENT = enum.auto()
+
+
+ABSENT = Absent.ABSENT
+
+
+# ----------------------------------------------------------------------- parts (JSON objects)
+
+
+class DatasetEntry(TypedDict):
+    name: str
+    task: str
+    num_classes: int
+    classes: list[str]
+    primary_metric: str
+    sizes: dict[str, int]  # split -> images
+    fingerprint: str
+    synthetic: bool
+    protocol: dict[str, Any]  # carved val, few-shot sample: enough to audit and rerun
+
+
+class BackboneEntry(TypedDict):
+    name: str
+    pretrained: bool
+    weights: str | None
+    weights_sha256: str | None
+
+
+class GpuProcess(TypedDict):
+    """Another process on the cell's GPU (NVML)."""
+
+    pid: int
+    used_mb: float | None
+
+
+class Params(TypedDict, total=False):
+    """bench.measure.param_report; percentages are of the backbone without its head."""
+
+    backbone_params: int
+    head_params: int
+    total_params: int
+    trainable_params: int
+    trainable_params_no_head: int
+    trainable_pct: float
+    trainable_pct_no_head: float
+    paper_trainable_pct: float  # the method paper's own formula, when it states one
+
+
+class FeatureCacheSplit(TypedDict):
+    path: str
+    images: int
+    hit: bool
+    bytes: int
+    seconds: float
+    rebuilt_because: str | None
+
+
+class FeatureCache(TypedDict, total=False):
+    """`feature_cache`: whether frozen features came from the cache, and why not."""
+
+    used: bool
+    reason: str
+    dtype: str
+    splits: dict[str, FeatureCacheSplit]
+    bytes: int
+    hit: bool
+    seconds: float
+
+
+class Trial(TypedDict):
+    """A search trial's result (bench.harness.trial_result)."""
+
+    outcome: str  # ok, diverged or oom
+    metric: str
+    val_primary: float | None
+    higher_is_better: bool
+
+
+class Calibration(TypedDict):
+    """The test split's reliability diagram (bench.metrics.reliability_bins)."""
+
+    n_bins: int
+    count: list[int]
+    confidence: list[float | None]
+    accuracy: list[float | None]
+
+
+class Metrics(TypedDict, total=False):
+    primary_metric: str
+    primary: float | None  # None for a trial: it is never tested
+    test: dict[str, float | None]
+    val: dict[str, float | None]  # at the selected epoch
+    calibration: Calibration
+
+
+class Epoch(TypedDict):
+    epoch: int
+    train_loss: float
+    val: dict[str, float | None]
+
+
+class Training(TypedDict, total=False):
+    augment_applied: str
+    best_epoch: int
+    epochs: int
+    steps: int
+    history: list[Epoch]
+    batch_size_used: int  # after --oom-retry halved the batch
+
+
+class StepTiming(TypedDict):
+    """bench.measure.StepTimer.summary."""
+
+    steps_total: int
+    steps_timed: int
+    warmup_steps: int
+    warmup_excluded: bool
+    images_timed: int
+    time_timed_s: float | None
+    step_time_median_s: float | None
+    step_time_p90_s: float | None
+    throughput_img_s: float | None
+
+
+class PhaseMemory(TypedDict, total=False):
+    """bench.measure.PeakMemory.result: CUDA keys on a GPU, RSS keys elsewhere."""
+
+    device: str
+    peak_allocated_mb: float
+    peak_reserved_mb: float
+    allocated_start_mb: float
+    nvml_process_mb: float | None
+    nvml_device_used_mb: float | None
+    host_peak_rss_mb: float
+    peak_rss_mb: float
+    rss_start_mb: float | None
+    memory_source: str
+
+
+class Cost(TypedDict, total=False):
+    train_step: StepTiming
+    eval_step: StepTiming
+    memory: dict[str, PhaseMemory]  # phase (preload, train, eval) -> peaks
+    compile_s: float  # with --compile: the first steps' excess over steady ones
+    wall_s: float
+    phases_s: dict[str, float]  # bench.measure.Stopwatch.seconds
+
+
+class Env(TypedDict, total=False):
+    """bench.measure.environment, plus the launcher that ran the cell."""
+
+    python_version: str
+    platform: str
+    hostname: str
+    pid: int
+    cpu_count: int | None
+    cpu_model: str | None
+    torch_version: str | None
+    timm_version: str | None
+    peft_version: str | None
+    numpy_version: str | None
+    sklearn_version: str | None
+    torch_cuda_version: str | None
+    cudnn_version: int | None
+    cuda_available: bool
+    device_names: list[str]
+    torch_num_threads: int
+    git_sha: str | None
+    git_dirty: bool | None
+    medpeft_bench_version: str | None
+    launcher: dict[str, Any]  # which launcher ran the cell: kind, gpu or job_id
+
+
+class LrNote(TypedDict):
+    """How the learning rate came about (bench.runner.lr_note)."""
+
+    effective: float
+    rule: Any  # the scaling rule's description, None without one
+    base: float | None
+    batch_size: int
+
+
+class Hyperparameters(TypedDict, total=False):
+    regime: str  # fixed, trial or tuned
+    source: str
+    searched: dict[str, Any]
+    lr: LrNote
+
+
+class Tuning(TypedDict, total=False):
+    """A tuned final's search (bench.tuning.final_annotation)."""
+
+    budget: int
+    tune_seed: int
+    mode: str
+    space: dict[str, Any]
+    selected_by: str
+    tie_rule: str
+    selected: int
+    trials: list[dict[str, Any]]  # run_id, config, outcome, val_primary (epochs: last rung)
+    scheduler: dict[str, Any]  # name, eta, rungs: [{epochs, trials, val_primary}]
+
+
+# ----------------------------------------------------------------------- the record
+
+
+class UnreadableRecord(ValueError):
+    """JSON that is not a record this version reads; the message says why."""
+
+
+@dataclass(kw_only=True)
+class Record:
+    """A record as the harness, runner, tuner and profiler write it. Fields in the order a grid
+    cell's file lists them; ABSENT for a key the record does not hold. A `bench profile` record
+    (kind "profile") holds `profile` instead of `config` and the training parts."""
+
+    schema: int = SCHEMA
+    kind: str | Absent | None = ABSENT  # "profile" for `bench profile`; absent for a grid cell
+    run_id: str
+    status: str | None  # None only while the harness builds it
+    error: str | Absent | None = ABSENT
+    profile: dict[str, Any] | Absent = ABSENT  # bench.profile.profile_method's figures
+    demo: bool | Absent = ABSENT  # synthetic data or demo weights: not a result
+    notice: str | Absent | None = ABSENT
+    # bench.config.CellConfig.to_dict(), the cell; records from before a late field lack it
+    config: dict[str, Any] | Absent = ABSENT
+    dataset: DatasetEntry | Absent | None = ABSENT
+    backbone: BackboneEntry | Absent = ABSENT
+    started_at: str | Absent = ABSENT  # ISO 8601, UTC
+    gpu_other_processes: list[GpuProcess] | Absent | None = ABSENT  # None: no NVML to ask
+    params: Params | Absent | None = ABSENT
+    method_info: dict[str, Any] | Absent = ABSENT  # the method's describe()
+    normalization: dict[str, list[float]] | Absent = ABSENT  # mean, std of the backbone
+    feature_cache: FeatureCache | Absent = ABSENT
+    trial: Trial | Absent | None = ABSENT
+    metrics: Metrics | Absent | None = ABSENT
+    training: Training | Absent = ABSENT
+    cost: Cost | Absent | None = ABSENT
+    diverged_step: int | Absent = ABSENT
+    traceback: str | Absent = ABSENT  # a failed cell's
+    env: Env | Absent = ABSENT
+    finished_at: str | Absent | None = ABSENT
+    oom_retries: list[int] | Absent = ABSENT  # batch sizes tried, with --oom-retry
+    hyperparameters: Hyperparameters | Absent = ABSENT
+    tuning: Tuning | Absent | None = ABSENT
+    # Keys this version does not know (a newer or older writer's): kept and written back as read.
+    extra: dict[str, Any] = field(default_factory=dict)
+    # The key order of the JSON it was read from, so writing it back changes nothing.
+    _order: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as its file holds it (nested parts are shared, not copied)."""
+        present = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _FIELDS}
+        present = {k: v for k, v in present.items() if v is not ABSENT} | self.extra
+        order = [k for k in self._order if k in present]
+        return {k: present[k] for k in [*order, *(k for k in present if k not in order)]}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Record:
+        """A record from its JSON; UnreadableRecord when `bench report` could not read it."""
+        if not is_record(data):
+            raise UnreadableRecord(f"not a medpeft-bench record of schema {SCHEMA}")
+        problem = wrong_types(data)
+        if problem is not None:
+            raise UnreadableRecord(problem)
+        known = {k: v for k, v in data.items() if k in _FIELDS}
+        record = cls(**known, extra={k: v for k, v in data.items() if k not in _FIELDS})
+        record._order = tuple(data)
+        return record
+
+
+_FIELDS = frozenset(f.name for f in fields(Record) if f.init and f.name != "extra")
+
+
+# ----------------------------------------------------------------------- reading rules
+
+
+def is_record(data: Any) -> bool:
+    """Whether JSON claims to be a record of this schema (an object with a run id)."""
+    return isinstance(data, dict) and data.get("schema") == SCHEMA and "run_id" in data
+
+
+def _record_types() -> dict[str, str]:
+    """Dotted key -> the type `bench report` needs there ("number": int or float, not bool; a
+    trailing "?" also allows null). Parents come before their children."""
+    types = {"run_id": "str", "status": "str", "error": "str?", "kind": "str?", "config": "dict"}
+    types |= dict.fromkeys(("metrics", "params", "cost", "dataset"), "dict?")
+    for key in ("dataset", "method", "backbone", "augment", "device", "precision"):
+        types[f"config.{key}"] = "str"
+    for key in ("seed", "split_seed", "epochs", "batch_size", "img_size"):
+        types[f"config.{key}"] = "int"
+    for key in ("lr", "weight_decay", "warmup_epochs", "grad_clip"):
+        types[f"config.{key}"] = "number"
+    types |= {"config.shots": "int?", "config.pretrained": "bool", "config.hparams": "dict"}
+    types |= {"config.tuning": "dict?", "trial": "dict?", "tuning": "dict?"}
+    types |= {"trial.outcome": "str", "trial.val_primary": "number?"}
+    types |= {"metrics.primary": "number?", "metrics.primary_metric": "str?"}
+    types |= {"metrics.test": "dict", "metrics.calibration": "dict?"}
+    for key in TEST_METRICS:
+        types[f"metrics.test.{key}"] = "number?"
+    for key in ("count", "confidence", "accuracy"):
+        types[f"metrics.calibration.{key}"] = "list"
+    for key in ("trainable_params", "trainable_pct", "trainable_pct_no_head"):
+        types[f"params.{key}"] = "number?"
+    types |= {"cost.wall_s": "number?", "cost.memory": "dict?", "cost.phases_s": "dict?"}
+    types |= {"cost.phases_s.train": "number?", "cost.train_step": "dict?"}
+    types |= {"cost.train_step.throughput_img_s": "number?"}
+    for phase in ("train", "preload", "eval"):
+        types[f"cost.memory.{phase}"] = "dict?"
+        types[f"cost.memory.{phase}.peak_allocated_mb"] = "number?"
+        types[f"cost.memory.{phase}.peak_rss_mb"] = "number?"
+        types[f"cost.memory.{phase}.memory_source"] = "str?"
+    return types
+
+
+_RECORD_TYPES = _record_types()
+# Below the top level, what a record cannot do without: a cell's identity, a trial's outcome.
+_REQUIRED = {"config.dataset", "config.method", "config.backbone", "config.seed", "trial.outcome"}
+# `bench profile` records, as bench.profile_report reads them.
+_PROFILE_TYPES = {
+    "run_id": "str", "status": "str", "error": "str?", "finished_at": "str?", "profile": "dict",
+    "profile.method": "str", "profile.backbone": "str?", "profile.device": "str?",
+    "profile.precision": "str?", "profile.img_size": "int?", "profile.batch_size": "int?",
+    "profile.compile": "bool?", "profile.trainable_pct": "number?",
+    "profile.train_memory_mb": "number?", "profile.inference_memory_mb": "number?",
+    "profile.compile_s": "number?", "profile.step": "dict?", "profile.inference": "dict?",
+    "profile.step.step_time_median_s": "number?", "profile.step.throughput_img_s": "number?",
+    "profile.inference.throughput_img_s": "number?",
+}  # fmt: skip
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    if kind.endswith("?"):
+        if value is None:
+            return True
+        kind = kind[:-1]
+    if kind in ("int", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, {"str": str, "int": int, "number": (int, float), "bool": bool,
+                              "dict": dict, "list": list}[kind])  # fmt: skip
+
+
+def wrong_types(data: dict[str, Any]) -> str | None:
+    """What in a record has a type `bench report` cannot read, or None when nothing does."""
+    types = _PROFILE_TYPES if data.get("kind") == "profile" else _RECORD_TYPES
+    for dotted, kind in types.items():
+        *parents, key = dotted.split(".")
+        table: Any = data
+        for name in parents:  # checked before (parents come first): a dict, None or absent
+            table = table.get(name) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            continue
+        if key not in table:
+            if (table is data or dotted in _REQUIRED) and not kind.endswith("?"):
+                return f"{dotted} is missing"
+            continue
+        if not _has_type(table[key], kind):
+            return f"{dotted} is {type(table[key]).__name__}, expected {kind.rstrip('?')}"
+    bins = (data.get("metrics") or {}).get("calibration") or {}
+    lengths = {len(v) for k, v in bins.items() if k in ("count", "confidence", "accuracy")}
+    values = [v for k in ("count", "confidence", "accuracy") for v in bins.get(k, [])]
+    if len(lengths) > 1 or not all(_has_type(v, "number?") for v in values):
+        return "metrics.calibration: bins of different lengths, or not numbers"
+    return None
