@@ -467,8 +467,8 @@ def _search_section(
     """The HTML section of the hyperparameter search (its table, the best-of-k figures) and the
     files written for it; nothing without searches."""
     from bench.plots import write_budget_plots
-    from bench.tuning import TIE_RULE
     from bench.tuning_report import curve_frame, search_frame, trial_counts
+    from bench.tuning_select import TIE_RULE
 
     searches = search_frame(records)
     if searches.empty:

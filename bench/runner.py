@@ -53,7 +53,7 @@ class RunRequest:
     oom_retry: bool = False  # retry an oom cell at half the batch size, down to 1
     stale_claim_s: float | None = None  # None: $MEDPEFT_STALE_CLAIM_HOURS, else 24 h
     protocol: str | None = None  # the --protocol that filled this request, if any
-    tune: Any = None  # bench.tuning.TuneRequest: search each method's space first (bench tune)
+    tune: Any = None  # bench.tuning_plan.TuneRequest: search each method's space first (bench tune)
 
 
 @dataclass

@@ -8,9 +8,7 @@ from methods.registry import register
 
 @register(
     "bitfit",
-    optimizer="adamw",
     lr=1e-2,  # demo, 10 epochs: 1e-3 gave 68% test, 1e-2 82-84%, 3e-2 84%
-    weight_decay=0.0,
     summary="BitFit: every bias vector (qkv, proj, fc1, fc2, LNs, patch-embed) + head train",
     paper="https://arxiv.org/abs/2106.10199",
 )

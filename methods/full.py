@@ -2,14 +2,14 @@
 
 from torch import nn
 
-from methods.registry import LrRule, SearchSpace, register
+from methods.registry import register
+from methods.search import LrRule, SearchSpace
 
 
 @register(
     "full",
-    optimizer="adamw",
     lr=1e-4,
-    search=SearchSpace(
+    search=SearchSpace.grid(
         lr=(1e-3, 1e-4, 5e-4, 5e-3),
         lr_rule=LrRule(256),
         source="KMnP/vpt full fine-tuning: base lr grid x batch/256, wd grid (tune_fgvc.py)",

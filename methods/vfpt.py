@@ -39,7 +39,6 @@ class FourierPrompts(nn.Module):
     lr=SGD_LR,
     lr_rule=VPT_LR_RULE,
     search=VPT_SPACE,  # VFPT tunes as VPT does (its repo is a fork)
-    weight_decay=0.0,
     summary="Visual Fourier Prompt Tuning: VPT-deep with 2-D FFT'd prompts (fraction alpha), plus the head",
     paper="https://arxiv.org/abs/2411.01327",
 )
