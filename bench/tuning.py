@@ -26,6 +26,8 @@ from bench.tuning_select import final_annotation, final_cells, rank, selected_te
 
 @dataclass
 class TuneOutcome:
+    """What a search ran, what it selected, and the groups it could not finish."""
+
     trials: Any  # runner.GridOutcome of the search
     finals: Any = None  # runner.GridOutcome of the selected configurations (None: not reached)
     waiting: list[str] = field(default_factory=list)  # groups whose trials are not all finished

@@ -71,7 +71,8 @@ def resolve_space(method: str, req: Any, tune: TuneRequest) -> SearchSpace:
     """The space `method` searches under this request: its declared space for the optimizer it
     trains with, each --space axis replacing (or adding) a grid, minus the keys --set or --lr
     pin. Every mistake is a UserError before anything trains."""
-    # Inner: `methods` imports torch, and the report reads TIE_RULE beside this module without it.
+    # Inner: `methods` imports torch, and this module must not: tuning_select imports it, and
+    # the report reads tuning_select's TIE_RULE without torch.
     from methods import get_method
     from methods.registry import TRAIN_KEYS
     from methods.search import SearchSpace

@@ -15,9 +15,9 @@ from methods.search import LrRule, SearchSpace
         source="KMnP/vpt full fine-tuning: base lr grid x batch/256, wd grid (tune_fgvc.py)",
     ),
     weight_decay=0.05,
-    summary="Full fine-tuning: all backbone parameters and the head train",
     paper="https://arxiv.org/abs/2010.11929",
 )
 def build(model: nn.Module) -> nn.Module:
+    """Full fine-tuning: all backbone parameters and the head train"""
     model.requires_grad_(True)
     return model
