@@ -300,7 +300,7 @@ def run(
             req = the_plan.request
             search = None
             if req.tune is not None:
-                from bench.tuning import prepare
+                from bench.tuning_plan import prepare
 
                 search = prepare(the_plan, req)  # every space and trial checked before training
     except UserError as exc:
@@ -381,7 +381,7 @@ def _tune_request(
     without --tune are an error rather than silently ignored."""
     from bench.config import parse_sets
     from bench.errors import UserError
-    from bench.tuning import DEFAULT_BUDGET, TuneRequest
+    from bench.tuning_plan import DEFAULT_BUDGET, TuneRequest
 
     options = {"--budget": budget, "--tune-seed": seed, "--space": space,
                "--scheduler": scheduler, "--eta": eta}  # fmt: skip
@@ -407,7 +407,8 @@ def _tune_request(
 def _tune(console, the_plan, req, search, *, dry_run: bool, progress: bool) -> list[dict]:
     """`bench tune`: show the search (dry run) or run it, then the selected configurations;
     returns the records of both."""
-    from bench.tuning import TIE_RULE, run_tuning
+    from bench.tuning import run_tuning
+    from bench.tuning_select import TIE_RULE
 
     tune, groups = req.tune, search.groups
     for g in groups:

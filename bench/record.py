@@ -188,7 +188,7 @@ class Env(TypedDict, total=False):
 
 
 class LrNote(TypedDict):
-    """How the learning rate came about (bench.runner.lr_note)."""
+    """How the learning rate came about (bench.grid.lr_note)."""
 
     effective: float
     rule: Any  # the scaling rule's description, None without one

@@ -8,7 +8,8 @@ import math
 import torch
 from torch import nn
 
-from methods.registry import SearchSpace, lr_around, register
+from methods.registry import register
+from methods.search import SearchSpace, lr_around
 
 STYLES = ("parallel", "sequential")
 
@@ -61,14 +62,12 @@ class AdaptedMLP(nn.Module):
 
 @register(
     "adapter",
-    optimizer="adamw",
     lr=3e-3,  # demo, 10 epochs: 1e-3 gave 69% test, 3e-3 84-85%, 1e-2 85%
-    search=SearchSpace(
+    search=SearchSpace.grid(
         lr=lr_around(3e-3),
         hparams={"bottleneck": (768, 192, 96, 24, 12)},
         source="bottleneck: EPT's reduction grid {1, 4, 8, 32, 64} at ViT-B width 768; lr: suite",
     ),
-    weight_decay=0.0,
     summary="AdaptFormer: ReLU bottleneck adapter parallel to every MLP (scale 0.1) + head",
     paper="https://arxiv.org/abs/2205.13535",
 )

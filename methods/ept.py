@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Attention
 from torch import nn
 
-from methods.registry import SearchSpace, lr_around, register
+from methods.registry import register
+from methods.search import SearchSpace, lr_around
 
 
 def additive_mask(
@@ -166,9 +167,8 @@ def token_count(model: nn.Module) -> int:
 # wd 1e-4 is the reference's; it pulls P towards 0, i.e. towards s = log(d_p).
 @register(
     "ept",
-    optimizer="adamw",
     lr=1e-2,
-    search=SearchSpace(
+    search=SearchSpace.grid(
         lr=lr_around(1e-2),
         hparams={"prompt_length": (5, 10, 20, 50, 100, 200, 400, 600)},
         source="d_p: EPT paper A.1.1; lr: suite",

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from methods.registry import SearchSpace, register
+from methods.registry import keyword_builder, register
+from methods.search import SearchSpace
 
 LPM_PATCHES = 32  # patches a side for the LPM: 512 px for ViT-B/16, the paper's resolution
 SIDE_MIN_PATCHES = 4
@@ -57,7 +58,7 @@ CACHE_DTYPES = ("float32", "float16")
 LR = 5e-3
 # FPT+ picks a learning rate per dataset (configs/dataset/*.yaml): those rates are its grid; the
 # paper keeps weight decay at 0.1.
-FPT_SPACE = SearchSpace(
+FPT_SPACE = SearchSpace.grid(
     lr=(5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3),
     weight_decay=(0.1, 0.01, 0.0),
     source="FPT+ (Huang et al. 2025): its per-dataset learning rates; wd: the paper's 0.1 and two "
@@ -396,7 +397,37 @@ def build_fpt(
     )
 
 
-@register(
+# FPT (MICCAI 2024): all 12 LPM layers, 96-d prompts with a Linear to the queries, side at the
+# backbone's native size.
+FPT_V1_DEFAULTS: dict[str, Any] = {
+    "layers": 12,
+    "num_prompts": 16,
+    "token_ratio": 0.2,
+    "importance": "global",
+    "side_reduction": 8,
+    "prompt_reduction": 8,
+    "dropout": 0.5,
+    "lpm_size": 0,
+    "side_size": 0,
+    "preload": True,
+    "cache_dtype": "float32",
+}
+# FPT+ (TNNLS 2025): the last 6 LPM blocks, LayerNorm'd prompts at the backbone's width (no
+# prompt reduction to choose), side at 1/4.
+FPT_PLUS_DEFAULTS: dict[str, Any] = {
+    k: v for k, v in FPT_V1_DEFAULTS.items() if k != "prompt_reduction"
+} | {"layers": 6}
+
+
+def _build_plus(model: nn.Module, **hparams: Any) -> FineGrainedPromptTuning:
+    return build_fpt(model, variant="fpt-plus", prompt_reduction=1, **hparams)
+
+
+def _build_v1(model: nn.Module, **hparams: Any) -> FineGrainedPromptTuning:
+    return build_fpt(model, variant="fpt-v1", **hparams)
+
+
+register(
     "fpt-plus",
     lr=LR,
     search=FPT_SPACE,
@@ -405,40 +436,8 @@ def build_fpt(
     paper="https://arxiv.org/abs/2408.02426",
     aliases=("fpt",),
     input_size=lpm_input_size,
-)
-def build_plus(
-    model: nn.Module,
-    *,
-    layers: int = 6,
-    num_prompts: int = 16,
-    token_ratio: float = 0.2,
-    importance: str = "global",
-    side_reduction: int = 8,
-    dropout: float = 0.5,
-    lpm_size: int = 0,
-    side_size: int = 0,
-    preload: bool = True,
-    cache_dtype: str = "float32",
-) -> FineGrainedPromptTuning:
-    """FPT+ (TNNLS 2025): the last `layers` LPM blocks, LayerNorm'd 768-d prompts, side at 1/4."""
-    return build_fpt(
-        model,
-        variant="fpt-plus",
-        layers=layers,
-        num_prompts=num_prompts,
-        token_ratio=token_ratio,
-        importance=importance,
-        side_reduction=side_reduction,
-        prompt_reduction=1,
-        dropout=dropout,
-        lpm_size=lpm_size,
-        side_size=side_size,
-        preload=preload,
-        cache_dtype=cache_dtype,
-    )
-
-
-@register(
+)(keyword_builder("fpt-plus", FPT_PLUS_DEFAULTS, _build_plus))
+register(
     "fpt-v1",
     lr=LR,
     search=FPT_SPACE,
@@ -446,36 +445,4 @@ def build_plus(
     summary="FPT (MICCAI 2024): every LPM layer, side-width prompts projected to queries",
     paper="https://arxiv.org/abs/2403.07576",
     input_size=lpm_input_size,
-)
-def build_v1(
-    model: nn.Module,
-    *,
-    layers: int = 12,
-    num_prompts: int = 16,
-    token_ratio: float = 0.2,
-    importance: str = "global",
-    side_reduction: int = 8,
-    prompt_reduction: int = 8,
-    dropout: float = 0.5,
-    lpm_size: int = 0,
-    side_size: int = 0,
-    preload: bool = True,
-    cache_dtype: str = "float32",
-) -> FineGrainedPromptTuning:
-    """FPT (MICCAI 2024): all 12 LPM layers, 96-d prompts with a Linear to the queries, side at
-    the backbone's native size."""
-    return build_fpt(
-        model,
-        variant="fpt-v1",
-        layers=layers,
-        num_prompts=num_prompts,
-        token_ratio=token_ratio,
-        importance=importance,
-        side_reduction=side_reduction,
-        prompt_reduction=prompt_reduction,
-        dropout=dropout,
-        lpm_size=lpm_size,
-        side_size=side_size,
-        preload=preload,
-        cache_dtype=cache_dtype,
-    )
+)(keyword_builder("fpt-v1", FPT_V1_DEFAULTS, _build_v1))

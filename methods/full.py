@@ -2,22 +2,22 @@
 
 from torch import nn
 
-from methods.registry import LrRule, SearchSpace, register
+from methods.registry import register
+from methods.search import LrRule, SearchSpace
 
 
 @register(
     "full",
-    optimizer="adamw",
     lr=1e-4,
-    search=SearchSpace(
+    search=SearchSpace.grid(
         lr=(1e-3, 1e-4, 5e-4, 5e-3),
         lr_rule=LrRule(256),
         source="KMnP/vpt full fine-tuning: base lr grid x batch/256, wd grid (tune_fgvc.py)",
     ),
     weight_decay=0.05,
-    summary="Full fine-tuning: all backbone parameters and the head train",
     paper="https://arxiv.org/abs/2010.11929",
 )
 def build(model: nn.Module) -> nn.Module:
+    """Full fine-tuning: all backbone parameters and the head train"""
     model.requires_grad_(True)
     return model

@@ -3,26 +3,25 @@
 from torch import nn
 
 from methods.frozen_head import frozen_head
-from methods.registry import LrRule, SearchSpace, lr_around, register
+from methods.registry import register
+from methods.search import LrRule, SearchSpace, lr_around
 
 
 @register(
     "linear",
-    optimizer="adamw",
     lr=1e-2,
     search={
-        "adamw": SearchSpace(
+        "adamw": SearchSpace.grid(
             lr=lr_around(1e-2),
             source="suite: half-decade grid around the default (KMnP's grid is for SGD)",
         ),
         # --set linear.optimizer=sgd searches the VPT repo's linear-probe grid
-        "sgd": SearchSpace(
+        "sgd": SearchSpace.grid(
             lr=(50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05),
             lr_rule=LrRule(256),
             source="KMnP/vpt linear probe: SGD base lr grid x batch/256, wd grid",
         ),
     },
-    weight_decay=0.0,
     summary="Linear probe: frozen backbone (eval mode), trainable head only",
     paper="https://arxiv.org/abs/2203.12119",
 )

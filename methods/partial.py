@@ -8,7 +8,6 @@ from methods.registry import register
 
 @register(
     "partial",
-    optimizer="adamw",
     lr=3e-4,  # demo, 10 epochs: 1e-4 gave 66% test, 3e-4 86-87%, 1e-3 86%
     weight_decay=0.05,
     summary="Partial-k: last k blocks + final norm + head train, the rest frozen",

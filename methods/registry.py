@@ -8,12 +8,13 @@ returned module is the single record of what trains.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
+
+from methods.search import DEFAULT_SPACE_SOURCE, LrRule, SearchSpace, lr_around
 
 Builder = Callable[..., nn.Module]
 # (backbone native size, patch size, dataset image size or None, hyperparameters) -> input size
@@ -24,55 +25,6 @@ CORE_METHODS: tuple[str, ...] = ("full", "linear", "vpt", "lora", "ept", "fpt")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 # Training hyperparameters every method declares; the rest come from the builder's signature.
 TRAIN_KEYS: tuple[str, ...] = ("optimizer", "lr", "weight_decay")
-
-
-# KMnP/vpt's weight-decay grid (`tune_fgvc.py`), used by every declared space unless a paper
-# searched another.
-WD_GRID: tuple[float, ...] = (0.01, 1e-3, 1e-4, 0.0)
-
-
-DEFAULT_SPACE_SOURCE = "suite: half-decade grid around the default (no paper grid)"
-
-
-def lr_around(default: float) -> tuple[float, ...]:
-    """Half-decade steps around a default, default x {0.1, 0.3, 1, 3, 10}: the learning-rate grid
-    of methods whose papers give none (lr_around(1e-3) -> 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)."""
-    return tuple(float(f"{default * f:.3g}") for f in (0.1, 0.3, 1, 3, 10))
-
-
-@dataclass(frozen=True)
-class LrRule:
-    """A learning rate declared for a reference batch size, scaled linearly to the batch used
-    (Goyal et al. 2017; VPT: base lr x batch/256)."""
-
-    reference_batch: int = 256
-
-    def scale(self, base_lr: float, batch_size: int) -> float:
-        return base_lr * batch_size / self.reference_batch
-
-    def describe(self) -> str:
-        return f"lr = base lr x batch/{self.reference_batch}"
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """What `bench tune` searches for a method: learning rates (base values, scaled by
-    `lr_rule` when it is set), weight decays and the method's own knobs, each a grid of values.
-    `source` says where the grids come from (the paper's, or this suite's when none is given)."""
-
-    lr: tuple[float, ...]
-    weight_decay: tuple[float, ...] = WD_GRID
-    hparams: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    lr_rule: LrRule | None = None
-    source: str = ""
-
-    def axes(self) -> dict[str, tuple[Any, ...]]:
-        return {"lr": tuple(self.lr), "weight_decay": tuple(self.weight_decay), **self.hparams}
-
-    @property
-    def size(self) -> int:
-        """Configurations in the space: the product of the grids."""
-        return math.prod(len(v) for v in self.axes().values())
 
 
 @dataclass(frozen=True)
@@ -140,7 +92,7 @@ def register(
             f"method {name!r}: optimizer must be one of {OPTIMIZERS}, not {optimizer!r}"
         )
     if search is None:
-        search = SearchSpace(lr=lr_around(lr), source=DEFAULT_SPACE_SOURCE)
+        search = SearchSpace.grid(lr_around(lr), source=DEFAULT_SPACE_SOURCE)
     spaces = dict(search) if isinstance(search, Mapping) else {optimizer: search}
     if set(spaces) - set(OPTIMIZERS):
         raise ValueError(f"method {name!r}: search spaces are keyed by optimizer {OPTIMIZERS}")
@@ -165,7 +117,7 @@ def register(
             hparams[p.name] = p.default
         for space in spaces.values():
             unknown = set(space.hparams) - set(hparams)
-            empty = [k for k, values in space.axes().items() if not values]
+            empty = [k for k, values in space.axes.items() if not values]
             if unknown or empty:
                 raise TypeError(
                     f"method {name!r}: search space names unknown hyperparameters "
@@ -192,6 +144,26 @@ def register(
         return fn
 
     return decorator
+
+
+def keyword_builder(name: str, defaults: Mapping[str, Any], build: Builder) -> Builder:
+    """`build(model, **hparams)` as a method builder whose keyword-only hyperparameters are
+    `defaults`, in order (the signature `@register` reads): a missing one takes its default, an
+    unknown one is a TypeError. For builders generated from a table rather than written out."""
+
+    def builder(model: nn.Module, **hparams: Any) -> nn.Module:
+        unknown = set(hparams) - set(defaults)
+        if unknown:
+            raise TypeError(f"{name}: unknown hyperparameter(s) {sorted(unknown)}")
+        return build(model, **{**defaults, **hparams})
+
+    model = inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    knobs = [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in defaults.items()
+    ]
+    builder.__signature__ = inspect.Signature([model, *knobs])
+    builder.__name__ = builder.__qualname__ = f"build_{name}"
+    return builder
 
 
 def get_method(name: str) -> MethodSpec:

@@ -24,9 +24,7 @@ class ScaleShift(nn.Module):
 
 @register(
     "ssf",
-    optimizer="adamw",
     lr=1e-2,  # demo, 10 epochs: 5e-3 gave 73% test, 1e-2 83-84%, 3e-2 84%
-    weight_decay=0.0,
     summary="SSF: per-channel scale+shift after every LN/linear, patch-embed, final norm + head",
     paper="https://arxiv.org/abs/2210.08823",
 )

@@ -39,8 +39,6 @@ class FourierPrompts(nn.Module):
     lr=SGD_LR,
     lr_rule=VPT_LR_RULE,
     search=VPT_SPACE,  # VFPT tunes as VPT does (its repo is a fork)
-    weight_decay=0.0,
-    summary="Visual Fourier Prompt Tuning: VPT-deep with 2-D FFT'd prompts (fraction alpha), plus the head",
     paper="https://arxiv.org/abs/2411.01327",
 )
 def build(
@@ -50,6 +48,7 @@ def build(
     fourier_fraction: float = 0.5,
     dropout: float = 0.0,
 ) -> nn.Module:
+    """Visual Fourier Prompt Tuning: VPT-deep with 2-D FFT'd prompts (fraction alpha), plus the head"""
     if not 0.0 <= fourier_fraction <= 1.0:
         raise ValueError(f"fourier_fraction must be in [0, 1], got {fourier_fraction!r}")
     # floor(alpha * p) as the reference; validate p first so the message names the right key.

@@ -74,7 +74,6 @@ def default_pad(height: int, width: int) -> int:
     # per-tensor scale-free steps suit both (demo: 1e-3 beat 1e-2 and SGD at 0.0625).
     optimizer="adamw",
     lr=1e-3,
-    weight_decay=0.0,
     summary="Visual prompting: learnable pixel frame (pad 30 at 224 px) added to the input, plus the head",
     paper="https://arxiv.org/abs/2203.17274",
 )

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from methods.registry import WD_GRID, LrRule, SearchSpace, register
+from methods.registry import register
+from methods.search import LrRule, SearchSpace
 
 PromptTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -135,10 +136,9 @@ PROMPT_LENGTH = 10
 # is 0.0625 at this suite's default batch of 32.
 VPT_LR_RULE = LrRule(256)
 SGD_LR = 0.5
-VPT_SPACE = SearchSpace(
+VPT_SPACE = SearchSpace.grid(
     # The paper's order; `bench tune` shuffles it with its seed.
     lr=(5.0, 2.5, 1.0, 50.0, 25.0, 10.0, 0.5, 0.25, 0.1),
-    weight_decay=WD_GRID,
     hparams={"prompt_length": (1, 5, 10, 50, 100, 200)},
     lr_rule=VPT_LR_RULE,
     source="VPT (Jia et al. 2022) / KMnP/vpt: base lr and wd grids of tune_fgvc.py, prompt "
@@ -146,33 +146,31 @@ VPT_SPACE = SearchSpace(
 )
 
 
-@register(
+def _variant(name: str, *, deep: bool, summary: str) -> None:
+    """Register VPT-deep or VPT-shallow: the same defaults, training rule and space."""
+
+    @register(
+        name,
+        optimizer="sgd",
+        lr=SGD_LR,
+        lr_rule=VPT_LR_RULE,
+        search=VPT_SPACE,
+        summary=summary,
+        paper="https://arxiv.org/abs/2203.12119",
+    )
+    def build(
+        model: nn.Module, *, prompt_length: int = PROMPT_LENGTH, dropout: float = 0.0
+    ) -> nn.Module:
+        return prompted(model, prompt_length=prompt_length, deep=deep, dropout=dropout)
+
+
+_variant(
     "vpt",
-    optimizer="sgd",
-    lr=SGD_LR,
-    lr_rule=VPT_LR_RULE,
-    search=VPT_SPACE,
-    weight_decay=0.0,
+    deep=True,
     summary="VPT-deep: learnable prompt tokens overwritten before every block, plus the head",
-    paper="https://arxiv.org/abs/2203.12119",
 )
-def build_deep(
-    model: nn.Module, *, prompt_length: int = PROMPT_LENGTH, dropout: float = 0.0
-) -> nn.Module:
-    return prompted(model, prompt_length=prompt_length, deep=True, dropout=dropout)
-
-
-@register(
+_variant(
     "vpt-shallow",
-    optimizer="sgd",
-    lr=SGD_LR,
-    lr_rule=VPT_LR_RULE,
-    search=VPT_SPACE,
-    weight_decay=0.0,
+    deep=False,
     summary="VPT-shallow: learnable prompt tokens at the input only, plus the head",
-    paper="https://arxiv.org/abs/2203.12119",
 )
-def build_shallow(
-    model: nn.Module, *, prompt_length: int = PROMPT_LENGTH, dropout: float = 0.0
-) -> nn.Module:
-    return prompted(model, prompt_length=prompt_length, deep=False, dropout=dropout)

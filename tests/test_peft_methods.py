@@ -1,4 +1,4 @@
-"""LoRA and the other peft tuners (methods/lora.py, methods/peft_tuners.py): counts, targeting, init."""
+"""LoRA and the other peft tuners (methods/peft_tuners.py, methods/peft_inject.py): counts, targeting, init."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 
 import methods
 from bench.train import set_train_mode
-from methods.lora import LINEAR_TARGETS, target_regex
+from methods.peft_inject import LINEAR_TARGETS, target_regex
 from tests.conftest import tiny_vit
 
 PEFT_METHODS = (

@@ -24,7 +24,7 @@ def test_readme_method_example_registers_and_trains(monkeypatch) -> None:
     spec = methods.get_method("ln-tune")
     assert spec.hparams == {"final_norm": True}
     # `bench tune` searches what the example declares
-    assert spec.space_for("adamw").axes()["final_norm"] == (True, False)
+    assert spec.space_for("adamw").axes["final_norm"] == (True, False)
     assert spec.space_for("adamw").lr == (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 
     model = spec.build(tiny_vit(3), final_norm=False)

@@ -19,13 +19,9 @@ from bench.grid import GridRequest, method_settings, plan
 from bench.harness import run_cell as real_run_cell
 from bench.harness import trial_result
 from bench.records import load_records
-from bench.tuning import (
-    TuneRequest,
-    resolve_space,
-    run_tuning,
-    search_groups,
-    select,
-)
+from bench.tuning import run_tuning
+from bench.tuning_plan import TuneRequest, resolve_space, search_groups
+from bench.tuning_select import select
 from methods import get_method, list_methods
 from methods.registry import TRAIN_KEYS
 
@@ -86,7 +82,7 @@ def test_every_method_declares_a_space_for_its_own_optimizer():
         spec = get_method(name)
         space = spec.space_for(spec.optimizer)
         assert space is not None, f"{name} declares no search space for {spec.optimizer}"
-        for key, values in space.axes().items():
+        for key, values in space.axes.items():
             assert key in TRAIN_KEYS or key in spec.hparams, (name, key)
             default = spec.train_defaults[key] if key in TRAIN_KEYS else spec.hparams[key]
             assert values and len(set(values)) == len(values), (name, key, values)
@@ -100,14 +96,14 @@ def test_every_method_declares_a_space_for_its_own_optimizer():
 def test_a_method_without_a_declared_space_searches_its_lr_around_the_default(monkeypatch):
     """The 22 methods whose papers give no grid declare nothing: their space is the default lr
     x {0.1, 0.3, 1, 3, 10} and the shared weight decays."""
-    from methods import registry
+    from methods import registry, search
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     registry.register("no-space", lr=2e-3)(lambda model, *, k=1: model)
     space = get_method("no-space").space_for("adamw")
     assert space.lr == (2e-4, 6e-4, 2e-3, 6e-3, 2e-2)
-    assert space.weight_decay == registry.WD_GRID and space.hparams == {}
-    assert space.source == registry.DEFAULT_SPACE_SOURCE
+    assert space.weight_decay == search.WD_GRID and space.hparams == {}
+    assert space.source == search.DEFAULT_SPACE_SOURCE
     assert get_method("ia3").space_for("adamw").lr == (3e-4, 9e-4, 3e-3, 9e-3, 3e-2)
 
 
@@ -507,7 +503,7 @@ def test_a_trial_value_the_method_refuses_fails_before_any_training(tiny_data_ro
 
 
 def test_halving_rungs():
-    from bench.tuning import rungs
+    from bench.tuning_plan import rungs
 
     assert rungs(9, 9, "none", 3) == [(9, 9)]
     assert rungs(9, 9, "halving", 3) == [(1, 9), (3, 3), (9, 1)]

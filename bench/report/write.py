@@ -20,7 +20,7 @@ from bench.report.stats import CORRECTION, average_ranks, choose_baseline, paire
 from bench.report.summary import blocks, summarize, write_summary
 from bench.report.tables import Table, score_table, wide_table
 from bench.report.tuning import budget_note, curve_frame, search_frame, trial_counts, tuned_budgets
-from bench.tuning import TIE_RULE
+from bench.tuning_select import TIE_RULE
 
 
 def write_report(

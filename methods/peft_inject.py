@@ -1,0 +1,190 @@
+"""HF peft tuners on a timm ViT: target regexes, injection, and the table row that registers a tuner as a method."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from peft import PeftConfig, inject_adapter_in_model
+from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+from torch import nn
+
+from methods.registry import keyword_builder, register
+from methods.search import SearchSpace
+
+# Module-name patterns of a timm VisionTransformer, for peft's `target_modules`. A *string*
+# target is full-matched (re.fullmatch) against every module name, so anchoring each pattern at
+# `blocks.<i>.` keeps `patch_embed.proj` (a Conv2d) out: a plain name list ["qkv", "proj"]
+# would suffix-match it and give it a conv-LoRA too (peft suffix-matches the names of a list).
+_BLOCK = r"blocks\.\d+\."
+LINEAR_TARGETS: Mapping[str, tuple[str, ...]] = {
+    "qkv": (_BLOCK + r"attn\.qkv",),
+    "proj": (_BLOCK + r"attn\.proj",),
+    "fc1": (_BLOCK + r"mlp\.fc1",),
+    "fc2": (_BLOCK + r"mlp\.fc2",),
+    "attn": (_BLOCK + r"attn\.qkv", _BLOCK + r"attn\.proj"),
+    "mlp": (_BLOCK + r"mlp\.fc1", _BLOCK + r"mlp\.fc2"),
+    "all": (
+        _BLOCK + r"attn\.qkv",
+        _BLOCK + r"attn\.proj",
+        _BLOCK + r"mlp\.fc1",
+        _BLOCK + r"mlp\.fc2",
+    ),
+}
+
+
+def target_regex(targets: str, vocabulary: Mapping[str, tuple[str, ...]] = LINEAR_TARGETS) -> str:
+    """Turn a comma-separated target list ("qkv,proj") into one regex for peft's full match.
+
+    "qkv,proj" gives the spec's R1, "qkv,proj,fc1,fc2" (= "all") R2 and "mlp" R3: the same
+    module sets, written as one alternation of anchored block paths.
+    """
+    names = [t.strip() for t in str(targets).split(",") if t.strip()]
+    if not names:
+        raise ValueError(f"targets is empty; choose from {', '.join(vocabulary)}")
+    unknown = [t for t in names if t not in vocabulary]
+    if unknown:
+        raise ValueError(
+            f"unknown target(s) {', '.join(unknown)}; choose comma-separated names from "
+            f"{', '.join(vocabulary)}"
+        )
+    patterns = list(dict.fromkeys(p for t in names for p in vocabulary[t]))  # ordered, no repeats
+    return "(?:" + "|".join(patterns) + ")"
+
+
+def targeted_linears(model: nn.Module, targets: str) -> list[nn.Linear]:
+    """The Linear layers `targets` selects, for checks against their sizes before injecting."""
+    regex = target_regex(targets)
+    return [
+        m for n, m in model.named_modules() if isinstance(m, nn.Linear) and re.fullmatch(regex, n)
+    ]
+
+
+def inject_peft(
+    model: nn.Module,
+    config_cls: type[PeftConfig],
+    *,
+    targets: str,
+    vocabulary: Mapping[str, tuple[str, ...]] = LINEAR_TARGETS,
+    **config: Any,
+) -> nn.Module:
+    """Inject a peft tuner into the frozen ViT's targeted modules in place; then train the head too.
+
+    peft leaves only adapter tensors trainable (everything else is already frozen on entry), so the
+    head, which methods train by default, is switched back on afterwards. Returns the same model.
+    """
+    if not hasattr(model, "get_classifier"):
+        raise TypeError("peft methods expect a timm VisionTransformer (with get_classifier())")
+    peft_config = config_cls(target_modules=target_regex(targets, vocabulary), **config)
+    tuner_cls = PEFT_TYPE_TO_TUNER_MAPPING[peft_config.peft_type]
+    if tuner_cls.uses_shared_state:
+        # VeRA-style tuners keep projections shared by all layers; inject_adapter_in_model refuses
+        # them only because a *second* adapter or save/load needs the tuner object. Each wrapped
+        # layer holds a reference to the shared buffers as a submodule, so for one adapter the
+        # tuner's own constructor (what inject_adapter_in_model calls) gives a working model.
+        model = tuner_cls(model, peft_config, adapter_name="default").model
+    else:
+        model = inject_adapter_in_model(peft_config, model)
+    if any(name.startswith("patch_embed.proj.") for name, _ in model.named_modules()):
+        raise RuntimeError("peft wrapped patch_embed.proj; the target regex must exclude it")
+    model.get_classifier().requires_grad_(True)
+    return model
+
+
+def positive_int(label: str, value: int) -> int:
+    if int(value) != value or value < 1:
+        raise ValueError(f"{label} must be a positive integer, got {value}")
+    return int(value)
+
+
+def positive(label: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{label} must be a positive number, got {value}")
+    return float(value)
+
+
+def probability(label: str, value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{label} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def flag(label: str, value: bool) -> bool:
+    return bool(value)
+
+
+# (error-message label, value) -> the value to use; raises ValueError on a bad one.
+Check = Callable[[str, Any], Any]
+# (tuner name, model, checked hyperparameters) -> config fields to set or override; raises
+# ValueError when a value cannot hold on this model's layers.
+Prepare = Callable[[str, nn.Module, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One hyperparameter of a tuner: its default, the peft config field it sets (None: only the
+    row's `prepare`, or the injection's `targets`, reads it) and the check that validates it."""
+
+    name: str
+    default: Any
+    config: str | None = None
+    check: Check | None = None
+    label: str = ""  # its name in error messages, after the tuner's (default: `name`)
+
+
+def targets(default: str = "qkv") -> Knob:
+    """The target-module rule: comma-separated names of `LINEAR_TARGETS` (or the row's vocabulary)."""
+    return Knob("targets", default)
+
+
+@dataclass(frozen=True)
+class PeftTuner:
+    """One peft tuner as a registered method: its config class, its knobs (the builder's
+    keyword-only hyperparameters, in order), the config fields it always sets, and the training
+    defaults `@register` records. `summary` is what `bench list` shows; `notes` (the builder's
+    docstring) gives the formula and says why a default differs from peft's."""
+
+    name: str
+    config: type[PeftConfig]
+    lr: float
+    summary: str
+    paper: str
+    knobs: tuple[Knob, ...]
+    notes: str = ""
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    vocabulary: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: LINEAR_TARGETS)
+    search: SearchSpace | None = None
+    prepare: Prepare | None = None
+    inject: Callable[..., nn.Module] = inject_peft  # a bespoke one wraps inject_peft
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {k.name: k.default for k in self.knobs}
+
+    def build(self, model: nn.Module, **hparams: Any) -> nn.Module:
+        """Check every hyperparameter and inject the tuner."""
+        values = {}
+        for knob in self.knobs:
+            label = f"{self.name} {knob.label or knob.name}"
+            values[knob.name] = (
+                knob.check(label, hparams[knob.name]) if knob.check else hparams[knob.name]
+            )
+        config = {**self.fixed, **{k.config: values[k.name] for k in self.knobs if k.config}}
+        if self.prepare is not None:
+            config |= self.prepare(self.name, model, values)
+        return self.inject(
+            model, self.config, targets=values["targets"], vocabulary=self.vocabulary, **config
+        )
+
+
+def register_tuners(rows: tuple[PeftTuner, ...]) -> None:
+    """Register every row as a method whose hyperparameters are the row's knobs."""
+    for row in rows:
+        build = keyword_builder(row.name, row.defaults, row.build)
+        build.__doc__ = row.notes
+        register(row.name, lr=row.lr, search=row.search, summary=row.summary, paper=row.paper)(
+            build
+        )
