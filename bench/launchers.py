@@ -233,7 +233,7 @@ def _tagged_run_cell(launcher: dict[str, Any]):
 def run_worker(spec: dict[str, Any], launcher: dict[str, Any], *, progress: bool = False) -> int:
     """Run a spec's cells in this process: 0 when they ran (whatever their status: the record
     says), 2 when the request does not plan here, 130 after Ctrl-C."""
-    from bench.cli_common import console
+    from bench.console import console
     from bench.runner import plan, run_grid
 
     out = console()

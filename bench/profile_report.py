@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.profile import KIND
+from bench.profiling import KIND
 
 COLUMNS = [
     "backbone", "img_size", "batch_size", "device", "precision", "compile", "method", "status",

@@ -405,12 +405,10 @@ def training_images(cells: list[CellConfig], datasets: dict[tuple, Any]) -> tupl
 
 def _load(card, root: Path, progress: bool):
     """Load (decode, check) one dataset, with a progress bar over its images."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from bench.console import progress_bar
     from bench.data import load_dataset
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), disable=not progress, transient=True) as bar:
+    with progress_bar(show=progress) as bar:
         task = bar.add_task(f"reading {card.name}", total=None)
         return load_dataset(
             card,
@@ -684,23 +682,16 @@ def run_grid(
     progress (no record, claim released) and returns interrupted; a second stops at once. A
     rerun continues with the missing cells. `run_cell`: bench.harness.run_cell unless given.
     `only`: run ids to restrict the grid to (a launcher's worker runs its own cells)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from bench.console import progress_bar
 
     if run_cell is None:
         from bench.harness import run_cell
     if only is not None:
         plan_ = dataclasses.replace(plan_, cells=[c for c in plan_.cells if c.run_id in only])
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
     outcome = GridOutcome(records=[], ran=0, skipped=0)
     with (
         _Sigint() as sigint,
-        Progress(*columns, console=console, disable=not progress, transient=False) as bar,
+        progress_bar(console=console, show=progress, transient=False, info=True) as bar,
     ):
         grid = _Grid(plan_, req, run_cell, outcome, sigint, bar)
         try:

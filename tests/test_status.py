@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from bench import claims
 from bench.cli import app as bench_app
-from bench.cli_status import STATES, status, summarise
+from bench.cli.status import status
 from bench.records import write_record
 from bench.runner import RunRequest, plan
+from bench.status import STATES, summarise
 
 # `status` as `bench status` will be registered (a group, so the command is named)
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
