@@ -39,8 +39,8 @@ Recipe (version `DEMO_VIT_VERSION`; bump it whenever anything below changes):
 On the 2-core development machine it takes about 70-75 s (5 s of it generating data). Linear
 probing the result on the demo (frozen backbone, CLS features) reached 87-92% test accuracy over
 three pretraining seeds, against about 20% (chance) for the same architecture at random
-initialisation, whose CLS token barely depends on the input; see `linear_probe` and
-`python -m bench.demo_vit`.
+initialisation, whose CLS token barely depends on the input; see
+`bench.demo_vit_probe.linear_probe` and `python -m bench.demo_vit_probe`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,7 @@ def _thread_limit() -> int:
     return max(1, min(available, _MAX_THREADS))
 
 
-def _pick_threads(work: Callable[[], object]) -> int:
+def pick_threads(work: Callable[[], object]) -> int:
     """Set torch's thread count to the fastest of a few candidates, timing `work` with each.
 
     Measured, not assumed: when another process keeps a core busy, two OpenMP threads on two
@@ -157,7 +157,7 @@ def _pick_threads(work: Callable[[], object]) -> int:
 
 
 @contextmanager
-def _restore_threads():
+def restore_threads():
     """Restore torch's thread count afterwards (it is process-wide)."""
     before = torch.get_num_threads()
     try:
@@ -195,10 +195,9 @@ def pretrain_demo_vit(out_path: Path, *, seed: int = 0, progress: bool = True) -
     The file is written to a temporary name in the same folder and moved into place atomically.
     Returns facts about the run: seconds, steps, source accuracy per factor, and so on.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from safetensors.torch import save_file
 
+    from bench.console import console, progress_bar
     from bench.demo import SOURCE_FACTORS, make_source
 
     out_path = Path(out_path)
@@ -211,7 +210,7 @@ def pretrain_demo_vit(out_path: Path, *, seed: int = 0, progress: bool = True) -
     x_hold, y_hold = x_all[SOURCE_IMAGES:], y_all[SOURCE_IMAGES:]
     gen_seconds = time.perf_counter() - t0
 
-    with _restore_threads():
+    with restore_threads():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = create_demo_vit(sum(sizes))
@@ -243,15 +242,15 @@ def pretrain_demo_vit(out_path: Path, *, seed: int = 0, progress: bool = True) -
         model.train()
         order, cursor, loss_avg = torch.randperm(SOURCE_IMAGES, generator=gen), 0, 0.0
         threads: list[int] = []
-        columns = (
-            TextColumn("pretraining demo-vit"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} steps, loss {task.fields[loss]:.2f}"),
-            TimeElapsedColumn(),
-        )
         # stderr, like every progress report, so stdout stays clean for results.
-        console = Console(stderr=True)
-        with Progress(*columns, console=console, disable=not progress) as bar:
+        bar = progress_bar(
+            console=console(stderr=True),
+            show=progress,
+            transient=False,
+            label="pretraining demo-vit",
+            counter="{task.completed}/{task.total} steps, loss {task.fields[loss]:.2f}",
+        )
+        with bar:
             task = bar.add_task("pretrain", total=STEPS, loss=float("nan"))
             for step in range(STEPS):
                 if cursor + BATCH_SIZE > SOURCE_IMAGES:
@@ -265,7 +264,7 @@ def pretrain_demo_vit(out_path: Path, *, seed: int = 0, progress: bool = True) -
                 xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
                 if step % _THREAD_CHECK_EVERY == 0:
                     # Forward and backward only: gradients are reset below, weights untouched.
-                    threads.append(_pick_threads(lambda xb=xb: model(xb).sum().backward()))
+                    threads.append(pick_threads(lambda xb=xb: model(xb).sum().backward()))
                 loss = _factor_loss(model(xb), y_train[idx], sizes)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -377,108 +376,3 @@ def build_demo_vit(
                 f"unexpected {sorted(unexpected)}"
             )
     return model
-
-
-@torch.no_grad()
-def _features(model: nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """CLS features after the final norm, as the harness's linear probe sees them."""
-    out = []
-    for i in range(0, len(images), batch):
-        x = normalize(images[i : i + batch])
-        out.append(model.forward_head(model.forward_features(x), pre_logits=True))
-    return torch.cat(out)
-
-
-def linear_probe(
-    model: nn.Module,
-    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    *,
-    lrs: Sequence[float] = (1e-2, 1e-3),
-    epochs: int = 10,
-    batch_size: int = 32,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Linear-probe a frozen backbone the way the harness does; returns the best lr's accuracies.
-
-    Frozen backbone in eval mode; CLS features after the final norm; an `nn.Linear` trained with
-    AdamW (weight decay 0) on random horizontal flips of the training images; the epoch with the
-    best val accuracy is kept. Features of each image and its mirror image are computed once,
-    which is equivalent to flipping on the fly because the backbone is frozen and deterministic.
-    """
-    was_training = model.training
-    model.eval()
-    tensors = {k: torch.from_numpy(v[0]).permute(0, 3, 1, 2) for k, v in splits.items()}
-    ys = {k: torch.from_numpy(np.asarray(v[1], dtype=np.int64)) for k, v in splits.items()}
-    with _restore_threads():
-        _pick_threads(lambda: _features(model, tensors["train"][:64]))
-        feats = {k: _features(model, x) for k, x in tensors.items()}
-        train_flipped = _features(model, tensors["train"].flip(-1))
-    model.train(was_training)
-    n, dim = feats["train"].shape
-    num_classes = int(max(int(y.max()) for y in ys.values())) + 1
-    best: dict[str, Any] = {"val": -1.0}
-    for lr in lrs:
-        gen = torch.Generator().manual_seed(seed)
-        head = nn.Linear(dim, num_classes)
-        with torch.no_grad():  # seeded head init without touching the global RNG
-            bound = 1 / math.sqrt(dim)
-            head.weight.uniform_(-bound, bound, generator=gen)
-            head.bias.uniform_(-bound, bound, generator=gen)
-        opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
-        for epoch in range(epochs):
-            flip = torch.rand(n, generator=gen) < 0.5
-            x_ep = torch.where(flip[:, None], train_flipped, feats["train"])
-            order = torch.randperm(n, generator=gen)
-            for i in range(0, n, batch_size):
-                idx = order[i : i + batch_size]
-                loss = F.cross_entropy(head(x_ep[idx]), ys["train"][idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                acc = {
-                    k: float((head(feats[k]).argmax(1) == ys[k]).float().mean())
-                    for k in ("val", "test")
-                }
-            if acc["val"] > best["val"]:
-                best = {**acc, "lr": lr, "epoch": epoch + 1}
-    return best
-
-
-def main() -> None:
-    """`python -m bench.demo_vit [--seed N] [--out PATH]`: pretrain, then linear-probe it against
-    random init on demo seeds 0 and 1 (the figures quoted in this module's docstring)."""
-    import argparse
-
-    from bench.demo import DEMO_CLASSES, make_demo
-    from bench.errors import UserError
-
-    parser = argparse.ArgumentParser(prog="python -m bench.demo_vit", description=main.__doc__)
-    parser.add_argument("--seed", type=int, default=0, help="pretraining seed")
-    parser.add_argument("--out", type=Path, default=None, help="weights file (default: the cache)")
-    args = parser.parse_args()
-    out = args.out or demo_vit_path()
-    try:
-        check_cache_writable(out.parent)
-    except UserError as exc:
-        parser.error(str(exc))
-    facts = pretrain_demo_vit(out, seed=args.seed)
-    print(json.dumps(facts, indent=2))
-    for demo_seed in (0, 1):
-        splits = make_demo(demo_seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(demo_seed)
-            pre = linear_probe(
-                build_demo_vit(len(DEMO_CLASSES), weights=out), splits, seed=demo_seed
-            )
-            rnd = linear_probe(
-                build_demo_vit(len(DEMO_CLASSES), pretrained=False), splits, seed=demo_seed
-            )
-        print(
-            f"demo seed {demo_seed}: linear-probe test accuracy pretrained {pre['test']:.3f}, "
-            f"random init {rnd['test']:.3f}"
-        )
-
-
-if __name__ == "__main__":
-    main()

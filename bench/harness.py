@@ -40,7 +40,7 @@ from bench.measure import (
 )
 from bench.metric_table import HIGHER_IS_BETTER
 from bench.metrics import compute_metrics, reliability_bins
-from bench.record import SCHEMA
+from bench.record import Record
 from bench.train import Diverged, FitResult, TrainSettings, fit, image_free, predict
 from bench.transforms import Preprocess
 from methods import get_method
@@ -67,7 +67,7 @@ def run_cell(
     if device.type == "cuda":
         # Another process on the GPU skews time and NVML memory: say so in the record (None:
         # NVML unavailable, so nobody checked).
-        record["gpu_other_processes"] = gpu_busy_processes(device.index or 0)
+        record.gpu_other_processes = gpu_busy_processes(device.index or 0)
     t0, watch, memory = time.perf_counter(), Stopwatch(device), {}
     try:
         seed_everything(cell.seed, device)
@@ -84,11 +84,16 @@ def run_cell(
         memory["train"] = mem_train.result
         primary, best_val = data.card.primary_metric, result.history[result.best_epoch]["val"]
         if trial:
-            record.update(status="trial", trial=trial_result("ok", primary, best_val.get(primary)),
-                          metrics={"primary_metric": primary, "primary": None, "test": {},
-                                   "val": best_val},
-                          training=_training(result, cell, model, sources))  # fmt: skip
-            record["cost"] = {"train_step": train_timer.summary(), "memory": memory}
+            record.status = "trial"
+            record.trial = trial_result("ok", primary, best_val.get(primary))
+            record.metrics = {
+                "primary_metric": primary,
+                "primary": None,
+                "test": {},
+                "val": best_val,
+            }
+            record.training = _training(result, cell, model, sources)
+            record.cost = {"train_step": train_timer.summary(), "memory": memory}
             return _finish(record, t0, watch)
         # The test split is read exactly once, after selection, with the selected weights.
         eval_timer = StepTimer(device)
@@ -99,47 +104,46 @@ def run_cell(
                                      timer=eval_timer,
                                      features=sources["test"] if sources else None)  # fmt: skip
         memory["eval"] = mem_eval.result
-        record.update(status="ok", metrics=_test_metrics(logits, labels, data.card, best_val),
-                      training=_training(result, cell, model, sources))  # fmt: skip
-        record["cost"] = _cost(cell, train_timer, eval_timer, memory)
+        record.status = "ok"
+        record.metrics = _test_metrics(logits, labels, data.card, best_val)
+        record.training = _training(result, cell, model, sources)
+        record.cost = _cost(cell, train_timer, eval_timer, memory)
     except Diverged as exc:
-        record.update(status="diverged", error=str(exc), diverged_step=exc.step)
+        record.status, record.error, record.diverged_step = "diverged", str(exc), exc.step
     except torch.cuda.OutOfMemoryError as exc:
-        record.update(
-            status="oom", error=f"CUDA out of memory at batch size {cell.batch_size}: {exc}"
-        )
+        record.status = "oom"
+        record.error = f"CUDA out of memory at batch size {cell.batch_size}: {exc}"
     except Exception as exc:
-        record.update(
-            status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
-        )
+        record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+        record.traceback = traceback.format_exc()
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    if trial and record["status"] in ("diverged", "oom"):
+    if trial and record.status in ("diverged", "oom"):
         # A diverging or oversized configuration is a finished trial that scores nothing, not a
         # failure to retry; `failed` (an error of the run itself) stays failed and is retried.
-        record["trial"] = trial_result(record["status"], data.card.primary_metric, None)
-        record["status"] = "trial"
+        record.trial = trial_result(record.status, data.card.primary_metric, None)
+        record.status = "trial"
     return _finish(record, t0, watch)
 
 
-def _build(cell: CellConfig, data: LoadedDataset, source: BackboneSource, device, record: dict):
+def _build(cell: CellConfig, data: LoadedDataset, source: BackboneSource, device, record: Record):
     """The adapted model on the device, its counts in the record, and the cell's input pipeline
     (normalisation from the backbone's pretraining, read before any wrapper hid it)."""
     model, head, backbone_params, head_params, cfg = build_model(cell, source, data.num_classes)
-    record["params"] = param_report(backbone_params, head_params, model, head)
+    record.params = param_report(backbone_params, head_params, model, head)
     if hasattr(model, "paper_trainable_pct"):
         # The method's paper states its fraction by its own formula; keep both.
-        record["params"]["paper_trainable_pct"] = model.paper_trainable_pct(
-            record["params"]["trainable_params"]
+        record.params["paper_trainable_pct"] = model.paper_trainable_pct(
+            record.params["trainable_params"]
         )
     if hasattr(model, "describe"):
-        record["method_info"] = model.describe()
+        record.method_info = model.describe()
     model.to(device)
     if cell.compile:
         compile_forward(model)
     prep = Preprocess.for_backbone(cfg, img_size=cell.img_size, augment=cell.augment)
-    record["normalization"] = {"mean": list(prep.mean), "std": list(prep.std)}
+    record.normalization = {"mean": list(prep.mean), "std": list(prep.std)}
     return model, prep
 
 
@@ -148,13 +152,13 @@ def _feature_sources(model, cell, data, prep, device, watch, memory, record, on_
     is its own measured phase."""
     mode, entry = feature_mode(model, cell)
     if entry is not None:
-        record["feature_cache"] = entry
+        record.feature_cache = entry
     if mode == "live":
         return live_features(model, data, prep)
     if mode != "preload":
         return None
     with PeakMemory(device) as mem_preload, watch.phase("preload"):
-        sources, record["feature_cache"] = preload_features(
+        sources, record.feature_cache = preload_features(
             model, cell, data, prep, device=device, on_preload=on_preload
         )
     memory["preload"] = mem_preload.result
@@ -215,18 +219,18 @@ def _cost(cell: CellConfig, train_timer, eval_timer, memory: dict) -> dict[str, 
     return cost
 
 
-def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -> dict[str, Any]:
+def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -> Record:
+    """What a cell's record says before it runs: the cell, its data and its weights."""
     card = data.card
     demo = card.synthetic or source.is_demo
-    return {
-        "schema": SCHEMA,
-        "run_id": cell.run_id,
-        "status": None,
-        "error": None,
-        "demo": demo,
-        "notice": DEMO_NOTICE if demo else None,
-        "config": cell.to_dict(),
-        "dataset": {
+    return Record(
+        run_id=cell.run_id,
+        status=None,
+        error=None,
+        demo=demo,
+        notice=DEMO_NOTICE if demo else None,
+        config=cell.to_dict(),
+        dataset={
             "name": card.name,
             "task": card.task,
             "num_classes": data.num_classes,
@@ -238,14 +242,14 @@ def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -
             # carved val, few-shot sample (indices or file names): enough to audit and rerun
             "protocol": data.protocol,
         },
-        "backbone": {
+        backbone={
             "name": source.name,
             "pretrained": source.pretrained,
             "weights": str(source.weights) if source.weights else None,
             "weights_sha256": source.weights_sha256,
         },
-        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -320,10 +324,11 @@ def trial_result(outcome: str, metric: str, value: float | None) -> dict[str, An
     }
 
 
-def _finish(record: dict[str, Any], t0: float, watch) -> dict[str, Any]:
-    """Stamp wall time, phases, environment and finish time on a record."""
-    record.setdefault("cost", {})
-    record["cost"].update(wall_s=time.perf_counter() - t0, phases_s=dict(watch.seconds))
-    record["env"] = environment()
-    record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    return record
+def _finish(record: Record, t0: float, watch) -> dict[str, Any]:
+    """Stamp wall time, phases, environment and finish time on a record; its JSON form."""
+    if not isinstance(record.cost, dict):
+        record.cost = {}
+    record.cost.update(wall_s=time.perf_counter() - t0, phases_s=dict(watch.seconds))
+    record.env = environment()
+    record.finished_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return record.to_json()

@@ -235,7 +235,7 @@ class Record:
     run_id: str
     status: str | None  # None only while the harness builds it
     error: str | Absent | None = ABSENT
-    profile: dict[str, Any] | Absent = ABSENT  # bench.profile.profile_method's figures
+    profile: dict[str, Any] | Absent = ABSENT  # bench.profiling.profile_method's figures
     demo: bool | Absent = ABSENT  # synthetic data or demo weights: not a result
     notice: str | Absent | None = ABSENT
     # bench.config.CellConfig.to_dict(), the cell; records from before a late field lack it

@@ -1,7 +1,7 @@
 """One training step of every registered method on a tiny ViT, so regressions show up.
 
 Each benchmark times forward, loss, backward, optimizer step and zero_grad, as `bench profile`
-steps a method (`bench.profile.profile_method`): a randomly initialised backbone, one fixed
+steps a method (`bench.profiling.profile_method`): a randomly initialised backbone, one fixed
 batch, the method's own optimizer and input size, and for a frozen-feature method (FPT+/FPT) with
 `preload` the features computed once and the frozen model released, so only the trainable part
 runs. Timings are reported by pytest-benchmark (group "train-step") and never asserted; the

@@ -22,8 +22,8 @@ from bench.demo_vit import (
     build_demo_vit,
     demo_vit_cache_dir,
     ensure_demo_vit,
-    linear_probe,
 )
+from bench.demo_vit_probe import linear_probe
 
 SPLIT_SIZES = {"train": 1000, "val": 250, "test": 250}
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.profile import common_img_size, profile_method
+from bench.profiling import common_img_size, profile_method
 
 runner = CliRunner()
 
@@ -87,7 +87,7 @@ def test_profile_cli_bad_input_is_one_line() -> None:
 def test_cuda_oom_becomes_an_oom_result(monkeypatch, capsys) -> None:
     import torch
 
-    import bench.profile as profile
+    import bench.profiling as profile
 
     def oom(**kwargs):
         raise torch.cuda.OutOfMemoryError("Tried to allocate 2.00 GiB")

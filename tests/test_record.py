@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from bench import harness
 from bench.cli import app
-from bench.profile import profile_record
+from bench.profiling import profile_record
 from bench.record import ABSENT, SCHEMA, Record, UnreadableRecord
 from bench.records import read_record, record_text, write_record
 from bench.train import Diverged

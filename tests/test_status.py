@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from bench import claims
 from bench.cli import app as bench_app
-from bench.cli_status import STATES, status, summarise
+from bench.cli.status import status
 from bench.grid import GridRequest, plan
 from bench.records import write_record
+from bench.status import STATES, summarise
 from tests.conftest import dead_pid
 
 # `status` as `bench status` will be registered (a group, so the command is named)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.profile import KIND
+from bench.profiling import KIND
 from bench.report.formats import fmt
 
 COLUMNS = [

@@ -222,7 +222,7 @@ def profile_in_subprocess(method: str, **kwargs: Any) -> dict[str, Any]:
     # torch and NVML must number GPUs alike (bench.measure matches them by PCI bus id too).
     env = {**os.environ, "CUDA_DEVICE_ORDER": os.environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.profile", args], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "bench.profiling", args], capture_output=True, text=True, env=env
     )
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])

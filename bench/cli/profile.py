@@ -1,5 +1,5 @@
 """`bench profile`: steady-state train and inference cost per method on one synthetic batch, each
-method in a fresh process (`bench.profile`); results printed and saved as records that `bench
+method in a fresh process (`bench.profiling`); results printed and saved as records that `bench
 report` shows."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-from bench.cli_common import console, fail, stop_when_unsaved
+import bench.cli.options as o
+from bench.cli.common import fail, stop_when_unsaved
+from bench.console import console, table
 
 
 def profile(
@@ -30,10 +32,8 @@ def profile(
     repeats: Annotated[
         int, typer.Option(help="Rounds of timed steps; every figure is the median over rounds.")
     ] = 3,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32.")
-    ] = "auto",
+    device: o.Device = "auto",
+    precision: o.Precision = "auto",
     compile_: Annotated[
         bool,
         typer.Option("--compile", help="torch.compile the model; compile time reported apart."),
@@ -50,8 +50,6 @@ def profile(
     """Train step time, train and inference throughput, and peak memory per phase, per method on
     one synthetic batch, each method in a fresh process; memory relative to the first method
     (full fine-tuning by default)."""
-    from rich.table import Table
-
     from bench.config import parse_name_list, parse_sets
     from bench.errors import UserError
     from bench.grid import (
@@ -62,7 +60,7 @@ def profile(
         resolve_precision,
     )
     from bench.measure import environment, gpu_busy_processes
-    from bench.profile import common_img_size, profile_in_subprocess, profile_record
+    from bench.profiling import common_img_size, profile_in_subprocess, profile_record
     from bench.records import save_record
 
     out = console()
@@ -118,8 +116,8 @@ def profile(
         except UserError as exc:
             fail(str(exc))
     ok = [r for r in rows if r.get("status", "ok") == "ok"]
-    table = Table(
-        title=f"{backbone}, batch {batch_size}, {dev}, {resolved}; "
+    costs = table(
+        f"{backbone}, batch {batch_size}, {dev}, {resolved}; "
         f"median of {repeats} rounds x {steps} steps"
     )
     base = ok[0]["train_memory_mb"] if ok else 0.0
@@ -128,10 +126,10 @@ def profile(
     if compile_:
         cols.append("compile s")
     for col in cols:
-        table.add_column(col, justify="left" if col == "method" else "right")
+        costs.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
         if r.get("status", "ok") != "ok":
-            table.add_row(
+            costs.add_row(
                 r["method"], str(r.get("img_size")), "", r["status"], *[""] * (len(cols) - 4)
             )
             continue
@@ -150,8 +148,8 @@ def profile(
         ]
         if compile_:
             cells.append(f"{r['compile_s']:.1f}")
-        table.add_row(*cells)
-    out.print(table)
+        costs.add_row(*cells)
+    out.print(costs)
     if ok:
         out.print(f"train MB: {ok[0]['train_memory_definition']}. (cached): trains from features "
                   "computed once, its frozen model released; inference runs the whole model.")  # fmt: skip

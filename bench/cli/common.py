@@ -1,21 +1,20 @@
-"""What every `bench` command shares: one way to print, one way to fail (a single `error:` line
-on stderr and exit status 2, before any work starts)."""
+"""What every `bench` command shares: one way to fail (a single `error:` line on stderr and exit
+status 2, before any work starts), one way to stop on an unsaved record, one grid request."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import typer
 
-
-def console():
-    from rich.console import Console
-
-    return Console(highlight=False)
+# Options that define a grid; --protocol sets them all, so they cannot be given beside it.
+GRID_OPTIONS = ("methods", "datasets", "seeds", "backbone", "epochs", "batch_size", "lr",
+                "img_size", "shots", "split_seeds", "augment")  # fmt: skip
 
 
 @contextlib.contextmanager
-def stop_when_unsaved():
+def stop_when_unsaved() -> Iterator[None]:
     """A record the results folder could not take (`records.RecordNotSaved`) stops the command
     with one `error:` line saying where the record went, and exit status 1."""
     from bench.records import RecordNotSaved
@@ -30,6 +29,22 @@ def stop_when_unsaved():
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def given_options(ctx: typer.Context) -> set[str]:
+    """The parameters given on the command line (not defaults or environment)."""
+    return {
+        name
+        for name in ctx.params
+        # compared by name: typer may ship its own copy of click's enum
+        if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+    }
+
+
+def grid_clash(ctx: typer.Context) -> list[str]:
+    """The grid options given beside --protocol, as flags (--protocol sets the grid)."""
+    given = given_options(ctx)
+    return [f"--{name.replace('_', '-')}" for name in GRID_OPTIONS if name in given]
 
 
 def grid_request(

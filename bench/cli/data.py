@@ -3,13 +3,13 @@ matches it, before any training."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bench.cli_common import console as _console
-from bench.cli_common import fail as _fail
+from bench.cli.common import fail
+from bench.cli.options import DataRoot
+from bench.console import console, progress_bar, table
 
 data_app = typer.Typer(
     help="Inspect, check and fetch the datasets of the catalog.",
@@ -17,13 +17,6 @@ data_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-DataRoot = Annotated[
-    Path | None,
-    typer.Option(
-        help="Where datasets live (default $MEDPEFT_DATA or ~/.local/share/medpeft-bench)."
-    ),
-]
 
 
 @data_app.command()
@@ -38,11 +31,11 @@ def info(
     from bench.errors import UserError
     from bench.formats import get_format
 
-    console = _console()
+    out = console()
     try:
         card = get_card(name)
     except UserError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     root = resolve_root(data_root)
     fmt = get_format(card.format)
     rows = [
@@ -73,15 +66,13 @@ def info(
         rows.append(("decoded cache", describe(card, root) or ""))
     except UserError:
         rows.append(("local copy", f"not found: expected {fmt.location(card, root)} (see layout)"))
-    from rich.table import Table
-
-    table = Table(title=card.name, show_header=False)
-    table.add_column("field", no_wrap=True, style="bold")
-    table.add_column("value", overflow="fold")
+    fields = table(card.name, show_header=False)
+    fields.add_column("field", no_wrap=True, style="bold")
+    fields.add_column("value", overflow="fold")
     for key, value in rows:
         if value:
-            table.add_row(key, value)
-    console.print(table)
+            fields.add_row(key, value)
+    out.print(fields)
 
 
 @data_app.command()
@@ -97,8 +88,6 @@ def check(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Read every image and label as `bench run` will, and report errors (exit 2) and warnings."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from bench.catalog import data_root as resolve_root
     from bench.catalog import get_card
     from bench.config import parse_int_list
@@ -106,13 +95,12 @@ def check(
     from bench.errors import UserError
     from bench.formats import SPLITS
 
-    console = _console()
+    out = console()
     try:
         card = get_card(name)
         k = parse_int_list(shots, option="--shots") if shots else None
         seeds = parse_int_list(split_seeds, option="--split-seeds") if split_seeds else None
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
+        with progress_bar(console=out, show=progress, elapsed=False) as bar:
             task = bar.add_task(f"reading {card.name}", total=None)
             report = check_dataset(
                 card,
@@ -122,28 +110,26 @@ def check(
                 on_progress=lambda d, t: bar.update(task, completed=d, total=t),
             )
     except UserError as exc:
-        _fail(str(exc))
-    from rich.table import Table
-
+        fail(str(exc))
     unit = "positives per label" if card.multilabel else "images per class"
-    table = Table(title=f"{card.name}: {unit}")
-    table.add_column("class", no_wrap=True)
+    counts = table(f"{card.name}: {unit}")
+    counts.add_column("class", no_wrap=True)
     for split in SPLITS:
-        table.add_column(f"{split} ({report.sizes[split]})", justify="right")
+        counts.add_column(f"{split} ({report.sizes[split]})", justify="right")
     for i, cls in enumerate(card.classes):
-        table.add_row(cls, *(str(report.counts[s][i]) for s in SPLITS))
-    console.print(table)
+        counts.add_row(cls, *(str(report.counts[s][i]) for s in SPLITS))
+    out.print(counts)
     val = report.protocol.get("val")
     if val:
-        console.print(
+        out.print(
             f"val carved from train: {val['size']} images ({val['fraction']:.0%}, stratified, "
             f"seed {val['seed']}); the files have no validation split"
         )
     for k_, seed in report.shots_checked:
-        console.print(f"{k_}-shot sample for split seed {seed}: ok")
+        out.print(f"{k_}-shot sample for split seed {seed}: ok")
     for warning in report.warnings:
-        console.print(f"[yellow]warning[/] {warning}")
-    console.print(f"[green]ok[/] {card.name}: every image and label read")
+        out.print(f"[yellow]warning[/] {warning}")
+    out.print(f"[green]ok[/] {card.name}: every image and label read")
 
 
 @data_app.command()
@@ -164,5 +150,5 @@ def download(
         card = get_card(name)
         path = get_format(card.format).download(card, resolve_root(data_root))
     except UserError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"{card.name}: {path}")

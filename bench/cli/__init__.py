@@ -1,0 +1,44 @@
+"""The `bench` command line: the typer app with one module per command. Heavy imports happen
+inside the commands, so `bench --help` is instant."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+# torch numbers GPUs fastest-first by default, NVML by PCI bus: make them agree before any CUDA
+# call, so the NVML memory and busy-process figures are about the GPU torch uses.
+os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+
+from bench.cli.data import data_app
+from bench.cli.list import list_
+from bench.cli.profile import profile
+from bench.cli.report import report
+from bench.cli.run import run
+from bench.cli.status import status
+
+app = typer.Typer(
+    name="bench",
+    help="Benchmark parameter-efficient fine-tuning of Vision Transformers on medical images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+app.command()(profile)
+app.command()(status)
+app.command()(run)
+app.command(
+    "tune",
+    help="Tune every method on validation with the same budget, then run the selected "
+    "configuration at every seed (`bench run --tune`; the same options). Every trial is a "
+    "record, so a stopped search resumes.",
+)(run)
+app.command("list")(list_)
+app.command()(report)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,287 @@
+"""The options several `bench` commands share, declared once, grouped into help panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+GRID = "Grid"
+TRAINING = "Training"
+TUNING = "Tuning"
+LAUNCH = "Launch"
+OUTPUT = "Output"
+
+# Grid: which cells a grid has. --protocol sets them all.
+Methods = Annotated[
+    str,
+    typer.Option(
+        help="Comma-separated methods; 'core' = the card's six that exist, 'all' = every one.",
+        rich_help_panel=GRID,
+    ),
+]
+Datasets = Annotated[
+    str,
+    typer.Option(
+        help="Comma-separated datasets from the catalog (`bench list`).", rich_help_panel=GRID
+    ),
+]
+Seeds = Annotated[str, typer.Option(help="Training seeds: '0,1,2' or '0-4'.", rich_help_panel=GRID)]
+Shots = Annotated[
+    str | None,
+    typer.Option(
+        help="Few-shot: K images per class (per label for multi-label) from train, e.g. "
+        "1,5,10. Default: the full training split.",
+        rich_help_panel=GRID,
+    ),
+]
+SplitSeeds = Annotated[
+    str | None,
+    typer.Option(
+        help="Which few-shot samples, apart from training seeds: '0-4' (default 0). Cards "
+        "with published split files read exp<seed+1>.",
+        rich_help_panel=GRID,
+    ),
+]
+Augment = Annotated[
+    str,
+    typer.Option(
+        help="Training augmentation preset (`bench list augmentations`).", rich_help_panel=GRID
+    ),
+]
+Backbone = Annotated[
+    str,
+    typer.Option(
+        help="A timm ViT name, or 'demo-vit' (the suite-pretrained demo backbone).",
+        rich_help_panel=GRID,
+    ),
+]
+Weights = Annotated[
+    Path | None,
+    typer.Option(
+        help="Local pretrained weights (safetensors or timm state dict) instead of the hub.",
+        rich_help_panel=GRID,
+    ),
+]
+NoPretrained = Annotated[
+    bool,
+    typer.Option(
+        "--no-pretrained",
+        help="Random init: the 'does pretraining help' baseline.",
+        rich_help_panel=GRID,
+    ),
+]
+Epochs = Annotated[
+    int | None,
+    typer.Option(help="Epochs per cell (default: the dataset card's).", rich_help_panel=GRID),
+]
+BatchSize = Annotated[
+    int, typer.Option(help="Batch size for training and evaluation.", rich_help_panel=GRID)
+]
+Lr = Annotated[
+    float | None,
+    typer.Option(
+        help="Learning rate for every method (default: each method's own).", rich_help_panel=GRID
+    ),
+]
+ImgSize = Annotated[
+    int | None,
+    typer.Option(
+        help="Input size for every method (default: the backbone's native size; FPT+/FPT "
+        "run their frozen model at high resolution by their own rule).",
+        rich_help_panel=GRID,
+    ),
+]
+Set = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="A method hyperparameter, METHOD.KEY=VALUE (repeatable), e.g. linear.lr=0.01.",
+        rich_help_panel=GRID,
+    ),
+]
+Protocol = Annotated[
+    str | None,
+    typer.Option(
+        help="A paper's grid (`bench list protocols`): methods, datasets, shots, seeds, "
+        "budget and backbone as the paper ran them; with --dry-run, also the data it needs.",
+        rich_help_panel=GRID,
+    ),
+]
+
+# Training: how each cell trains; part of a cell's identity too.
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=TRAINING)]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32.", rich_help_panel=TRAINING
+    ),
+]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile each model's forward; the compile time is recorded apart "
+        "(cost.compile_s), not in the step time.",
+        rich_help_panel=TRAINING,
+    ),
+]
+WarmupEpochs = Annotated[
+    float,
+    typer.Option(
+        help="Linear warm-up length in epochs before the cosine decay.", rich_help_panel=TRAINING
+    ),
+]
+GradClip = Annotated[
+    float,
+    typer.Option(help="Gradient-norm clipping threshold (0 disables).", rich_help_panel=TRAINING),
+]
+OomRetry = Annotated[
+    bool,
+    typer.Option(
+        "--oom-retry",
+        help="Retry a cell that runs out of GPU memory at half the batch size, down to 1 "
+        "(the record keeps the requested cell and says the batch size used); also retries "
+        "oom records an earlier run left.",
+        rich_help_panel=TRAINING,
+    ),
+]
+
+# Tuning: the search `bench tune` (or `bench run --tune`) runs first.
+Tune = Annotated[
+    bool,
+    typer.Option(
+        "--tune",
+        help="Search each method's declared space first (what `bench tune` does): --budget "
+        "trials per (dataset, shots, split, method) selected on validation, then the "
+        "selected configuration at every seed.",
+        rich_help_panel=TUNING,
+    ),
+]
+Budget = Annotated[
+    int | None,
+    typer.Option(
+        help="--tune: configurations tried per method and dataset, the same for every "
+        "method [8]; the whole grid when the space is smaller.",
+        rich_help_panel=TUNING,
+    ),
+]
+TuneSeed = Annotated[
+    int | None,
+    typer.Option(
+        help="--tune: seeds the order of the search and trains its trials [0].",
+        rich_help_panel=TUNING,
+    ),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        help="--tune: 'none' (every trial trains all epochs) or 'halving' (successive "
+        "halving: all --budget configurations train a short schedule, the best 1/--eta go on "
+        "to --eta times the epochs, up to the full epochs) [none].",
+        rich_help_panel=TUNING,
+    ),
+]
+Eta = Annotated[
+    int | None,
+    typer.Option(
+        help="--tune --scheduler halving: keep the best 1/eta [3].", rich_help_panel=TUNING
+    ),
+]
+Space = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--space",
+        help="--tune: search these values instead of the declared grid, METHOD.KEY=a,b,c "
+        "(repeatable), e.g. vpt.prompt_length=1,10; lr values are base values where the "
+        "method declares a batch rule (`bench list spaces`). --set pins a key instead.",
+        rich_help_panel=TUNING,
+    ),
+]
+
+# Launch: where the cells run.
+Launcher = Annotated[
+    str,
+    typer.Option(
+        help="local: cells in this process; subprocess: each cell in a fresh process (one "
+        "per GPU with --gpus); slurm: one Slurm job per cell through submitit.",
+        rich_help_panel=LAUNCH,
+    ),
+]
+Gpus = Annotated[
+    str | None,
+    typer.Option(
+        help="subprocess launcher: GPUs to keep busy, one cell each, e.g. 0,1,2,3.",
+        rich_help_panel=LAUNCH,
+    ),
+]
+Partition = Annotated[
+    str | None, typer.Option(help="slurm: the partition.", rich_help_panel=LAUNCH)
+]
+Time = Annotated[
+    int | None,
+    typer.Option(
+        "--time", help="slurm: time limit per job in minutes [60].", rich_help_panel=LAUNCH
+    ),
+]
+GpusPerJob = Annotated[
+    int | None,
+    typer.Option(help="slurm: GPUs per job [1; 0 with --device cpu].", rich_help_panel=LAUNCH),
+]
+MaxConcurrent = Annotated[
+    int | None,
+    typer.Option(help="slurm: most jobs of the array running at once.", rich_help_panel=LAUNCH),
+]
+SlurmConfig = Annotated[
+    Path | None,
+    typer.Option(
+        help="slurm: TOML with partition, time, gpus_per_job, max_concurrent, cluster "
+        "(options given here win).",
+        rich_help_panel=LAUNCH,
+    ),
+]
+SlurmCluster = Annotated[
+    str | None,
+    typer.Option(
+        help="slurm: 'slurm' [default], or 'local' to run the jobs here (submitit).",
+        rich_help_panel=LAUNCH,
+    ),
+]
+Wait = Annotated[
+    bool,
+    typer.Option(
+        "--wait", help="slurm: wait for the jobs and print each outcome.", rich_help_panel=LAUNCH
+    ),
+]
+
+# Output: where records go and what the command prints (--data-root: with the plain options).
+ResultsOut = Annotated[
+    Path, typer.Option(help="Folder for the JSON records.", rich_help_panel=OUTPUT)
+]
+ResultsIn = Annotated[Path, typer.Option(help="Folder of JSON records.")]
+DataRoot = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where datasets live (default $MEDPEFT_DATA or ~/.local/share/medpeft-bench)."
+    ),
+]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Rerun cells that already have a finished record.", rich_help_panel=OUTPUT
+    ),
+]
+AllowFailures = Annotated[
+    bool,
+    typer.Option(
+        "--allow-failures",
+        help="Exit 0 even when cells failed, ran out of memory or diverged (by default "
+        "such a grid exits 1; bad input exits 2, an interrupted run 130).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print the grid and exit.", rich_help_panel=OUTPUT)
+]
+Progress = Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=OUTPUT)]

@@ -1,0 +1,52 @@
+"""What `bench run`, `bench tune` and `bench report` print about a grid: its cells before a run,
+the score summary after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.console import Console, frame_table, table
+
+
+def print_grid(out: Console, the_plan, results: Path) -> None:
+    """A planned grid, one row per cell with whether it is done, then its backbone and device."""
+    from bench.records import finished
+
+    grid = table(f"{len(the_plan.cells)} cell(s)")
+    columns = ("run id", "method", "dataset", "seed", "epochs", "lr", "img", "hyperparameters")
+    for col in (*columns, "state"):
+        grid.add_column(col)
+    for c in the_plan.cells:
+        state = "done" if finished(results, c.run_id) else "to run"
+        hp = ", ".join(f"{k}={v}" for k, v in c.hparams.items()) or "-"
+        grid.add_row(
+            c.run_id,
+            c.method,
+            c.dataset + (f" {c.shots}-shot x{c.split_seed}" if c.shots is not None else ""),
+            str(c.seed),
+            str(c.epochs),
+            f"{c.lr:g}",
+            str(c.img_size),
+            hp,
+            state,
+        )
+    out.print(grid)
+    src = the_plan.source
+    out.print(
+        f"backbone {src.name} ({'pretrained' if src.pretrained else 'random init'}), "
+        f"device {the_plan.cells[0].device}"
+    )
+
+
+def print_summary(out: Console, records: list[dict]) -> None:
+    """The score tables of these records, one per block, and the demo notice where it applies."""
+    from bench.demo import DEMO_NOTICE
+    from bench.report import blocks, records_frame, summarize
+
+    df = records_frame(records)
+    if df.empty:
+        return
+    for title, table_df in blocks(summarize(df)):
+        out.print(frame_table(title, table_df, left=("method", "runs")))
+    if df["demo"].any():
+        out.print(f"[bold yellow]{DEMO_NOTICE}[/]")

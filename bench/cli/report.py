@@ -1,0 +1,157 @@
+"""`bench report`: summarise the records on the terminal and render the report (HTML, tables,
+statistics, figures, and a paper's table) into a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import bench.cli.options as o
+from bench.cli.common import fail
+from bench.cli.render import print_summary
+from bench.console import console, frame_table
+
+
+def report(
+    results: o.ResultsIn = Path("results"),
+    out: Annotated[Path, typer.Option(help="Folder for the rendered report.")] = Path("reports"),
+    datasets: Annotated[
+        str | None, typer.Option(help="Only these datasets (comma-separated).")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Only these methods (comma-separated).")
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="Only these backbones (comma-separated).")
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only records whose config has KEY=VALUE (or KEY!=VALUE; KEY=a,b for any of "
+            "several; dotted keys reach hyperparameters: hparams.rank=8; shots=full). Repeatable."
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Method the paired tests compare against [default: full, else linear]."),
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="Draw the figures (PNG and PDF).")] = True,
+    paper_regime: Annotated[
+        str,
+        typer.Option(
+            help="--paper: 'fixed' (the protocol's pinned or default hyperparameters) or "
+            "'tuned' (the configurations `bench run --protocol NAME --tune` selected)."
+        ),
+    ] = "fixed",
+    paper: Annotated[
+        str | None,
+        typer.Option(
+            help="Also render a paper's table (`bench list protocols`) with its published numbers "
+            "beside the reproduced ones."
+        ),
+    ] = None,
+) -> None:
+    """Summarise the records: tables on the terminal; in --out, index.html, score and efficiency
+    tables (markdown, LaTeX, CSV), statistics and figures."""
+    from bench.config import parse_name_list
+    from bench.errors import UserError
+    from bench.records import load_records
+    from bench.report import (
+        choose_baseline,
+        is_profile,
+        parse_where,
+        profile_frame,
+        profile_tables,
+        records_frame,
+        select_records,
+        write_paper_table,
+        write_report,
+    )
+
+    term = console()
+    if not results.is_dir():
+        fail(f"no results folder {results}; run `bench run` first or pass --results")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a folder; name a folder for the report")
+    loaded = load_records(results)
+    for path, what in loaded.notes():
+        term.print(f"[yellow]skipped[/] {path}: {what}", soft_wrap=True)
+    try:
+        if paper is not None:
+            _check_paper(paper, paper_regime)
+        only_methods = parse_name_list(methods) if methods else None
+        only_backbones = parse_name_list(backbone) if backbone else None
+        grid_records = [r for r in loaded.records if not is_profile(r)]
+        profiles = profile_frame(
+            [r for r in loaded.records if is_profile(r)
+             and (not only_methods or r["profile"].get("method") in only_methods)
+             and (not only_backbones or r["profile"].get("backbone") in only_backbones)]
+        )  # fmt: skip
+        chosen = select_records(
+            grid_records,
+            datasets=parse_name_list(datasets) if datasets else None,
+            methods=only_methods,
+            backbones=only_backbones,
+            where=parse_where(where or []),
+        )
+        df = records_frame(chosen)
+        base = choose_baseline(df, baseline)
+    except UserError as exc:
+        fail(str(exc))
+    if grid_records and not chosen:
+        term.print(
+            f"[yellow]no record matches the filters[/] ({len(grid_records)} record(s) in "
+            f"{results}); the report will be empty"
+        )
+    print_summary(term, chosen)
+    _print_gaps(term, df)
+    if len(profiles):
+        for title, frame in profile_tables(profiles):
+            term.print(frame_table(f"profile: {title}", frame, left=("method",)))
+    try:
+        written = write_report(
+            df, out, plots=plots, baseline=base, profiles=profiles, records=chosen
+        )
+        if paper is not None:
+            # The paper's table reads every record: the protocol picks its own cells.
+            written += write_paper_table(paper, records_frame(loaded.records), out, paper_regime)
+    except OSError as exc:
+        fail(f"cannot write the report in {out}: {exc.strerror or exc}; choose another --out")
+    term.print(
+        f"wrote {len(written)} file(s) in {out}/ ({len(df)} record(s)): open {out / 'index.html'}"
+    )
+    for path in written:
+        term.print(f"  {path}")
+
+
+def _check_paper(paper: str, paper_regime: str) -> None:
+    """An unknown --paper or --paper-regime fails before anything is written."""
+    from bench.errors import UserError
+    from bench.protocols import get_protocol
+    from bench.report import PAPER_REGIMES
+
+    get_protocol(paper)
+    if paper_regime not in PAPER_REGIMES:
+        raise UserError(
+            f"--paper-regime must be one of {', '.join(PAPER_REGIMES)}, not {paper_regime!r}"
+        )
+
+
+def _print_gaps(out, df) -> None:
+    """Unfinished and missing cells under the tables, so a partial grid never looks complete."""
+    from bench.report.missing import lines, missing_in_grid
+
+    if df.empty:
+        return
+    bad = df[df["status"] != "ok"]
+    for r in bad.itertuples():
+        out.print(f"[red]{r.status}[/] {r.run_id}: {r.error}")
+    missing = lines(missing_in_grid(df))
+    if missing:
+        out.print("[yellow]missing cells[/] (no record; run the same grid again to fill them):")
+        for line in missing[:20]:
+            out.print(f"  {line}")
+        if len(missing) > 20:
+            out.print(f"  ... and {len(missing) - 20} more in summary.md")
