@@ -37,7 +37,7 @@ class GridEvents(Protocol):
 
 
 class Quiet:
-    """GridEvents that show nothing (workers' logs, tests)."""
+    """GridEvents that show nothing: the default for callers that want only the outcome."""
 
     def grid_started(self, todo: int, skipped: int) -> None:
         pass

@@ -332,7 +332,7 @@ def _record_types() -> dict[str, str]:
 _RECORD_TYPES = _record_types()
 # Below the top level, what a record cannot do without: a cell's identity, a trial's outcome.
 _REQUIRED = {"config.dataset", "config.method", "config.backbone", "config.seed", "trial.outcome"}
-# `bench profile` records, as bench.profile_report reads them.
+# `bench profile` records, as bench.report.profile reads them.
 _PROFILE_TYPES = {
     "run_id": "str", "status": "str", "error": "str?", "finished_at": "str?", "profile": "dict",
     "profile.method": "str", "profile.backbone": "str?", "profile.device": "str?",

@@ -78,9 +78,8 @@ def summarise(
     """The state of every expected cell (`grid`: per cell, the CellConfigs that count as it),
     or, without a grid, of every cell the folder has a record or a claim for."""
     from bench.claims import current_claims
-    from bench.profile_report import is_profile
     from bench.records import load_records, record_path
-    from bench.tuning_report import row_name
+    from bench.report import is_profile, row_name
 
     loaded = load_records(results)
     records = {r["run_id"]: r for r in loaded.records if not is_profile(r)}

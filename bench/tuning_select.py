@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import CellConfig
-from bench.tuning_plan import Group, TuneRequest, lr_entry
+
+if TYPE_CHECKING:  # the report imports TIE_RULE from here and never imports torch
+    from bench.tuning_plan import Group, TuneRequest
 
 TIE_RULE = (
     "ties on the validation score go to the smaller learning rate, then the smaller weight "
@@ -57,6 +59,8 @@ def final_annotation(
     """What a final record says about the search that chose it: the budget, the space, every
     trial in order with its validation score (at the last rung it reached), the selected one,
     and, with a scheduler, each rung's epochs and trials."""
+    from bench.tuning_plan import lr_entry  # the planning side imports the methods (torch)
+
     config = group.configs[chosen]
     records = [next((rung[i] for rung in reversed(by_rung) if rung[i]), None)
                for i in range(len(group.configs))]  # fmt: skip

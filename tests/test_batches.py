@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from bench.train import _batch_sizes, make_loader
+from bench.transforms import Preprocess
 
 
 @pytest.mark.parametrize("seed", [0, 7])
@@ -50,9 +51,12 @@ def test_fit_visits_epochs_in_the_loaders_order(monkeypatch, n: int) -> None:
                               num_classes=3)  # fmt: skip
     images = torch.randint(0, 255, (n, 3, 16, 16), dtype=torch.uint8)
     labels = torch.randint(0, 3, (n,))
-    train.fit(model, (images, labels), (images[:8], labels[:8]), epochs=3, batch_size=16,
-              optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_epochs=0.0, grad_clip=1.0,
-              device=torch.device("cpu"), precision="fp32", img_size=16, mean=(0.5,) * 3,
-              std=(0.5,) * 3, seed=3, score=lambda logits, y: (0.0, {}), augment="none")  # fmt: skip
+    settings = train.TrainSettings(
+        epochs=3, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=0.0,
+        warmup_epochs=0.0, grad_clip=1.0, seed=3, device=torch.device("cpu"), precision="fp32",
+        preprocess=Preprocess(img_size=16, augment="none"),
+    )  # fmt: skip
+    train.fit(model, (images, labels), (images[:8], labels[:8]), settings,
+              score=lambda logits, y: (0.0, {}))  # fmt: skip
     loader = make_loader(images, labels, batch_size=16, shuffle=True, seed=3)
     assert seen == [b[2].tolist() for _ in range(3) for b in loader]
