@@ -6,6 +6,7 @@ one. Every reader returns `{split: SplitArrays}` with images uint8 [N, H, W, C] 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ class SplitArrays:
         return len(self.paths)
 
 
-class Format:
+class Format(ABC):
     """One dataset format. The defaults suit a folder of image files read at the card's size."""
 
     name: str = ""
@@ -58,20 +59,22 @@ class Format:
 
     def check_files(self, card: DatasetCard, folder: Path) -> None:
         """The files the card names inside its (existing) folder; see `check_available`."""
+        return None  # a format whose files are the folder itself has nothing more to check
 
     def check_reader(self, where: str, reader: dict) -> None:
         """Checks of the card's [reader] table beyond its keys and their types."""
+        return None  # most formats need none
 
     def stored_image_size(self, card: DatasetCard, root: Path) -> int | None:
         """The side of the training images as loaded, from file headers without reading the
         data (None when unknown)."""
         return card.image_size  # the readers resize every image to the card's size
 
+    @abstractmethod
     def read(
         self, card: DatasetCard, root: Path, on_progress: ProgressFn | None = None
     ) -> dict[str, SplitArrays]:
         """{split: SplitArrays} for the splits the files provide (`check_available` done)."""
-        raise NotImplementedError
 
     def train_labels_where(self, card: DatasetCard, root: Path) -> tuple[str, str]:
         """(where, hint) for a single-label class without a training image."""
