@@ -4,6 +4,7 @@ written, moved or deleted."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,5 +152,7 @@ def expected_cells(req, device: str, precision: str) -> list[list[Any]]:
             errors.append(exc)
     if not settings:
         raise errors[0]
-    variants = [dry_plan(req, device=d, precision=p).cells for d, p in settings]
-    return [list(cells) for cells in zip(*variants, strict=True)]
+    # Planned once (reading file headers and hashing a --weights file once): device and
+    # precision change no other field of a cell, so the other variants are copies.
+    cells = dry_plan(req, device=settings[0][0], precision=settings[0][1]).cells
+    return [[dataclasses.replace(c, device=d, precision=p) for d, p in settings] for c in cells]
