@@ -30,12 +30,15 @@ from bench.frozen_features import (
     uses_frozen_features,
 )
 from bench.measure import (
+    GpuEnergy,
     PeakMemory,
+    StepMemory,
     StepTimer,
     Stopwatch,
     count_params,
     environment,
     gpu_busy_processes,
+    memory_baseline,
     param_report,
 )
 from bench.metric_table import HIGHER_IS_BETTER
@@ -68,20 +71,25 @@ def run_cell(
         # Another process on the GPU skews time and NVML memory: say so in the record (None:
         # NVML unavailable, so nobody checked).
         record.gpu_other_processes = gpu_busy_processes(device.index or 0)
-    t0, watch, memory = time.perf_counter(), Stopwatch(device), {}
+    t0, watch, memory, energy = time.perf_counter(), Stopwatch(device), {}, {}
     try:
+        # Memory figures count from here: the data is loaded, nothing of this cell exists yet.
+        baseline = memory_baseline(device)
         seed_everything(cell.seed, device)
         with watch.phase("build"):
             model, prep = _build(cell, data, source, device, record)
-        sources = _feature_sources(model, cell, data, prep, device, watch, memory, record,
-                                   on_preload)  # fmt: skip
+        sources = _feature_sources(model, cell, data, prep, device, watch, memory, baseline,
+                                   record, on_preload)  # fmt: skip
         settings = TrainSettings.for_cell(cell, prep, multilabel=data.card.multilabel)
-        train_timer = StepTimer(device)
-        with PeakMemory(device) as mem_train, watch.phase("train"):
+        train_timer, train_memory = StepTimer(device), _step_memory(cell, device, baseline, at=1)
+        with PeakMemory(device, baseline_mb=baseline) as mem_train, GpuEnergy(device) as joules, \
+                watch.phase("train"):  # fmt: skip
             result = fit(model, _split(data, "train"), _split(data, "val"), settings,
-                         score=_scorer(data.card), timer=train_timer, on_step=on_step,
+                         score=_scorer(data.card), timer=train_timer, memory=train_memory,
+                         on_step=on_step,
                          features=(sources["train"], sources["val"]) if sources else None)  # fmt: skip
-        memory["train"] = mem_train.result
+        memory["train"], energy["train"] = mem_train.result, joules.joules
+        train_memory.apply(memory["train"])
         primary, best_val = data.card.primary_metric, result.history[result.best_epoch]["val"]
         if trial:
             record.status = "trial"
@@ -96,18 +104,20 @@ def run_cell(
             record.cost = {"train_step": train_timer.summary(), "memory": memory}
             return _finish(record, t0, watch)
         # The test split is read exactly once, after selection, with the selected weights.
-        eval_timer = StepTimer(device)
-        with PeakMemory(device) as mem_eval, watch.phase("eval"):
+        eval_timer, eval_memory = StepTimer(device), _step_memory(cell, device, baseline, at=0)
+        with PeakMemory(device, baseline_mb=baseline) as mem_eval, GpuEnergy(device) as joules, \
+                watch.phase("eval"):  # fmt: skip
             test = data.splits["test"]
             logits, labels = predict(model, test.images, test.labels, batch_size=cell.batch_size,
                                      device=device, precision=cell.precision, preprocess=prep,
-                                     timer=eval_timer,
+                                     timer=eval_timer, memory=eval_memory,
                                      features=sources["test"] if sources else None)  # fmt: skip
-        memory["eval"] = mem_eval.result
+        memory["eval"], energy["eval"] = mem_eval.result, joules.joules
+        eval_memory.apply(memory["eval"])
         record.status = "ok"
         record.metrics = _test_metrics(logits, labels, data.card, best_val)
         record.training = _training(result, cell, model, sources)
-        record.cost = _cost(cell, train_timer, eval_timer, memory)
+        record.cost = _cost(cell, train_timer, eval_timer, memory, energy)
     except Diverged as exc:
         record.status, record.error, record.diverged_step = "diverged", str(exc), exc.step
     except torch.cuda.OutOfMemoryError as exc:
@@ -147,7 +157,7 @@ def _build(cell: CellConfig, data: LoadedDataset, source: BackboneSource, device
     return model, prep
 
 
-def _feature_sources(model, cell, data, prep, device, watch, memory, record, on_preload):
+def _feature_sources(model, cell, data, prep, device, watch, memory, baseline, record, on_preload):
     """A frozen-feature model's feature source per split (None for any other model); a preload
     is its own measured phase."""
     mode, entry = feature_mode(model, cell)
@@ -157,12 +167,17 @@ def _feature_sources(model, cell, data, prep, device, watch, memory, record, on_
         return live_features(model, data, prep)
     if mode != "preload":
         return None
-    with PeakMemory(device) as mem_preload, watch.phase("preload"):
+    with PeakMemory(device, baseline_mb=baseline) as mem_preload, watch.phase("preload"):
         sources, record.feature_cache = preload_features(
             model, cell, data, prep, device=device, on_preload=on_preload
         )
     memory["preload"] = mem_preload.result
     return sources
+
+
+def _step_memory(cell: CellConfig, device, baseline: float | None, *, at: int) -> StepMemory:
+    # A compiled forward would recompile under the op counter: measure its phase peak instead.
+    return StepMemory(device, None if cell.compile else baseline, at=at)
 
 
 def _split(data: LoadedDataset, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,18 +220,33 @@ def _test_metrics(logits, labels, card: DatasetCard, best_val: dict) -> dict[str
     }
 
 
-def _cost(cell: CellConfig, train_timer, eval_timer, memory: dict) -> dict[str, Any]:
-    cost: dict[str, Any] = {
-        "train_step": train_timer.summary(),
-        "eval_step": eval_timer.summary(),
-        "memory": memory,
-    }
+def _cost(cell: CellConfig, train_timer, eval_timer, memory: dict, energy: dict) -> dict[str, Any]:
+    train_step, eval_step = train_timer.summary(), eval_timer.summary()
+    cost: dict[str, Any] = {"train_step": train_step, "eval_step": eval_step, "memory": memory}
+    if energy.get("train") is not None:
+        cost["energy"] = _energy(energy, train_step["images_total"], eval_step["images_total"])
     if cell.compile:
         # Compilation happens in the first step of each mode (grad, inference); what that step
         # took beyond a steady one is the compile time, kept out of the step figures (the
         # timers' warm-up already excludes it).
         cost["compile_s"] = train_timer.first_step_excess_s() + eval_timer.first_step_excess_s()
     return cost
+
+
+def _energy(joules: dict[str, float | None], train_images: int, eval_images: int) -> dict:
+    """Joules the GPU drew while training and testing, in all and per image processed."""
+
+    def per(j: float | None, n: int) -> float | None:
+        return j / n if j is not None and n else None
+
+    return {
+        "train_j": joules.get("train"),
+        "eval_j": joules.get("eval"),
+        "train_j_per_image": per(joules.get("train"), train_images),
+        "eval_j_per_image": per(joules.get("eval"), eval_images),
+        "source": "NVML energy counter of the whole GPU over each phase; training includes its "
+        "validation passes",
+    }
 
 
 def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -> Record:

@@ -10,12 +10,11 @@ Per method, in this order:
 3. training: warm-up steps (optimizer state allocated, kernels chosen, `torch.compile` done),
    then `repeats` rounds of `steps` timed steps; every figure is the median over the rounds.
 
-Times are synchronised with the device (`bench.measure.StepTimer`). Training memory is what the
-method needs while it trains: on GPU the caching allocator's peak (`max_memory_allocated`,
-reset after warm-up, so weights resident on the device count and preloading does not), with the
-reserved and NVML figures beside it; on CPU the process's peak RSS over the timed steps minus the
-RSS measured once the libraries are imported and warmed up on a throwaway block, before any
-model existed.
+Times are synchronised with the device (`bench.measure.StepTimer`). Memory is the `own_mb`
+figure `bench run` records too (`bench.measure.memory`), measured from before the model was built
+and over the timed steps: on GPU what PyTorch allocated at its peak (weights resident on the
+device count, the finished preload does not), with the reserved and NVML figures beside it; on
+CPU the process's peak resident memory beyond what it held once the libraries were warmed up.
 """
 
 from __future__ import annotations
@@ -75,7 +74,6 @@ def profile_method(
     device: str,
     num_classes: int = 7,
     hparams: dict[str, Any] | None = None,
-    baseline_rss_mb: float | None = None,
     repeats: int = 3,
     precision: str | None = None,
     compile: bool = False,
@@ -90,7 +88,7 @@ def profile_method(
     from bench.frozen_features import uses_frozen_features
     from bench.grid import resolve_precision
     from bench.harness import adapt
-    from bench.measure import PeakMemory, count_params
+    from bench.measure import PeakMemory, StepMemory, count_params, memory_baseline
     from bench.train import autocast, build_optimizer, set_train_mode
     from methods import get_method
 
@@ -102,12 +100,13 @@ def profile_method(
     # Weights do not change memory or time, so a randomly initialised backbone stands in.
     source = resolve_backbone(backbone, pretrained=False, weights=None)
     torch.manual_seed(0)
+    x = torch.randn(batch_size, 3, size, size, device=dev)
+    y = torch.randint(0, num_classes, (batch_size,), device=dev)
+    baseline = memory_baseline(dev)  # the batch exists, the model not yet
     model = create_backbone(source, num_classes=num_classes, img_size=size)
     model, _, backbone_params, _ = adapt(model, spec.name, params)
     trainable = count_params(model, trainable_only=True)
     model.to(dev)
-    x = torch.randn(batch_size, 3, size, size, device=dev)
-    y = torch.randint(0, num_classes, (batch_size,), device=dev)
     memory: dict[str, Any] = {}
 
     # 1. inference, the whole model
@@ -120,12 +119,16 @@ def profile_method(
         with autocast(dev, precision):
             infer_model(x)
 
-    for _ in range(WARMUP_STEPS):
-        infer()
+    # A compiled forward would recompile under the op counter: its phase peak is kept instead.
+    infer_probe = StepMemory(dev, None if compile else baseline)
+    for i in range(WARMUP_STEPS):
+        with infer_probe.step(i):
+            infer()
     infer_warmup_s = time.perf_counter() - t0
-    with PeakMemory(dev) as mem:
+    with PeakMemory(dev, baseline_mb=baseline) as mem:
         inference = _rounds(infer, batch_size=batch_size, steps=steps, repeats=repeats, device=dev)
     memory["inference"] = mem.result
+    infer_probe.apply(memory["inference"])
 
     # 2. frozen features, once
     features = None
@@ -154,21 +157,17 @@ def profile_method(
         opt.zero_grad(set_to_none=True)
 
     t0 = time.perf_counter()
-    for _ in range(WARMUP_STEPS):  # allocates optimizer state, warms kernels up, compiles
-        step()
+    train_probe = StepMemory(dev, None if compile else baseline)
+    for i in range(WARMUP_STEPS):  # allocates optimizer state, warms kernels up, compiles
+        with train_probe.step(i):
+            step()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     train_warmup_s = time.perf_counter() - t0
-    with PeakMemory(dev) as mem:
+    with PeakMemory(dev, baseline_mb=baseline) as mem:
         train = _rounds(step, batch_size=batch_size, steps=steps, repeats=repeats, device=dev)
     memory["train"] = mem.result
-    result = mem.result
-    if dev.type == "cuda":
-        train_mb = result["peak_allocated_mb"]
-        infer_mb = memory["inference"]["peak_allocated_mb"]
-    else:
-        train_mb = result["peak_rss_mb"] - (baseline_rss_mb or 0.0)
-        infer_mb = memory["inference"]["peak_rss_mb"] - (baseline_rss_mb or 0.0)
+    train_probe.apply(memory["train"])
     compile_s = None
     if compile:
         # What the warm-up took beyond two steady steps: the compilation, reported apart.
@@ -189,14 +188,10 @@ def profile_method(
         "trainable_pct": 100.0 * trainable / backbone_params,
         "preloaded_features": cached,
         "method_info": model.describe() if hasattr(model, "describe") else None,
-        "train_memory_mb": train_mb,
-        "inference_memory_mb": infer_mb,
-        "train_memory_definition": (
-            "torch.cuda.max_memory_allocated over the timed steps (weights and optimizer state "
-            "included)"
-            if dev.type == "cuda"
-            else "peak RSS over the timed steps minus the RSS of the warmed-up libraries"
-        ),
+        "train_memory_mb": memory["train"].get("own_mb"),
+        "inference_memory_mb": memory["inference"].get("own_mb"),
+        "train_memory_definition": memory["train"].get("own_definition"),
+        "baseline_mb": baseline,
         "memory": memory,
         "step": train,
         "inference": inference,
@@ -253,36 +248,15 @@ def profile_record(result: dict[str, Any], *, env: dict[str, Any], busy: Any) ->
     }
 
 
-def _warmed_baseline_rss_mb() -> float | None:
-    """RSS once torch, timm and the suite are imported and a throwaway ViT block has run forward
-    and backward: the libraries' lazily loaded kernels and buffers are then in place, and what
-    grows beyond this is the method's own training memory."""
-    import timm  # noqa: F401
-    import torch
-    from timm.models.vision_transformer import Block
-
-    import bench.harness  # noqa: F401
-    import methods  # noqa: F401
-    from bench.measure.memory import current_rss_mb
-
-    block = Block(dim=64, num_heads=2)
-    block(torch.randn(2, 17, 64, requires_grad=True)).sum().backward()
-    torch.optim.AdamW(block.parameters()).step()
-    del block
-    return current_rss_mb()
-
-
 def _main() -> None:
     import torch
 
-    baseline = _warmed_baseline_rss_mb()
     kwargs = json.loads(sys.argv[1])
     try:
-        result = profile_method(**kwargs, baseline_rss_mb=baseline)
+        result = profile_method(**kwargs)
     except torch.cuda.OutOfMemoryError as exc:
         result = {**kwargs, "status": "oom",
                   "error": f"CUDA out of memory at batch size {kwargs.get('batch_size')}: {exc}"}  # fmt: skip
-    result["baseline_rss_mb"] = baseline
     result["hparams"] = kwargs.get("hparams") or {}
     print(json.dumps(result))
 

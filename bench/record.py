@@ -132,6 +132,7 @@ class StepTiming(TypedDict):
     warmup_steps: int
     warmup_excluded: bool
     images_timed: int
+    images_total: int
     time_timed_s: float | None
     step_time_median_s: float | None
     step_time_p90_s: float | None
@@ -151,12 +152,25 @@ class PhaseMemory(TypedDict, total=False):
     peak_rss_mb: float
     rss_start_mb: float | None
     memory_source: str
+    own_mb: float  # the figure compared between methods: bench.measure.memory's docstring
+    own_definition: str
+
+
+class Energy(TypedDict, total=False):
+    """What the GPU drew (NVML's energy counter), in joules; only on a GPU with the counter."""
+
+    train_j: float | None
+    eval_j: float | None
+    train_j_per_image: float | None
+    eval_j_per_image: float | None
+    source: str
 
 
 class Cost(TypedDict, total=False):
     train_step: StepTiming
     eval_step: StepTiming
     memory: dict[str, PhaseMemory]  # phase (preload, train, eval) -> peaks
+    energy: Energy
     compile_s: float  # with --compile: the first steps' excess over steady ones
     wall_s: float
     phases_s: dict[str, float]  # bench.measure.Stopwatch.seconds
@@ -326,6 +340,10 @@ def _record_types() -> dict[str, str]:
         types[f"cost.memory.{phase}.peak_allocated_mb"] = "number?"
         types[f"cost.memory.{phase}.peak_rss_mb"] = "number?"
         types[f"cost.memory.{phase}.memory_source"] = "str?"
+        types[f"cost.memory.{phase}.own_mb"] = "number?"
+    types["cost.energy"] = "dict?"
+    for key in ("train_j", "eval_j", "train_j_per_image", "eval_j_per_image"):
+        types[f"cost.energy.{key}"] = "number?"
     return types
 
 

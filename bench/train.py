@@ -168,18 +168,21 @@ def predict(
     precision: str,
     preprocess: Preprocess,
     timer=None,
+    memory=None,
     features=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, CPU) for a whole split in order."""
+    """Logits (float32, CPU) for a whole split in order. `timer` (a StepTimer) and `memory` (a
+    bench.measure.StepMemory) measure the steps."""
     model.eval()
     skip_view = image_free(model, features)
     outs = []
     loader = make_loader(images, labels, batch_size=batch_size, shuffle=False, seed=0,
                          pin_memory=device.type == "cuda")  # fmt: skip
     batches = iter(loader)
-    for n in _batch_sizes(len(labels), batch_size):
+    for i, n in enumerate(_batch_sizes(len(labels), batch_size)):
         step = timer.step(n) if timer is not None else contextlib.nullcontext()
-        with step:  # the fetch is part of the step: its time is the step's wall time
+        probe = memory.step(i) if memory is not None else contextlib.nullcontext()
+        with probe, step:  # the fetch is part of the step: its time is the step's wall time
             raw, _, index = next(batches)
             raw = raw.to(device, non_blocking=True)
             x = None if skip_view else preprocess.evaluation(raw)
@@ -234,6 +237,7 @@ def fit(
     *,
     score: Callable[[torch.Tensor, torch.Tensor], tuple[float, dict[str, float]]],
     timer=None,
+    memory=None,
     on_step: Callable[[int, int, float, int], None] | None = None,
     features=None,
 ) -> FitResult:
@@ -244,7 +248,8 @@ def fit(
     `features` is (train, val) feature sources for a frozen-feature model, else None; a model
     that is `image_free` given features gets no augmented view (training augmentation is off).
     Multi-label targets (float multi-hot [N, L]) train with BCE-with-logits, as MedFMC and EPT
-    do; single-label ones with cross-entropy.
+    do; single-label ones with cross-entropy. `timer` (a StepTimer) and `memory` (a
+    bench.measure.StepMemory) measure the training steps.
     """
     st = settings
     device, batch_size, epochs, grad_clip = st.device, st.batch_size, st.epochs, st.grad_clip
@@ -270,7 +275,8 @@ def fit(
         batches = iter(loader)
         for n in _batch_sizes(len(train[1]), batch_size):
             ctx = timer.step(n) if timer is not None else contextlib.nullcontext()
-            with ctx:  # the fetch is part of the step: its time is the step's wall time
+            probe = memory.step(step) if memory is not None else contextlib.nullcontext()
+            with probe, ctx:  # the fetch is part of the step: its time is the step's wall time
                 raw, y, index = next(batches)
                 raw = raw.to(device, non_blocking=True)
                 x = None if skip_view else st.preprocess(raw, train=True, generator=aug)

@@ -19,6 +19,7 @@ from torch import nn
 import bench
 from bench.measure import (
     PeakMemory,
+    StepMemory,
     StepTimer,
     Stopwatch,
     count_params,
@@ -197,6 +198,59 @@ def test_peak_memory_result_survives_exception() -> None:
     with pytest.raises(RuntimeError), pm:
         raise RuntimeError("boom")
     assert pm.result["peak_rss_mb"] > 0
+
+
+def test_own_memory_leaves_out_what_an_earlier_run_freed() -> None:
+    _fresh(
+        """
+        from bench.measure import memory_baseline
+        # an earlier run: many small blocks, freed, which glibc keeps resident in its heap
+        junk = [torch.ones(64 * 1024) for _ in range(2000)]  # 500 MB in 256 KiB blocks
+        del junk
+        baseline = memory_baseline("cpu")
+        with PeakMemory("cpu", baseline_mb=baseline) as pm:
+            x = touched(60)
+            del x
+        need_reset(pm)
+        assert 55 <= pm.result["own_mb"] < 120, pm.result
+        assert pm.result["own_definition"].startswith("the most memory the process held"), pm.result
+        """
+    )
+
+
+def test_step_memory_counts_a_steps_tensors_like_an_allocator() -> None:
+    _fresh(
+        """
+        from bench.measure import StepMemory, memory_baseline
+        baseline = memory_baseline("cpu")
+        kept = touched(40)  # held when the measured step starts: in the figure
+        memory = StepMemory("cpu", baseline, at=1)
+        for i in range(3):
+            with memory.step(i):
+                a = torch.ones(30 * MB // 4)  # the step's own: 30 MB + 30 MB at once
+                b = a * 2
+                kept.add_(1)  # in place: allocates nothing
+                v = kept.view(-1, 4)  # a view: allocates nothing
+                del a, b, v
+        assert 40 + 60 <= memory.own_mb < 40 + 60 + 30, memory.own_mb
+        phase = {"own_mb": 500.0}
+        memory.apply(phase)
+        assert phase["own_mb"] == memory.own_mb and phase["phase_own_mb"] == 500.0
+        assert "steady step" in phase["own_definition"]
+        """
+    )
+
+
+def test_step_memory_measures_nothing_on_a_gpu_or_without_the_step() -> None:
+    on_gpu = StepMemory("cuda:0", 100.0)
+    assert not on_gpu.host
+    short = StepMemory("cpu", 100.0, at=1)
+    with short.step(0):
+        pass
+    assert short.own_mb is None
+    phase = {"own_mb": 7.0}
+    short.apply(phase)
+    assert phase == {"own_mb": 7.0}
 
 
 # --------------------------------------------------------------------------- StepTimer

@@ -93,7 +93,6 @@ def test_cuda_oom_becomes_an_oom_result(monkeypatch, capsys) -> None:
         raise torch.cuda.OutOfMemoryError("Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(profile, "profile_method", oom)
-    monkeypatch.setattr(profile, "_warmed_baseline_rss_mb", lambda: 1.0)
     monkeypatch.setattr(sys, "argv", ["x", json.dumps({"method": "full", "batch_size": 512,
                                                        "img_size": 224})])  # fmt: skip
     profile._main()
@@ -107,4 +106,5 @@ def test_profile_on_gpu_uses_bf16_and_allocator_peaks() -> None:  # pragma: no c
                          repeats=2, device="cuda")  # fmt: skip
     assert out["precision"] == "bf16"
     mem = out["memory"]["train"]
-    assert mem["peak_reserved_mb"] >= mem["peak_allocated_mb"] == out["train_memory_mb"] > 0
+    assert mem["peak_reserved_mb"] >= mem["peak_allocated_mb"] >= out["train_memory_mb"] > 0
+    assert out["train_memory_mb"] == mem["peak_allocated_mb"] - out["baseline_mb"]

@@ -1,4 +1,5 @@
-"""NVML (pynvml), when present: the GPU memory of this process and of the others on a GPU."""
+"""NVML (pynvml), when present: the GPU memory of this process and of the others on a GPU, and
+the energy the GPU drew."""
 
 from __future__ import annotations
 
@@ -124,3 +125,44 @@ def gpu_busy_processes(device_index: int = 0) -> list[dict[str, Any]] | None:
         return None
     own = os.getpid()
     return [{"pid": p, "used_mb": mb} for p, mb in _nvml_processes(nvml, handle) if p != own]
+
+
+def _energy_mj(handle: Any) -> int | None:
+    nvml = _nvml()
+    if nvml is None or handle is None:
+        return None
+    try:
+        return int(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+    except Exception:  # older than Volta, or the driver does not expose the counter
+        logger.debug("nvmlDeviceGetTotalEnergyConsumption failed", exc_info=True)
+        return None
+
+
+class GpuEnergy:
+    """Energy the GPU drew over a phase, from NVML's cumulative counter (millijoules since the
+    driver loaded): ``with GpuEnergy(device) as e: ...`` then ``e.joules`` (None off CUDA, without
+    NVML, or on GPUs without the counter). The counter is the whole board's: another process on
+    the GPU adds its energy, which the record's busy-process list tells."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.joules: float | None = None
+        self._handle: Any = None
+        self._start: int | None = None
+
+    def __enter__(self) -> GpuEnergy:
+        if self.device.type == "cuda":
+            nvml = _nvml()
+            if nvml is not None:
+                self._handle = _nvml_handle(nvml, self.device.index or 0)
+            self._start = _energy_mj(self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._start is None:
+            return
+        if exc[0] is None:
+            torch.cuda.synchronize(self.device)  # the phase's kernels drew the energy
+        end = _energy_mj(self._handle)
+        if end is not None:
+            self.joules = (end - self._start) / 1000.0

@@ -64,6 +64,7 @@ class StepTimer:
         images = int(sum(self._sizes[start:]))
         out: dict[str, Any] = {
             "steps_total": n,
+            "images_total": int(sum(self._sizes)),
             "steps_timed": int(times.size),
             "warmup_steps": start,
             "warmup_excluded": excluded,

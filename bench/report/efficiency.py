@@ -11,7 +11,7 @@ import pandas as pd
 from bench import metric_table
 from bench.metric_table import LOWER_IS_BETTER
 from bench.report.formats import fmt
-from bench.report.frame import numeric
+from bench.report.frame import memory_words, numeric
 from bench.report.stats import CORRECTION, MIN_PAIRS, pme, ppe, ppt, prepare
 from bench.report.tables import (
     Table,
@@ -29,7 +29,7 @@ COMPOSITE_DEFINITIONS = (
     "P = trainable parameters. "
     "PPE (FPT, Huang et al., MICCAI 2024) = score · exp(-log10(r + 1)), "
     "r = trainable fraction of the backbone, head included. "
-    "PME (FPT) = score · exp(-log10(m / m_full + 1)), m = peak training memory, "
+    "PME (FPT) = score · exp(-log10(m / m_full + 1)), m = memory used while training, "
     "m_full = full fine-tuning's in the same block. score = the percentage shown."
 )
 COMPOSITE_FOOTNOTE = (
@@ -46,7 +46,7 @@ PHASES = (
 EFFICIENCY_COLUMNS = [
     "block", "dataset", "shots", "backbone", "method", "setting", "status", "n_ok",
     "trainable_params", "trainable_pct", "trainable_pct_no_head", *(c for c, _ in PHASES),
-    "train_s", "train_img_s", "metric", "score", "ppt", "ppe", "pme", "note",
+    "train_s", "train_img_s", "memory_source", "metric", "score", "ppt", "ppe", "pme", "note",
 ]  # fmt: skip
 
 
@@ -67,6 +67,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     ]  # fmt: skip
     for c in cost_cols:
         p[c] = numeric(src, c)
+    p["memory_source"] = src["memory_source"] if "memory_source" in src.columns else None
     p["batch_size"], p["batch_size_used"] = (
         numeric(src, "batch_size"),
         numeric(src, "batch_size_used"),
@@ -85,6 +86,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
             row[c] = first_finite(g[c])
         for c in (*(c for c, _ in PHASES), "train_s", "train_img_s"):
             row[c] = finite_mean(ok[c])
+        row["memory_source"] = "; ".join(sorted(set(ok["memory_source"].dropna())))
         row["score"] = finite_mean(ok["value"])
         retried = ok[ok["batch_size_used"] < ok["batch_size"]]
         if len(retried):
@@ -139,8 +141,9 @@ def efficiency_display(eff: pd.DataFrame) -> Table:
     )
     notes = [
         "params: trainable parameters; train %: trainable share of the backbone without its head, "
-        "the head's trainables included; (no head): head excluded. Peak memory per phase in MB, "
-        "train s and img/s: means over finished runs. " + COMPOSITE_DEFINITIONS
+        "the head's trainables included; (no head): head excluded. preload/train/eval MB: memory "
+        "used in that phase, " + memory_words(eff) + "; train s and img/s: means over finished "
+        "runs. " + COMPOSITE_DEFINITIONS
     ]
     dropped = []
     for col, name in PHASES:

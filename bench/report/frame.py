@@ -23,12 +23,20 @@ def _setting(cfg: dict[str, Any]) -> str:
 
 
 def _memory_mb(mem: dict[str, Any] | None) -> float | None:
+    """A phase's memory as bench.measure.memory defines it (`own_mb`). Older records lack it:
+    their GPU allocator peak still means the same, but their host figure was the process's
+    lifetime peak, which earlier cells set, so it is left out rather than compared."""
     if not mem:
         return None
-    for key in ("peak_allocated_mb", "peak_rss_mb"):
-        if mem.get(key) is not None:
-            return float(mem[key])
-    return None
+    value = mem.get("own_mb", mem.get("peak_allocated_mb"))
+    return float(value) if value is not None else None
+
+
+def memory_words(df: pd.DataFrame) -> str:
+    """What the memory figures in `df` mean, in the words their records carry (GPU and host
+    runs define theirs differently); older records carry none."""
+    words = sorted(set(df["memory_source"].dropna())) if "memory_source" in df.columns else []
+    return "; ".join(words) if words else "not recorded in a comparable way by these runs"
 
 
 def numeric(df: pd.DataFrame, name: str) -> pd.Series:
@@ -92,7 +100,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "peak_train_mem_mb": _memory_mb(memory.get("train")),
                 "peak_preload_mem_mb": _memory_mb(memory.get("preload")),
                 "peak_eval_mem_mb": _memory_mb(memory.get("eval")),
-                "memory_source": (memory.get("train") or {}).get("memory_source"),
+                # what the memory figure means (GPU or host), said under tables and on axes
+                "memory_source": (memory.get("train") or {}).get("own_definition"),
                 "train_s": (cost.get("phases_s") or {}).get("train"),
                 "wall_s": cost.get("wall_s"),
                 "train_img_s": (cost.get("train_step") or {}).get("throughput_img_s"),

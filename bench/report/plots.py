@@ -134,9 +134,6 @@ def _aggregate(ok: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                 "calibration": _pool_calibration(g["calibration"])
                 if "calibration" in g.columns
                 else None,
-                "memory_source": ", ".join(sorted(set(g["memory_source"].dropna().astype(str))))
-                if "memory_source" in g.columns
-                else "",
             }
         )
     agg = pd.DataFrame(rows)
@@ -219,10 +216,9 @@ def _fig_memory(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | 
     for _, row in pts.iterrows():
         _errorbar(ax, row["mem_mb"], row, colors[row["method"]])
     _log_if_wide(ax, pts["mem_mb"].to_numpy())
-    sources = ", ".join(sorted({s for s in pts["memory_source"] if s}))
-    ax.set_xlabel("peak training memory (MB" + (f", {sources})" if sources else ")"))
+    ax.set_xlabel("memory used while training (MB)")
     ax.set_ylabel(_score_label(pts["metric"]))
-    ax.set_title(f"{title}: score vs peak memory")
+    ax.set_title(f"{title}: score vs training memory")
     return fig
 
 

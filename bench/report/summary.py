@@ -11,6 +11,7 @@ from bench.demo import DEMO_NOTICE
 from bench.records import write_atomic
 from bench.report.efficiency import efficiency_table
 from bench.report.formats import fmt
+from bench.report.frame import memory_words
 from bench.report.missing import MISSING_NOTE, missing_in_grid
 from bench.report.missing import lines as missing_lines
 from bench.report.stats import prepare
@@ -58,7 +59,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
             {
                 "ECE %": fmt(s["ece"], ".2f"),
                 "train %": fmt(s["trainable_pct"], ".3g"),
-                "peak MB": fmt(s["peak_train_mem_mb"], ".0f"),
+                "train mem MB": fmt(s["peak_train_mem_mb"], ".0f"),
                 "train s": fmt(s["train_s"], ".1f"),
                 "img/s": fmt(s["train_img_s"], ".0f"),
             }
@@ -87,8 +88,8 @@ def render_markdown(df: pd.DataFrame, records: list[dict[str, Any]] | None = Non
     lines += [
         "Scores are test-split percentages, evaluated once with the epoch selected on validation; "
         "mean ± std over seeds, few-shot split seeds pooled in (sample std). `train %`: trainable parameters as a percentage of the "
-        "backbone without its head. `img/s`: steady-state training throughput. Peak memory: "
-        + ", ".join(sorted(set(df["memory_source"].dropna())))
+        "backbone without its head. `img/s`: steady-state training throughput. `train mem MB`: "
+        + memory_words(df)
         + ".",
         "",
     ]
