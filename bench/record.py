@@ -166,6 +166,37 @@ class Energy(TypedDict, total=False):
     source: str
 
 
+class BusyProcess(TypedDict):
+    """Another process busy during a measured window."""
+
+    pid: int
+    name: str | None
+    core_share: float  # its CPU time over the window's wall time: 1.0 = one core throughout
+
+
+class Conditions(TypedDict):
+    """bench.measure.MachineLoad.result: what else the machine did while the costs were timed
+    (grid records: `cost.conditions`; profile records: `profile.conditions`)."""
+
+    wall_s: float  # the window's length
+    loadavg_start: float | None  # 1-minute load average; None off Unix
+    loadavg_end: float | None
+    cpu_count: int | None
+    cpus_usable: int | None  # CPUs this process may run on (affinity)
+    torch_threads: int
+    torch_interop_threads: int
+    others_cpu_share: float | None  # other processes' share of all CPUs' time, 0..1
+    busy_processes: list[BusyProcess] | None  # the busiest others, from a tenth of a core
+    cpu_freq_mhz: dict[str, float | None] | None  # current, min, max
+    gpu_other_processes: list[GpuProcess] | None  # None off CUDA or without NVML
+    gpu_other_count: int | None  # others on the GPU (this process not counted in a container)
+    gpu_utilization_pct: float | None
+    gpu_sm_clock_mhz: int | None
+    gpu_sm_clock_max_mhz: int | None
+    contended: bool | None  # None: nothing could be measured
+    contention_reason: str | None  # why contended, in words
+
+
 class Cost(TypedDict, total=False):
     train_step: StepTiming
     eval_step: StepTiming
@@ -174,6 +205,7 @@ class Cost(TypedDict, total=False):
     compile_s: float  # with --compile: the first steps' excess over steady ones
     wall_s: float
     phases_s: dict[str, float]  # bench.measure.Stopwatch.seconds
+    conditions: Conditions  # the machine's load while training was timed
 
 
 class Env(TypedDict, total=False):
@@ -310,6 +342,16 @@ def is_record(data: Any) -> bool:
     return isinstance(data, dict) and data.get("schema") == SCHEMA and "run_id" in data
 
 
+# What the report reads of a record's `Conditions`, under cost.conditions or profile.conditions.
+_CONDITION_TYPES = {"contended": "bool?", "contention_reason": "str?",
+                    "others_cpu_share": "number?", "torch_threads": "int?",
+                    "cpu_count": "int?"}  # fmt: skip
+
+
+def _conditions_types(parent: str) -> dict[str, str]:
+    return {parent: "dict?"} | {f"{parent}.{k}": v for k, v in _CONDITION_TYPES.items()}
+
+
 def _record_types() -> dict[str, str]:
     """Dotted key -> the type `bench report` needs there ("number": int or float, not bool; a
     trailing "?" also allows null). Parents come before their children."""
@@ -344,7 +386,7 @@ def _record_types() -> dict[str, str]:
     types["cost.energy"] = "dict?"
     for key in ("train_j", "eval_j", "train_j_per_image", "eval_j_per_image"):
         types[f"cost.energy.{key}"] = "number?"
-    return types
+    return types | _conditions_types("cost.conditions")
 
 
 _RECORD_TYPES = _record_types()
@@ -359,7 +401,7 @@ _PROFILE_TYPES = {
     "profile.train_memory_mb": "number?", "profile.inference_memory_mb": "number?",
     "profile.compile_s": "number?", "profile.step": "dict?", "profile.inference": "dict?",
     "profile.step.step_time_median_s": "number?", "profile.step.throughput_img_s": "number?",
-    "profile.inference.throughput_img_s": "number?",
+    "profile.inference.throughput_img_s": "number?", **_conditions_types("profile.conditions"),
 }  # fmt: skip
 
 

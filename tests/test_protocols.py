@@ -322,5 +322,5 @@ def test_report_pools_split_seeds_within_a_shot_count() -> None:
     one = summary[summary["shots"] == 1].iloc[0]
     assert one["seeds"] == 3 and one["mean"] == pytest.approx(60.0)
     assert one["std"] == pytest.approx(10.0)
-    titles = [title for title, _ in blocks(summary)]
+    titles = [title for title, _, _ in blocks(summary)]
     assert titles == ["mine 1-shot · b", "mine 5-shot · b", "mine · b"]

@@ -510,6 +510,7 @@ def test_the_report_never_imports_torch() -> None:
         "import bench.report.tables, bench.report.efficiency, bench.report.formats\n"
         "import bench.report.stats, bench.report.paper, bench.report.tuning\n"
         "import bench.report.profile, bench.report.missing, bench.report.filters\n"
+        "import bench.report.conditions\n"
         "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

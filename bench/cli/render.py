@@ -38,15 +38,19 @@ def print_grid(out: Console, the_plan, results: Path) -> None:
     )
 
 
-def print_summary(out: Console, records: list[dict]) -> None:
-    """The score tables of these records, one per block, and the demo notice where it applies."""
+def print_summary(out: Console, records: list[dict], *, hide_times: bool = False) -> None:
+    """The score tables of these records, one per block with the notes on its timings, and the
+    demo notice where it applies; `hide_times`: blocks whose timings are not comparable show
+    none."""
     from bench.demo import DEMO_NOTICE
     from bench.report import blocks, records_frame, summarize
 
     df = records_frame(records)
     if df.empty:
         return
-    for title, table_df in blocks(summarize(df)):
+    for title, table_df, notes in blocks(summarize(df), hide_times=hide_times):
         out.print(frame_table(title, table_df, left=("method", "runs")))
+        for note in notes:
+            out.print(note, markup=False)
     if df["demo"].any():
         out.print(f"[bold yellow]{DEMO_NOTICE}[/]")

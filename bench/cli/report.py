@@ -38,6 +38,15 @@ def report(
         typer.Option(help="Method the paired tests compare against [default: full, else linear]."),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Draw the figures (PNG and PDF).")] = True,
+    hide_incomparable_times: Annotated[
+        bool,
+        typer.Option(
+            "--hide-incomparable-times",
+            help="Leave out the time columns (train s, img/s, ms/step) of a table whose runs "
+            "were timed on different machines, with different torch thread counts, or while "
+            "other processes kept the machine busy; the note under the table says why.",
+        ),
+    ] = False,
     paper_regime: Annotated[
         str,
         typer.Option(
@@ -105,15 +114,18 @@ def report(
             f"[yellow]no record matches the filters[/] ({len(grid_records)} record(s) in "
             f"{results}); the report will be empty"
         )
-    print_summary(term, chosen)
+    print_summary(term, chosen, hide_times=hide_incomparable_times)
     _print_gaps(term, df)
     if len(profiles):
-        for title, frame in profile_tables(profiles):
+        for title, frame, notes in profile_tables(profiles, hide_times=hide_incomparable_times):
             term.print(frame_table(f"profile: {title}", frame, left=("method",)))
+            for note in notes:
+                term.print(note, markup=False)
     try:
         written = write_report(
-            df, out, plots=plots, baseline=base, profiles=profiles, records=chosen
-        )
+            df, out, plots=plots, baseline=base, profiles=profiles, records=chosen,
+            hide_times=hide_incomparable_times,
+        )  # fmt: skip
         if paper is not None:
             # The paper's table reads every record: the protocol picks its own cells.
             written += write_paper_table(paper, records_frame(loaded.records), out, paper_regime)

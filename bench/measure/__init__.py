@@ -1,7 +1,8 @@
-"""Cost measurement: parameter counts, per-phase peak memory, GPU energy, step timing and run
-environment."""
+"""Cost measurement: parameter counts, per-phase peak memory, GPU energy, step timing, run
+environment and the machine's load while a cost was measured."""
 
 from bench.measure.env import environment
+from bench.measure.load import MachineLoad
 from bench.measure.memory import (
     MEMORY_LABEL,
     PeakMemory,
@@ -16,6 +17,7 @@ from bench.measure.timing import StepTimer, Stopwatch
 __all__ = [
     "MEMORY_LABEL",
     "GpuEnergy",
+    "MachineLoad",
     "PeakMemory",
     "StepMemory",
     "StepTimer",

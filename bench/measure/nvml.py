@@ -166,3 +166,34 @@ class GpuEnergy:
         end = _energy_mj(self._handle)
         if end is not None:
             self.joules = (end - self._start) / 1000.0
+
+
+def gpu_activity(device_index: int = 0) -> dict[str, Any] | None:
+    """GPU ``device_index``'s utilisation (%, NVML's last sample period) and SM clock now and at
+    most (MHz), and whether NVML lists this process under its own pid; None without NVML, a
+    figure None where the driver does not report it.
+
+    ``own_pid_listed`` False while this process holds a context on the GPU means NVML reports
+    host pids (a container): `gpu_busy_processes` then lists this process among the others.
+    """
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    handle = _nvml_handle(nvml, device_index)
+    if handle is None:
+        return None
+
+    def ask(fn_name: str, *args: Any) -> Any:
+        try:
+            return getattr(nvml, fn_name)(handle, *args)
+        except Exception:
+            logger.debug("%s failed", fn_name, exc_info=True)
+            return None
+
+    rates = ask("nvmlDeviceGetUtilizationRates")
+    return {
+        "utilization_pct": None if rates is None else float(rates.gpu),
+        "sm_clock_mhz": ask("nvmlDeviceGetClockInfo", nvml.NVML_CLOCK_SM),
+        "sm_clock_max_mhz": ask("nvmlDeviceGetMaxClockInfo", nvml.NVML_CLOCK_SM),
+        "own_pid_listed": any(p == os.getpid() for p, _ in _nvml_processes(nvml, handle)),
+    }

@@ -3,7 +3,7 @@
 Reads only the records; never imports a model (nor torch). `frame` turns records into the long
 frame that `summary`, `tables`, `efficiency`, `stats`, `plots`, `paper`, `missing` and `tuning`
 read; `write` writes the report folder; `filters` chooses the records; `profile` shows
-`bench profile` records.
+`bench profile` records; `conditions` says whether a table's timings can be compared.
 """
 
 from bench.report.filters import parse_where, select_records

@@ -10,6 +10,7 @@ import pandas as pd
 
 from bench import metric_table
 from bench.metric_table import LOWER_IS_BETTER
+from bench.report.conditions import row_contention, timed_table
 from bench.report.formats import fmt
 from bench.report.frame import memory_words, numeric
 from bench.report.stats import CORRECTION, MIN_PAIRS, pme, ppe, ppt, prepare
@@ -46,8 +47,10 @@ PHASES = (
 EFFICIENCY_COLUMNS = [
     "block", "dataset", "shots", "backbone", "method", "setting", "status", "n_ok",
     "trainable_params", "trainable_pct", "trainable_pct_no_head", *(c for c, _ in PHASES),
-    "train_s", "train_img_s", "memory_source", "metric", "score", "ppt", "ppe", "pme", "note",
+    "train_s", "train_img_s", "memory_source", "contended", "contention_reason", "metric",
+    "score", "ppt", "ppe", "pme", "note",
 ]  # fmt: skip
+TIME_COLUMNS = ("train s", "img/s")
 
 
 def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -55,8 +58,9 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
 
     Columns: block, dataset, shots, backbone, method, setting, status, n_ok, trainable_params,
     trainable_pct (head's trainables included), trainable_pct_no_head, peak_preload_mem_mb,
-    peak_train_mem_mb, peak_eval_mem_mb, train_s, train_img_s (means over ok runs), metric,
-    score (mean percent), ppt, ppe, pme, note. PME needs one full fine-tuning setting with a
+    peak_train_mem_mb, peak_eval_mem_mb, train_s, train_img_s (means over ok runs), contended
+    and contention_reason (`bench.report.conditions.row_contention`), metric, score (mean
+    percent), ppt, ppe, pme, note. PME needs one full fine-tuning setting with a
     peak training memory in the same block; otherwise NaN and `note` says why.
     """
     src = df.reset_index(drop=True)
@@ -87,6 +91,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
         for c in (*(c for c, _ in PHASES), "train_s", "train_img_s"):
             row[c] = finite_mean(ok[c])
         row["memory_source"] = "; ".join(sorted(set(ok["memory_source"].dropna())))
+        row |= row_contention(src.loc[g.index])
         row["score"] = finite_mean(ok["value"])
         retried = ok[ok["batch_size_used"] < ok["batch_size"]]
         if len(retried):
@@ -123,9 +128,13 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def efficiency_display(eff: pd.DataFrame) -> Table:
+def efficiency_display(
+    eff: pd.DataFrame, *, timing: str | None = None, hide_times: bool = False
+) -> Table:
     """`efficiency_table` formatted for people: best and second best score, PPT, PPE and PME per
-    block marked; memory phases nobody recorded left out (said in a footnote)."""
+    block marked; memory phases nobody recorded left out (said in a footnote). `timing`: the
+    runs' `bench.report.conditions.timing_note`; with `hide_times` a table it calls not
+    comparable shows no times."""
 
     e = eff.reset_index(drop=True)
     if e.empty:
@@ -155,6 +164,8 @@ def efficiency_display(eff: pd.DataFrame) -> Table:
         notes.append(f"No run recorded {' or '.join(dropped)} memory; those columns are left out.")
     frame["train s"] = [fmt(v, ".1f") for v in e["train_s"]]
     frame["img/s"] = [fmt(v, ".0f") for v in e["train_img_s"]]
+    labels = [f"{b} / {m}" for b, m in zip(e["block"], e["method"], strict=True)]
+    frame, timing_notes = timed_table(frame, TIME_COLUMNS, e, labels, timing, hide=hide_times)
     dec = [metric_table.decimals(m) for m in e["metric"]]
     frame["score"] = [
         status_words(st) if n == 0 else fmt(v, f".{d}f")
@@ -176,4 +187,4 @@ def efficiency_display(eff: pd.DataFrame) -> Table:
         who = [f"{b} / {m}" for b, m, n in zip(e["block"], e["method"], e["note"], strict=True)
                if n == note]  # fmt: skip
         notes.append(f"{note}: {', '.join(who)}.")
-    return Table(frame, ranks, notes)
+    return Table(frame, ranks, notes + timing_notes)

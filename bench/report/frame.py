@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.metric_table import TEST_METRICS
+from bench.report.conditions import record_conditions
 from bench.report.profile import is_profile
 from bench.report.tuning import is_trial, role, row_name
 
@@ -105,6 +106,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "train_s": (cost.get("phases_s") or {}).get("train"),
                 "wall_s": cost.get("wall_s"),
                 "train_img_s": (cost.get("train_step") or {}).get("throughput_img_s"),
+                # what else the machine did meanwhile: bench.report.conditions
+                **record_conditions(cost.get("conditions"), r.get("env"), cfg.get("device")),
                 "calibration": metrics.get("calibration"),
                 "started_at": r.get("started_at"),
             }
@@ -117,7 +120,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         frame = frame.reset_index(drop=True)
     numbers = ["primary", *TEST_METRICS, "trainable_pct", "trainable_pct_no_head",
                "peak_train_mem_mb", "peak_preload_mem_mb", "peak_eval_mem_mb", "train_s",
-               "wall_s", "train_img_s"]  # fmt: skip
+               "wall_s", "train_img_s", "others_cpu_share", "torch_threads",
+               "cpu_count"]  # fmt: skip
     for col in numbers:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")

@@ -11,14 +11,16 @@ from typing import Any
 import pandas as pd
 
 from bench.profiling import KIND
+from bench.report.conditions import CONDITION_COLUMNS, record_conditions, timed_table, timing_note
 from bench.report.formats import fmt
 
 COLUMNS = [
     "backbone", "img_size", "batch_size", "device", "precision", "compile", "method", "status",
     "cached", "trainable_pct", "train_ms", "train_img_s", "infer_img_s", "train_mb",
-    "infer_mb", "compile_s", "finished_at",
+    "infer_mb", "compile_s", "finished_at", *CONDITION_COLUMNS,
 ]  # fmt: skip
 GROUP = ["backbone", "img_size", "batch_size", "device", "precision", "compile"]
+TIME_COLUMNS = ("train ms/step", "train img/s", "infer img/s", "compile s")
 
 
 def is_profile(record: dict[str, Any]) -> bool:
@@ -53,13 +55,18 @@ def profile_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "infer_mb": p.get("inference_memory_mb"),
                 "compile_s": p.get("compile_s"),
                 "finished_at": r.get("finished_at"),
+                **record_conditions(p.get("conditions"), r.get("env"), p.get("device")),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def profile_tables(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(title, display table) per measurement group, methods in the order they were profiled."""
+def profile_tables(
+    frame: pd.DataFrame, *, hide_times: bool = False
+) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    """(title, display table, notes on its timings) per measurement group, methods in the order
+    they were profiled; `hide_times`: a group whose timings are not comparable shows none
+    (`bench.report.conditions.timed_table`)."""
     out = []
     for key, g in frame.sort_values("finished_at", kind="stable").groupby(GROUP, sort=False):
         backbone, img, batch, device, precision, compiled = key
@@ -85,7 +92,11 @@ def profile_tables(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
                 }
             )
         title = f"{backbone} · {img} px · batch {batch} · {device} · {precision}"
-        out.append((title + (" · compiled" if compiled else ""), pd.DataFrame(rows)))
+        table = pd.DataFrame(rows)
+        table, notes = timed_table(
+            table, TIME_COLUMNS, g, table["method"], timing_note(g), hide=hide_times
+        )
+        out.append((title + (" · compiled" if compiled else ""), table, notes))
     return out
 
 

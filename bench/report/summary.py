@@ -9,25 +9,31 @@ import pandas as pd
 
 from bench.demo import DEMO_NOTICE
 from bench.records import write_atomic
+from bench.report.conditions import timed_table, timing_note
 from bench.report.efficiency import efficiency_table
 from bench.report.formats import fmt
 from bench.report.frame import memory_words
 from bench.report.missing import MISSING_NOTE, missing_in_grid
 from bench.report.missing import lines as missing_lines
+from bench.report.names import block_title
 from bench.report.stats import prepare
 from bench.report.tables import score_table
 from bench.report.tuning import budget_note, tuning_markdown
+
+TIME_COLUMNS = ("train s", "img/s")
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (block, method, setting): the score table's numbers (`score_table`:
     mean ± std over seeds, failed cells counted, not dropped) beside the efficiency table's costs
-    and the mean accuracy and ECE; what the terminal and summary.md show."""
+    and the mean accuracy and ECE; what the terminal and summary.md show. `timing_note`: whether
+    the block's timings are comparable (`bench.report.conditions.timing_note`)."""
     if df.empty:
         return pd.DataFrame()
     keys = ["block", "method", "setting"]
     scores = score_table(df)
-    costs = ["trainable_params", "trainable_pct", "peak_train_mem_mb", "train_s", "train_img_s"]
+    costs = ["trainable_params", "trainable_pct", "peak_train_mem_mb", "train_s", "train_img_s",
+             "contended", "contention_reason"]  # fmt: skip
     out = scores.merge(efficiency_table(df)[keys + costs], on=keys, how="left")
     group = ["dataset", "shots_key", "backbone", "method", "setting"]
     extra = prepare(df).assign(
@@ -40,6 +46,10 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     flags = extra.groupby(group, sort=False)[["demo"]].any()
     out["shots_key"] = out["shots"].fillna(0).astype(int)
     out = out.join(means, on=group).join(flags, on=group).drop(columns="shots_key")
+    keys = zip(extra["dataset"], extra["shots_key"], extra["backbone"], strict=True)
+    run_block = pd.Series([block_title(*k) for k in keys], index=df.index)
+    notes = {b: timing_note(df[run_block == b]) for b in out["block"].unique()}
+    out["timing_note"] = [notes[b] for b in out["block"]]
     return out.rename(columns={"n_total": "seeds"})
 
 
@@ -68,13 +78,27 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def blocks(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(title, display table) per block (dataset, shots, backbone), the unit results are
-    compared in."""
-    return [(title, display_table(part)) for title, part in summary.groupby("block", sort=False)]
+def blocks(
+    summary: pd.DataFrame, *, hide_times: bool = False
+) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    """(title, display table, notes on its timings) per block (dataset, shots, backbone), the
+    unit results are compared in; `hide_times`: a block whose timings are not comparable shows
+    none (`bench.report.conditions.timed_table`)."""
+    out = []
+    for title, part in summary.groupby("block", sort=False):
+        note = part["timing_note"].iloc[0]
+        note = note if isinstance(note, str) else None
+        table = display_table(part)
+        table, notes = timed_table(
+            table, TIME_COLUMNS, part, table["method"], note, hide=hide_times
+        )
+        out.append((title, table, notes))
+    return out
 
 
-def render_markdown(df: pd.DataFrame, records: list[dict[str, Any]] | None = None) -> str:
+def render_markdown(
+    df: pd.DataFrame, records: list[dict[str, Any]] | None = None, *, hide_times: bool = False
+) -> str:
     """summary.md: the summary per block, the search, unfinished and missing cells."""
     summary = summarize(df)
     lines = ["# medpeft-bench summary", ""]
@@ -83,8 +107,9 @@ def render_markdown(df: pd.DataFrame, records: list[dict[str, Any]] | None = Non
         return "\n".join([*lines, "No records found.", "", *search])
     if bool(df["demo"].any()):
         lines += [f"> **{DEMO_NOTICE}.**", ""]
-    for title, table in blocks(summary):
+    for title, table, notes in blocks(summary, hide_times=hide_times):
         lines += [f"## {title}", "", table.to_markdown(index=False, disable_numparse=True), ""]
+        lines += [line for note in notes for line in (note, "")]
     lines += [
         "Scores are test-split percentages, evaluated once with the epoch selected on validation; "
         "mean ± std over seeds, few-shot split seeds pooled in (sample std). `train %`: trainable parameters as a percentage of the "
@@ -111,7 +136,12 @@ def render_markdown(df: pd.DataFrame, records: list[dict[str, Any]] | None = Non
 
 
 def write_summary(
-    df: pd.DataFrame, out_dir: Path, records: list[dict[str, Any]] | None = None
+    df: pd.DataFrame,
+    out_dir: Path,
+    records: list[dict[str, Any]] | None = None,
+    *,
+    hide_times: bool = False,
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_atomic(out_dir / "summary.md", render_markdown(df, records))
+    text = render_markdown(df, records, hide_times=hide_times)
+    return write_atomic(out_dir / "summary.md", text)

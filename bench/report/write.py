@@ -9,6 +9,7 @@ import pandas as pd
 
 from bench.demo import DEMO_NOTICE
 from bench.records import write_atomic
+from bench.report.conditions import timing_note
 from bench.report.efficiency import COMPOSITE_FOOTNOTE, efficiency_display, efficiency_table
 from bench.report.formats import to_csv, to_latex, to_markdown
 from bench.report.html import render_html
@@ -31,29 +32,32 @@ def write_report(
     baseline: str | None = None,
     profiles: pd.DataFrame | None = None,
     records: list[dict[str, Any]] | None = None,
+    hide_times: bool = False,
 ) -> list[Path]:
     """Everything `bench report` renders: summary.md, the figures (PNG and PDF) and a
     self-contained index.html showing the tables and figures. Returns the files written.
     `baseline`: the method the paired tests compare against (default: `choose_baseline`).
-    `records`: the records `df` came from, with search trials (the search section)."""
+    `records`: the records `df` came from, with search trials (the search section).
+    `hide_times`: tables whose timings are not comparable show none
+    (`bench.report.conditions`)."""
     # matplotlib takes a second to import: only a report with figures pays for it.
     from bench.report.plots import write_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [write_summary(df, out_dir, records)]
+    written = [write_summary(df, out_dir, records, hide_times=hide_times)]
     figures = write_plots(df, out_dir / "figures") if plots and not df.empty else []
     written += figures
     pngs = [f for f in figures if f.suffix == ".png"]
     sections = []
     summary = summarize(df)
-    for title, table in blocks(summary) if not df.empty else []:
+    for title, table, notes in blocks(summary, hide_times=hide_times) if not df.empty else []:
         key = slug(title)  # the plots name their files `<kind>-<slug of the block title>`
         sections.append(
             {
                 "heading": title,
                 "html": table.to_html(index=False, border=0, na_rep="—"),
                 "figures": [f for f in pngs if f.stem.split("-", 1)[1] == key],
-                "notes": [],
+                "notes": notes,
             }
         )
     shots_figures = [f for f in pngs if f.stem.startswith("score_vs_shots")]
@@ -73,16 +77,17 @@ def write_report(
     sections += search
     written += search_files
     if not df.empty:
-        table_sections, table_files = _write_tables(df, out_dir, baseline)
+        table_sections, table_files = _write_tables(df, out_dir, baseline, hide_times)
         sections = table_sections + sections
         written += table_files
     if profiles is not None and len(profiles):
         parts = ["# bench profile", "", NOTE, ""]
-        for title, table in profile_tables(profiles):
+        for title, table, notes in profile_tables(profiles, hide_times=hide_times):
             parts += [f"## {title}", "", table.to_markdown(index=False, disable_numparse=True), ""]
+            parts += [line for note in notes for line in (note, "")]
             sections.append({"heading": f"Profile: {title}",
                              "html": table.to_html(index=False, border=0), "figures": [],
-                             "notes": [NOTE]})  # fmt: skip
+                             "notes": [NOTE, *notes]})  # fmt: skip
         path = out_dir / "profile.md"
         write_atomic(path, "\n".join(parts))
         written.append(path)
@@ -128,7 +133,7 @@ def _markdown_with_notes(table: Table) -> str:
 
 
 def _write_tables(
-    df: pd.DataFrame, out_dir: Path, baseline: str | None
+    df: pd.DataFrame, out_dir: Path, baseline: str | None, hide_times: bool
 ) -> tuple[list[dict], list[Path]]:
     """Scores (mean ± std, 95 % bootstrap CI) and efficiency (with the composite metrics) as
     markdown, LaTeX (booktabs) and CSV; statistics against a baseline; HTML sections of each."""
@@ -136,7 +141,7 @@ def _write_tables(
     scores = score_table(df)
     wide = wide_table(scores)
     eff = efficiency_table(df)
-    eff_shown = efficiency_display(eff)
+    eff_shown = efficiency_display(eff, timing=timing_note(df), hide_times=hide_times)
     tuned = budget_note(df)
     caption = "Test scores (mean ± std over seeds)"
     if tuned:
