@@ -31,6 +31,7 @@ from bench.frozen_features import (
 )
 from bench.measure import (
     GpuEnergy,
+    MachineLoad,
     PeakMemory,
     StepMemory,
     StepTimer,
@@ -83,13 +84,14 @@ def run_cell(
         settings = TrainSettings.for_cell(cell, prep, multilabel=data.card.multilabel)
         train_timer, train_memory = StepTimer(device), _step_memory(cell, device, baseline, at=1)
         with PeakMemory(device, baseline_mb=baseline) as mem_train, GpuEnergy(device) as joules, \
-                watch.phase("train"):  # fmt: skip
+                MachineLoad(device) as load, watch.phase("train"):  # fmt: skip
             result = fit(model, _split(data, "train"), _split(data, "val"), settings,
                          score=_scorer(data.card), timer=train_timer, memory=train_memory,
                          on_step=on_step,
                          features=(sources["train"], sources["val"]) if sources else None)  # fmt: skip
         memory["train"], energy["train"] = mem_train.result, joules.joules
         train_memory.apply(memory["train"])
+        conditions = load.result  # what else ran while the timed steps did
         primary, best_val = data.card.primary_metric, result.history[result.best_epoch]["val"]
         if trial:
             record.status = "trial"
@@ -101,7 +103,8 @@ def run_cell(
                 "val": best_val,
             }
             record.training = _training(result, cell, model, sources)
-            record.cost = {"train_step": train_timer.summary(), "memory": memory}
+            record.cost = {"train_step": train_timer.summary(), "memory": memory,
+                           "conditions": conditions}  # fmt: skip
             return _finish(record, t0, watch)
         # The test split is read exactly once, after selection, with the selected weights.
         eval_timer, eval_memory = StepTimer(device), _step_memory(cell, device, baseline, at=0)
@@ -118,6 +121,7 @@ def run_cell(
         record.metrics = _test_metrics(logits, labels, data.card, best_val)
         record.training = _training(result, cell, model, sources)
         record.cost = _cost(cell, train_timer, eval_timer, memory, energy)
+        record.cost["conditions"] = conditions
     except Diverged as exc:
         record.status, record.error, record.diverged_step = "diverged", str(exc), exc.step
     except torch.cuda.OutOfMemoryError as exc:

@@ -88,7 +88,14 @@ def profile_method(
     from bench.frozen_features import uses_frozen_features
     from bench.grid import resolve_precision
     from bench.harness import adapt
-    from bench.measure import GpuEnergy, PeakMemory, StepMemory, count_params, memory_baseline
+    from bench.measure import (
+        GpuEnergy,
+        MachineLoad,
+        PeakMemory,
+        StepMemory,
+        count_params,
+        memory_baseline,
+    )
     from bench.train import autocast, build_optimizer, set_train_mode
     from methods import get_method
 
@@ -164,7 +171,8 @@ def profile_method(
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     train_warmup_s = time.perf_counter() - t0
-    with PeakMemory(dev, baseline_mb=baseline) as mem, GpuEnergy(dev) as joules:
+    with PeakMemory(dev, baseline_mb=baseline) as mem, GpuEnergy(dev) as joules, \
+            MachineLoad(dev) as load:  # fmt: skip
         train = _rounds(step, batch_size=batch_size, steps=steps, repeats=repeats, device=dev)
     memory["train"] = mem.result
     images = batch_size * steps * repeats
@@ -198,6 +206,7 @@ def profile_method(
         if joules.joules is None
         else {"train_j": joules.joules, "train_j_per_image": joules.joules / images},
         "step": train,
+        "conditions": load.result,
         "inference": inference,
         "warmup_s": {"train": train_warmup_s, "inference": infer_warmup_s},
     }

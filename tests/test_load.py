@@ -169,3 +169,32 @@ def test_records_carry_the_conditions_and_their_types_are_checked() -> None:
     with pytest.raises(UnreadableRecord, match=r"profile.conditions.torch_threads"):
         Record.from_json({**profile, "profile": {"method": "lora",
                                                  "conditions": {"torch_threads": 1.5}}})  # fmt: skip
+
+
+def test_a_grid_run_under_load_is_flagged_in_the_report(tmp_path, tiny_data_root) -> None:
+    """The user's case: a grid ran while another job loaded the CPU; its record says so and the
+    report's tables mark the row and warn that its timing is not comparable."""
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from tests.conftest import grid_args
+
+    results = tmp_path / "results"
+    others = [spin_elsewhere() for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.2)
+        res = CliRunner().invoke(app, grid_args(tiny_data_root, results, "--methods", "linear",
+                                                "--epochs", "2"))  # fmt: skip
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGKILL)
+    assert res.exit_code == 0, res.output
+    (record,) = [json.loads(p.read_text()) for p in results.rglob("*.json")
+                 if p.name != "grid.json"]  # fmt: skip
+    conditions = record["cost"]["conditions"]
+    assert conditions["contended"] is True, conditions
+    report = CliRunner().invoke(app, ["report", "--results", str(results), "--out",
+                                      str(tmp_path / "reports")])  # fmt: skip
+    assert report.exit_code == 0, report.output
+    summary = (tmp_path / "reports" / "summary.md").read_text()
+    assert "†" in summary and "other processes used" in summary, summary
