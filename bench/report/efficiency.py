@@ -10,8 +10,8 @@ import pandas as pd
 
 from bench import metric_table
 from bench.metric_table import LOWER_IS_BETTER
-from bench.report.formats import fmt
-from bench.report.frame import numeric
+from bench.report.formats import OPTIONAL_COSTS_NOTE, add_optional_costs, fmt
+from bench.report.frame import COST_COLUMNS, numeric
 from bench.report.stats import CORRECTION, MIN_PAIRS, pme, ppe, ppt, prepare
 from bench.report.tables import (
     Table,
@@ -43,10 +43,12 @@ PHASES = (
     ("peak_train_mem_mb", "train MB"),
     ("peak_eval_mem_mb", "eval MB"),
 )
+# Counted per setting (the same for every seed), unlike the measured costs, which are averaged.
+COUNTED = ("train_gflops", "infer_gflops", "overhead_gflops")
 EFFICIENCY_COLUMNS = [
     "block", "dataset", "shots", "backbone", "method", "setting", "status", "n_ok",
     "trainable_params", "trainable_pct", "trainable_pct_no_head", *(c for c, _ in PHASES),
-    "train_s", "train_img_s", "metric", "score", "ppt", "ppe", "pme", "note",
+    "train_s", "train_img_s", *COST_COLUMNS, "metric", "score", "ppt", "ppe", "pme", "note",
 ]  # fmt: skip
 
 
@@ -55,15 +57,17 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
 
     Columns: block, dataset, shots, backbone, method, setting, status, n_ok, trainable_params,
     trainable_pct (head's trainables included), trainable_pct_no_head, peak_preload_mem_mb,
-    peak_train_mem_mb, peak_eval_mem_mb, train_s, train_img_s (means over ok runs), metric,
-    score (mean percent), ppt, ppe, pme, note. PME needs one full fine-tuning setting with a
-    peak training memory in the same block; otherwise NaN and `note` says why.
+    peak_train_mem_mb, peak_eval_mem_mb, train_s, train_img_s, latency_b1_ms, train_j_img,
+    eval_j_img (means over ok runs), train_gflops, infer_gflops, overhead_gflops (counted, one
+    per setting), metric, score (mean percent), ppt, ppe, pme, note. PME needs one full
+    fine-tuning setting with a peak training memory in the same block; otherwise NaN and `note`
+    says why.
     """
     src = df.reset_index(drop=True)
     p = prepare(src)
     cost_cols = [
         "trainable_params", "trainable_pct", "trainable_pct_no_head", *(c for c, _ in PHASES),
-        "train_s", "train_img_s",
+        "train_s", "train_img_s", *COST_COLUMNS,
     ]  # fmt: skip
     for c in cost_cols:
         p[c] = numeric(src, c)
@@ -81,9 +85,10 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
             "n_ok": len(ok),
         }
         # Parameter counts belong to the setting, known even when training failed.
-        for c in ("trainable_params", "trainable_pct", "trainable_pct_no_head"):
+        for c in ("trainable_params", "trainable_pct", "trainable_pct_no_head", *COUNTED):
             row[c] = first_finite(g[c])
-        for c in (*(c for c, _ in PHASES), "train_s", "train_img_s"):
+        measured = [c for c in COST_COLUMNS if c not in COUNTED]
+        for c in (*(c for c, _ in PHASES), "train_s", "train_img_s", *measured):
             row[c] = finite_mean(ok[c])
         row["score"] = finite_mean(ok["value"])
         retried = ok[ok["batch_size_used"] < ok["batch_size"]]
@@ -152,6 +157,8 @@ def efficiency_display(eff: pd.DataFrame) -> Table:
         notes.append(f"No run recorded {' or '.join(dropped)} memory; those columns are left out.")
     frame["train s"] = [fmt(v, ".1f") for v in e["train_s"]]
     frame["img/s"] = [fmt(v, ".0f") for v in e["train_img_s"]]
+    if add_optional_costs(frame, e):
+        notes.append(OPTIONAL_COSTS_NOTE)
     dec = [metric_table.decimals(m) for m in e["metric"]]
     frame["score"] = [
         status_words(st) if n == 0 else fmt(v, f".{d}f")
