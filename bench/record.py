@@ -197,11 +197,39 @@ class Conditions(TypedDict):
     contention_reason: str | None  # why contended, in words
 
 
+class Flops(TypedDict):
+    """bench.measure.flops_per_image: GFLOPs per image, counted (not timed), so any machine's
+    agree; None where the method has no such figure (no merge, no feature cache)."""
+
+    img_size: int
+    inference_gflops: float
+    inference_fixed_gflops: float  # per forward, whatever the batch: B images cost B·per image + it
+    train_gflops: float
+    train_fixed_gflops: float  # likewise per training step
+    train_counts: str  # what one training step's count covers
+    feature_gflops: float | None  # the frozen part, once per image, when training from a cache
+    merged_inference_gflops: float | None
+    backbone_gflops: float | None
+    inference_overhead_gflops: float | None  # (merged, else inference) - backbone
+
+
+class Latency(TypedDict):
+    """bench.measure.batch1_latency: one image through the whole model, in eval mode."""
+
+    median_ms: float
+    p90_ms: float
+    repeats: int
+    warmup: int
+
+
 class Cost(TypedDict, total=False):
     train_step: StepTiming
     eval_step: StepTiming
     memory: dict[str, PhaseMemory]  # phase (preload, train, eval) -> peaks
     energy: Energy
+
+    flops: Flops
+    latency_b1: Latency
     compile_s: float  # with --compile: the first steps' excess over steady ones
     wall_s: float
     phases_s: dict[str, float]  # bench.measure.Stopwatch.seconds
@@ -352,6 +380,19 @@ def _conditions_types(parent: str) -> dict[str, str]:
     return {parent: "dict?"} | {f"{parent}.{k}": v for k, v in _CONDITION_TYPES.items()}
 
 
+def _figure_types(parent: str) -> dict[str, str]:
+    """The FLOPs and batch-1 latency under `parent` (a record's cost, a profile's figures)."""
+    types = {f"{parent}.flops": "dict?", f"{parent}.latency_b1": "dict?"}
+    for key in ("inference_gflops", "inference_fixed_gflops", "train_gflops",
+                "train_fixed_gflops", "feature_gflops", "merged_inference_gflops",
+                "backbone_gflops", "inference_overhead_gflops"):  # fmt: skip
+        types[f"{parent}.flops.{key}"] = "number?"
+    types[f"{parent}.flops.train_counts"] = "str?"
+    for key in ("median_ms", "p90_ms"):
+        types[f"{parent}.latency_b1.{key}"] = "number?"
+    return types
+
+
 def _record_types() -> dict[str, str]:
     """Dotted key -> the type `bench report` needs there ("number": int or float, not bool; a
     trailing "?" also allows null). Parents come before their children."""
@@ -386,7 +427,7 @@ def _record_types() -> dict[str, str]:
     types["cost.energy"] = "dict?"
     for key in ("train_j", "eval_j", "train_j_per_image", "eval_j_per_image"):
         types[f"cost.energy.{key}"] = "number?"
-    return types | _conditions_types("cost.conditions")
+    return types | _conditions_types("cost.conditions") | _figure_types("cost")
 
 
 _RECORD_TYPES = _record_types()
@@ -402,7 +443,7 @@ _PROFILE_TYPES = {
     "profile.compile_s": "number?", "profile.step": "dict?", "profile.inference": "dict?",
     "profile.step.step_time_median_s": "number?", "profile.step.throughput_img_s": "number?",
     "profile.inference.throughput_img_s": "number?", **_conditions_types("profile.conditions"),
-}  # fmt: skip
+} | _figure_types("profile")  # fmt: skip
 
 
 def _has_type(value: Any, kind: str) -> bool:

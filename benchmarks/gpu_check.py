@@ -215,8 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_check on {name}, torch {torch.__version__}, {size['backbone']}", flush=True)
     rows = costs(device, size, all_methods=args.all_methods,
                  deadline=started + args.budget_s, log=log)  # fmt: skip
-    rows += fpt_memory(device, size, log)
-    rows += overhead(device, size, log)
+    for section in (fpt_memory, overhead):
+        try:
+            rows += section(device, size, log)
+        except Exception as exc:  # a broken section must not cost the figures already taken
+            rows.append({"section": section.__name__.replace("_", "-"), "method": "-",
+                         "status": "failed", "note": f"{type(exc).__name__}: {exc}"[:200]})  # fmt: skip
+            _release(device)
     table = pd.DataFrame(rows).dropna(axis=1, how="all").astype(object).fillna("")
     text = table.to_markdown(index=False)
     print(text)

@@ -10,6 +10,7 @@ from typing import Any
 
 from peft import PeftConfig, inject_adapter_in_model
 from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from methods.registry import keyword_builder, register
@@ -91,6 +92,18 @@ def inject_peft(
     if any(name.startswith("patch_embed.proj.") for name, _ in model.named_modules()):
         raise RuntimeError("peft wrapped patch_embed.proj; the target regex must exclude it")
     model.get_classifier().requires_grad_(True)
+    return model
+
+
+def merge_peft(model: nn.Module) -> nn.Module:
+    """Fold every peft tuner layer into its base layer and put the base layer in its place: what
+    `PeftModel.merge_and_unload()` does, for a model injected without a PeftModel around it.
+    Changes `model` in place and returns it."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.get_base_layer())
     return model
 
 
@@ -181,10 +194,16 @@ class PeftTuner:
 
 
 def register_tuners(rows: tuple[PeftTuner, ...]) -> None:
-    """Register every row as a method whose hyperparameters are the row's knobs."""
+    """Register every row as a method whose hyperparameters are the row's knobs; every tuner here
+    folds into its base layers for deployment (`merge_peft`, checked per tuner by the tests)."""
     for row in rows:
         build = keyword_builder(row.name, row.defaults, row.build)
         build.__doc__ = row.notes
-        register(row.name, lr=row.lr, search=row.search, summary=row.summary, paper=row.paper)(
-            build
-        )
+        register(
+            row.name,
+            lr=row.lr,
+            search=row.search,
+            summary=row.summary,
+            paper=row.paper,
+            merge=merge_peft,
+        )(build)

@@ -19,6 +19,8 @@ from methods.search import DEFAULT_SPACE_SOURCE, LrRule, SearchSpace, lr_around
 Builder = Callable[..., nn.Module]
 # (backbone native size, patch size, dataset image size or None, hyperparameters) -> input size
 InputSizeRule = Callable[[int, int, "int | None", dict[str, Any]], int]
+# A trained adapted model (a copy, changed in place) -> the same function in the backbone's layers
+Merge = Callable[[nn.Module], nn.Module]
 
 # The six methods of the product card, in the order tables show them.
 CORE_METHODS: tuple[str, ...] = ("full", "linear", "vpt", "lora", "ept", "fpt")
@@ -49,6 +51,9 @@ class MethodSpec:
     # When set, `lr` is a base rate for this reference batch and the default scales with the
     # batch size (VPT's rule); None: `lr` is used as it is at any batch size.
     lr_rule: LrRule | None = None
+    # How the method folds its trained tensors into the backbone's weights for deployment, so
+    # inference costs what the backbone's does (LoRA's W + BA); None: its extra computation stays.
+    merge: Merge | None = None
 
     @property
     def train_defaults(self) -> dict[str, Any]:
@@ -82,11 +87,13 @@ def register(
     input_size: InputSizeRule | None = None,
     search: SearchSpace | Mapping[str, SearchSpace] | None = None,
     lr_rule: LrRule | None = None,
+    merge: Merge | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register `build(model, *, hparam=default, ...)` under `name` with its training defaults
     and its search space (one SearchSpace for `optimizer`, or one per optimizer). Without one,
     `bench tune` searches the learning rate around the default (`lr_around`) and the weight
-    decays every method shares."""
+    decays every method shares. `merge` is given by a method whose trained tensors fold into the
+    backbone's weights (see `MethodSpec.merge`)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(
             f"method {name!r}: optimizer must be one of {OPTIMIZERS}, not {optimizer!r}"
@@ -139,6 +146,7 @@ def register(
             input_size=input_size,
             search=spaces,
             lr_rule=lr_rule,
+            merge=merge,
         )
         _ALIASES.update({alias: name for alias in aliases})
         return fn

@@ -22,11 +22,42 @@ class ScaleShift(nn.Module):
         return x * self.gamma + self.beta
 
 
+@torch.no_grad()
+def _fold(layer: nn.Module, ssf: ScaleShift) -> None:
+    """gamma * (W x + b) + beta = (gamma W) x + (gamma b + beta), on the output channels (the
+    first axis of a Linear's or Conv2d's weight, the only one of a LayerNorm's)."""
+    if not isinstance(layer, (nn.Linear, nn.Conv2d, nn.LayerNorm)) or layer.weight is None:
+        raise ValueError(f"ssf: cannot fold a scale-shift into {type(layer).__name__}")
+    gamma, beta = ssf.gamma.to(layer.weight.dtype), ssf.beta.to(layer.weight.dtype)
+    layer.weight.mul_(gamma.view(-1, *([1] * (layer.weight.ndim - 1))))
+    if layer.bias is None:
+        layer.bias = nn.Parameter(beta.clone(), requires_grad=False)
+    else:
+        layer.bias.mul_(gamma).add_(beta)
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """Fold every scale-shift into the linear or LayerNorm it follows, the paper's
+    re-parameterisation for inference: the merged model is the plain ViT with changed weights.
+    The patch embedding's (after its Identity norm) goes into the patch convolution. Changes
+    `model` in place and returns it."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not (isinstance(child, nn.Sequential) and isinstance(child[-1], ScaleShift)):
+                continue
+            layer, ssf = child
+            patch_conv = isinstance(layer, nn.Identity) and parent is model.patch_embed
+            _fold(model.patch_embed.proj if patch_conv else layer, ssf)
+            setattr(parent, name, layer)
+    return model
+
+
 @register(
     "ssf",
     lr=1e-2,  # demo, 10 epochs: 5e-3 gave 73% test, 1e-2 83-84%, 3e-2 84%
     summary="SSF: per-channel scale+shift after every LN/linear, patch-embed, final norm + head",
     paper="https://arxiv.org/abs/2210.08823",
+    merge=merge,
 )
 def build(model: nn.Module, *, init_std: float = 0.02) -> nn.Module:
     """Replace each target submodule `m` by `nn.Sequential(m, ScaleShift(out_dim))`.

@@ -1,7 +1,9 @@
-"""Cost measurement: parameter counts, per-phase peak memory, GPU energy, step timing, run
-environment and the machine's load while a cost was measured."""
+"""Cost measurement: parameter counts, FLOPs, per-phase peak memory, GPU energy, step timing,
+batch-1 latency, run environment and the machine's load while a cost was measured."""
 
 from bench.measure.env import environment
+from bench.measure.flops import flops_per_image
+from bench.measure.latency import batch1_latency
 from bench.measure.load import MachineLoad
 from bench.measure.memory import (
     MEMORY_LABEL,
@@ -22,8 +24,10 @@ __all__ = [
     "StepMemory",
     "StepTimer",
     "Stopwatch",
+    "batch1_latency",
     "count_params",
     "environment",
+    "flops_per_image",
     "gpu_busy_processes",
     "memory_baseline",
     "memory_definition",

@@ -11,8 +11,8 @@ import pandas as pd
 from bench import metric_table
 from bench.metric_table import LOWER_IS_BETTER
 from bench.report.conditions import row_contention, timed_table
-from bench.report.formats import fmt
-from bench.report.frame import memory_words, numeric
+from bench.report.formats import OPTIONAL_COSTS_NOTE, add_optional_costs, fmt
+from bench.report.frame import COST_COLUMNS, memory_words, numeric
 from bench.report.stats import CORRECTION, MIN_PAIRS, pme, ppe, ppt, prepare
 from bench.report.tables import (
     Table,
@@ -44,13 +44,15 @@ PHASES = (
     ("peak_train_mem_mb", "train MB"),
     ("peak_eval_mem_mb", "eval MB"),
 )
+# Counted per setting (the same for every seed), unlike the measured costs, which are averaged.
+COUNTED = ("train_gflops", "infer_gflops", "overhead_gflops")
 EFFICIENCY_COLUMNS = [
     "block", "dataset", "shots", "backbone", "method", "setting", "status", "n_ok",
     "trainable_params", "trainable_pct", "trainable_pct_no_head", *(c for c, _ in PHASES),
-    "train_s", "train_img_s", "memory_source", "contended", "contention_reason", "metric",
-    "score", "ppt", "ppe", "pme", "note",
+    "train_s", "train_img_s", *COST_COLUMNS, "memory_source", "contended", "contention_reason",
+    "metric", "score", "ppt", "ppe", "pme", "note",
 ]  # fmt: skip
-TIME_COLUMNS = ("train s", "img/s")
+TIME_COLUMNS = ("train s", "img/s", "batch-1 ms")
 
 
 def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -58,16 +60,18 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
 
     Columns: block, dataset, shots, backbone, method, setting, status, n_ok, trainable_params,
     trainable_pct (head's trainables included), trainable_pct_no_head, peak_preload_mem_mb,
-    peak_train_mem_mb, peak_eval_mem_mb, train_s, train_img_s (means over ok runs), contended
-    and contention_reason (`bench.report.conditions.row_contention`), metric, score (mean
-    percent), ppt, ppe, pme, note. PME needs one full fine-tuning setting with a
-    peak training memory in the same block; otherwise NaN and `note` says why.
+    peak_train_mem_mb, peak_eval_mem_mb, train_s, train_img_s, latency_b1_ms, train_j_img,
+    eval_j_img (means over ok runs), train_gflops, infer_gflops, overhead_gflops (counted, one
+    per setting), memory_source (what the memory figures mean), contended and contention_reason
+    (`bench.report.conditions.row_contention`), metric, score (mean percent), ppt, ppe, pme,
+    note. PME needs one full fine-tuning setting with a peak training memory in the same block;
+    otherwise NaN and `note` says why.
     """
     src = df.reset_index(drop=True)
     p = prepare(src)
     cost_cols = [
         "trainable_params", "trainable_pct", "trainable_pct_no_head", *(c for c, _ in PHASES),
-        "train_s", "train_img_s",
+        "train_s", "train_img_s", *COST_COLUMNS,
     ]  # fmt: skip
     for c in cost_cols:
         p[c] = numeric(src, c)
@@ -86,9 +90,10 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
             "n_ok": len(ok),
         }
         # Parameter counts belong to the setting, known even when training failed.
-        for c in ("trainable_params", "trainable_pct", "trainable_pct_no_head"):
+        for c in ("trainable_params", "trainable_pct", "trainable_pct_no_head", *COUNTED):
             row[c] = first_finite(g[c])
-        for c in (*(c for c, _ in PHASES), "train_s", "train_img_s"):
+        measured = [c for c in COST_COLUMNS if c not in COUNTED]
+        for c in (*(c for c, _ in PHASES), "train_s", "train_img_s", *measured):
             row[c] = finite_mean(ok[c])
         row["memory_source"] = "; ".join(sorted(set(ok["memory_source"].dropna())))
         row |= row_contention(src.loc[g.index])
@@ -164,6 +169,8 @@ def efficiency_display(
         notes.append(f"No run recorded {' or '.join(dropped)} memory; those columns are left out.")
     frame["train s"] = [fmt(v, ".1f") for v in e["train_s"]]
     frame["img/s"] = [fmt(v, ".0f") for v in e["train_img_s"]]
+    if add_optional_costs(frame, e):
+        notes.append(OPTIONAL_COSTS_NOTE)
     labels = [f"{b} / {m}" for b, m in zip(e["block"], e["method"], strict=True)]
     frame, timing_notes = timed_table(frame, TIME_COLUMNS, e, labels, timing, hide=hide_times)
     dec = [metric_table.decimals(m) for m in e["metric"]]

@@ -19,6 +19,39 @@ def fmt(v: Any, spec: str) -> str:
     return "—" if v is None or pd.isna(v) else format(v, spec)
 
 
+# Costs older records lack, as (frame column, header, format): a table shows only those some
+# row has (energy only where a GPU measured it).
+OPTIONAL_COSTS = (
+    ("train_gflops", "train GFLOPs", ".3g"),
+    ("infer_gflops", "infer GFLOPs", ".3g"),
+    ("overhead_gflops", "overhead GFLOPs", ".3g"),
+    ("latency_b1_ms", "batch-1 ms", ".1f"),
+    ("train_j_img", "train J/img", ".3g"),
+    ("eval_j_img", "eval J/img", ".3g"),
+)
+OPTIONAL_COSTS_NOTE = (
+    "GFLOPs per image, counted (matrix products, convolutions and attention; the same on every "
+    "machine): train = one training step's forward and backward (from cached features where the "
+    "run trained from them), infer = the whole model's forward, overhead = the forward after "
+    "merging (methods that merge) or as trained, minus the backbone's. batch-1 ms: median time "
+    "of one image through the whole model. J/img: GPU energy per image."
+)
+
+
+def add_optional_costs(table: pd.DataFrame, source: pd.DataFrame) -> bool:
+    """Add to the display `table` the OPTIONAL_COSTS columns some row of `source` (the raw rows,
+    in the table's order) has, formatted; whether any was added."""
+    added = False
+    for col, header, spec in OPTIONAL_COSTS:
+        if col not in source:
+            continue
+        values = pd.to_numeric(source[col], errors="coerce")
+        if values.notna().any():
+            table[header] = [fmt(v, spec) for v in values]
+            added = True
+    return added
+
+
 def _text(v: Any) -> str:
     """A raw value as text: missing as "—", floats with two decimals (three significant digits
     below 0.01)."""

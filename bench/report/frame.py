@@ -11,8 +11,13 @@ import pandas as pd
 
 from bench.metric_table import TEST_METRICS
 from bench.report.conditions import record_conditions
+from bench.report.formats import OPTIONAL_COSTS
 from bench.report.profile import is_profile
 from bench.report.tuning import is_trial, role, row_name
+
+# Costs newer records carry (FLOPs and latency from bench.measure; energy on a GPU): NaN in older
+# ones, and a table leaves out a column no record fills.
+COST_COLUMNS = tuple(col for col, _, _ in OPTIONAL_COSTS)
 
 
 def _setting(cfg: dict[str, Any]) -> str:
@@ -63,6 +68,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         cost = r.get("cost") or {}
         params = r.get("params") or {}
         memory = cost.get("memory") or {}
+        flops = cost.get("flops") or {}
+        energy = cost.get("energy") or {}
         rows.append(
             {
                 "run_id": r["run_id"],
@@ -108,6 +115,13 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "train_img_s": (cost.get("train_step") or {}).get("throughput_img_s"),
                 # what else the machine did meanwhile: bench.report.conditions
                 **record_conditions(cost.get("conditions"), r.get("env"), cfg.get("device")),
+                # counted per image (bench.measure.flops_per_image); absent from older records
+                "train_gflops": flops.get("train_gflops"),
+                "infer_gflops": flops.get("inference_gflops"),
+                "overhead_gflops": flops.get("inference_overhead_gflops"),
+                "latency_b1_ms": (cost.get("latency_b1") or {}).get("median_ms"),
+                "train_j_img": energy.get("train_j_per_image"),
+                "eval_j_img": energy.get("eval_j_per_image"),
                 "calibration": metrics.get("calibration"),
                 "started_at": r.get("started_at"),
             }
@@ -120,8 +134,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         frame = frame.reset_index(drop=True)
     numbers = ["primary", *TEST_METRICS, "trainable_pct", "trainable_pct_no_head",
                "peak_train_mem_mb", "peak_preload_mem_mb", "peak_eval_mem_mb", "train_s",
-               "wall_s", "train_img_s", "others_cpu_share", "torch_threads",
-               "cpu_count"]  # fmt: skip
+               "wall_s", "train_img_s", "others_cpu_share", "torch_threads", "cpu_count",
+               *COST_COLUMNS]  # fmt: skip
     for col in numbers:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")

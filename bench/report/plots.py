@@ -1,7 +1,7 @@
 """Figures from the long records frame (`bench.report.frame`): PNG and PDF per figure.
 
 One figure per block (dataset, shots, backbone) for score vs trainable %, score vs peak memory,
-training time and reliability diagrams; one score-vs-shots figure per (dataset, backbone) that
+score vs training GFLOPs per image, training time and reliability diagrams; one score-vs-shots figure per (dataset, backbone) that
 was run at more than one shot count. Only `ok` runs are drawn (the tables list the others), and
 runs are averaged only within one (method, setting), as the summary tables do.
 """
@@ -112,6 +112,7 @@ def _aggregate(ok: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         _mem=numeric(ok, "peak_train_mem_mb"),
         _train_s=numeric(ok, "train_s"),
         _img_s=numeric(ok, "train_img_s"),
+        _train_gflops=numeric(ok, "train_gflops"),
         _ece=numeric(ok, "ece"),
     )
     rows = []
@@ -130,6 +131,7 @@ def _aggregate(ok: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                 "mem_mb": g["_mem"].mean(),
                 "train_s": g["_train_s"].mean(),
                 "img_s": g["_img_s"].mean(),
+                "train_gflops": g["_train_gflops"].mean(),
                 "ece_pct": g["_ece"].mean() * 100,
                 "calibration": _pool_calibration(g["calibration"])
                 if "calibration" in g.columns
@@ -179,19 +181,17 @@ def _log_if_wide(ax: Any, x: np.ndarray) -> None:
         ax.set_xscale("log")
 
 
-def _fig_params(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | None:
-    pts = agg[np.isfinite(agg["trainable_pct"]) & (agg["trainable_pct"] > 0)]
-    pts = pts[np.isfinite(pts["mean"])]
-    if pts.empty:
-        return None
+def _pareto_scatter(pts: pd.DataFrame, x: str, colors: dict[str, Any]) -> tuple[Any, Any]:
+    """Each setting's mean score (± std) against its cost `x`, and the Pareto front over them:
+    the settings no other beats on both cost and score."""
     fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
     for _, row in pts.iterrows():
-        _errorbar(ax, row["trainable_pct"], row, colors[row["method"]])
+        _errorbar(ax, row[x], row, colors[row["method"]])
     lower = pts["metric"].iloc[0] in LOWER_IS_BETTER
     score = -pts["mean"] if lower else pts["mean"]
-    front = pts[pareto_front(pts["trainable_pct"], score)].sort_values(["trainable_pct", "mean"])
+    front = pts[pareto_front(pts[x], score)].sort_values([x, "mean"])
     ax.plot(
-        front["trainable_pct"],
+        front[x],
         front["mean"],
         drawstyle="steps-post",
         color="0.3",
@@ -200,11 +200,34 @@ def _fig_params(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | 
         zorder=2,
         label="Pareto front",
     )
+    ax.set_ylabel(_score_label(pts["metric"]))
+    ax.legend(loc="lower right")
+    return fig, ax
+
+
+def _fig_params(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | None:
+    pts = agg[np.isfinite(agg["trainable_pct"]) & (agg["trainable_pct"] > 0)]
+    pts = pts[np.isfinite(pts["mean"])]
+    if pts.empty:
+        return None
+    fig, ax = _pareto_scatter(pts, "trainable_pct", colors)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (% of backbone, log scale)")
-    ax.set_ylabel(_score_label(pts["metric"]))
     ax.set_title(f"{title}: score vs trainable parameters")
-    ax.legend(loc="lower right")
+    return fig
+
+
+def _fig_flops(agg: pd.DataFrame, title: str, colors: dict[str, Any]) -> Any | None:
+    pts = agg[np.isfinite(agg["train_gflops"]) & (agg["train_gflops"] > 0)]
+    pts = pts[np.isfinite(pts["mean"])]
+    if pts.empty:  # records from before FLOPs were counted
+        return None
+    fig, ax = _pareto_scatter(pts, "train_gflops", colors)
+    # A head trained on cached features costs a millionth of full fine-tuning per step.
+    _log_if_wide(ax, pts["train_gflops"].to_numpy())
+    scale = ", log scale" if ax.get_xscale() == "log" else ""
+    ax.set_xlabel(f"training compute per image (GFLOPs of one forward and backward{scale})")
+    ax.set_title(f"{title}: score vs training compute")
     return fig
 
 
@@ -333,6 +356,7 @@ def write_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         title = block_title(dataset, shots, backbone)
         emit("score_vs_params", title, lambda b=block, t=title: _fig_params(b, t, colors))
         emit("score_vs_memory", title, lambda b=block, t=title: _fig_memory(b, t, colors))
+        emit("score_vs_train_flops", title, lambda b=block, t=title: _fig_flops(b, t, colors))
         emit("train_time", title, lambda b=block, t=title: _fig_time(b, t, colors))
         emit("reliability", title, lambda b=block, t=title: _fig_reliability(b, t))
     for (dataset, backbone), grid in agg.groupby(["dataset", "_backbone"], sort=True):

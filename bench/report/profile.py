@@ -12,15 +12,16 @@ import pandas as pd
 
 from bench.profiling import KIND
 from bench.report.conditions import CONDITION_COLUMNS, record_conditions, timed_table, timing_note
-from bench.report.formats import fmt
+from bench.report.formats import add_optional_costs, fmt
 
 COLUMNS = [
     "backbone", "img_size", "batch_size", "device", "precision", "compile", "method", "status",
     "cached", "trainable_pct", "train_ms", "train_img_s", "infer_img_s", "train_mb",
-    "infer_mb", "compile_s", "finished_at", *CONDITION_COLUMNS,
+    "infer_mb", "compile_s", "train_gflops", "infer_gflops", "overhead_gflops", "latency_b1_ms",
+    "finished_at", *CONDITION_COLUMNS,
 ]  # fmt: skip
 GROUP = ["backbone", "img_size", "batch_size", "device", "precision", "compile"]
-TIME_COLUMNS = ("train ms/step", "train img/s", "infer img/s", "compile s")
+TIME_COLUMNS = ("train ms/step", "train img/s", "infer img/s", "compile s", "batch-1 ms")
 
 
 def is_profile(record: dict[str, Any]) -> bool:
@@ -35,6 +36,7 @@ def profile_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             continue
         p = r.get("profile") or {}
         step, infer = p.get("step") or {}, p.get("inference") or {}
+        flops = p.get("flops") or {}
         ms = step.get("step_time_median_s")
         rows.append(
             {
@@ -54,6 +56,10 @@ def profile_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "train_mb": p.get("train_memory_mb"),
                 "infer_mb": p.get("inference_memory_mb"),
                 "compile_s": p.get("compile_s"),
+                "train_gflops": flops.get("train_gflops"),
+                "infer_gflops": flops.get("inference_gflops"),
+                "overhead_gflops": flops.get("inference_overhead_gflops"),
+                "latency_b1_ms": (p.get("latency_b1") or {}).get("median_ms"),
                 "finished_at": r.get("finished_at"),
                 **record_conditions(p.get("conditions"), r.get("env"), p.get("device")),
             }
@@ -91,8 +97,9 @@ def profile_tables(
                     **({"compile s": fmt(r.compile_s, ".1f")} if compiled else {}),
                 }
             )
-        title = f"{backbone} · {img} px · batch {batch} · {device} · {precision}"
         table = pd.DataFrame(rows)
+        add_optional_costs(table, g)  # profiles from before FLOPs were counted have none
+        title = f"{backbone} · {img} px · batch {batch} · {device} · {precision}"
         table, notes = timed_table(
             table, TIME_COLUMNS, g, table["method"], timing_note(g), hide=hide_times
         )
@@ -105,5 +112,8 @@ NOTE = (
     "medians over rounds of device-synchronised steps, warm-up excluded. train MB: peak "
     "allocated during the timed training steps on GPU, peak RSS above the warmed-up libraries on "
     "CPU; vs: percent of the group's first method. (cached): trains from frozen features "
-    "computed once; inference always runs the whole model."
+    "computed once; inference always runs the whole model. GFLOPs per image are counted, not "
+    "timed (train: one step's forward and backward, from the cached features where (cached); "
+    "overhead: inference after merging, where the method merges, minus the backbone's); "
+    "batch-1 ms: median time of one image through the whole model."
 )
