@@ -6,6 +6,7 @@ happens; the grid's executor decides what to do with it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import random
@@ -36,8 +37,10 @@ from bench.measure import (
     StepMemory,
     StepTimer,
     Stopwatch,
+    batch1_latency,
     count_params,
     environment,
+    flops_per_image,
     gpu_busy_processes,
     memory_baseline,
     param_report,
@@ -79,6 +82,10 @@ def run_cell(
         seed_everything(cell.seed, device)
         with watch.phase("build"):
             model, prep = _build(cell, data, source, device, record)
+        with watch.phase("count"):
+            counted = model_costs(model, cell, source, data.num_classes, device)
+        if cell.compile:
+            compile_forward(model)  # after the count: FLOPs are counted on the eager forward
         sources = _feature_sources(model, cell, data, prep, device, watch, memory, baseline,
                                    record, on_preload)  # fmt: skip
         settings = TrainSettings.for_cell(cell, prep, multilabel=data.card.multilabel)
@@ -104,7 +111,7 @@ def run_cell(
             }
             record.training = _training(result, cell, model, sources)
             record.cost = {"train_step": train_timer.summary(), "memory": memory,
-                           "conditions": conditions}  # fmt: skip
+                           "conditions": conditions, **counted}  # fmt: skip
             return _finish(record, t0, watch)
         # The test split is read exactly once, after selection, with the selected weights.
         eval_timer, eval_memory = StepTimer(device), _step_memory(cell, device, baseline, at=0)
@@ -121,7 +128,7 @@ def run_cell(
         record.metrics = _test_metrics(logits, labels, data.card, best_val)
         record.training = _training(result, cell, model, sources)
         record.cost = _cost(cell, train_timer, eval_timer, memory, energy)
-        record.cost["conditions"] = conditions
+        record.cost |= {"conditions": conditions, **counted}
     except Diverged as exc:
         record.status, record.error, record.diverged_step = "diverged", str(exc), exc.step
     except torch.cuda.OutOfMemoryError as exc:
@@ -154,11 +161,28 @@ def _build(cell: CellConfig, data: LoadedDataset, source: BackboneSource, device
     if hasattr(model, "describe"):
         record.method_info = model.describe()
     model.to(device)
-    if cell.compile:
-        compile_forward(model)
     prep = Preprocess.for_backbone(cfg, img_size=cell.img_size, augment=cell.augment)
     record.normalization = {"mean": list(prep.mean), "std": list(prep.std)}
     return model, prep
+
+
+def model_costs(
+    model, cell: CellConfig, source: BackboneSource, num_classes: int, device
+) -> dict[str, Any]:
+    """What the built model costs whatever the machine (FLOPs per image, counted) and how fast it
+    answers one image here (batch-1 latency), measured before training, the frozen part still
+    there and the forward not yet compiled; neither changes the model or the run's random
+    numbers."""
+    arch = dataclasses.replace(source, pretrained=False, weights=None, weights_sha256=None)
+    with torch.device("meta"):  # the bare backbone's shapes, for the method's overhead
+        backbone = create_backbone(arch, num_classes=num_classes, img_size=cell.img_size)
+    flops = flops_per_image(model, img_size=cell.img_size, device=device,
+                            precision=cell.precision, backbone=backbone,
+                            merge=get_method(cell.method).merge,
+                            from_features=feature_mode(model, cell)[0] == "preload")  # fmt: skip
+    latency = batch1_latency(model, img_size=cell.img_size, device=device,
+                             precision=cell.precision)  # fmt: skip
+    return {"flops": flops, "latency_b1": latency}
 
 
 def _feature_sources(model, cell, data, prep, device, watch, memory, baseline, record, on_preload):

@@ -93,7 +93,9 @@ def profile_method(
         MachineLoad,
         PeakMemory,
         StepMemory,
+        batch1_latency,
         count_params,
+        flops_per_image,
         memory_baseline,
     )
     from bench.train import autocast, build_optimizer, set_train_mode
@@ -115,6 +117,14 @@ def profile_method(
     trainable = count_params(model, trainable_only=True)
     model.to(dev)
     memory: dict[str, Any] = {}
+    with torch.device("meta"):  # the bare backbone's shapes, for the method's overhead
+        bare = create_backbone(source, num_classes=num_classes, img_size=size)
+    cached = uses_frozen_features(model) and model.preload
+    counted = {
+        "flops": flops_per_image(model, img_size=size, device=dev, precision=precision,
+                                 backbone=bare, merge=spec.merge, from_features=cached),
+        "latency_b1": batch1_latency(model, img_size=size, device=dev, precision=precision),
+    }  # fmt: skip
 
     # 1. inference, the whole model
     model.eval()
@@ -139,7 +149,6 @@ def profile_method(
 
     # 2. frozen features, once
     features = None
-    cached = uses_frozen_features(model) and model.preload
     if cached:
         with torch.no_grad(), autocast(dev, precision):
             features = {k: v.float() for k, v in model.frozen_features(x).items()}
@@ -207,6 +216,7 @@ def profile_method(
         else {"train_j": joules.joules, "train_j_per_image": joules.joules / images},
         "step": train,
         "conditions": load.result,
+        **counted,
         "inference": inference,
         "warmup_s": {"train": train_warmup_s, "inference": infer_warmup_s},
     }

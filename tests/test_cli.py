@@ -81,7 +81,8 @@ def test_run_skip_force_report(tmp_path, tiny_data_root) -> None:
     assert "pneumoniamnist · test_vit (random init)" in page and "data:image/png;base64" in page
     stems = {p.stem for p in (out / "figures").glob("*.png")}
     kinds = {stem.split("-", 1)[0] for stem in stems}
-    assert kinds == {"score_vs_params", "score_vs_memory", "train_time", "reliability"}
+    assert kinds == {"score_vs_params", "score_vs_memory", "score_vs_train_flops", "train_time",
+                     "reliability"}  # fmt: skip
     assert {p.stem for p in (out / "figures").glob("*.pdf")} == stems
     for name in ("scores", "efficiency"):
         assert {p.name for p in out.glob(f"{name}.*")} == {

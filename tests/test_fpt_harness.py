@@ -104,13 +104,19 @@ def traced_run(cell: CellConfig, data, source) -> Run:
             n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
         }
         model.lpm.patch_embed.register_forward_hook(
-            lambda _m, args, _o: trace.calls.append(
-                (phase[0], len(args[0]), torch.is_inference_mode_enabled())
+            lambda _m, args, _o: (
+                None  # probe images (the FLOP count and latency), not the data
+                if phase[0] == "count"
+                else trace.calls.append((phase[0], len(args[0]), torch.is_inference_mode_enabled()))
             )
         )
         for name, p in model.named_parameters():
             if p.requires_grad:
-                p.register_hook(lambda g, name=name: _count_grad(trace, name, g))
+                p.register_hook(
+                    lambda g, name=name: (
+                        None if phase[0] == "count" else _count_grad(trace, name, g)
+                    )
+                )
         return out
 
     def in_phase(name: str, fn: Callable) -> Callable:
@@ -138,6 +144,7 @@ def traced_run(cell: CellConfig, data, source) -> Run:
         mp.setattr(harness, "build_model", traced_build)
         mp.setattr(harness, "preload_features", in_phase("preload", preload))
         mp.setattr(harness, "fit", in_phase("fit", fit))
+        mp.setattr(harness, "model_costs", in_phase("count", harness.model_costs))
         mp.setattr(harness, "predict", traced_predict)
         mp.setattr(feature_cache, "build_cache", counted_build_cache)
         record = harness.run_cell(cell, data, source)
