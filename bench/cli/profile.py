@@ -47,9 +47,9 @@ def profile(
     ] = Path("results"),
     save: Annotated[bool, typer.Option(help="Write one record per method to --results.")] = True,
 ) -> None:
-    """Train step time, train and inference throughput, and peak memory per phase, per method on
-    one synthetic batch, each method in a fresh process; memory relative to the first method
-    (full fine-tuning by default)."""
+    """Train step time, train and inference throughput, memory per phase, FLOPs per image and
+    batch-1 latency, per method on one synthetic batch, each method in a fresh process; memory
+    relative to the first method (full fine-tuning by default)."""
     from bench.config import parse_name_list, parse_sets
     from bench.errors import UserError
     from bench.grid import (
@@ -122,7 +122,8 @@ def profile(
     )
     base = ok[0]["train_memory_mb"] if ok else 0.0
     cols = ["method", "img", "trainable %", "train ms/step", "train img/s", "infer img/s",
-            "train MB", f"vs {ok[0]['method'] if ok else '-'}", "infer MB"]  # fmt: skip
+            "train MB", f"vs {ok[0]['method'] if ok else '-'}", "infer MB", "train GFLOPs",
+            "infer GFLOPs", "b1 ms"]  # fmt: skip
     if compile_:
         cols.append("compile s")
     for col in cols:
@@ -145,6 +146,9 @@ def profile(
             f"{r['train_memory_mb']:.1f}",
             f"{100 * r['train_memory_mb'] / base:.2f} %" if base > 0 else "n/a",
             f"{r['inference_memory_mb']:.1f}",
+            f"{r['flops']['train_gflops']:.3g}",
+            f"{r['flops']['inference_gflops']:.3g}",
+            f"{r['latency_b1']['median_ms']:.1f}",
         ]
         if compile_:
             cells.append(f"{r['compile_s']:.1f}")
@@ -152,6 +156,8 @@ def profile(
     out.print(costs)
     if ok:
         out.print(f"train MB: {ok[0]['train_memory_definition']}. (cached): trains from features "
-                  "computed once, its frozen model released; inference runs the whole model.")  # fmt: skip
+                  "computed once, its frozen model released; inference runs the whole model. "
+                  "GFLOPs per image, counted: train = one step's forward and backward, infer = "
+                  "the whole model's forward. b1 ms: one image through the whole model.")  # fmt: skip
     if save:
         out.print(f"{len(rows)} profile record(s) in {results}/ (`bench report` shows them)")
