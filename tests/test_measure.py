@@ -416,3 +416,27 @@ def test_import_needs_neither_gpu_nor_pynvml() -> None:
         cwd=str(Path(bench.__file__).resolve().parent.parent),  # so `bench` imports uninstalled
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_gpu_energy_is_the_counter_difference_in_joules(monkeypatch: pytest.MonkeyPatch) -> None:
+    readings = iter([1_000_000, 1_250_500])  # millijoules since the driver loaded
+    fake = SimpleNamespace(nvmlDeviceGetTotalEnergyConsumption=lambda handle: next(readings))
+    monkeypatch.setattr(nvml, "_nvml_and_handle", lambda index: (fake, "gpu0"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    with nvml.GpuEnergy(torch.device("cuda", 0)) as energy:
+        pass
+    assert energy.joules == pytest.approx(250.5)
+    with nvml.GpuEnergy(torch.device("cpu")) as off_gpu:
+        pass
+    assert off_gpu.joules is None
+
+
+def test_gpu_energy_without_the_counter_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unsupported(handle):
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+    fake = SimpleNamespace(nvmlDeviceGetTotalEnergyConsumption=unsupported)
+    monkeypatch.setattr(nvml, "_nvml_and_handle", lambda index: (fake, "gpu0"))
+    with nvml.GpuEnergy(torch.device("cuda", 0)) as energy:
+        pass
+    assert energy.joules is None

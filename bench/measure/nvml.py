@@ -69,6 +69,15 @@ def _nvml_handle(nvml: ModuleType, torch_index: int) -> Any | None:
         return None
 
 
+def _nvml_and_handle(torch_index: int) -> tuple[ModuleType, Any] | None:
+    """pynvml and the handle of the GPU torch calls ``cuda:<torch_index>``; None without either."""
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    handle = _nvml_handle(nvml, torch_index)
+    return None if handle is None else (nvml, handle)
+
+
 def _nvml_processes(nvml: ModuleType, handle: Any) -> list[tuple[int, float | None]]:
     procs: dict[int, float | None] = {}
     for fn_name in (
@@ -90,12 +99,10 @@ def _nvml_processes(nvml: ModuleType, handle: Any) -> list[tuple[int, float | No
 
 def nvml_snapshot(torch_index: int) -> dict[str, float | None]:
     out: dict[str, float | None] = {"nvml_process_mb": None, "nvml_device_used_mb": None}
-    nvml = _nvml()
-    if nvml is None:
+    found = _nvml_and_handle(torch_index)
+    if found is None:
         return out
-    handle = _nvml_handle(nvml, torch_index)
-    if handle is None:
-        return out
+    nvml, handle = found
     try:
         out["nvml_device_used_mb"] = nvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
     except Exception:
@@ -117,20 +124,18 @@ def gpu_busy_processes(device_index: int = 0) -> list[dict[str, Any]] | None:
     Returns None when NVML is unavailable. Inside a PID namespace NVML lists host PIDs, so the
     calling process itself may appear in the list.
     """
-    nvml = _nvml()
-    if nvml is None:
+    found = _nvml_and_handle(device_index)
+    if found is None:
         return None
-    handle = _nvml_handle(nvml, device_index)
-    if handle is None:
-        return None
+    nvml, handle = found
     own = os.getpid()
     return [{"pid": p, "used_mb": mb} for p, mb in _nvml_processes(nvml, handle) if p != own]
 
 
-def _energy_mj(handle: Any) -> int | None:
-    nvml = _nvml()
-    if nvml is None or handle is None:
+def _energy_mj(found: tuple[ModuleType, Any] | None) -> int | None:
+    if found is None:
         return None
+    nvml, handle = found
     try:
         return int(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
     except Exception:  # older than Volta, or the driver does not expose the counter
@@ -147,15 +152,13 @@ class GpuEnergy:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.joules: float | None = None
-        self._handle: Any = None
+        self._found: tuple[ModuleType, Any] | None = None
         self._start: int | None = None
 
     def __enter__(self) -> GpuEnergy:
         if self.device.type == "cuda":
-            nvml = _nvml()
-            if nvml is not None:
-                self._handle = _nvml_handle(nvml, self.device.index or 0)
-            self._start = _energy_mj(self._handle)
+            self._found = _nvml_and_handle(self.device.index or 0)
+            self._start = _energy_mj(self._found)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -163,7 +166,7 @@ class GpuEnergy:
             return
         if exc[0] is None:
             torch.cuda.synchronize(self.device)  # the phase's kernels drew the energy
-        end = _energy_mj(self._handle)
+        end = _energy_mj(self._found)
         if end is not None:
             self.joules = (end - self._start) / 1000.0
 
@@ -176,12 +179,10 @@ def gpu_activity(device_index: int = 0) -> dict[str, Any] | None:
     ``own_pid_listed`` False while this process holds a context on the GPU means NVML reports
     host pids (a container): `gpu_busy_processes` then lists this process among the others.
     """
-    nvml = _nvml()
-    if nvml is None:
+    found = _nvml_and_handle(device_index)
+    if found is None:
         return None
-    handle = _nvml_handle(nvml, device_index)
-    if handle is None:
-        return None
+    nvml, handle = found
 
     def ask(fn_name: str, *args: Any) -> Any:
         try:
