@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from bench.profiling import profile_method
-from methods import CORE_METHODS, list_methods
+from methods import CORE_METHODS, get_method, list_methods
 
 # Per device: the sizes that give meaningful figures on a GPU and seconds on a CPU.
 SIZES: dict[str, dict[str, Any]] = {
@@ -99,9 +99,10 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 def costs(device: torch.device, size: dict[str, Any], *, all_methods: bool, deadline: float,
           log: list[str]) -> list[dict[str, Any]]:  # fmt: skip
     rows = []
-    plan = [(m, p) for p in size["precisions"] for m in CORE_METHODS]
+    core = [get_method(m).name for m in CORE_METHODS]  # "fpt" is an alias of "fpt-plus"
+    plan = [(m, p) for p in size["precisions"] for m in core]
     if all_methods:
-        plan += [(m, size["precisions"][0]) for m in list_methods() if m not in CORE_METHODS]
+        plan += [(m, size["precisions"][0]) for m in list_methods() if m not in core]
     for method, precision in plan:
         if time.monotonic() > deadline:
             log.append(f"costs: out of time before {method} ({precision}); skipped the rest")

@@ -109,9 +109,10 @@ def profile_tables(
 
 NOTE = (
     "bench profile: one synthetic batch per method, each method in a fresh process; times are "
-    "medians over rounds of device-synchronised steps, warm-up excluded. train MB: peak "
-    "allocated during the timed training steps on GPU, peak RSS above the warmed-up libraries on "
-    "CPU; vs: percent of the group's first method. (cached): trains from frozen features "
+    "medians over rounds of device-synchronised steps, warm-up excluded. train MB: memory used "
+    "while training, as `bench run` measures it (on GPU the most PyTorch allocated at once; on "
+    "CPU the memory held when a steady step began plus the most its tensors took at once; both "
+    "beyond what was held before the model was built); vs: percent of the group's first method. (cached): trains from frozen features "
     "computed once; inference always runs the whole model. GFLOPs per image are counted, not "
     "timed (train: one step's forward and backward, from the cached features where (cached); "
     "overhead: inference after merging, where the method merges, minus the backbone's); "
