@@ -139,7 +139,6 @@ def overhead(device: torch.device, size: dict[str, Any], log: list[str]) -> list
     from bench.measure import StepTimer
     from bench.train import TrainSettings, autocast, build_optimizer, fit, set_train_mode
     from bench.transforms import Preprocess
-    from methods import get_method
 
     spec, precision = get_method("full"), size["precisions"][0]
     img, batch, steps = size["img"], size["batch"], size["overhead_steps"]
