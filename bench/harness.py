@@ -31,11 +31,8 @@ from bench.frozen_features import (
     uses_frozen_features,
 )
 from bench.measure import (
-    GpuEnergy,
-    MachineLoad,
     PeakMemory,
-    StepMemory,
-    StepTimer,
+    Phase,
     Stopwatch,
     batch1_latency,
     count_params,
@@ -89,16 +86,14 @@ def run_cell(
         sources = _feature_sources(model, cell, data, prep, device, watch, memory, baseline,
                                    record, on_preload)  # fmt: skip
         settings = TrainSettings.for_cell(cell, prep, multilabel=data.card.multilabel)
-        train_timer, train_memory = StepTimer(device), _step_memory(cell, device, baseline, at=1)
-        with PeakMemory(device, baseline_mb=baseline) as mem_train, GpuEnergy(device) as joules, \
-                MachineLoad(device) as load, watch.phase("train"):  # fmt: skip
+        # A compiled forward would recompile under the op counter: its phase peak is kept.
+        train = Phase(device, baseline, step_at=None if cell.compile else 1, load=True)
+        with train, watch.phase("train"):
             result = fit(model, _split(data, "train"), _split(data, "val"), settings,
-                         score=_scorer(data.card), timer=train_timer, memory=train_memory,
+                         score=_scorer(data.card), timer=train.timer, memory=train.steps,
                          on_step=on_step,
                          features=(sources["train"], sources["val"]) if sources else None)  # fmt: skip
-        memory["train"], energy["train"] = mem_train.result, joules.joules
-        train_memory.apply(memory["train"])
-        conditions = load.result  # what else ran while the timed steps did
+        memory["train"], energy["train"] = train.memory, train.joules
         primary, best_val = data.card.primary_metric, result.history[result.best_epoch]["val"]
         if trial:
             record.status = "trial"
@@ -110,25 +105,23 @@ def run_cell(
                 "val": best_val,
             }
             record.training = _training(result, cell, model, sources)
-            record.cost = {"train_step": train_timer.summary(), "memory": memory,
-                           "conditions": conditions, **counted}  # fmt: skip
+            record.cost = {"train_step": train.timer.summary(), "memory": memory,
+                           "conditions": train.conditions, **counted}  # fmt: skip
             return _finish(record, t0, watch)
         # The test split is read exactly once, after selection, with the selected weights.
-        eval_timer, eval_memory = StepTimer(device), _step_memory(cell, device, baseline, at=0)
-        with PeakMemory(device, baseline_mb=baseline) as mem_eval, GpuEnergy(device) as joules, \
-                watch.phase("eval"):  # fmt: skip
+        evaluation = Phase(device, baseline, step_at=None if cell.compile else 0)
+        with evaluation, watch.phase("eval"):
             test = data.splits["test"]
             logits, labels = predict(model, test.images, test.labels, batch_size=cell.batch_size,
                                      device=device, precision=cell.precision, preprocess=prep,
-                                     timer=eval_timer, memory=eval_memory,
+                                     timer=evaluation.timer, memory=evaluation.steps,
                                      features=sources["test"] if sources else None)  # fmt: skip
-        memory["eval"], energy["eval"] = mem_eval.result, joules.joules
-        eval_memory.apply(memory["eval"])
+        memory["eval"], energy["eval"] = evaluation.memory, evaluation.joules
         record.status = "ok"
         record.metrics = _test_metrics(logits, labels, data.card, best_val)
         record.training = _training(result, cell, model, sources)
-        record.cost = _cost(cell, train_timer, eval_timer, memory, energy)
-        record.cost |= {"conditions": conditions, **counted}
+        record.cost = _cost(cell, train.timer, evaluation.timer, memory, energy)
+        record.cost |= {"conditions": train.conditions, **counted}
     except Diverged as exc:
         record.status, record.error, record.diverged_step = "diverged", str(exc), exc.step
     except torch.cuda.OutOfMemoryError as exc:
@@ -201,11 +194,6 @@ def _feature_sources(model, cell, data, prep, device, watch, memory, baseline, r
         )
     memory["preload"] = mem_preload.result
     return sources
-
-
-def _step_memory(cell: CellConfig, device, baseline: float | None, *, at: int) -> StepMemory:
-    # A compiled forward would recompile under the op counter: measure its phase peak instead.
-    return StepMemory(device, None if cell.compile else baseline, at=at)
 
 
 def _split(data: LoadedDataset, name: str) -> tuple[torch.Tensor, torch.Tensor]:

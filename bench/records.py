@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.record import is_record, wrong_types
+from bench.record import is_record
+from bench.record_types import wrong_types
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench.record import wrong_types
+from bench.record_types import wrong_types
 from bench.report import profile_frame, profile_tables, records_frame
 from bench.report.efficiency import efficiency_display, efficiency_table
 from bench.report.plots import write_plots
@@ -107,14 +107,14 @@ def profile_record(method: str, *, new: bool) -> dict[str, Any]:
 def test_profile_table_shows_flops_and_latency_when_recorded() -> None:
     for r in (profile_record("lora", new=True), profile_record("lora", new=False)):
         assert wrong_types(r) is None
-    ((_, table),) = profile_tables(profile_frame([profile_record("lora", new=True)]))
+    ((_, table, _),) = profile_tables(profile_frame([profile_record("lora", new=True)]))
     assert table[["train GFLOPs", "infer GFLOPs", "batch-1 ms"]].iloc[0].tolist() == [
         "19.4",
         "9.26",
         "4.0",
     ]
     assert "train J/img" not in table.columns  # a profile measures no energy
-    ((_, table),) = profile_tables(profile_frame([profile_record("lora", new=False)]))
+    ((_, table, _),) = profile_tables(profile_frame([profile_record("lora", new=False)]))
     assert not any(c in table.columns for c in COSTS)
 
 

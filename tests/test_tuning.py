@@ -472,7 +472,7 @@ def test_tuning_cells_have_their_own_ids_and_trial_records_are_type_checked():
     assert len({cell.run_id, tuned.run_id, final.run_id}) == 3
     rec = {"schema": 1, "run_id": "x", "status": "trial", "config": tuned.to_dict(),
            "trial": {"outcome": "ok", "val_primary": 0.5}}  # fmt: skip
-    from bench.record import wrong_types
+    from bench.record_types import wrong_types
 
     assert wrong_types(rec) is None
     assert wrong_types({**rec, "trial": {"outcome": 3}}) is not None

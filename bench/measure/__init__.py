@@ -14,6 +14,7 @@ from bench.measure.memory import (
 )
 from bench.measure.nvml import GpuEnergy, gpu_busy_processes
 from bench.measure.params import count_params, param_report
+from bench.measure.phase import Phase
 from bench.measure.timing import StepTimer, Stopwatch
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "GpuEnergy",
     "MachineLoad",
     "PeakMemory",
+    "Phase",
     "StepMemory",
     "StepTimer",
     "Stopwatch",
