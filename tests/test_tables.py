@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from bench.report.efficiency import (
     COMPOSITE_DEFINITIONS,
@@ -23,8 +24,8 @@ from bench.report.formats import latex_escape, to_csv, to_latex, to_markdown
 from bench.report.stats import (
     CORRECTION,
     average_ranks,
-    bootstrap_ci,
     holm,
+    mean_interval,
     paired_vs_baseline,
     pareto_front,
     pme,
@@ -69,12 +70,11 @@ def frame(*rows: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(list(rows))
 
 
-def reference_ci(x: list[float], seed: int = 0, n_boot: int = 10_000) -> tuple[float, float]:
-    """The percentile bootstrap written out directly: same generator, same draws."""
+def reference_ci(x: list[float]) -> tuple[float, float]:
+    """The 95 % t interval written out: mean ± t(0.975, n - 1) · s / sqrt(n)."""
     a = np.asarray(x, dtype=float)
-    draws = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
-    lo, hi = np.quantile(a[draws].mean(axis=1), [0.025, 0.975])
-    return float(lo), float(hi)
+    half = stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / np.sqrt(a.size)
+    return float(a.mean() - half), float(a.mean() + half)
 
 
 # --------------------------------------------------------------------------- mean, std, CI
@@ -97,14 +97,15 @@ def test_score_table_mean_std_ci_by_hand() -> None:
     # sample std: sqrt((2^2 + 0 + 2^2) / 2) = 2
     assert full["std"] == pytest.approx(2.0)
     assert (full["ci_lo"], full["ci_hi"]) == pytest.approx(reference_ci([80.0, 82.0, 84.0]))
-    # P(a resample is all 80) = 1/27 > 2.5%, so the 2.5% quantile is exactly the minimum mean.
-    assert (full["ci_lo"], full["ci_hi"]) == pytest.approx((80.0, 84.0))
+    # 82 ± t(0.975, 2) · 2 / sqrt(3) = 82 ± 4.9683: wider than the runs' range, as it must be
+    assert (full["ci_lo"], full["ci_hi"]) == pytest.approx((77.0317, 86.9683), abs=1e-4)
 
     # The failed run is counted, not averaged: mean and std over the two finished runs.
     assert (lora["n_ok"], lora["n_total"], lora["status"]) == (2, 3, "2 ok, 1 failed")
     assert lora["mean"] == pytest.approx(75.0)
     assert lora["std"] == pytest.approx(math.sqrt(50.0))
-    assert (lora["ci_lo"], lora["ci_hi"]) == pytest.approx((70.0, 80.0))
+    # two runs: 75 ± t(0.975, 1) · sqrt(50) / sqrt(2) = 75 ± 12.706 · 5, honestly wide
+    assert (lora["ci_lo"], lora["ci_hi"]) == pytest.approx((11.469, 138.531), abs=1e-3)
 
 
 def test_score_table_single_run_and_all_failed() -> None:
@@ -120,16 +121,20 @@ def test_score_table_single_run_and_all_failed() -> None:
     assert math.isnan(t.loc["fpt_plus", "mean"])
 
 
-def test_bootstrap_ci_cases() -> None:
-    assert bootstrap_ci([0.5, 0.5, 0.5, 0.5]) == (0.5, 0.5)
-    assert all(math.isnan(v) for v in bootstrap_ci([1.0, math.nan]))
-    assert all(math.isnan(v) for v in bootstrap_ci([]))
+def test_mean_interval_cases() -> None:
+    # the seeds a percentile bootstrap reported as 79.9-83.5 (their min-max)
+    lo, hi = mean_interval([81.2, 83.5, 79.9])
+    assert (round(lo, 1), round(hi, 1)) == (77.0, 86.1)
+    # hand-computed: mean 2, s = 1, t(0.975, 2) = 4.3027 -> 2 ± 4.3027 / sqrt(3)
+    assert mean_interval([1.0, 2.0, 3.0]) == pytest.approx((2 - 2.48418, 2 + 2.48418), abs=1e-4)
+    assert mean_interval([0.5, 0.5, 0.5, 0.5]) == (0.5, 0.5)
+    assert all(math.isnan(v) for v in mean_interval([1.0, math.nan]))
+    assert all(math.isnan(v) for v in mean_interval([]))
     x = [71.2, 68.4, 75.0, 70.1, 69.9, 73.3, 72.8]
-    assert bootstrap_ci(x) == pytest.approx(reference_ci(x))
-    assert bootstrap_ci(x, seed=3) == pytest.approx(reference_ci(x, seed=3))
-    assert bootstrap_ci([*x, math.nan]) == bootstrap_ci(x)  # NaNs are dropped
-    lo50, hi50 = bootstrap_ci(x, level=0.5)
-    lo95, hi95 = bootstrap_ci(x)
+    assert mean_interval(x) == pytest.approx(reference_ci(x))
+    assert mean_interval([*x, math.nan]) == mean_interval(x)  # NaNs are dropped
+    lo50, hi50 = mean_interval(x, level=0.5)
+    lo95, hi95 = mean_interval(x)
     assert lo95 < lo50 < np.mean(x) < hi50 < hi95
 
 
@@ -305,7 +310,7 @@ def test_wide_table_cells_marks_average_and_footnotes() -> None:
     assert f.loc["fpt_plus", "ChestDR 1-shot"] == f"87.00 ± 2.00 [{lo:.2f}, {hi:.2f}]"
     assert f.loc["fpt_plus", "ChestDR 5-shot"] == "70.00 ± 0.00 [70.00, 70.00]"
     assert f.loc["lora", "ChestDR 1-shot"] == "84.00 (1/2)"  # one run: no std, no interval
-    assert "[95 % percentile-bootstrap CI of the mean over those runs]" in table.footnotes[0]
+    assert "[95 % t interval of the mean over those runs" in table.footnotes[0]
     plain = wide_table(score_table(wide_frame()), ci=False).frame.set_index("method")
     assert plain.loc["full", "ChestDR 1-shot"] == "82.00 ± 2.00"
     assert f.loc["vpt", "ChestDR 5-shot"] == "failed"
@@ -419,7 +424,7 @@ def test_csv_has_raw_numbers() -> None:
     back = pd.read_csv(io.StringIO(text))
     full1 = back[(back["method"] == "full") & (back["shots"] == 1)].iloc[0]
     assert full1["mean"] == pytest.approx(82.0) and full1["std"] == pytest.approx(2.0)
-    assert full1["ci_lo"] == pytest.approx(80.0)
+    assert full1["ci_lo"] == pytest.approx(77.0317, abs=1e-4)  # the t interval, not min-max
     vpt5 = back[(back["method"] == "vpt") & (back["shots"] == 5)].iloc[0]
     assert vpt5["status"] == "3 failed" and math.isnan(vpt5["mean"])
     assert "±" not in text

@@ -1,4 +1,4 @@
-"""Statistics for the report: bootstrap CIs, composite scores, Pareto front, paired tests, ranks.
+"""Statistics for the report: t intervals of the mean, composite scores, Pareto front, paired tests, ranks.
 
 Pure numpy/scipy/pandas on the long records frame (`bench.report.frame.records_frame`); never
 imports a model. Scores shown to people are percentages (fraction * 100) for every metric except
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as t_dist
 from scipy.stats import wilcoxon
 
 from bench.errors import UserError
@@ -25,9 +26,9 @@ __all__ = [
     "CORRECTION",
     "MIN_PAIRS",
     "average_ranks",
-    "bootstrap_ci",
     "choose_baseline",
     "holm",
+    "mean_interval",
     "paired_vs_baseline",
     "pareto_front",
     "pme",
@@ -101,28 +102,23 @@ def prepare(df: pd.DataFrame, metric: str = "primary") -> pd.DataFrame:
 # --------------------------------------------------------------------------- intervals
 
 
-def bootstrap_ci(
-    values: ArrayLike, *, level: float = 0.95, n_boot: int = 10_000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean; (nan, nan) for fewer than 2 finite values.
+def mean_interval(values: ArrayLike, *, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean over runs (n - 1 degrees of freedom); (nan, nan) for fewer
+    than 2 finite values, NaNs dropped.
 
-    Resamples the finite values with replacement `n_boot` times (np.random.default_rng(seed)),
-    and takes the (1 - level) / 2 and (1 + level) / 2 quantiles of the resampled means. With few
-    seeds the percentile bootstrap is narrow-biased: its spread is the plug-in one
-    (sqrt((n - 1) / n) of the sample standard error) and it has no Student-t widening, so with
-    3 seeds it is much narrower than a t interval, and it only ever spans the values observed.
-    Over seeds x split seeds it resamples runs, treating every (seed, split seed) run as one
-    independent draw (the split-sampling variance is not separated out).
+    Over a handful of seeds a percentile bootstrap of the mean only ever spans the values seen
+    (with 3 seeds, about their min-max) and has no small-sample widening; the t interval does:
+    seeds 81.2, 83.5 and 79.9 give 77.0-86.1, where the bootstrap gave 79.9-83.5. Over seeds x
+    split seeds every (seed, split seed) run counts as one independent draw (the split-sampling
+    variance is not separated out).
     """
     x = np.asarray(values, dtype=float).ravel()
     x = x[np.isfinite(x)]
     if x.size < 2:
         return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
+    mean, sem = float(x.mean()), float(x.std(ddof=1)) / math.sqrt(x.size)
+    half = float(t_dist.ppf((1.0 + level) / 2.0, df=x.size - 1)) * sem
+    return (mean - half, mean + half)
 
 
 # --------------------------------------------------------------------------- composite scores

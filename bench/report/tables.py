@@ -18,7 +18,7 @@ import pandas as pd
 from bench import metric_table
 from bench.metric_table import LOWER_IS_BETTER
 from bench.report.names import block_title
-from bench.report.stats import BLOCK, bootstrap_ci, prepare
+from bench.report.stats import BLOCK, mean_interval, prepare
 
 STATUS_ORDER = ("ok", "failed", "oom", "diverged")
 SCORE_COLUMNS = [
@@ -112,8 +112,8 @@ def score_table(df: pd.DataFrame) -> pd.DataFrame:
 
     Columns: block, dataset, shots (NA = full data), backbone, method, setting, metric, n_ok,
     n_total, n_scored (ok runs with a finite score: what mean, std and CI are over), status
-    ("3 ok", "2 ok, 1 failed"), mean, std (sample, NaN below 2), ci_lo, ci_hi (95% percentile
-    bootstrap of the mean over the runs, seed 0; NaN below 2).
+    ("3 ok", "2 ok, 1 failed"), mean, std (sample, NaN below 2), ci_lo, ci_hi (95 % Student-t
+    interval of the mean over the runs; NaN below 2).
     """
     p = prepare(df)
     rows = []
@@ -121,7 +121,7 @@ def score_table(df: pd.DataFrame) -> pd.DataFrame:
         ok = g[g["status"] == "ok"]
         vals = ok["value"].to_numpy(dtype=float)
         vals = vals[np.isfinite(vals)]
-        lo, hi = bootstrap_ci(vals)
+        lo, hi = mean_interval(vals)
         rows.append(
             {
                 **identity(key, g),
@@ -227,7 +227,11 @@ def wide_table(scores: pd.DataFrame, *, ci: bool = True) -> Table:
     notes = [
         "Cells: mean ± sample std over each method's finished runs (seeds and few-shot split "
         "seeds pooled)"
-        + (", [95 % percentile-bootstrap CI of the mean over those runs]" if ci else "")
+        + (
+            ", [95 % t interval of the mean over those runs, n - 1 degrees of freedom]"
+            if ci
+            else ""
+        )
         + ", in percent (nll as is); metric: "
         + "; ".join(f"{m} ({', '.join(cs)})" for m, cs in by_metric.items())
         + ". Best in bold, second best underlined (italic in markdown), per column."

@@ -135,7 +135,7 @@ def _markdown_with_notes(table: Table) -> str:
 def _write_tables(
     df: pd.DataFrame, out_dir: Path, baseline: str | None, hide_times: bool
 ) -> tuple[list[dict], list[Path]]:
-    """Scores (mean ± std, 95 % bootstrap CI) and efficiency (with the composite metrics) as
+    """Scores (mean ± std, 95 % t interval of the mean over seeds) and efficiency (with the composite metrics) as
     markdown, LaTeX (booktabs) and CSV; statistics against a baseline; HTML sections of each."""
     files: list[Path] = []
     scores = score_table(df)
