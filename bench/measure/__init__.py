@@ -6,7 +6,6 @@ from bench.measure.flops import flops_per_image
 from bench.measure.latency import batch1_latency
 from bench.measure.load import MachineLoad
 from bench.measure.memory import (
-    MEMORY_LABEL,
     PeakMemory,
     StepMemory,
     memory_baseline,
@@ -18,7 +17,6 @@ from bench.measure.phase import Phase
 from bench.measure.timing import StepTimer, Stopwatch
 
 __all__ = [
-    "MEMORY_LABEL",
     "GpuEnergy",
     "MachineLoad",
     "PeakMemory",

@@ -60,8 +60,7 @@ def current_rss_mb() -> float | None:
         return None
 
 
-# Plain words for `own_mb`, shown beside every memory figure in tables and on plot axes.
-MEMORY_LABEL = "memory used (MB)"
+# Plain words for `own_mb`, recorded as `own_definition` and repeated under tables.
 MEMORY_DEFINITION = {
     "cuda": "the most GPU memory PyTorch allocated at once, beyond what was allocated before "
     "the run started",
