@@ -100,9 +100,9 @@ def frame() -> pd.DataFrame:
 def drawn(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Write the figures once, recording what each figure shows before it is closed."""
     seen: dict[str, dict[str, Any]] = {}
-    original = plots._save
+    original = plots.save_figure
 
-    def spy(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+    def spy(fig: Any, out_dir: Path, stem: str, **kw: Any) -> list[Path]:
         seen[stem] = {
             "axes": [
                 {
@@ -125,10 +125,10 @@ def drawn(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict
                 if ax.get_visible()
             ]
         }
-        return original(fig, out_dir, stem)
+        return original(fig, out_dir, stem, **kw)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(plots, "_save", spy)
+    mp.setattr(plots, "save_figure", spy)
     out = tmp_path_factory.mktemp("plots")
     try:
         paths = plots.write_plots(frame, out)

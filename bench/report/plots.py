@@ -8,7 +8,6 @@ runs are averaged only within one (method, setting), as the summary tables do.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,15 +24,11 @@ import pandas as pd
 import seaborn as sns
 
 from bench.metric_table import LOWER_IS_BETTER, scale
-from bench.records import write_atomic
+from bench.report.figure_io import save_figure
 from bench.report.frame import numeric
 from bench.report.names import block_title as titled
 from bench.report.names import slug, unique
 from bench.report.stats import pareto_front
-
-# Fixed metadata so that rerunning a report on the same records gives the same PDF bytes.
-_PDF_META = {"CreationDate": None, "Creator": "medpeft-bench", "Producer": None}
-_PNG_DPI = 130
 
 
 def _full_data(shots: Any) -> bool:
@@ -151,20 +146,6 @@ def _score_label(metrics: pd.Series) -> str:
     names = sorted(set(metrics))
     name = names[0] if len(names) == 1 else "primary score"
     return f"{name} (%)" if scale(name) == 100 else name
-
-
-def _save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
-    """Write `stem`.png and `stem`.pdf and close the figure (memory stays flat over many)."""
-    png, pdf = out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"
-    try:
-        for path, options in ((png, {"dpi": _PNG_DPI, "metadata": {"Software": None}}),
-                              (pdf, {"metadata": _PDF_META})):  # fmt: skip
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format=path.suffix[1:], **options)
-            write_atomic(path, buffer.getvalue())  # a killed report leaves no half figure
-    finally:
-        plt.close(fig)
-    return [png, pdf]
 
 
 def _errorbar(ax: Any, x: float, row: pd.Series, color: Any) -> None:
@@ -348,7 +329,7 @@ def write_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
             fig = make()
         if fig is not None:
-            written.extend(_save(fig, out_dir, unique(f"{kind}-{slug(name)}", taken)))
+            written.extend(save_figure(fig, out_dir, unique(f"{kind}-{slug(name)}", taken)))
 
     keys = ["dataset", "_shots", "_backbone"]
     agg = _aggregate(ok, keys)
@@ -389,5 +370,5 @@ def write_budget_plots(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.legend(title=None, fontsize="small")
             fig.tight_layout()
-        written += _save(fig, out_dir, unique(f"budget-{slug(block)}", taken))
+        written += save_figure(fig, out_dir, unique(f"budget-{slug(block)}", taken))
     return written
