@@ -212,11 +212,13 @@ def test_baseline_option(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     stats_md = (out / "stats.md").read_text()
     assert "# Paired comparison against linear" in stats_md
-    # lora beats linear by 10 points in all 6 pairs: exact two-sided p = 2 / 2**6
+    # lora beats linear by 10 points on all 6 seeds of the one block: one pair, no test (seeds
+    # of one block are not independent pairs)
     lora = next(line for line in stats_md.splitlines() if line.startswith("| lora"))
     cells = [c.strip() for c in lora.strip("|").split("|")]
-    # method, n_pairs, n_unpaired, median_diff, wins, ties, losses, p, p_holm (2 tests), note
-    assert cells[:9] == ["lora", "6", "0", "10", "6", "0", "0", "0.03125", "0.0625"]
+    # method, n_blocks, n_unpaired, median_diff, wins, ties, losses, p, p_holm, note
+    assert cells[:7] == ["lora", "1", "0", "10", "1", "0", "0"]
+    assert cells[9].startswith("1 block(s); a test needs 6")
     res = bench("report", "--results", str(results), "--out", str(out), "--baseline", "vpt")
     assert res.exit_code == 2
     assert "--baseline vpt: no record of that method; methods in the report: full, linear, lora" \

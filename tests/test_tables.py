@@ -170,31 +170,32 @@ def test_pareto_front_dominated_ties_nan() -> None:
 
 
 def paired_frame() -> pd.DataFrame:
+    """Six blocks (DS1..DS6), two seeds each; a block's difference is the mean over its seeds."""
     rows = []
-    b = {"DS1": [0.50, 0.50, 0.50], "DS2": [0.40, 0.40, 0.40]}
-    # differences (pp):  a: +1..+6  |  b: +1..+5, -6  |  c: 3 pairs  |  d: all zero
-    diffs_a = {"DS1": [1, 2, 3], "DS2": [4, 5, 6]}
-    diffs_b = {"DS1": [1, 2, 3], "DS2": [4, 5, -6]}
-    for ds in ("DS1", "DS2"):
-        for s in range(3):
-            base = b[ds][s]
+    # block-mean differences (pp):  a: +1..+6  |  b: +1..+5, -6  |  c: 3 blocks  |  d: all zero
+    diffs_a = [1, 2, 3, 4, 5, 6]
+    diffs_b = [1, 2, 3, 4, 5, -6]
+    for i in range(6):
+        ds, base = f"DS{i + 1}", 0.40 + 0.02 * i
+        for s, jitter in enumerate((-0.01, 0.01)):  # seeds differ; their mean is the block's
             rows.append(run(ds, "linear", s, base, ece=0.10))
-            rows.append(run(ds, "a", s, base + diffs_a[ds][s] / 100, ece=0.05))
-            rows.append(run(ds, "b", s, base + diffs_b[ds][s] / 100))
+            rows.append(run(ds, "a", s, base + diffs_a[i] / 100 + jitter, ece=0.05))
+            rows.append(run(ds, "b", s, base + diffs_b[i] / 100 - jitter))
             rows.append(run(ds, "d", s, base))
-            if ds == "DS1":
+            if i < 3:
                 rows.append(run(ds, "c", s, base + 0.01))
-    # a failed run where the baseline finished: not a pair, but counted as unpaired
-    rows.append(run("DS1", "linear", 3, 0.5, ece=0.10))
-    rows.append(run("DS1", "a", 3, status="failed"))
+    # a block where a failed and the baseline finished: no pair, but counted as unpaired
+    rows.append(run("DS7", "linear", 0, 0.5, ece=0.10))
+    rows.append(run("DS7", "a", 0, status="failed"))
     return frame(*rows)
 
 
-def test_wilcoxon_exact_p_and_holm() -> None:
+def test_wilcoxon_over_block_means_exact_p_and_holm() -> None:
     out = paired_vs_baseline(paired_frame(), "linear").set_index("method")
     assert set(out.index) == {"a", "b", "c", "d"}
     a, b = out.loc["a"], out.loc["b"]
-    assert (a["n_pairs"], a["n_unpaired"]) == (6, 1)
+    # 12 (seed) pairs, but 6 blocks: n counts blocks
+    assert (a["n_blocks"], a["n_unpaired"]) == (6, 1)
     assert (a["wins"], a["ties"], a["losses"]) == (6, 0, 0)
     assert a["median_diff"] == pytest.approx(3.5)
     # all six differences positive: exact two-sided p = 2 / 2^6
@@ -209,21 +210,30 @@ def test_wilcoxon_exact_p_and_holm() -> None:
     assert a["note"] == "" and b["note"] == ""
 
 
-def test_too_few_pairs_and_all_zero_notes() -> None:
+def test_too_few_blocks_and_all_zero_notes() -> None:
     out = paired_vs_baseline(paired_frame(), "linear").set_index("method")
     c, d = out.loc["c"], out.loc["d"]
-    assert c["n_pairs"] == 3
-    assert c["note"] == "too few pairs (n=3; the smallest two-sided p with 5 pairs is 0.0625)"
+    assert c["n_blocks"] == 3
+    assert c["note"] == "3 block(s); a test needs 6 (with 5 the smallest p is 0.0625)"
     assert math.isnan(c["p"]) and math.isnan(c["p_holm"])
-    assert (d["n_pairs"], d["ties"]) == (6, 6)
+    assert (d["n_blocks"], d["ties"]) == (6, 6)
     assert "all differences are zero" in d["note"] and math.isnan(d["p"])
     with pytest.raises(ValueError, match="baseline"):
         paired_vs_baseline(paired_frame(), "nonexistent")
 
 
+def test_one_block_of_ten_seeds_is_one_pair_not_ten() -> None:
+    df = frame(*(r for s in range(10)
+                 for r in (run("X", "linear", s, 0.5), run("X", "a", s, 0.6 + s / 1000))))  # fmt: skip
+    a = paired_vs_baseline(df, "linear").set_index("method").loc["a"]
+    assert a["n_blocks"] == 1 and a["wins"] == 1
+    assert a["median_diff"] == pytest.approx(10.45)
+    assert math.isnan(a["p"]) and a["note"].startswith("1 block(s); a test needs 6")
+
+
 def test_paired_lower_is_better_counts_lower_as_win() -> None:
     out = paired_vs_baseline(paired_frame(), "linear", metric="ece").set_index("method")
-    # a's ece 5% against the baseline's 10%: a gain of 5 points on every pair
+    # a's ece 5% against the baseline's 10%: a gain of 5 points in every block
     assert out.loc["a", "wins"] == 6 and out.loc["a", "median_diff"] == pytest.approx(5.0)
 
 
@@ -515,7 +525,7 @@ def test_the_report_never_imports_torch() -> None:
         "import bench.report.tables, bench.report.efficiency, bench.report.formats\n"
         "import bench.report.stats, bench.report.paper, bench.report.tuning\n"
         "import bench.report.profile, bench.report.missing, bench.report.filters\n"
-        "import bench.report.conditions\n"
+        "import bench.report.conditions, bench.report.statistics\n"
         "print(sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,5 @@
-"""Statistics for the report: t intervals of the mean, composite scores, Pareto front, paired tests, ranks.
+"""Statistics for the report: t intervals of the mean, composite scores, Pareto front, the
+Wilcoxon test over block means, ranks.
 
 Pure numpy/scipy/pandas on the long records frame (`bench.report.frame.records_frame`); never
 imports a model. Scores shown to people are percentages (fraction * 100) for every metric except
@@ -17,8 +18,8 @@ from scipy.stats import t as t_dist
 from scipy.stats import wilcoxon
 
 from bench.errors import UserError
-from bench.metric_table import LOWER_IS_BETTER, scale
-from bench.report.names import block_title
+from bench.report.block_scores import block_means
+from bench.report.prepared import BLOCK, prepare
 
 __all__ = [
     "BASELINES",
@@ -37,9 +38,6 @@ __all__ = [
     "prepare",
 ]
 
-# The columns that make a block, the unit methods are compared in (shots_key: 0 = full data).
-BLOCK = ["dataset", "shots_key", "backbone"]
-
 # With 5 pairs the smallest exact two-sided signed-rank p is 2 / 2**5 = 0.0625 > 0.05, so a test
 # on fewer than 6 pairs can never reject at 5%; it is not run.
 MIN_PAIRS = 6
@@ -48,55 +46,6 @@ MIN_PAIRS = 6
 CORRECTION = "Holm-Bonferroni over the N methods compared (N = methods for which a test was run)"
 
 ArrayLike = float | Sequence[float] | np.ndarray
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def _col(df: pd.DataFrame, name: str, default: Any = np.nan) -> pd.Series:
-    """A column, or a constant one when the frame lacks it (older records, hand-made frames)."""
-    if name in df.columns:
-        return df[name]
-    return pd.Series([default] * len(df), index=df.index, dtype=object)
-
-
-def prepare(df: pd.DataFrame, metric: str = "primary") -> pd.DataFrame:
-    """The long frame reduced to what comparisons need, one row per record.
-
-    Columns: dataset, shots (Int64, NA = full data), shots_key (int, 0 = full data), backbone,
-    method, setting, seed, split_seed, status, metric (the metric's name: the record's
-    primary_metric when `metric == "primary"`), value (displayed units: percent, nll as is; NaN
-    unless status is ok), lower_better (bool).
-    """
-    shots = pd.to_numeric(_col(df, "shots"), errors="coerce")
-    if metric == "primary":
-        names = _col(df, "primary_metric", None).astype(object)
-        raw = pd.to_numeric(_col(df, "primary"), errors="coerce")
-    else:
-        names = pd.Series([metric] * len(df), index=df.index, dtype=object)
-        raw = pd.to_numeric(_col(df, metric), errors="coerce")
-    status = _col(df, "status", None).astype(object)
-    factor = names.map(scale).astype(float)
-    out = pd.DataFrame(
-        {
-            "dataset": _col(df, "dataset", None).fillna("(unknown)").astype(object),
-            "shots": shots.round().astype("Int64"),
-            "shots_key": shots.fillna(0).round().astype(int),
-            "backbone": _col(df, "backbone", "").fillna("").astype(object),
-            "method": _col(df, "method", None).fillna("(unknown)").astype(object),
-            "setting": _col(df, "setting", "").fillna("").astype(object),
-            "seed": pd.to_numeric(_col(df, "seed", 0), errors="coerce").fillna(0).astype(int),
-            "split_seed": pd.to_numeric(_col(df, "split_seed", 0), errors="coerce")
-            .fillna(0)
-            .astype(int),
-            "status": status,
-            "metric": names,
-            "value": (raw.astype(float) * factor).where(status == "ok"),
-            "lower_better": names.isin(LOWER_IS_BETTER),
-        },
-        index=df.index,
-    )
-    return out.reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- intervals
@@ -188,65 +137,54 @@ def holm(pvalues: ArrayLike) -> np.ndarray:
     return out
 
 
-PAIR_KEY = ["dataset", "shots_key", "backbone", "seed", "split_seed"]
-
-
 def paired_vs_baseline(df: pd.DataFrame, baseline: str, *, metric: str = "primary") -> pd.DataFrame:
-    """Each method against `baseline` on runs paired by (dataset, shots, backbone, seed,
-    split_seed), both runs ok with a finite value.
+    """Each method against `baseline` over blocks: a pair is one block's two scores (each the
+    mean over its seeds x split seeds, `bench.report.block_scores.block_means`), so n counts
+    blocks, never runs (runs of one block share its data and are not independent).
 
-    One row per other method: n_pairs; n_unpaired (the method's runs that formed no pair: not
-    ok, no value, no baseline partner, or a key with several settings); median_diff (median of
-    method - baseline in percentage points, sign flipped for lower-is-better metrics so that
-    positive always means the method is better); wins/ties/losses (by that oriented
-    difference); p (two-sided Wilcoxon signed-rank, zero_method="wilcox", scipy's default
-    method: exact for small n without ties or zeros); p_holm (CORRECTION); note (why no test
-    ran, or what was set aside). Fewer than MIN_PAIRS pairs, or all differences zero: no test,
-    p NaN.
+    One row per other method: n_blocks (pairs); n_unpaired (blocks the method ran in without a
+    pair: no score, several settings, or no baseline score); median_diff (median of method -
+    baseline in percentage points, sign flipped for lower-is-better metrics so that positive
+    always means the method is better); wins/ties/losses; p (two-sided Wilcoxon signed-rank,
+    zero_method="wilcox", exact for small n without ties or zeros); p_holm (CORRECTION); note
+    (why no test ran, or what was set aside). Fewer than MIN_PAIRS blocks, or all differences
+    zero: no test, p NaN.
     """
     cols = [
-        "method", "n_pairs", "n_unpaired", "median_diff", "wins", "ties", "losses", "p",
+        "method", "n_blocks", "n_unpaired", "median_diff", "wins", "ties", "losses", "p",
         "p_holm", "note",
     ]  # fmt: skip
-    p = prepare(df, metric)
-    if baseline not in set(p["method"]):
-        raise ValueError(f"baseline {baseline!r} has no runs; methods: {sorted(set(p['method']))}")
-    usable = p[(p["status"] == "ok") & np.isfinite(p["value"])]
-    # A key with more than one usable run of a method (several settings) cannot be paired.
-    dup = usable.duplicated([*PAIR_KEY, "method"], keep=False)
-    ambiguous = usable[dup]
-    usable = usable[~dup]
-    base = usable[usable["method"] == baseline].set_index(PAIR_KEY)["value"]
+    scores = block_means(df, metric)
+    if baseline not in scores.methods:
+        raise ValueError(f"baseline {baseline!r} has no runs; methods: {sorted(scores.methods)}")
+    oriented = scores.oriented()
+    ran = scores.reasons != "not run"
     rows: list[dict[str, Any]] = []
-    for method in pd.unique(p["method"]):
+    for method in scores.methods:
         if method == baseline:
             continue
-        own = usable[usable["method"] == method].set_index(PAIR_KEY)
-        joined = own.join(base.rename("base"), how="inner")
-        sign = np.where(joined["lower_better"].to_numpy(dtype=bool), -1.0, 1.0)
-        d = sign * (joined["value"].to_numpy(float) - joined["base"].to_numpy(float))
+        both = oriented[method].notna() & oriented[baseline].notna()
+        d = (oriented.loc[both, method] - oriented.loc[both, baseline]).to_numpy(float)
         n = int(d.size)
-        n_amb = int(ambiguous[ambiguous["method"] == method].drop_duplicates(PAIR_KEY).shape[0])
-        n_unpaired = int((p["method"] == method).sum()) - n
         notes = []
         pval = math.nan
         if n == 0:
-            notes.append("no pairs with the baseline")
+            notes.append("no block where both have a score")
         elif n < MIN_PAIRS:
-            notes.append(f"too few pairs (n={n}; the smallest two-sided p with 5 pairs is 0.0625)")
+            notes.append(
+                f"{n} block(s); a test needs {MIN_PAIRS} (with 5 the smallest p is 0.0625)"
+            )
         elif np.all(d == 0):
             notes.append("all differences are zero; test not run")
         else:
             pval = float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
             if np.any(d == 0):
                 notes.append(f"{int(np.sum(d == 0))} zero differences dropped (wilcox)")
-        if n_amb:
-            notes.append(f"{n_amb} keys with several settings not paired")
         rows.append(
             {
                 "method": method,
-                "n_pairs": n,
-                "n_unpaired": n_unpaired,
+                "n_blocks": n,
+                "n_unpaired": int((ran[method] & ~both).sum()),
                 "median_diff": float(np.median(d)) if n else math.nan,
                 "wins": int(np.sum(d > 0)),
                 "ties": int(np.sum(d == 0)),
@@ -272,37 +210,22 @@ def average_ranks(df: pd.DataFrame, *, metric: str = "primary") -> pd.DataFrame:
     skip hard blocks: `not_ranked_in` lists those blocks and `n_blocks` counts the ranked ones.
     Blocks with fewer than two scored methods rank nothing and are listed too.
     """
-    p = prepare(df, metric)
-    usable = p[(p["status"] == "ok") & np.isfinite(p["value"])]
-    n_settings = usable.groupby([*BLOCK, "method"], sort=False)["setting"].nunique()
-    means = usable.groupby([*BLOCK, "method"], sort=False)["value"].mean()
-    lower = usable.groupby(BLOCK, sort=False)["lower_better"].first()
-    methods = list(pd.unique(p["method"]))
+    scores = block_means(df, metric)
+    methods = scores.methods
     ranks: dict[str, list[float]] = {m: [] for m in methods}
     missing: dict[str, list[str]] = {m: [] for m in methods}
-    for key, part in p.groupby(BLOCK, sort=False):
-        title = block_title(*key)
-        ran = set(part["method"])
-        scored = {
-            m: float(means[(*key, m)])
-            for m in methods
-            if (*key, m) in means.index and n_settings[(*key, m)] == 1
-        }
+    for title, row in scores.oriented().iterrows():
+        scored = row.dropna()
         if len(scored) < 2:
             for m in methods:
                 missing[m].append(f"{title} (fewer than 2 methods scored)")
             continue
-        r = pd.Series(scored).rank(ascending=bool(lower[key]), method="average")
+        r = scored.rank(ascending=False, method="average")
         for m in methods:
-            if m in scored:
+            if m in r.index:
                 ranks[m].append(float(r[m]))
-            elif m not in ran:
-                missing[m].append(f"{title} (not run)")
-            elif (*key, m) in n_settings.index and n_settings[(*key, m)] > 1:
-                missing[m].append(f"{title} (several settings)")
             else:
-                words = sorted(set(part.loc[part["method"] == m, "status"].astype(str)) - {"ok"})
-                missing[m].append(f"{title} ({'/'.join(words) or 'no score'})")
+                missing[m].append(f"{title} ({scores.reasons.at[title, m]})")
     out = pd.DataFrame(
         {
             "method": methods,
