@@ -14,10 +14,11 @@ from matplotlib.text import Text
 from sklearn.metrics import roc_auc_score
 
 from bench.metrics import compute_metrics
-from bench.report.bootstrap import _replicates, image_interval, resample_indices
+from bench.report.bootstrap import image_interval, resample_indices
 from bench.report.confusion_figure import draw_confusion, row_normalised, write_confusion
 from bench.report.delong import delong_aucs, delong_test
 from bench.report.per_class import class_scores, confusion, pooled_class_scores
+from bench.report.resampled_metrics import resampled_metric
 from bench.report.statistics import statistics_report
 
 
@@ -112,12 +113,29 @@ def test_stratified_resample_keeps_every_class_count() -> None:
         assert np.bincount(y[rep], minlength=3).tolist() == [40, 5, 15]
 
 
-def test_accuracy_fast_path_equals_compute_metrics() -> None:
-    lg, y = run(90)
-    idx = resample_indices(y, 5, np.random.default_rng(1), stratified=True)
-    fast = _replicates(lg, y, "multiclass", "accuracy", idx)
-    slow = [compute_metrics(lg[i], y[i], "multiclass")["accuracy"] for i in idx]
-    assert fast == pytest.approx(slow)
+@pytest.mark.parametrize(
+    ("task", "metric", "n_classes"),
+    [("multiclass", "accuracy", 4), ("binary", "auc", 2), ("multiclass", "auc", 4),
+     ("multilabel", "auc", 3), ("multiclass", "macro_f1", 4)],
+)  # fmt: skip
+def test_resampled_metric_equals_compute_metrics_on_each_resample(
+    task: str, metric: str, n_classes: int
+) -> None:
+    """The weighted fast paths (accuracy, AUC with ties) give compute_metrics' value on every
+    resampled test set, exactly; other metrics go through compute_metrics itself."""
+    rng = np.random.default_rng(3)
+    if task == "multilabel":
+        y = (rng.random((90, n_classes)) < 0.4).astype(int)
+        lg = np.round(rng.normal(size=y.shape) + y, 1)
+    else:
+        y = np.arange(90) % n_classes
+        lg = rng.normal(size=(90, n_classes))
+        lg[np.arange(90), y] += 1.0
+        lg = np.round(lg, 1)  # ties in the scores: AUC counts them a half
+    idx = resample_indices(y, 6, rng, stratified=task != "multilabel")
+    fast = resampled_metric(lg, y, task, metric, idx)
+    slow = [compute_metrics(lg[i], y[i], task)[metric] for i in idx]
+    assert fast == pytest.approx(slow, abs=1e-12)
 
 
 def test_test_set_interval_covers_reproducible_and_narrows() -> None:

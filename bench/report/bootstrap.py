@@ -14,6 +14,7 @@ from scipy.stats import trim_mean
 from bench.metric_table import scale
 from bench.report.block_scores import BlockScores, usable_runs
 from bench.report.prepared import prepare
+from bench.report.resampled_metrics import resampled_metric
 
 __all__ = [
     "MIN_TEST_IMAGES",
@@ -62,19 +63,6 @@ def resample_indices(
     return np.concatenate(parts, axis=1)
 
 
-def _replicates(logits: np.ndarray, labels: np.ndarray, task: str, metric: str,
-                idx: np.ndarray) -> np.ndarray:  # fmt: skip
-    """The metric on every resample. Accuracy is the mean of per-image correctness, so its
-    resamples are averaged directly; any other metric goes through compute_metrics."""
-    if metric == "accuracy" and labels.ndim == 1:
-        correct = (np.argmax(logits, axis=1) == labels).astype(float)
-        return correct[idx].mean(axis=1)
-    # bench.metrics imports torch: only a report with saved predictions pays for it
-    from bench.metrics import compute_metrics
-
-    return np.array([compute_metrics(logits[i], labels[i], task)[metric] for i in idx])
-
-
 def image_interval(
     runs: Sequence[tuple[np.ndarray, np.ndarray]],
     task: str,
@@ -115,7 +103,7 @@ def image_interval(
     per_run = []
     for lg, y in runs:
         idx = common if common is not None else resample_indices(y, n_boot, rng, stratified=single)
-        per_run.append(_replicates(lg, y, task, metric, idx))
+        per_run.append(resampled_metric(lg, y, task, metric, idx))
     reps = np.mean(per_run, axis=0)
     tail = (1.0 - level) / 2.0 * 100.0
     lo, hi = np.nanpercentile(reps * factor, [tail, 100.0 - tail])
