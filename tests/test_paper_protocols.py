@@ -11,7 +11,7 @@ from bench.cli import app
 from bench.grid import GridRequest, plan
 from bench.protocols import get_protocol, list_protocols
 from bench.report import records_frame
-from bench.report.paper import paper_table, published, render_paper_table
+from bench.report.paper import paper_table, published, render_paper_table, write_paper_table
 
 runner = CliRunner()
 
@@ -113,6 +113,31 @@ def test_paper_table_sets_reproduced_beside_published() -> None:
     assert list(table.index) == list(dict.fromkeys(pub["method"]))
     text = render_paper_table("ept-table1", records_frame(records))
     assert "not run" in text and "12.00" in text and "EPT.pdf" in text
+
+
+def test_a_wide_paper_table_is_one_table_per_shot_setting(tmp_path) -> None:
+    records = [
+        _record("ept", "medfmc-chestdr", 1, 0, 0.10),
+        _record("ept", "medfmc-chestdr", 1, 1, 0.14),
+    ]
+    long = records_frame(records)
+    text = render_paper_table("ept-table1", long)
+    titles = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert titles[:4] == ["1-shot", "5-shot", "10-shot", "1/5/10 shots"]
+    tables = [line for line in text.splitlines() if line.startswith("| method")]
+    # three datasets, each published beside reproduced and their difference: 10 columns
+    assert [t.count("|") - 1 for t in tables] == [10, 10, 10, 4]
+    header = [c.strip() for c in tables[0].strip("|").split("|")]
+    assert header[:4] == ["method", "ChestDR paper", "ChestDR ours", "ChestDR diff"]
+    one_shot = text.split("## 5-shot")[0]
+    assert "| EPT " in one_shot and "12.00" in one_shot  # the 1-shot runs, in the 1-shot table
+    files, section = write_paper_table("ept-table1", long, tmp_path)
+    tex = files[1].read_text()
+    assert tex.count(r"\begin{tabular}{lrrrrrrrrr}") == 3 and tex.count(r"\begin{table}") == 4
+    assert r"\caption{EPT Table 1: ViT-B/16 (ImageNet-21k) on MedFMC, 1/5/10-shot: 5-shot}" in tex
+    assert tex.count("Cells not run yet") == 1  # the notes once, under the last table
+    assert [t[0] for t in section["tables"]] == titles[:4]
+    assert section["tables"][0][1].shape == (10, 10)
 
 
 def test_average_column_when_every_cell_is_run() -> None:

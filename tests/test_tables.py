@@ -425,8 +425,13 @@ def test_markdown_marks_and_cells() -> None:
     lines = md.splitlines()
     assert lines[0].count("|") == 5  # 4 columns
     assert "**87.00 ± 2.00**" in md and "_84.00 (1/2)_" in md and "**78.50**" in md
-    assert "| not run" in md and "| failed" in md
+    assert "not run |" in md and "failed |" in md
     assert "**82.00" not in md  # third in 1-shot: unmarked
+    # the method column flush left, every score column flush right
+    rule = lines[1].strip("|").split("|")
+    assert rule[0].startswith(":-") and rule[0].endswith("-")
+    assert all(r.startswith("-") and r.endswith("-:") for r in rule[1:])
+    assert lines[2].startswith("| full ") and lines[2].endswith(" _72.00_ |")
 
 
 def test_csv_has_raw_numbers() -> None:

@@ -16,7 +16,14 @@ from bench.console import console, frame_table
 
 def report(
     results: o.ResultsIn = Path("results"),
-    out: Annotated[Path, typer.Option(help="Folder for the rendered report.")] = Path("reports"),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the rendered report [default: reports/, or for a report filtered by "
+            "--datasets/--methods/--backbone/--where a folder of its own in reports/ named by "
+            "the filters]."
+        ),
+    ] = None,
     datasets: Annotated[
         str | None, typer.Option(help="Only these datasets (comma-separated).")
     ] = None,
@@ -80,6 +87,9 @@ def report(
     )
 
     term = console()
+    filtered = out is None and any((datasets, methods, backbone, where))
+    if out is None:
+        out = REPORTS / filter_folder(datasets, methods, backbone, where) if filtered else REPORTS
     if not results.is_dir():
         fail(f"no results folder {results}; run `bench run` first or pass --results")
     if out.exists() and not out.is_dir():
@@ -122,20 +132,46 @@ def report(
             for note in notes:
                 term.print(note, markup=False)
     try:
-        written = write_report(
-            df, out, plots=plots, baseline=base, profiles=profiles, records=chosen,
-            hide_times=hide_incomparable_times,
-        )  # fmt: skip
+        written, sections = [], []
         if paper is not None:
             # The paper's table reads every record: the protocol picks its own cells.
-            written += write_paper_table(paper, records_frame(loaded.records), out, paper_regime)
+            written, section = write_paper_table(
+                paper, records_frame(loaded.records), out, paper_regime
+            )
+            sections.append(section)
+        written += write_report(
+            df, out, plots=plots, baseline=base, profiles=profiles, records=chosen,
+            hide_times=hide_incomparable_times, sections=sections,
+        )  # fmt: skip
     except OSError as exc:
         fail(f"cannot write the report in {out}: {exc.strerror or exc}; choose another --out")
+    if filtered:
+        term.print(f"filtered report: written to its own folder {out}/ (--out chooses another)")
     term.print(
         f"wrote {len(written)} file(s) in {out}/ ({len(df)} record(s)): open {out / 'index.html'}"
     )
     for path in written:
         term.print(f"  {path}")
+
+
+REPORTS = Path("reports")
+
+
+def filter_folder(
+    datasets: str | None, methods: str | None, backbone: str | None, where: list[str] | None
+) -> str:
+    """The folder name, under reports/, of a report filtered this way: the filters in words
+    ("datasets-derm-where-hparams-rank-not-4"): filters that differ in more than punctuation
+    get folders of their own, and the unfiltered report is never overwritten."""
+    from bench.report.names import slug
+
+    words = [
+        f"{name} {value}"
+        for name, value in (("datasets", datasets), ("methods", methods), ("backbone", backbone))
+        if value
+    ]
+    words += [f"where {w.replace('!=', ' not ')}" for w in where or []]
+    return slug(" ".join(words))
 
 
 def _check_paper(paper: str, paper_regime: str) -> None:

@@ -33,11 +33,12 @@ COMPOSITE_DEFINITIONS = (
     "PME (FPT) = score · exp(-log10(m / m_full + 1)), m = memory used while training, "
     "m_full = full fine-tuning's in the same block. score = the percentage shown."
 )
-COMPOSITE_FOOTNOTE = (
-    COMPOSITE_DEFINITIONS + " Paired tests: two-sided Wilcoxon signed-rank of each method against "
-    "the baseline on runs paired by dataset, shots, backbone, seed and split seed; p adjusted by "
+PAIRED_TESTS_NOTE = (
+    "Paired tests: two-sided Wilcoxon signed-rank of each method against the baseline on runs "
+    "paired by dataset, shots, backbone, seed and split seed; p adjusted by "
     f"{CORRECTION}; no test on fewer than {MIN_PAIRS} pairs."
 )
+COMPOSITE_FOOTNOTE = COMPOSITE_DEFINITIONS + " " + PAIRED_TESTS_NOTE
 
 PHASES = (
     ("peak_preload_mem_mb", "preload MB"),
@@ -53,6 +54,8 @@ EFFICIENCY_COLUMNS = [
     "metric", "score", "ppt", "ppe", "pme", "note",
 ]  # fmt: skip
 TIME_COLUMNS = ("train s", "img/s", "batch-1 ms")
+# The display's columns of the second of its two parts (`efficiency_parts`).
+SCORE_PART = ("score", "PPT", "PPE", "PME")
 
 
 def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -195,3 +198,14 @@ def efficiency_display(
                if n == note]  # fmt: skip
         notes.append(f"{note}: {', '.join(who)}.")
     return Table(frame, ranks, notes + timing_notes)
+
+
+def efficiency_parts(table: Table) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """`efficiency_display`'s table as two that each fit a page: (title, frame, ranks) of the
+    costs, then of the score and composite scores; both keep the block and method columns."""
+    frame, ranks = table.frame, table.ranks
+    keys = [c for c in ("block", "method") if c in frame]
+    scores = [c for c in frame if c in SCORE_PART]
+    costs = [c for c in frame if c not in keys and c not in scores]
+    parts = [("Costs", costs), ("Score and composite scores", scores)]
+    return [(title, frame[keys + cols], ranks[keys + cols]) for title, cols in parts if cols]

@@ -1,17 +1,23 @@
-"""Tables as text: marked markdown pipe tables, booktabs LaTeX and CSV, and the cell format."""
+"""Tables as text: marked markdown pipe tables, booktabs LaTeX, HTML and CSV, and the cell
+format."""
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-# Columns set flush left in LaTeX; everything else is a number, set flush right.
+# Columns always set flush left; others are flush right when they hold numbers (`is_label`).
 LABEL_COLUMNS = frozenset(
     {"block", "dataset", "backbone", "method", "setting", "metric", "status", "note"}
 )
+# A cell that starts like a number: "82.00 ± 2.00", "-0.3", "10,000,000", ".5", "3 ok".
+_NUMBER = re.compile(r"^[-+−]?\.?\d")
+# What a number cell holds when it has no number ("failed/oom": `tables.status_words`).
+_NO_NUMBER = frozenset({"", "—", "not run", "no score", "failed", "oom", "diverged"})
 
 
 def fmt(v: Any, spec: str) -> str:
@@ -52,7 +58,7 @@ def add_optional_costs(table: pd.DataFrame, source: pd.DataFrame) -> bool:
     return added
 
 
-def _text(v: Any) -> str:
+def cell_text(v: Any) -> str:
     """A raw value as text: missing as "—", floats with two decimals (three significant digits
     below 0.01)."""
     if v is None or (not isinstance(v, str) and pd.api.types.is_scalar(v) and pd.isna(v)):
@@ -69,7 +75,22 @@ def _text(v: Any) -> str:
 
 
 def _cells(frame: pd.DataFrame) -> list[list[str]]:
-    return [[_text(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+    return [[cell_text(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+
+
+def is_label(frame: pd.DataFrame, j: int) -> bool:
+    """Whether column `j` holds labels (set flush left): the first column, a LABEL_COLUMNS
+    name, or text with a cell that neither starts like a number nor stands for a missing one
+    ("not run", "—", "failed/oom"); every other column holds numbers, set flush right."""
+    column = frame.iloc[:, j]
+    if j == 0 or str(frame.columns[j]) in LABEL_COLUMNS:
+        return True
+    if pd.api.types.is_bool_dtype(column):
+        return True
+    if pd.api.types.is_numeric_dtype(column):
+        return False
+    texts = [cell_text(v) for v in column]
+    return any(not _NUMBER.match(t) and not set(t.split("/")) <= _NO_NUMBER for t in texts)
 
 
 def _mark_of(ranks: pd.DataFrame | None, i: int, j: int) -> int:
@@ -80,7 +101,8 @@ def _mark_of(ranks: pd.DataFrame | None, i: int, j: int) -> int:
 
 
 def to_markdown(frame: pd.DataFrame, ranks: pd.DataFrame | None = None) -> str:
-    """A pipe table: best **bold**, second best _italic_."""
+    """A pipe table: best **bold**, second best _italic_; labels flush left, numbers flush
+    right (`is_label`)."""
     rows = _cells(frame)
     for i, row in enumerate(rows):
         for j, t in enumerate(row):
@@ -88,7 +110,44 @@ def to_markdown(frame: pd.DataFrame, ranks: pd.DataFrame | None = None) -> str:
             t = t.replace("|", r"\|").replace("\n", " ")
             row[j] = f"**{t}**" if mark == 1 else f"_{t}_" if mark == 2 else t
     header = [str(c).replace("|", r"\|") for c in frame.columns]
-    return pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)
+    align = ["left" if is_label(frame, j) else "right" for j in range(frame.shape[1])]
+    return pd.DataFrame(rows, columns=header).to_markdown(
+        index=False, disable_numparse=True, colalign=align
+    )
+
+
+def to_html(
+    frame: pd.DataFrame, ranks: pd.DataFrame | None = None, *, group: str | None = "block"
+) -> str:
+    """An HTML table: best <strong>, second best <u>, all text escaped; label cells
+    (`is_label`) flush left and allowed to wrap, number cells flush right on one line. A
+    `group` column (default "block"), when the table has it, becomes a heading row above each
+    run of rows sharing its value instead of a column repeated on every row."""
+    cells = _cells(frame)
+    keep = [j for j, c in enumerate(frame.columns) if str(c) != group]
+    kinds = ["label" if is_label(frame, j) else "num" for j in range(frame.shape[1])]
+    head = "".join(
+        f'<th scope="col" class="{kinds[j]}">{html.escape(str(frame.columns[j]))}</th>'
+        for j in keep
+    )
+    grouped = len(keep) < frame.shape[1]
+    at = list(frame.columns).index(group) if grouped else -1
+    body, last = [], None
+    for i, row in enumerate(cells):
+        if grouped and row[at] != last:
+            last = row[at]
+            body.append(
+                f'<tr class="group"><th colspan="{len(keep)}" scope="colgroup">'
+                f"{html.escape(last)}</th></tr>"
+            )
+        tds = []
+        for j in keep:
+            t = html.escape(row[j])
+            mark = _mark_of(ranks, i, j)
+            t = f"<strong>{t}</strong>" if mark == 1 else f"<u>{t}</u>" if mark == 2 else t
+            tds.append(f'<td class="{kinds[j]}">{t}</td>')
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>" + "".join(body) + "</tbody></table>"
 
 
 _LATEX = {
@@ -135,9 +194,7 @@ def to_latex(
     used as given. `groups` [(title, span), ...] adds a header row above the column names, each
     titled group centred over its columns and underlined with \\cmidrule; the spans must add up to
     the number of columns."""
-    spec = "".join(
-        "l" if j == 0 or str(c) in LABEL_COLUMNS else "r" for j, c in enumerate(frame.columns)
-    )
+    spec = "".join("l" if is_label(frame, j) else "r" for j in range(frame.shape[1]))
     body = []
     for i, row in enumerate(_cells(frame)):
         out = []
@@ -166,6 +223,18 @@ def to_latex(
         lines += [r"\par\smallskip\footnotesize", *(latex_escape(f) + r"\par" for f in footnotes)]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def to_latex_tables(tables: list[dict[str, Any]], footnotes: list[str] | tuple[str, ...]) -> str:
+    """Several booktabs tables that belong together (one too wide for a page, split): each dict
+    holds `to_latex`'s arguments (frame, caption, label, ranks, groups); the shared footnotes
+    follow the last table, and each other table points to them."""
+    out = []
+    for i, t in enumerate(tables):
+        last = i == len(tables) - 1
+        see = [f'Notes under the table "{tables[-1]["caption"]}".']
+        out.append(to_latex(**t, footnotes=footnotes if last else see))
+    return "\n".join(out)
 
 
 def _group_header(groups: list[tuple[str, int]] | None, n_columns: int) -> list[str]:

@@ -11,11 +11,15 @@ import pandas as pd
 from bench.errors import UserError
 from bench.protocols import PAPER_DIR, Protocol, get_protocol
 from bench.records import write_atomic
-from bench.report.formats import to_latex
+from bench.report.formats import to_latex_tables, to_markdown
 from bench.report.missing import lines as missing_lines
 from bench.report.missing import missing_in_protocol
 
 ALL_DATASETS = "*"  # a paper column that averages over every dataset of the protocol
+# More published columns than this (each shown as paper, ours, diff) make one table per shot
+# setting instead of one table nobody can read.
+MAX_COLUMNS_PER_TABLE = 4
+_TRIPLE = ("paper", "ours", "diff")  # the shown columns of each published one
 
 
 def published(protocol: Protocol) -> pd.DataFrame:
@@ -47,13 +51,18 @@ def paper_table(protocol: Protocol, long: pd.DataFrame) -> pd.DataFrame:
         ours = protocol.paper_methods[method]
         row: dict[str, Any] = {"method": method, "ours": ours}
         for rec in part.itertuples(index=False):
-            column = f"{rec.dataset} {rec.shots}".strip()
+            column = _column_title(rec.dataset, rec.shots)
             value = _reproduced(protocol, ok, ours, str(rec.dataset), str(rec.shots))
             row[f"{column} paper"] = float(rec.value)
             row[f"{column} ours"] = value
             row[f"{column} diff"] = value - float(rec.value) if value == value else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _column_title(dataset: Any, shots: Any) -> str:
+    """A published column's title: "ChestDR 1", "MedFMC-average(9 tasks) 1/5/10"."""
+    return f"{dataset} {shots}".strip()
 
 
 # The long frame's columns a protocol fixes, beside its grid (methods, datasets, shots, seeds).
@@ -112,6 +121,8 @@ class PaperParts(NamedTuple):
     name: str
     protocol: Protocol
     shown: pd.DataFrame  # the table formatted: "12.34", "not run", "—"
+    pieces: list[tuple[str, pd.DataFrame, list[str]]]  # (title, frame, column titles): the
+    # shown table as the tables rendered, one per shot setting when it is wide
     missing: pd.DataFrame  # missing_in_protocol
     not_run: str  # "Cells not run yet: N of M"
     other: str  # records of its datasets and methods left out for other settings, or ""
@@ -169,9 +180,37 @@ def _paper_parts(name: str, long: pd.DataFrame, regime: str = "fixed") -> PaperP
                 f"(`bench run --protocol {name}` runs exactly these)."
             )
     not_run = f"Cells not run yet: {n_missing} of {_protocol_size(protocol)}"
+    shown = _paper_shown(table)
     return PaperParts(
-        name, protocol, _paper_shown(table), missing, not_run, other, regime, other_regime
-    )
+        name, protocol, shown, _pieces(protocol, shown), missing, not_run, other, regime,
+        other_regime,
+    )  # fmt: skip
+
+
+def _pieces(protocol: Protocol, shown: pd.DataFrame) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    """The shown table as rendered: whole when it has at most MAX_COLUMNS_PER_TABLE published
+    columns, else one table per shot setting ("1-shot", ..., then the averages), each titled by
+    it and with one (paper, ours, diff) column group per dataset."""
+    pub = published(protocol)
+    shots_of = {
+        _column_title(d, k): (str(d), "" if pd.isna(k) else str(k))
+        for d, k in zip(pub["dataset"], pub["shots"], strict=True)
+    }
+    columns = [c.rsplit(" ", 1)[0] for c in shown.columns[1::3]]
+    if len(columns) <= MAX_COLUMNS_PER_TABLE:
+        return [("", shown, columns)]
+    by_shots: dict[str, list[str]] = {}
+    for c in columns:
+        by_shots.setdefault(shots_of[c][1], []).append(c)
+    out = []
+    for k, cs in by_shots.items():
+        title = f"{k}-shot" if k.isdigit() else f"{k} shots" if k else "all data"
+        names = [shots_of[c][0] for c in cs]
+        frame = shown[["method", *(f"{c} {x}" for c in cs for x in _TRIPLE)]].set_axis(
+            ["method", *(f"{n} {x}" for n in names for x in _TRIPLE)], axis=1
+        )
+        out.append((title, frame, names))
+    return out
 
 
 def _paper_shown(table: pd.DataFrame) -> pd.DataFrame:
@@ -191,7 +230,9 @@ def render_paper_table(name: str, long: pd.DataFrame, regime: str = "fixed") -> 
 def _paper_markdown(parts: PaperParts) -> str:
     protocol = parts.protocol
     lines = [f"# {protocol.title}", "", f"Metric: {protocol.paper_metric_note}.", ""]
-    lines += [parts.shown.to_markdown(index=False, disable_numparse=True), ""]
+    for title, frame, _ in parts.pieces:
+        lines += [f"## {title}", ""] if title else []
+        lines += [to_markdown(frame), ""]
     lines += [_paper_legend(protocol, parts.regime), ""]
     for note in (parts.other, parts.other_regime):
         if note:
@@ -235,27 +276,49 @@ def render_paper_latex(name: str, long: pd.DataFrame, regime: str = "fixed") -> 
 
 
 def _paper_latex(parts: PaperParts) -> str:
-    shown = parts.shown.copy()
-    groups = [(c.rsplit(" ", 1)[0], 3) for c in shown.columns[1::3]]
-    shown.columns = ["method", *(c.rsplit(" ", 1)[1] for c in shown.columns[1:])]
     notes = [
         f"Metric: {parts.protocol.paper_metric_note}.",
         _paper_legend(parts.protocol, parts.regime),
         f"{parts.not_run}.",
     ]
     notes += [n for n in (parts.other, parts.other_regime) if n]
-    return to_latex(shown, caption=parts.protocol.title, label=f"tab:{parts.name}",
-                    footnotes=notes, groups=[("", 1), *groups])  # fmt: skip
+    tables = []
+    for i, (title, frame, names) in enumerate(parts.pieces):
+        shown = frame.copy()
+        shown.columns = ["method", *(c.rsplit(" ", 1)[1] for c in frame.columns[1:])]
+        caption = f"{parts.protocol.title}: {title}" if title else parts.protocol.title
+        label = f"tab:{parts.name}" + (f"-{i + 1}" if i else "")
+        groups = [("", 1), *((n, 3) for n in names)]
+        tables.append({"frame": shown, "caption": caption, "label": label, "groups": groups})
+    return to_latex_tables(tables, notes)
+
+
+def paper_section(parts: PaperParts) -> dict[str, Any]:
+    """The report page's section of a paper's table (`render_html`'s format); the cells not
+    run are listed in paper-NAME.md."""
+    notes = [
+        f"Metric: {parts.protocol.paper_metric_note}.",
+        _paper_legend(parts.protocol, parts.regime),
+        *(n for n in (parts.other, parts.other_regime) if n),
+        f"{parts.not_run} (listed in paper-{parts.name}.md).",
+        "Sources: " + " ".join(source_lines(parts.protocol)),
+    ]
+    return {
+        "heading": f"Paper: {parts.protocol.title}",
+        "tables": [(title, frame) for title, frame, _ in parts.pieces],
+        "notes": notes,
+    }
 
 
 def write_paper_table(
     name: str, long: pd.DataFrame, out_dir: Path, regime: str = "fixed"
-) -> list[Path]:
-    """`paper-NAME.md` and `paper-NAME.tex` in `out_dir`, from one computation of the table."""
+) -> tuple[list[Path], dict[str, Any]]:
+    """`paper-NAME.md` and `paper-NAME.tex` in `out_dir`, and the report page's section
+    (`paper_section`), from one computation of the table."""
     parts = _paper_parts(name, long, regime)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"paper-{name}.md"
     write_atomic(md, _paper_markdown(parts))
     tex = out_dir / f"paper-{name}.tex"
     write_atomic(tex, _paper_latex(parts))
-    return [md, tex]
+    return [md, tex], paper_section(parts)

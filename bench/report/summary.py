@@ -7,11 +7,11 @@ from typing import Any
 
 import pandas as pd
 
-from bench.demo import DEMO_NOTICE
 from bench.records import write_atomic
 from bench.report.conditions import timed_table, timing_note
+from bench.report.demo_mark import DEMO_LINE, is_demo
 from bench.report.efficiency import efficiency_table
-from bench.report.formats import fmt
+from bench.report.formats import fmt, to_markdown
 from bench.report.frame import memory_words
 from bench.report.missing import MISSING_NOTE, missing_in_grid
 from bench.report.missing import lines as missing_lines
@@ -105,10 +105,10 @@ def render_markdown(
     search = tuning_markdown(records or [])
     if df.empty:
         return "\n".join([*lines, "No records found.", "", *search])
-    if bool(df["demo"].any()):
-        lines += [f"> **{DEMO_NOTICE}.**", ""]
+    if is_demo(df):
+        lines += [DEMO_LINE, ""]
     for title, table, notes in blocks(summary, hide_times=hide_times):
-        lines += [f"## {title}", "", table.to_markdown(index=False, disable_numparse=True), ""]
+        lines += [f"## {title}", "", to_markdown(table), ""]
         lines += [line for note in notes for line in (note, "")]
     lines += [
         "Scores are test-split percentages, evaluated once with the epoch selected on validation; "

@@ -10,18 +10,26 @@ import pandas as pd
 from bench.demo import DEMO_NOTICE
 from bench.records import write_atomic
 from bench.report.conditions import timing_note
-from bench.report.efficiency import COMPOSITE_FOOTNOTE, efficiency_display, efficiency_table
-from bench.report.formats import to_csv, to_latex, to_markdown
+from bench.report.demo_mark import demo_caption, demo_markdown, is_demo, with_demo_column
+from bench.report.efficiency import (
+    PAIRED_TESTS_NOTE,
+    efficiency_display,
+    efficiency_parts,
+    efficiency_table,
+)
+from bench.report.formats import fmt, to_csv, to_latex, to_latex_tables, to_markdown
 from bench.report.html import render_html
 from bench.report.missing import MISSING_NOTE, missing_in_grid
 from bench.report.missing import lines as missing_lines
 from bench.report.names import slug
 from bench.report.profile import NOTE, profile_tables
-from bench.report.stats import CORRECTION, average_ranks, choose_baseline, paired_vs_baseline
+from bench.report.stats import average_ranks, choose_baseline, paired_vs_baseline
 from bench.report.summary import blocks, summarize, write_summary
 from bench.report.tables import Table, score_table, wide_table
 from bench.report.tuning import budget_note, curve_frame, search_frame, trial_counts, tuned_budgets
 from bench.tuning_select import TIE_RULE
+
+Section = dict[str, Any]  # a section of the page, as `bench.report.html.render_html` takes it
 
 
 def write_report(
@@ -33,74 +41,113 @@ def write_report(
     profiles: pd.DataFrame | None = None,
     records: list[dict[str, Any]] | None = None,
     hide_times: bool = False,
+    sections: list[Section] | None = None,
 ) -> list[Path]:
     """Everything `bench report` renders: summary.md, the figures (PNG and PDF) and a
     self-contained index.html showing the tables and figures. Returns the files written.
     `baseline`: the method the paired tests compare against (default: `choose_baseline`).
     `records`: the records `df` came from, with search trials (the search section).
     `hide_times`: tables whose timings are not comparable show none
-    (`bench.report.conditions`)."""
+    (`bench.report.conditions`). `sections`: more sections of the page (a paper's table, say),
+    placed after the score, efficiency and statistics tables. Every file made from demo
+    records says so (`bench.report.demo_mark`)."""
     # matplotlib takes a second to import: only a report with figures pays for it.
     from bench.report.plots import write_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    demo = is_demo(df)
     written = [write_summary(df, out_dir, records, hide_times=hide_times)]
     figures = write_plots(df, out_dir / "figures") if plots and not df.empty else []
     written += figures
-    pngs = [f for f in figures if f.suffix == ".png"]
-    sections = []
-    summary = summarize(df)
-    for title, table, notes in blocks(summary, hide_times=hide_times) if not df.empty else []:
-        key = slug(title)  # the plots name their files `<kind>-<slug of the block title>`
-        sections.append(
-            {
-                "heading": title,
-                "html": table.to_html(index=False, border=0, na_rep="—"),
-                "figures": [f for f in pngs if f.stem.split("-", 1)[1] == key],
-                "notes": notes,
-            }
-        )
-    shots_figures = [f for f in pngs if f.stem.startswith("score_vs_shots")]
-    if shots_figures:
-        sections.append({"heading": "Score vs shots", "html": "", "figures": shots_figures,
-                         "notes": []})  # fmt: skip
-    bad = df[df["status"] != "ok"] if not df.empty else df
-    if len(bad):
-        items = [f"{r.run_id}: {r.status}: {r.error}" for r in bad.itertuples()]
-        sections.append({"heading": "Cells that did not finish", "html": "", "figures": [],
-                         "notes": items})  # fmt: skip
-    missing = missing_lines(missing_in_grid(df))
-    if missing:
-        sections.append({"heading": "Missing cells", "html": "", "figures": [],
-                         "notes": [MISSING_NOTE, *missing]})  # fmt: skip
-    search, search_files = _search_section(records or [], out_dir, plots)
-    sections += search
-    written += search_files
+    page: list[Section] = []
     if not df.empty:
         table_sections, table_files = _write_tables(df, out_dir, baseline, hide_times)
-        sections = table_sections + sections
-        written += table_files
+        stats_sections, stats_files = _write_stats(df, out_dir, baseline)
+        page += table_sections + stats_sections
+        written += table_files + stats_files
+    page += sections or []
+    page += _block_sections(df, [f for f in figures if f.suffix == ".png"], hide_times)
+    search, search_files = _search_section(records or [], out_dir, plots)
+    page += search
+    written += search_files
     if profiles is not None and len(profiles):
-        parts = ["# bench profile", "", NOTE, ""]
-        for title, table, notes in profile_tables(profiles, hide_times=hide_times):
-            parts += [f"## {title}", "", table.to_markdown(index=False, disable_numparse=True), ""]
-            parts += [line for note in notes for line in (note, "")]
-            sections.append({"heading": f"Profile: {title}",
-                             "html": table.to_html(index=False, border=0), "figures": [],
-                             "notes": [NOTE, *notes]})  # fmt: skip
-        path = out_dir / "profile.md"
-        write_atomic(path, "\n".join(parts))
-        written.append(path)
-    notice = DEMO_NOTICE if not df.empty and bool(df["demo"].any()) else None
+        profile_sections, profile_file = _write_profiles(profiles, out_dir, hide_times, demo)
+        page += profile_sections
+        written.append(profile_file)
     index = out_dir / "index.html"
-    write_atomic(index, render_html("medpeft-bench report", sections, notice=notice))
+    notice = DEMO_NOTICE if demo else None
+    write_atomic(index, render_html("medpeft-bench report", page, notice=notice))
     written.append(index)
     return written
 
 
+def _block_sections(df: pd.DataFrame, pngs: list[Path], hide_times: bool) -> list[Section]:
+    """The summary per block with its figures, the score-vs-shots figures, and the cells that
+    did not finish or have no record."""
+    out = []
+    for title, table, notes in blocks(summarize(df), hide_times=hide_times) if len(df) else []:
+        key = slug(title)  # the plots name their files `<kind>-<slug of the block title>`
+        figures = [f for f in pngs if f.stem.split("-", 1)[1] == key]
+        out.append({"heading": title, "tables": [("", table)], "figures": figures,
+                    "notes": notes})  # fmt: skip
+    shots_figures = [f for f in pngs if f.stem.startswith("score_vs_shots")]
+    if shots_figures:
+        out.append({"heading": "Score vs shots", "figures": shots_figures})
+    bad = df[df["status"] != "ok"] if len(df) else df
+    if len(bad):
+        items = [f"{r.run_id}: {r.status}: {r.error}" for r in bad.itertuples()]
+        out.append({"heading": "Cells that did not finish", "notes": items})
+    missing = missing_lines(missing_in_grid(df))
+    if missing:
+        out.append({"heading": "Missing cells", "notes": [MISSING_NOTE, *missing]})
+    return out
+
+
+def _write_profiles(
+    profiles: pd.DataFrame, out_dir: Path, hide_times: bool, demo: bool
+) -> tuple[list[Section], Path]:
+    """profile.md and a section of the page per measurement group."""
+    parts = ["# bench profile", "", NOTE, ""]
+    sections = []
+    for i, (title, table, notes) in enumerate(profile_tables(profiles, hide_times=hide_times)):
+        parts += [f"## {title}", "", to_markdown(table), ""]
+        parts += [line for note in notes for line in (note, "")]
+        sections.append({"heading": f"Profile: {title}", "tables": [("", table)],
+                         "notes": [NOTE, *notes] if i == 0 else notes})  # fmt: skip
+    path = out_dir / "profile.md"
+    write_atomic(path, demo_markdown("\n".join(parts), demo))
+    return sections, path
+
+
+def _search_display(searches: pd.DataFrame) -> pd.DataFrame:
+    """`search_frame` for the page: the budget beside the space's size, trials scored of those
+    run, the rates as numbers of three digits; the `lr rule` only when a search had one."""
+    budget = [
+        f"{b} of {n}" if pd.notna(n) else str(b)
+        for b, n in zip(searches["budget"], searches["space"], strict=True)
+    ]
+    shown = pd.DataFrame(
+        {
+            "block": searches["block"],
+            "method": searches["method"],
+            "split": searches["split_seed"],
+            "budget": budget,
+            "mode": searches["mode"],
+            "scored": searches["scored"].astype(str) + " of " + searches["trials"].astype(str),
+            "selected": searches["selected"],
+            "lr used": [fmt(v, ".3g") for v in searches["lr used"]],
+            "val %": [fmt(v, ".2f") for v in searches["val"]],
+            "metric": searches["metric"],
+        }
+    )
+    if searches["lr rule"].astype(bool).any():
+        shown["lr rule"] = searches["lr rule"]
+    return shown
+
+
 def _search_section(
     records: list[dict[str, Any]], out_dir: Path, plots: bool
-) -> tuple[list[dict], list[Path]]:
+) -> tuple[list[Section], list[Path]]:
     """The HTML section of the hyperparameter search (its table, the best-of-k figures) and the
     files written for it; nothing without searches."""
     from bench.report.plots import write_budget_plots  # matplotlib: as in write_report
@@ -111,15 +158,18 @@ def _search_section(
     figures = write_budget_plots(curve_frame(records), out_dir / "figures") if plots else []
     counts = trial_counts(records)
     notes = [
-        "Each search tried the first `budget` configurations of its method's space in a "
-        "seeded random order (the whole grid when it is smaller), scored on validation with the "
-        f"test split sealed; {TIE_RULE}. The figure shows the best validation score among the "
-        "first k trials: what a search of budget k would have selected on.",
-        "Trial records: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".",
+        "Each search tried the first `budget` configurations of its method's space (budget "
+        "of the space's size) in a seeded random order (the whole grid when it is smaller), "
+        f"scored on validation with the test split sealed; {TIE_RULE}. `scored`: trials with a "
+        "validation score; `val %`: the selected trial's. The figure shows the best validation "
+        "score among the first k trials: what a search of budget k would have selected on.",
+        "Trial records: "
+        + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none")
+        + ".",
     ]
     section = {
         "heading": "Hyperparameter search",
-        "html": searches.to_html(index=False, border=0, na_rep="—", float_format="{:.4g}".format),
+        "tables": [("", _search_display(searches))],
         "figures": [f for f in figures if f.suffix == ".png"],
         "notes": notes,
     }
@@ -134,10 +184,11 @@ def _markdown_with_notes(table: Table) -> str:
 
 def _write_tables(
     df: pd.DataFrame, out_dir: Path, baseline: str | None, hide_times: bool
-) -> tuple[list[dict], list[Path]]:
-    """Scores (mean ± std, 95 % t interval of the mean over seeds) and efficiency (with the composite metrics) as
-    markdown, LaTeX (booktabs) and CSV; statistics against a baseline; HTML sections of each."""
-    files: list[Path] = []
+) -> tuple[list[Section], list[Path]]:
+    """Scores (mean ± std, 95 % t interval of the mean over seeds) and efficiency (costs, then
+    the composite scores) as markdown, LaTeX (booktabs) and CSV, and their sections of the
+    page."""
+    demo = is_demo(df)
     scores = score_table(df)
     wide = wide_table(scores)
     eff = efficiency_table(df)
@@ -151,46 +202,57 @@ def _write_tables(
         )
         wide.footnotes.append(tuned)
         eff_shown.footnotes.append(tuned)
+    parts = efficiency_parts(eff_shown)
+    eff_md = "\n\n".join(f"## {t}\n\n{to_markdown(f, r)}" for t, f, r in parts)
+    eff_md += "\n\n" + "\n".join(f"- {n}" for n in eff_shown.footnotes)
+    eff_tex = to_latex_tables(
+        [
+            {"frame": f, "ranks": r, "caption": demo_caption(f"Efficiency: {t}", demo),
+             "label": f"tab:efficiency-{slug(t)}" if i else "tab:efficiency"}
+            for i, (t, f, r) in enumerate(parts)
+        ],
+        eff_shown.footnotes,
+    )  # fmt: skip
     outputs = {
-        "scores.md": _markdown_with_notes(wide),
-        "scores.tex": to_latex(wide.frame, caption=caption,
-                                      label="tab:scores", ranks=wide.ranks,
-                                      footnotes=wide.footnotes),
-        "scores.csv": to_csv(scores),
-        "efficiency.md": _markdown_with_notes(eff_shown),
-        "efficiency.tex": to_latex(eff_shown.frame, caption="Cost and composite scores",
-                                          label="tab:efficiency", ranks=eff_shown.ranks,
-                                          footnotes=eff_shown.footnotes),
-        "efficiency.csv": to_csv(eff),
+        "scores.md": demo_markdown(_markdown_with_notes(wide), demo),
+        "scores.tex": to_latex(wide.frame, caption=demo_caption(caption, demo),
+                               label="tab:scores", ranks=wide.ranks, footnotes=wide.footnotes),
+        "scores.csv": to_csv(with_demo_column(scores, df)),
+        "efficiency.md": demo_markdown(eff_md + "\n", demo),
+        "efficiency.tex": eff_tex,
+        "efficiency.csv": to_csv(with_demo_column(eff, df)),
     }  # fmt: skip
-    baseline = baseline or choose_baseline(df)
-    notes = [COMPOSITE_FOOTNOTE]
-    stats_html = ""
-    if baseline is not None:
-        paired = paired_vs_baseline(df, baseline)
-        ranks = average_ranks(df)
-        outputs["stats.md"] = (
-            f"# Paired comparison against {baseline}\n\n"
-            + paired.to_markdown(index=False) + f"\n\n{CORRECTION}\n\n# Average rank\n\n"
-            + ranks.to_markdown(index=False) + "\n"
-        )  # fmt: skip
-        stats_html = (
-            f"<h3>Wilcoxon signed-rank against {baseline}</h3>"
-            + paired.to_html(index=False, border=0, na_rep="—")
-            + "<h3>Average rank</h3>"
-            + ranks.to_html(index=False, border=0, na_rep="—")
-        )
-        notes.append(CORRECTION)
-    for name, text in outputs.items():
-        path = out_dir / name
-        write_atomic(path, text)
-        files.append(path)
     sections = [
-        {"heading": "Scores", "html": wide.frame.to_html(index=False, border=0, na_rep="—"),
-         "figures": [], "notes": list(wide.footnotes)},
-        {"heading": "Efficiency", "html": eff_shown.frame.to_html(index=False, border=0,
-                                                                  na_rep="—"),
-         "figures": [], "notes": list(eff_shown.footnotes)},
-        {"heading": "Statistics", "html": stats_html, "figures": [], "notes": notes},
+        {"heading": "Scores", "tables": [(caption, wide.frame, wide.ranks)],
+         "notes": list(wide.footnotes)},
+        {"heading": "Efficiency", "tables": parts, "notes": list(eff_shown.footnotes)},
     ]  # fmt: skip
-    return sections, files
+    return sections, _write_all(out_dir, outputs)
+
+
+def _write_stats(
+    df: pd.DataFrame, out_dir: Path, baseline: str | None
+) -> tuple[list[Section], list[Path]]:
+    """stats.md and the page's statistics section: paired tests against the baseline and
+    average ranks; nothing without a baseline."""
+    baseline = baseline or choose_baseline(df)
+    if baseline is None:
+        return [], []
+    paired = paired_vs_baseline(df, baseline)
+    ranks = average_ranks(df)
+    text = (
+        f"# Paired comparison against {baseline}\n\n{paired.to_markdown(index=False)}\n\n"
+        f"{PAIRED_TESTS_NOTE}\n\n# Average rank\n\n{ranks.to_markdown(index=False)}\n"
+    )
+    # the page's cells show two decimals: p-values keep three digits instead
+    shown = paired.assign(**{c: [fmt(v, ".3g") for v in paired[c]] for c in ("p", "p_holm")})
+    heading = f"Wilcoxon signed-rank against {baseline}"
+    section = {"heading": "Statistics", "tables": [(heading, shown), ("Average rank", ranks)],
+               "notes": [PAIRED_TESTS_NOTE]}  # fmt: skip
+    return [section], _write_all(out_dir, {"stats.md": demo_markdown(text, is_demo(df))})
+
+
+def _write_all(out_dir: Path, outputs: dict[str, str]) -> list[Path]:
+    for name, text in outputs.items():
+        write_atomic(out_dir / name, text)
+    return [out_dir / name for name in outputs]
