@@ -13,7 +13,7 @@ from bench.metric_table import LOWER_IS_BETTER
 from bench.report.conditions import row_contention, timed_table
 from bench.report.formats import OPTIONAL_COSTS_NOTE, add_optional_costs, fmt
 from bench.report.frame import COST_COLUMNS, memory_words, numeric
-from bench.report.stats import CORRECTION, MIN_PAIRS, pme, ppe, ppt, prepare
+from bench.report.stats import pme, ppe, ppt, prepare
 from bench.report.tables import (
     Table,
     best_marks,
@@ -33,13 +33,6 @@ COMPOSITE_DEFINITIONS = (
     "PME (FPT) = score · exp(-log10(m / m_full + 1)), m = memory used while training, "
     "m_full = full fine-tuning's in the same block. score = the percentage shown."
 )
-PAIRED_TESTS_NOTE = (
-    "Paired tests: two-sided Wilcoxon signed-rank of each method against the baseline on runs "
-    "paired by dataset, shots, backbone, seed and split seed; p adjusted by "
-    f"{CORRECTION}; no test on fewer than {MIN_PAIRS} pairs."
-)
-COMPOSITE_FOOTNOTE = COMPOSITE_DEFINITIONS + " " + PAIRED_TESTS_NOTE
-
 PHASES = (
     ("peak_preload_mem_mb", "preload MB"),
     ("peak_train_mem_mb", "train MB"),

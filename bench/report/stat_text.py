@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.report.formats import fmt
+from bench.report.formats import fmt, to_markdown
 
 __all__ = ["p_text", "score_text", "section", "section_markdown"]
 
@@ -44,7 +44,7 @@ def section_markdown(sec: dict[str, Any], out_dir: Path) -> str:
     about, *rest = sec["notes"]
     parts = [f"## {sec['heading']}", "", about, ""]
     for caption, table in sec["tables"]:
-        parts += [f"**{caption}**", "", table.to_markdown(index=False, disable_numparse=True), ""]
+        parts += [f"**{caption}**", "", to_markdown(table), ""]
     for fig in sec["figures"]:
         rel = Path(os.path.relpath(fig, out_dir)).as_posix()
         parts += [f"![{sec['heading']}]({rel})", ""]

@@ -23,7 +23,7 @@ from bench.report.predicted import Loader, prediction_runs
 from bench.report.prediction_sections import prediction_sections
 from bench.report.seed_tests import SEED_TEST_WORDS, paired_within_blocks
 from bench.report.stat_text import p_text, score_text, section, section_markdown
-from bench.report.stats import CORRECTION, MIN_PAIRS, paired_vs_baseline
+from bench.report.stats import CORRECTION, MIN_PAIRS, average_ranks, paired_vs_baseline
 from bench.report.tests_across import MIN_BLOCKS, Across, friedman_test
 
 __all__ = ["StatisticsOutput", "statistics_report"]
@@ -68,11 +68,24 @@ def _equals(p: str) -> str:
     return p if p.startswith("<") else f"= {p}"
 
 
-def _friedman_section(result: Across, out_dir: Path, demo: bool) -> tuple[dict, list[Path]]:
+def _all_blocks_ranks(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """Mean ranks over every block where a method was scored (incomplete blocks too): a
+    description, not a test, shown when the test leaves blocks out or cannot run."""
+    r = average_ranks(df)
+    shown = pd.DataFrame({"method": r["method"], "mean rank": r["mean_rank"].map("{:.2f}".format),
+                          "blocks": r["n_blocks"], "not ranked in": r["not_ranked_in"]})  # fmt: skip
+    return "Mean rank over every block where each method was scored (no test)", shown
+
+
+def _friedman_section(
+    df: pd.DataFrame, result: Across, out_dir: Path, demo: bool
+) -> tuple[dict, list[Path]]:
     heading = "Methods over blocks: Friedman test and critical difference"
     notes = [f"Left out (not every method scored): {line}" for line in result.excluded]
+    described = [_all_blocks_ranks(df)] if result.reason or result.excluded else []
     if result.reason:
-        return section(heading, FRIEDMAN_WORDS, notes=[f"No test: {result.reason}.", *notes]), []
+        return section(heading, FRIEDMAN_WORDS, described,
+                       notes=[f"No test: {result.reason}.", *notes]), []  # fmt: skip
     k, n = len(result.methods), len(result.blocks)
     line = (
         f"Iman-Davenport F = {result.f:.2f} (df {k - 1}, {(k - 1) * (n - 1)}), "
@@ -81,7 +94,7 @@ def _friedman_section(result: Across, out_dir: Path, demo: bool) -> tuple[dict, 
     )
     ranks = pd.DataFrame({"method": result.ranks.index,
                           "mean rank": [f"{v:.2f}" for v in result.ranks]})  # fmt: skip
-    tables = [("Mean rank over complete blocks (1 = best)", ranks)]
+    tables = [("Mean rank over complete blocks (1 = best)", ranks), *described]
     vs = result.vs_control
     if len(vs):
         shown = pd.DataFrame({"method": vs["method"], "mean rank": vs["mean_rank"].map("{:.2f}".format),
@@ -157,7 +170,7 @@ def statistics_report(
     (`predictions_file` column); None skips the parts that need predictions, with a note."""
     out_dir = Path(out_dir)
     scores = block_means(df)
-    friedman, files = _friedman_section(friedman_test(scores, baseline), out_dir, demo)
+    friedman, files = _friedman_section(df, friedman_test(scores, baseline), out_dir, demo)
     sections = [
         friedman,
         _wilcoxon_section(df, baseline),

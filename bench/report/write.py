@@ -11,19 +11,14 @@ from bench.demo import DEMO_NOTICE
 from bench.records import write_atomic
 from bench.report.conditions import timing_note
 from bench.report.demo_mark import demo_caption, demo_markdown, is_demo, with_demo_column
-from bench.report.efficiency import (
-    PAIRED_TESTS_NOTE,
-    efficiency_display,
-    efficiency_parts,
-    efficiency_table,
-)
+from bench.report.efficiency import efficiency_display, efficiency_parts, efficiency_table
 from bench.report.formats import fmt, to_csv, to_latex, to_latex_tables, to_markdown
 from bench.report.html import render_html
 from bench.report.missing import MISSING_NOTE, missing_in_grid
 from bench.report.missing import lines as missing_lines
 from bench.report.names import slug
 from bench.report.profile import NOTE, profile_tables
-from bench.report.stats import average_ranks, choose_baseline, paired_vs_baseline
+from bench.report.stats import choose_baseline
 from bench.report.summary import blocks, summarize, write_summary
 from bench.report.tables import Table, score_table, wide_table
 from bench.report.tuning import budget_note, curve_frame, search_frame, trial_counts, tuned_budgets
@@ -233,23 +228,18 @@ def _write_tables(
 def _write_stats(
     df: pd.DataFrame, out_dir: Path, baseline: str | None
 ) -> tuple[list[Section], list[Path]]:
-    """stats.md and the page's statistics section: paired tests against the baseline and
-    average ranks; nothing without a baseline."""
+    """stats.md and the page's statistics sections (`bench.report.statistics`), from the
+    records and their saved test predictions; nothing without a baseline."""
+    from bench.predictions import load_predictions
+    from bench.report.statistics import statistics_report  # scipy's tests: only when reporting
+
     baseline = baseline or choose_baseline(df)
     if baseline is None:
         return [], []
-    paired = paired_vs_baseline(df, baseline)
-    ranks = average_ranks(df)
-    text = (
-        f"# Paired comparison against {baseline}\n\n{paired.to_markdown(index=False)}\n\n"
-        f"{PAIRED_TESTS_NOTE}\n\n# Average rank\n\n{ranks.to_markdown(index=False)}\n"
-    )
-    # the page's cells show two decimals: p-values keep three digits instead
-    shown = paired.assign(**{c: [fmt(v, ".3g") for v in paired[c]] for c in ("p", "p_holm")})
-    heading = f"Wilcoxon signed-rank against {baseline}"
-    section = {"heading": "Statistics", "tables": [(heading, shown), ("Average rank", ranks)],
-               "notes": [PAIRED_TESTS_NOTE]}  # fmt: skip
-    return [section], _write_all(out_dir, {"stats.md": demo_markdown(text, is_demo(df))})
+    demo = is_demo(df)
+    stats = statistics_report(df, baseline, out_dir, load=load_predictions, demo=demo)
+    text = demo_markdown(stats.markdown, demo)
+    return stats.sections, [*stats.files, *_write_all(out_dir, {"stats.md": text})]
 
 
 def _write_all(out_dir: Path, outputs: dict[str, str]) -> list[Path]:
