@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.metric_table import LOWER_IS_BETTER, scale
+from bench.report.formats import to_markdown
 from bench.report.names import block_title
 
 
@@ -190,7 +191,7 @@ def tuning_markdown(records: list[dict[str, Any]]) -> list[str]:
     if len(searches):
         shown = searches.drop(columns=["metric"]).copy()
         shown["val"] = shown["val"].map(lambda v: "—" if pd.isna(v) else f"{v:.2f}")
-        lines += [shown.to_markdown(index=False, disable_numparse=True), ""]
+        lines += [to_markdown(shown), ""]
         lines += [
             "`val`: the selected trial's validation score (%) at its best epoch; `selected`: the "
             "searched values (base lr before the batch rule where `lr rule` is set), `lr used` "
