@@ -1,4 +1,5 @@
-"""Figures (bench.report.plots) and the self-contained HTML report (bench.report.html)."""
+"""Figures (bench.report.plots and the modules it draws with) and the self-contained HTML report
+(bench.report.html)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.container import ErrorbarContainer
 
 from bench.report import html as html_report
 from bench.report import plots, stats
+from bench.report.plot_data import aggregate, pool_calibration, prepare
+from tests.figure_checks import draw_spied
 
 N_BINS = 15
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NO_BROWSER = "chromium not installed (apt-get install chromium)"
+# What records say their memory figure means (bench.measure.memory, which imports torch).
+GPU_WORDS = "the most GPU memory PyTorch allocated at once"
+CPU_WORDS = "the most memory the process held at once"
 
 
 def _calibration(filled: dict[int, tuple[int, float, float]]) -> dict[str, Any]:
@@ -52,7 +57,7 @@ def _row(method: str, seed: int, shots: Any, primary: float, **kw: Any) -> dict[
         "ece": 0.05 + 0.01 * seed,
         "trainable_pct": cost,
         "peak_train_mem_mb": mem,
-        "memory_source": "torch.cuda",
+        "memory_source": GPU_WORDS,
         "train_s": 10.0 * (1 + cost) ** 0.5,
         "train_img_s": 500.0 / (1 + cost) ** 0.5,
         "calibration": _calibration({10: (3, 0.7, 0.6), 14: (5, 0.95, 1.0)}),
@@ -99,42 +104,8 @@ def frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def drawn(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Write the figures once, recording what each figure shows before it is closed."""
-    seen: dict[str, dict[str, Any]] = {}
-    original = plots.save_figure
-
-    def spy(fig: Any, out_dir: Path, stem: str, **kw: Any) -> list[Path]:
-        seen[stem] = {
-            "axes": [
-                {
-                    "xscale": ax.get_xscale(),
-                    "title": ax.get_title(),
-                    "texts": sorted(t.get_text() for t in ax.texts),
-                    "lines": {
-                        ln.get_label(): ln.get_xydata().ravel().tolist() for ln in ax.get_lines()
-                    },
-                    # errorbar() labels its container, not the line inside
-                    "series": {
-                        c.get_label(): c.lines[0].get_xydata().ravel().tolist()
-                        for c in ax.containers
-                        if isinstance(c, ErrorbarContainer)
-                    },
-                    "yticks": [t.get_text() for t in ax.get_yticklabels()],
-                    "xticks": [t.get_text() for t in ax.get_xticklabels()],
-                }
-                for ax in fig.axes
-                if ax.get_visible()
-            ]
-        }
-        return original(fig, out_dir, stem, **kw)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(plots, "save_figure", spy)
     out = tmp_path_factory.mktemp("plots")
-    try:
-        paths = plots.write_plots(frame, out)
-    finally:
-        mp.undo()
-    return {"paths": paths, "out": out, "seen": seen}
+    return {**draw_spied(plots, plots.write_plots, frame, out), "out": out}
 
 
 def test_block_title() -> None:
@@ -165,23 +136,24 @@ def test_pool_calibration_weights_by_count() -> None:
     a = _calibration({10: (2, 0.6, 0.5), 12: (4, 0.8, 0.75)})
     b = _calibration({10: (6, 0.7, 1.0)})
     other_bins = {"n_bins": 10, "count": [100] * 10, "confidence": [0.5] * 10, "accuracy": [0] * 10}
-    pooled = plots._pool_calibration([a, None, b, other_bins])
+    pooled = pool_calibration([a, None, b, other_bins])
     assert pooled["count"].tolist() == [0] * 10 + [8, 0, 4, 0, 0]
     assert pooled["confidence"][10] == pytest.approx((2 * 0.6 + 6 * 0.7) / 8)
     assert pooled["accuracy"][10] == pytest.approx((2 * 0.5 + 6 * 1.0) / 8)
     assert pooled["accuracy"][12] == pytest.approx(0.75)
     assert np.isnan(pooled["accuracy"][0]) and np.isnan(pooled["confidence"][11])
-    assert plots._pool_calibration([None, float("nan")]) is None
+    assert pool_calibration([None, float("nan")]) is None
 
 
 def test_aggregate_means_ok_seeds_only(frame: pd.DataFrame) -> None:
-    agg = plots._aggregate(plots._prepare(frame), ["dataset", "_shots", "_backbone"])
+    agg = aggregate(prepare(frame), ["dataset", "_shots", "_backbone"])
     assert sorted(set(agg["method"])) == ["full", "linear", "lora"]  # fpt failed everywhere
     lora8 = agg[(agg["method"] == "lora") & (agg["_shots"] == 8)].iloc[0]
     assert lora8["n"] == 2  # the diverged seed is not averaged in
     assert lora8["mean"] == pytest.approx(76.0)  # (75 + 77) / 2, percent
     assert lora8["std"] == pytest.approx(math.sqrt(2.0))  # sample std of 75, 77
     assert lora8["ece_pct"] == pytest.approx(5.5)
+    assert lora8["demo"] and lora8["memory_source"] == GPU_WORDS
 
 
 def _expected_stems() -> list[str]:
@@ -211,22 +183,46 @@ def test_figure_contents(drawn: dict[str, Any]) -> None:
     seen = drawn["seen"]
     (ax,) = seen["score_vs_params-dermamnist-4-shot-vit-tiny"]["axes"]
     assert ax["xscale"] == "log"
-    assert ax["texts"] == ["full", "linear", "lora"]  # labelled points; fpt only failed
+    assert {"0.1", "1", "10", "100"} <= set(ax["xticks"])  # plain numbers, not 10^k
+    assert ax["texts"] == []  # no label beside a point: the legend names them
+    # best score first, each with its seed count; the front last
+    assert list(ax["legend"]) == [
+        "lora\xa0·\xa02\xa0seeds",
+        "full\xa0·\xa02\xa0seeds",
+        "linear\xa0·\xa02\xa0seeds",
+        "Pareto front",
+    ]
     # Front: linear (0.02 %, 61) then lora (1.2 %, 71); full (100 %, 66) is dominated.
     assert ax["lines"]["Pareto front"] == pytest.approx([0.02, 61.0, 1.2, 71.0])
     (ax,) = seen["score_vs_memory-dermamnist-4-shot-vit-tiny"]["axes"]
     assert ax["xscale"] == "log"  # 300 .. 9000 MB spans more than 20x
+    assert "Pareto front" not in ax["lines"]  # GPU and CPU memory are not one scale
     (ax,) = seen["train_time-dermamnist-4-shot-vit-tiny"]["axes"]
     assert ax["yticks"] == ["linear", "lora", "full"]  # sorted by training time
     assert len(ax["texts"]) == 3 and all(t.endswith("img/s") for t in ax["texts"])
-    titles = [a["title"] for a in seen["reliability-dermamnist-4-shot-vit-tiny"]["axes"]]
-    assert titles == ["full\nECE 5.50%", "linear\nECE 5.50%", "lora\nECE 5.50%"]
+    panels = seen["reliability-dermamnist-4-shot-vit-tiny"]["axes"]
+    titles = [a["title"] for a in panels if a["title"]]
+    # 3 + 5 predictions per seed, 2 seeds
+    assert titles == [f"{m}\nECE 5.50% · n = 16" for m in ("full", "linear", "lora")]
+    strips = [a["texts"] for a in panels if a["texts"]]
+    assert strips == [["10", "6"]] * 3  # each bin's count, under its panel
     titles = [a["title"] for a in seen["reliability-dermamnist-8-shot-vit-tiny"]["axes"]]
-    assert titles == ["full\nECE 5.50%", "lora\nECE 5.50%"]  # linear has no calibration there
+    assert [t for t in titles if t] == [
+        "full\nECE 5.50% · n = 16",
+        "lora\nECE 5.50% · n = 16",
+    ]  # linear has no calibration there
     (ax,) = seen["score_vs_shots-dermamnist-vit-tiny"]["axes"]
     assert ax["xticks"] == ["4", "8"]
-    assert ax["series"]["lora"] == pytest.approx([0, 71.0, 1, 76.0])
+    # nudged sideways by at most 0.15 of a shot slot, so close methods' bars stay apart
+    x4, y4, x8, y8 = ax["series"]["lora"]
+    assert (abs(x4), abs(x8 - 1), y4, y8) == pytest.approx((0.15, 0.15, 71.0, 76.0), abs=1e-9)
     assert sorted(ax["series"]) == ["full", "linear", "lora"]
+
+
+def test_no_label_overlaps_a_label_or_a_point(drawn: dict[str, Any]) -> None:
+    for stem, figure in drawn["seen"].items():
+        assert figure["problems"] == [], stem
+        assert figure["demo"], stem  # drawn from demo runs: stamped
 
 
 def test_full_data_random_init_block(tmp_path: Path) -> None:
