@@ -45,6 +45,13 @@ CAPTIONS: dict[str, str] = {
     "deviation over the seeds) at each number of training images per class, full training set "
     "last. A flat line learns as well from few images as from many; methods are nudged apart "
     "sideways at each shot count so their bars stay visible.",
+    "cd": "Critical-difference diagram (Demšar 2006): each method sits at its mean rank over "
+    "the complete blocks (1 = best). Methods joined by a thick bar do not differ significantly "
+    "(Nemenyi test, α = 0.05): their mean ranks differ by less than the critical difference CD, "
+    "the length of the bar drawn above the axis.",
+    "confusion": "Confusion matrix per method: rows are the true class, columns the predicted "
+    "class. Numbers are test images summed over seeds; the colour is the row's share, so the "
+    "diagonal shows each class's recall.",
     "budget": "For each method, the best validation score among the first k trials of its "
     "hyperparameter search, against k (mean over the split seeds): what a search of budget k "
     "would have selected on. A line that levels off early needs little tuning.",

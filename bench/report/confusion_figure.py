@@ -12,13 +12,7 @@ import numpy as np
 
 from bench.report.figure_io import save_figure
 
-__all__ = ["CONFUSION_CAPTION", "draw_confusion", "row_normalised", "write_confusion"]
-
-CONFUSION_CAPTION = (
-    "Rows: true class; columns: predicted class. Numbers are test images summed over seeds; "
-    "colour is the row's share (the diagonal is each class's recall)."
-)
-
+__all__ = ["draw_confusion", "row_normalised", "write_confusion"]
 
 def row_normalised(counts: np.ndarray) -> np.ndarray:
     """Each row divided by its sum (a row with no images stays 0)."""

@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.records import write_atomic
 from bench.report.bootstrap import MIN_TEST_IMAGES, image_interval
-from bench.report.confusion_figure import CONFUSION_CAPTION, write_confusion
+from bench.report.confusion_figure import write_confusion
 from bench.report.delong import delong_test
 from bench.report.names import slug
 from bench.report.per_class import class_columns, confusion, pooled_class_scores
@@ -142,7 +142,7 @@ def prediction_sections(
     write_atomic(csv, pd.concat(all_classes, ignore_index=True).to_csv(index=False))
     pngs = [f for f in figures if f.suffix == ".png"]
     sections.append(section("Per-class results", CLASS_WORDS, tables, pngs,
-                            [CONFUSION_CAPTION, f"All per-class values: {csv.name}."]))  # fmt: skip
+                            [f"All per-class values: {csv.name}."]))  # fmt: skip
     sections.append(section("DeLong tests of ROC AUC", DELONG_WORDS, delong,
                             notes=[] if delong else [f"No test: no run pairs with {baseline} "
                                                      "on the same test images."]))  # fmt: skip

@@ -9,6 +9,7 @@ import pandas as pd
 
 from bench.demo import DEMO_NOTICE
 from bench.records import write_atomic
+from bench.report.captions import caption
 from bench.report.conditions import timing_note
 from bench.report.demo_mark import demo_caption, demo_markdown, is_demo, with_demo_column
 from bench.report.efficiency import efficiency_display, efficiency_parts, efficiency_table
@@ -71,7 +72,7 @@ def write_report(
         written.append(profile_file)
     index = out_dir / "index.html"
     notice = DEMO_NOTICE if demo else None
-    write_atomic(index, render_html("medpeft-bench report", page, notice=notice))
+    write_atomic(index, render_html("medpeft-bench report", page, notice=notice, caption=caption))
     written.append(index)
     return written
 
@@ -150,7 +151,10 @@ def _search_section(
     searches = search_frame(records)
     if searches.empty:
         return [], []
-    figures = write_budget_plots(curve_frame(records), out_dir / "figures") if plots else []
+    demo = any(bool(r.get("demo")) for r in records)
+    figures = (
+        write_budget_plots(curve_frame(records), out_dir / "figures", demo=demo) if plots else []
+    )
     counts = trial_counts(records)
     notes = [
         "Each search tried the first `budget` configurations of its method's space (budget "
