@@ -44,6 +44,7 @@ from bench.measure import (
 )
 from bench.metric_table import HIGHER_IS_BETTER
 from bench.metrics import compute_metrics, reliability_bins
+from bench.predictions import PENDING
 from bench.record import Record
 from bench.train import Diverged, FitResult, TrainSettings, fit, image_free, predict
 from bench.transforms import Preprocess
@@ -62,7 +63,9 @@ def run_cell(
     on_preload: OnPreload | None = None,
 ) -> dict[str, Any]:
     """Run one cell and return its record: status ok, failed, oom or diverged, or `trial` for a
-    search trial, which sees train and val only and is scored on val, never tested."""
+    search trial, which sees train and val only and is scored on val, never tested. An ok
+    record also carries its test and validation predictions under bench.predictions.PENDING,
+    for bench.records.save_record to write beside it."""
     trial = cell.role == "trial"
     if trial:
         data = data.sealed()
@@ -73,6 +76,7 @@ def run_cell(
         # NVML unavailable, so nobody checked).
         record.gpu_other_processes = gpu_busy_processes(device.index or 0)
     t0, watch, memory, energy = time.perf_counter(), Stopwatch(device), {}, {}
+    predictions = None
     try:
         # Memory figures count from here: the data is loaded, nothing of this cell exists yet.
         baseline = memory_baseline(device)
@@ -118,6 +122,8 @@ def run_cell(
                                      features=sources["test"] if sources else None)  # fmt: skip
         memory["eval"], energy["eval"] = evaluation.memory, evaluation.joules
         record.status = "ok"
+        # saved beside the record by bench.records.save_record: the report's per-image figures
+        predictions = {"test": (logits, labels), "val": (result.val_logits, result.val_labels)}
         record.metrics = _test_metrics(logits, labels, data.card, best_val)
         record.training = _training(result, cell, model, sources)
         record.cost = _cost(cell, train.timer, evaluation.timer, memory, energy)
@@ -138,7 +144,10 @@ def run_cell(
         # failure to retry; `failed` (an error of the run itself) stays failed and is retried.
         record.trial = trial_result(record.status, data.card.primary_metric, None)
         record.status = "trial"
-    return _finish(record, t0, watch)
+    out = _finish(record, t0, watch)
+    if record.status == "ok" and predictions is not None:
+        out[PENDING] = predictions
+    return out
 
 
 def _build(cell: CellConfig, data: LoadedDataset, source: BackboneSource, device, record: Record):

@@ -291,6 +291,16 @@ class Tuning(TypedDict, total=False):
     scheduler: dict[str, Any]  # name, eta, rungs: [{epochs, trials, val_primary}]
 
 
+class PredictionsEntry(TypedDict, total=False):
+    """`predictions`: the finished cell's `<run id>.predictions.npz` beside it (bench.predictions);
+    `file` null and `error` when it could not be written. Records before it have no entry."""
+
+    file: str | None
+    splits: dict[str, int]  # split -> images
+    sha256: str
+    error: str
+
+
 # ----------------------------------------------------------------------- the record
 
 
@@ -333,6 +343,7 @@ class Record:
     oom_retries: list[int] | Absent = ABSENT  # batch sizes tried, with --oom-retry
     hyperparameters: Hyperparameters | Absent = ABSENT
     tuning: Tuning | Absent | None = ABSENT
+    predictions: PredictionsEntry | Absent = ABSENT  # an ok cell's, from bench.records.save_record
     # Keys this version does not know (a newer or older writer's): kept and written back as read.
     extra: dict[str, Any] = field(default_factory=dict)
     # The key order of the JSON it was read from, so writing it back changes nothing.

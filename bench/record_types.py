@@ -65,6 +65,8 @@ def _record_types() -> dict[str, str]:
     types["cost.energy"] = "dict?"
     for key in ("train_j", "eval_j", "train_j_per_image", "eval_j_per_image"):
         types[f"cost.energy.{key}"] = "number?"
+    types["dataset.task"] = "str?"
+    types |= {"predictions": "dict?", "predictions.file": "str?", "predictions.sha256": "str?"}
     return types | _conditions_types("cost.conditions") | _figure_types("cost")
 
 

@@ -66,8 +66,14 @@ def write_record(results: Path, record: dict[str, Any]) -> Path:
 def save_record(results: Path, record: dict[str, Any]) -> Path:
     """`write_record`, or, when the results folder cannot take it (a full disk, a folder gone
     read-only mid-grid), the record saved in the temp folder and `RecordNotSaved` raised: the
-    grid stops, the trained cell's result is kept."""
+    grid stops, the trained cell's result is kept. The predictions a finished cell carries
+    (bench.predictions.PENDING) are written first, so a record never names a missing file."""
+    # here, not at the top: bench.predictions writes with this module's write_atomic
+    from bench.predictions import write_pending
+
     try:
+        results.mkdir(parents=True, exist_ok=True)
+        write_pending(results, record)
         return write_record(results, record)
     except OSError as exc:
         target = record_path(results, record["run_id"])
@@ -103,10 +109,11 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     return path
 
 
-# A temp file of a record being written (write_record's names: .<run id>.<random>.tmp); older
-# than an hour, its writer died before the rename. Other hidden files are the user's.
+# A temp file of a record or its predictions being written (write_atomic's names:
+# .<run id>[.predictions.npz].<random>.tmp); older than an hour, its writer died before the
+# rename. Other hidden files are the user's.
 _TEMP_AGE_S = 3600.0
-_TEMP_NAME = re.compile(r"^\..+-[0-9a-f]{10,12}\.[a-z0-9_]{8}\.tmp$")
+_TEMP_NAME = re.compile(r"^\..+-[0-9a-f]{10,12}(\.predictions\.npz)?\.[a-z0-9_]{8}\.tmp$")
 
 
 def remove_stale_temp(results: Path) -> int:
@@ -143,7 +150,7 @@ def remove_old_temp(folder: Path, *, age_s: float, name_ok=None) -> int:
 MAX_RECORD_BYTES = 16 * 2**20
 
 
-def _read_small_file(path: Path, limit: int) -> bytes | None:
+def read_small_file(path: Path, limit: int) -> bytes | None:
     """The bytes of a regular file of at most `limit` bytes; None for anything else. Opened
     non-blocking and checked after opening, so a FIFO, a device (a `/dev/zero` link) or a
     file swapped in between is never read."""
@@ -165,7 +172,7 @@ def _read_small_file(path: Path, limit: int) -> bytes | None:
 def read_record(path: Path, *, run_id: str | None = None) -> dict[str, Any] | None:
     """A record, or None when the file is not one of ours (corrupt or foreign JSON, not a
     regular file, over MAX_RECORD_BYTES) or, given `run_id`, is another cell's record."""
-    raw = _read_small_file(path, MAX_RECORD_BYTES)
+    raw = read_small_file(path, MAX_RECORD_BYTES)
     if raw is None:
         return None
     try:
@@ -184,6 +191,15 @@ def read_record(path: Path, *, run_id: str | None = None) -> dict[str, Any] | No
         log.warning("%s: %s", path, problem)
         return None
     return data
+
+
+class LoadedRecord(dict):
+    """A record as `load_records` read it, and the file it came from: an attribute, never a key,
+    so nothing that writes a record can carry it into a file."""
+
+    def __init__(self, data: dict[str, Any], path: Path) -> None:
+        super().__init__(data)
+        self.path = path
 
 
 @dataclass
@@ -213,8 +229,9 @@ class RecordSet:
 
 
 def load_records(results: Path) -> RecordSet:
-    """Every record in a folder, each from the file named for its run id; files that are not
-    records, or hold one under another name, are listed, never overwritten."""
+    """Every record in a folder (each a LoadedRecord), each from the file named for its run id;
+    files that are not records, or hold one under another name, are listed, never overwritten.
+    Only `*.json` files are read: predictions files (`*.predictions.npz`) are no records."""
     out = RecordSet(records=[], unreadable=[])
     for path in sorted(results.glob("*.json")) if results.is_dir() else []:
         rec = read_record(path)
@@ -225,7 +242,7 @@ def load_records(results: Path) -> RecordSet:
         elif path.name != f"{rec['run_id']}.json":
             out.misplaced.append((path, rec["run_id"]))
         else:
-            out.records.append(rec)
+            out.records.append(LoadedRecord(rec, path))
     return out
 
 

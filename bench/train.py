@@ -40,6 +40,9 @@ class FitResult:
     best_value: float
     steps: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    # the selected epoch's validation logits (float32, CPU) and labels, in the split's order
+    val_logits: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -315,6 +318,7 @@ def fit(
         if best is None or key > best_key:
             best_key = key
             result.best_epoch, result.best_value = epoch, value
+            result.val_logits, result.val_labels = logits, labels
             best = {n: p.detach().clone() for n, p in trainable_parameters(model)}
     result.steps = step
     if best is not None:

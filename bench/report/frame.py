@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.metric_table import TEST_METRICS
+from bench.predictions import predictions_file
 from bench.report.conditions import record_conditions
 from bench.report.formats import OPTIONAL_COSTS
 from bench.report.profile import is_profile
@@ -52,9 +53,18 @@ def numeric(df: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(np.nan, index=df.index, dtype=float)
 
 
+def _class_names(classes: Any) -> list[str] | None:
+    """A record's class names, or None where it has no list of names."""
+    if isinstance(classes, list) and all(isinstance(c, str) for c in classes):
+        return list(classes)
+    return None
+
+
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per record (the long frame every table and plot reads); test metrics are
-    fractions, NaN where a record has none."""
+    fractions, NaN where a record has none. `predictions_file`: the absolute path of the cell's
+    predictions (bench.predictions.load_predictions with `predictions_sha256`) when a record
+    read by bench.records.load_records names one that is there, else None."""
     rows = []
     for r in records:
         if is_profile(r):  # `bench profile` records: bench.report.profile
@@ -70,6 +80,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         memory = cost.get("memory") or {}
         flops = cost.get("flops") or {}
         energy = cost.get("energy") or {}
+        dataset = r.get("dataset") or {}
+        predictions = predictions_file(r)
         rows.append(
             {
                 "run_id": r["run_id"],
@@ -98,8 +110,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "device": cfg.get("device"),
                 "setting": _setting(cfg),
                 "demo": bool(r.get("demo")),
-                "primary_metric": metrics.get("primary_metric")
-                or (r.get("dataset") or {}).get("primary_metric"),
+                "primary_metric": metrics.get("primary_metric") or dataset.get("primary_metric"),
                 "primary": metrics.get("primary"),
                 **{k: test.get(k) for k in TEST_METRICS},
                 "trainable_params": params.get("trainable_params"),
@@ -123,6 +134,11 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "train_j_img": energy.get("train_j_per_image"),
                 "eval_j_img": energy.get("eval_j_per_image"),
                 "calibration": metrics.get("calibration"),
+                # per-image results (bench.predictions), for figures computed from predictions
+                "predictions_file": str(predictions) if predictions else None,
+                "predictions_sha256": (r.get("predictions") or {}).get("sha256"),
+                "task": dataset.get("task"),
+                "classes": _class_names(dataset.get("classes")),
                 "started_at": r.get("started_at"),
             }
         )
