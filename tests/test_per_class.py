@@ -176,7 +176,7 @@ def frame_with_predictions() -> tuple[pd.DataFrame, dict[str, Any]]:
 
 def test_statistics_report_with_predictions(tmp_path) -> None:
     df, store = frame_with_predictions()
-    out = statistics_report(df, "linear", tmp_path, load=store.__getitem__, n_boot=100)
+    out = statistics_report(df, "linear", tmp_path, load=lambda path, _sha: store[path], n_boot=100)
     by = {s["heading"]: s for s in out.sections}
     boot = by["Test-set bootstrap intervals"]["tables"][0][1]
     assert len(boot) == 6 and list(boot.columns)[:3] == ["block", "method", "seeds"]

@@ -14,6 +14,7 @@ from bench.report.figure_io import save_figure
 
 __all__ = ["draw_confusion", "row_normalised", "write_confusion"]
 
+
 def row_normalised(counts: np.ndarray) -> np.ndarray:
     """Each row divided by its sum (a row with no images stays 0)."""
     c = np.asarray(counts, dtype=float)

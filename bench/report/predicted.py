@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.errors import UserError
 from bench.report.block_scores import usable_runs
 from bench.report.prepared import prepare
 
 __all__ = ["Loader", "by_block", "prediction_runs"]
 
-# path -> {"test": obj with .logits [N, C] and .labels, "val": ...}
-Loader = Callable[[str], Any]
+# (path, the record's sha256 of it or None) -> {"test": obj with .logits [N, C] and .labels, ...}
+Loader = Callable[[str, str | None], Any]
 
 
 def prediction_runs(df: pd.DataFrame, load: Loader) -> tuple[pd.DataFrame, list[str]]:
@@ -22,15 +23,17 @@ def prediction_runs(df: pd.DataFrame, load: Loader) -> tuple[pd.DataFrame, list[
     block, method, seed, split_seed, metric, task, classes, logits, labels (the test split's);
     and a note per run whose file could not be read."""
     runs = usable_runs(prepare(df))
-    rows, notes = [], []
+    rows, notes, without = [], [], []
     for i, run in runs.iterrows():
         src = df.iloc[i]
         path = src.get("predictions_file")
         if not isinstance(path, str) or not path:
+            without.append(str(src.get("run_id", i)))
             continue
+        sha = src.get("predictions_sha256")
         try:
-            test = load(path)["test"]
-        except (OSError, KeyError, ValueError) as exc:
+            test = load(path, sha if isinstance(sha, str) else None)["test"]
+        except (OSError, KeyError, ValueError, UserError) as exc:
             notes.append(f"{src.get('run_id', path)}: predictions not read ({exc})")
             continue
         rows.append(
@@ -39,6 +42,14 @@ def prediction_runs(df: pd.DataFrame, load: Loader) -> tuple[pd.DataFrame, list[
              "classes": src.get("classes"), "logits": np.asarray(test.logits, dtype=float),
              "labels": np.asarray(test.labels)}
         )  # fmt: skip
+    if without:
+        # Records from before predictions were saved, or whose file could not be written.
+        shown = ", ".join(without[:5]) + (
+            f" and {len(without) - 5} more" if len(without) > 5 else ""
+        )
+        notes.append(
+            f"{len(without)} run(s) without saved test predictions, left out here: {shown}"
+        )
     return pd.DataFrame(rows), notes
 
 

@@ -241,7 +241,8 @@ def _write_stats(
     if baseline is None:
         return [], []
     demo = is_demo(df)
-    stats = statistics_report(df, baseline, out_dir, load=load_predictions, demo=demo)
+    stats = statistics_report(df, baseline, out_dir, demo=demo,
+                             load=lambda path, sha: load_predictions(Path(path), sha256=sha))  # fmt: skip
     text = demo_markdown(stats.markdown, demo)
     return stats.sections, [*stats.files, *_write_all(out_dir, {"stats.md": text})]
 
