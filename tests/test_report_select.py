@@ -206,19 +206,18 @@ def test_baseline_option(tmp_path) -> None:
     out = tmp_path / "out"
     res = bench("report", "--results", str(results), "--out", str(out), "--no-plots")
     assert res.exit_code == 0, res.output
-    assert "# Paired comparison against full" in (out / "stats.md").read_text()
+    assert "## Against full over blocks: Wilcoxon signed-rank" in (out / "stats.md").read_text()
     res = bench("report", "--results", str(results), "--out", str(out), "--no-plots",
                 "--baseline", "linear")  # fmt: skip
     assert res.exit_code == 0, res.output
     stats_md = (out / "stats.md").read_text()
-    assert "# Paired comparison against linear" in stats_md
-    # lora beats linear by 10 points on all 6 seeds of the one block: one pair, no test (seeds
-    # of one block are not independent pairs)
-    lora = next(line for line in stats_md.splitlines() if line.startswith("| lora"))
-    cells = [c.strip() for c in lora.strip("|").split("|")]
-    # method, n_blocks, n_unpaired, median_diff, wins, ties, losses, p, p_holm, note
-    assert cells[:7] == ["lora", "1", "0", "10", "1", "0", "0"]
-    assert cells[9].startswith("1 block(s); a test needs 6")
+    # lora beats linear by 10 points on all 6 seeds of the one block: seeds of one block are not
+    # independent pairs over blocks, so one pair and no Wilcoxon; within the block, the seeds
+    # pair for a t-test, which has no variance here (every seed differs by the same amount)
+    assert "## Against linear over blocks: Wilcoxon signed-rank" in stats_md
+    assert "No test: at most 1 block(s) pair a method with linear; the test needs 6." in stats_md
+    assert "## Within each block: seed-paired t-tests against linear" in stats_md
+    assert "No test: every seed differs by the same amount; t undefined." in stats_md
     res = bench("report", "--results", str(results), "--out", str(out), "--baseline", "vpt")
     assert res.exit_code == 2
     assert "--baseline vpt: no record of that method; methods in the report: full, linear, lora" \

@@ -86,7 +86,7 @@ def delong_rows(part: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 
 def _class_parts(
-    part: pd.DataFrame, block: str, out_dir: Path, demo: bool
+    part: pd.DataFrame, block: str, out_dir: Path, demo: bool, draw: bool
 ) -> tuple[list[tuple[str, pd.DataFrame]], pd.DataFrame, list[Path]]:
     task, classes = part["task"].iloc[0], part["classes"].iloc[0]
     frames, matrices = [], {}
@@ -103,7 +103,7 @@ def _class_parts(
     seeds = sorted(set(table["n_seeds"]))
     caption = f"{block}: per class, mean over {'/'.join(map(str, seeds))} seed(s) (%)"
     figures = []
-    if matrices:
+    if matrices and draw:
         names = table["class"].iloc[: len(next(iter(matrices.values())))].tolist()
         figures = write_confusion(matrices, names, out_dir / "figures", f"confusion-{slug(block)}",
                                   title=f"{block}: confusion summed over seeds", demo=demo)  # fmt: skip
@@ -119,6 +119,7 @@ def prediction_sections(
     n_boot: int = 1000,
     seed: int = 0,
     notes: list[str] | None = None,
+    figures: bool = True,
 ) -> tuple[list[dict[str, Any]], list[Path]]:
     """The three sections from `runs` (`predicted.prediction_runs`) and the files written
     (figures, per_class.csv)."""
@@ -129,21 +130,22 @@ def prediction_sections(
     sections = [section("Test-set bootstrap intervals", BOOT_WORDS,
                         [("Primary metric per block and method", intervals)],
                         notes=[*words, *(notes or [])])]  # fmt: skip
-    tables, figures, all_classes, delong = [], [], [], []
+    tables, drawn, all_classes, delong = [], [], [], []
     for block, part in by_block(runs):
-        t, frame, figs = _class_parts(part, block, out_dir, demo)
+        t, frame, figs = _class_parts(part, block, out_dir, demo, figures)
         tables += t
-        figures += figs
+        drawn += figs
         all_classes.append(frame)
         d = delong_rows(part, baseline)
         if len(d):
             delong.append((f"{block}: against {baseline}", d))
     csv = out_dir / "per_class.csv"
-    write_atomic(csv, pd.concat(all_classes, ignore_index=True).to_csv(index=False))
-    pngs = [f for f in figures if f.suffix == ".png"]
+    classes = pd.concat(all_classes, ignore_index=True).assign(demo=demo)  # as every report CSV
+    write_atomic(csv, classes.to_csv(index=False))
+    pngs = [f for f in drawn if f.suffix == ".png"]
     sections.append(section("Per-class results", CLASS_WORDS, tables, pngs,
                             [f"All per-class values: {csv.name}."]))  # fmt: skip
     sections.append(section("DeLong tests of ROC AUC", DELONG_WORDS, delong,
                             notes=[] if delong else [f"No test: no run pairs with {baseline} "
                                                      "on the same test images."]))  # fmt: skip
-    return sections, [*figures, csv]
+    return sections, [*drawn, csv]

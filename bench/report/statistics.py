@@ -78,7 +78,7 @@ def _all_blocks_ranks(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 
 
 def _friedman_section(
-    df: pd.DataFrame, result: Across, out_dir: Path, demo: bool
+    df: pd.DataFrame, result: Across, out_dir: Path, demo: bool, draw: bool
 ) -> tuple[dict, list[Path]]:
     heading = "Methods over blocks: Friedman test and critical difference"
     notes = [f"Left out (not every method scored): {line}" for line in result.excluded]
@@ -101,7 +101,7 @@ def _friedman_section(
                               "z": vs["z"].map("{:.2f}".format), "p": vs["p"].map(p_text),
                               "p (Holm)": vs["p_holm"].map(p_text)})  # fmt: skip
         tables.append(("Against the baseline by mean rank (z < 0: ranked better; Holm)", shown))
-    figures = write_cd_diagram(result, out_dir / "figures", demo=demo)
+    figures = write_cd_diagram(result, out_dir / "figures", demo=demo) if draw else []
     notes = [line, cd_caption(result), *notes]
     return section(heading, FRIEDMAN_WORDS, tables, [f for f in figures if f.suffix == ".png"],
                    notes), figures  # fmt: skip
@@ -130,9 +130,9 @@ def _seed_section(df: pd.DataFrame, baseline: str) -> dict:
     out = paired_within_blocks(df, baseline)
     if out.empty or out["p"].isna().all():
         most = int(out["n_seeds"].max()) if len(out) else 0
-        return section(heading, SEED_TEST_WORDS,
-                       notes=[f"No test: at most {most} seed(s) pair with {baseline} in a "
-                              "block; the test needs 3."])  # fmt: skip
+        why = (f"at most {most} seed(s) pair with {baseline} in a block; the test needs 3"
+               if most < 3 else "; ".join(sorted(set(out["note"]) - {""})))  # fmt: skip
+        return section(heading, SEED_TEST_WORDS, notes=[f"No test: {why}."])
     shown = pd.DataFrame({"block": out["block"], "method": out["method"], "seeds": out["n_seeds"],
                           "mean Δ (pp)": out["mean_diff"].map(score_text),
                           "p": out["p"].map(p_text), "p (Holm)": out["p_holm"].map(p_text),
@@ -164,13 +164,15 @@ def statistics_report(
     demo: bool = False,
     n_boot: int = N_BOOT,
     seed: int = 0,
+    figures: bool = True,
 ) -> StatisticsOutput:
     """The statistics of `df` (the long records frame) against `baseline`; figures go under
     `out_dir`/figures, per-class CSVs under `out_dir`. `load(path)` reads a predictions file
-    (`predictions_file` column); None skips the parts that need predictions, with a note."""
+    (`predictions_file` column); None skips the parts that need predictions, with a note.
+    `figures`: draw the CD diagram and the confusion matrices."""
     out_dir = Path(out_dir)
     scores = block_means(df)
-    friedman, files = _friedman_section(df, friedman_test(scores, baseline), out_dir, demo)
+    friedman, files = _friedman_section(df, friedman_test(scores, baseline), out_dir, demo, figures)
     sections = [
         friedman,
         _wilcoxon_section(df, baseline),
@@ -184,7 +186,7 @@ def statistics_report(
     else:
         runs, notes = prediction_runs(df, load)
         more, written = prediction_sections(runs, baseline, out_dir, demo=demo, n_boot=n_boot,
-                                            seed=seed, notes=notes)  # fmt: skip
+                                            seed=seed, notes=notes, figures=figures)  # fmt: skip
         sections += more
         files += written
     markdown = "# Statistics\n\n" + "\n".join(section_markdown(s, out_dir) for s in sections)

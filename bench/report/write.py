@@ -58,7 +58,7 @@ def write_report(
     page: list[Section] = []
     if not df.empty:
         table_sections, table_files = _write_tables(df, out_dir, baseline, hide_times)
-        stats_sections, stats_files = _write_stats(df, out_dir, baseline)
+        stats_sections, stats_files = _write_stats(df, out_dir, baseline, plots)
         page += table_sections + stats_sections
         written += table_files + stats_files
     page += sections or []
@@ -230,7 +230,7 @@ def _write_tables(
 
 
 def _write_stats(
-    df: pd.DataFrame, out_dir: Path, baseline: str | None
+    df: pd.DataFrame, out_dir: Path, baseline: str | None, plots: bool
 ) -> tuple[list[Section], list[Path]]:
     """stats.md and the page's statistics sections (`bench.report.statistics`), from the
     records and their saved test predictions; nothing without a baseline."""
@@ -241,7 +241,7 @@ def _write_stats(
     if baseline is None:
         return [], []
     demo = is_demo(df)
-    stats = statistics_report(df, baseline, out_dir, demo=demo,
+    stats = statistics_report(df, baseline, out_dir, demo=demo, figures=plots,
                              load=lambda path, sha: load_predictions(Path(path), sha256=sha))  # fmt: skip
     text = demo_markdown(stats.markdown, demo)
     return stats.sections, [*stats.files, *_write_all(out_dir, {"stats.md": text})]
