@@ -488,6 +488,12 @@ def test_efficiency_table_composites_and_pme_note() -> None:
     # per block: in A, lora's PPT beats full's; in B, lora is alone with a score
     assert (r.loc[0, "PPT"], r.loc[1, "PPT"]) == (2, 1)
     assert (r.loc[2, "score"], r.loc[3, "score"]) == (1, 0)
+    # costs: lowest best per block (lora's params and memory in A; vpt's params in B, where the
+    # OOM run has no memory), img/s all tied in A: unmarked
+    assert (r.loc[0, "params"], r.loc[1, "params"]) == (2, 1)
+    assert (r.loc[0, "train MB"], r.loc[1, "train MB"]) == (2, 1)
+    assert (r.loc[2, "params"], r.loc[3, "params"]) == (2, 1)
+    assert (r.loc[0, "img/s"], r.loc[1, "img/s"]) == (0, 0)
     assert COMPOSITE_DEFINITIONS in shown.footnotes[0]
     assert "PME: no full fine-tuning run in this block: B · vit_t / lora, B · vit_t / vpt." in (
         shown.footnotes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -186,11 +187,43 @@ def efficiency_display(
             )
             for i, mark in marks.items():
                 ranks.at[i, name] = mark
+    _mark_costs(frame, ranks, e["block"])
+    notes.append(COST_MARKS_NOTE)
     for note in dict.fromkeys(n for n in e["note"] if n):
         who = [f"{b} / {m}" for b, m, n in zip(e["block"], e["method"], e["note"], strict=True)
                if n == note]  # fmt: skip
         notes.append(f"{note}: {', '.join(who)}.")
     return Table(frame, ranks, notes + timing_notes)
+
+
+# Costs where more is better; every other cost column is better lower.
+HIGHER_COSTS = frozenset({"img/s"})
+COST_MARKS_NOTE = (
+    "Costs: per block, the lowest value in bold and the second lowest underlined (img/s: the "
+    "highest); a column whose values all tie is not marked."
+)
+
+
+def _shown_number(text: str) -> float:
+    """The number a cell shows ("22,000,000" or "40.0†"), NaN for "—" or words."""
+    try:
+        return float(re.sub(r"[^0-9.eE+-]", "", text.replace(",", "")))
+    except ValueError:
+        return math.nan
+
+
+def _mark_costs(frame: pd.DataFrame, ranks: pd.DataFrame, blocks: pd.Series) -> None:
+    """Best and second best of every cost column per block, on the numbers as shown, so that
+    values shown equal share a mark."""
+    costs = [c for c in frame.columns if c not in ("block", "method", *SCORE_PART)]
+    for _, rows in frame.groupby(blocks.to_numpy(), sort=False):
+        for col in costs:
+            values = {i: _shown_number(str(frame.at[i, col])) for i in rows.index}
+            if len({v for v in values.values() if np.isfinite(v)}) < 2:
+                continue
+            marks = best_marks(values, lower_better=col not in HIGHER_COSTS, decimals=12)
+            for i, mark in marks.items():
+                ranks.at[i, col] = mark
 
 
 def efficiency_parts(table: Table) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
