@@ -18,6 +18,7 @@ from bench.report.block_scores import block_means
 from bench.report.bootstrap import iqm, iqm_table
 from bench.report.cd_diagram import draw_cd_diagram, write_cd_diagram
 from bench.report.seed_tests import paired_within_blocks
+from bench.report.stat_text import marked
 from bench.report.statistics import statistics_report
 from bench.report.tests_across import (
     cliques,
@@ -182,10 +183,22 @@ def test_statistics_report_without_predictions_says_what_is_missing(tmp_path) ->
     assert all(out.markdown.count(f"## {h}\n") == 1 for h in headings)
     for s in out.sections:
         assert out.markdown.count(s["notes"][0]) == 1  # each paragraph once
-        for _, table in s["tables"]:
+        for _, table, *_ranks in s["tables"]:
             assert len(table.columns) <= 8
     wil = next(s for s in out.sections if "Wilcoxon" in s["heading"])
     assert wil["tables"] == [] and "No test: at most 3 block(s)" in wil["notes"][1]
     assert "none were read" in out.sections[-1]["notes"][0]
     assert (tmp_path / "figures" / "cd-diagram.png") in out.files
     assert "![Methods over blocks" in out.markdown and "(figures/cd-diagram.png)" in out.markdown
+
+
+def test_marked_marks_best_and_second_per_block_as_shown() -> None:
+    """Statistics tables mark their best values as the score tables do: per block, on the
+    numbers shown (2.04 and 2.0 shown as "2.0" tie)."""
+    frame = pd.DataFrame({"block": ["A", "A", "A", "B", "B"], "method": list("xyzxy"),
+                          "score": ["1.0", "3.0", "—", "2.0", "2.0"]})  # fmt: skip
+    caption, same, ranks = marked("c", frame, "score")
+    assert caption == "c" and same is frame
+    assert ranks["score"].tolist() == [2, 1, 0, 1, 1] and ranks["method"].eq(0).all()
+    _, _, low = marked("c", frame.drop(columns="block"), "score", lower_better=True)
+    assert low["score"].tolist() == [1, 0, 0, 2, 2]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 from bench import metric_table
 from bench.metric_table import LOWER_IS_BETTER
 from bench.report.conditions import row_contention, timed_table
-from bench.report.formats import OPTIONAL_COSTS_NOTE, add_optional_costs, fmt
+from bench.report.formats import OPTIONAL_COSTS_NOTE, add_optional_costs, fmt, shown_number
 from bench.report.frame import COST_COLUMNS, memory_words, numeric
 from bench.report.stats import pme, ppe, ppt, prepare
 from bench.report.tables import (
@@ -204,21 +203,13 @@ COST_MARKS_NOTE = (
 )
 
 
-def _shown_number(text: str) -> float:
-    """The number a cell shows ("22,000,000" or "40.0†"), NaN for "—" or words."""
-    try:
-        return float(re.sub(r"[^0-9.eE+-]", "", text.replace(",", "")))
-    except ValueError:
-        return math.nan
-
-
 def _mark_costs(frame: pd.DataFrame, ranks: pd.DataFrame, blocks: pd.Series) -> None:
     """Best and second best of every cost column per block, on the numbers as shown, so that
     values shown equal share a mark."""
     costs = [c for c in frame.columns if c not in ("block", "method", *SCORE_PART)]
     for _, rows in frame.groupby(blocks.to_numpy(), sort=False):
         for col in costs:
-            values = {i: _shown_number(str(frame.at[i, col])) for i in rows.index}
+            values = {i: shown_number(str(frame.at[i, col])) for i in rows.index}
             if len({v for v in values.values() if np.isfinite(v)}) < 2:
                 continue
             marks = best_marks(values, lower_better=col not in HIGHER_COSTS, decimals=12)

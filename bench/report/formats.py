@@ -4,6 +4,7 @@ format."""
 from __future__ import annotations
 
 import html
+import math
 import re
 from typing import Any
 
@@ -23,6 +24,15 @@ _NO_NUMBER = frozenset({"", "—", "not run", "no score", "failed", "oom", "dive
 def fmt(v: Any, spec: str) -> str:
     """A number formatted with `spec` for people, "—" when missing."""
     return "—" if v is None or pd.isna(v) else format(v, spec)
+
+
+def shown_number(text: str) -> float:
+    """The number a formatted cell shows ("22,000,000", "40.0†", "-3.0"), NaN for "—" or words,
+    so that marks follow what a reader sees: values shown equal tie."""
+    try:
+        return float(re.sub(r"[^0-9.eE+-]", "", str(text).replace(",", "")))
+    except ValueError:
+        return math.nan
 
 
 # Costs older records lack, as (frame column, header, format): a table shows only those some

@@ -16,7 +16,7 @@ from bench.report.delong import delong_test
 from bench.report.names import slug
 from bench.report.per_class import class_columns, confusion, pooled_class_scores
 from bench.report.predicted import by_block
-from bench.report.stat_text import p_text, score_text, section
+from bench.report.stat_text import marked, p_text, score_text, section
 
 __all__ = ["delong_rows", "prediction_sections"]
 
@@ -128,7 +128,7 @@ def prediction_sections(
         return [section("From saved predictions", line, notes=notes or [])], []
     intervals, words = _interval_rows(runs, n_boot, seed)
     sections = [section("Test-set bootstrap intervals", BOOT_WORDS,
-                        [("Primary metric per block and method", intervals)],
+                        [marked("Primary metric per block and method", intervals, "score")],
                         notes=[*words, *(notes or [])])]  # fmt: skip
     tables, drawn, all_classes, delong = [], [], [], []
     for block, part in by_block(runs):

@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench.report.formats import fmt, to_markdown
+from bench.report.formats import fmt, shown_number, to_markdown
+from bench.report.tables import best_marks
 
-__all__ = ["p_text", "score_text", "section", "section_markdown"]
+__all__ = ["marked", "p_text", "score_text", "section", "section_markdown"]
 
 
 def p_text(p: float) -> str:
@@ -25,10 +26,24 @@ def score_text(v: float) -> str:
     return fmt(v, ".1f")
 
 
+def marked(
+    caption: str, frame: pd.DataFrame, column: str, *, lower_better: bool = False
+) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """A table with its best and second best `column` value marked, per block when it has a
+    `block` column, on the numbers as shown (`(caption, frame, ranks)`, as the page takes it)."""
+    ranks = pd.DataFrame(0, index=frame.index, columns=frame.columns)
+    groups = frame.groupby("block", sort=False) if "block" in frame else [(None, frame)]
+    for _, part in groups:
+        values = {i: shown_number(v) for i, v in part[column].items()}
+        for i, mark in best_marks(values, lower_better=lower_better, decimals=12).items():
+            ranks.at[i, column] = mark
+    return caption, frame, ranks
+
+
 def section(
     heading: str,
     about: str,
-    tables: Sequence[tuple[str, pd.DataFrame]] = (),
+    tables: Sequence[tuple[Any, ...]] = (),
     figures: Sequence[Path] = (),
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
@@ -43,8 +58,8 @@ def section_markdown(sec: dict[str, Any], out_dir: Path) -> str:
     `out_dir`, then the other notes as a list."""
     about, *rest = sec["notes"]
     parts = [f"## {sec['heading']}", "", about, ""]
-    for caption, table in sec["tables"]:
-        parts += [f"**{caption}**", "", to_markdown(table), ""]
+    for caption, table, *ranks in sec["tables"]:
+        parts += [f"**{caption}**", "", to_markdown(table, *ranks), ""]
     for fig in sec["figures"]:
         rel = Path(os.path.relpath(fig, out_dir)).as_posix()
         parts += [f"![{sec['heading']}]({rel})", ""]

@@ -18,11 +18,11 @@ import pandas as pd
 
 from bench.report.block_scores import block_means
 from bench.report.bootstrap import N_BOOT, iqm_table
-from bench.report.cd_diagram import cd_caption, write_cd_diagram
+from bench.report.cd_diagram import write_cd_diagram
 from bench.report.predicted import Loader, prediction_runs
 from bench.report.prediction_sections import prediction_sections
 from bench.report.seed_tests import SEED_TEST_WORDS, paired_within_blocks
-from bench.report.stat_text import p_text, score_text, section, section_markdown
+from bench.report.stat_text import marked, p_text, score_text, section, section_markdown
 from bench.report.stats import CORRECTION, MIN_PAIRS, average_ranks, paired_vs_baseline
 from bench.report.tests_across import MIN_BLOCKS, Across, friedman_test
 
@@ -74,7 +74,8 @@ def _all_blocks_ranks(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     r = average_ranks(df)
     shown = pd.DataFrame({"method": r["method"], "mean rank": r["mean_rank"].map("{:.2f}".format),
                           "blocks": r["n_blocks"], "not ranked in": r["not_ranked_in"]})  # fmt: skip
-    return "Mean rank over every block where each method was scored (no test)", shown
+    caption = "Mean rank over every block where each method was scored (no test)"
+    return marked(caption, shown, "mean rank", lower_better=True)
 
 
 def _friedman_section(
@@ -94,7 +95,8 @@ def _friedman_section(
     )
     ranks = pd.DataFrame({"method": result.ranks.index,
                           "mean rank": [f"{v:.2f}" for v in result.ranks]})  # fmt: skip
-    tables = [("Mean rank over complete blocks (1 = best)", ranks), *described]
+    tables = [marked("Mean rank over complete blocks (1 = best)", ranks, "mean rank",
+                     lower_better=True), *described]  # fmt: skip
     vs = result.vs_control
     if len(vs):
         shown = pd.DataFrame({"method": vs["method"], "mean rank": vs["mean_rank"].map("{:.2f}".format),
@@ -102,7 +104,7 @@ def _friedman_section(
                               "p (Holm)": vs["p_holm"].map(p_text)})  # fmt: skip
         tables.append(("Against the baseline by mean rank (z < 0: ranked better; Holm)", shown))
     figures = write_cd_diagram(result, out_dir / "figures", demo=demo) if draw else []
-    notes = [line, cd_caption(result), *notes]
+    notes = [line, *notes]  # the diagram's title and caption say how to read it
     return section(heading, FRIEDMAN_WORDS, tables, [f for f in figures if f.suffix == ".png"],
                    notes), figures  # fmt: skip
 
@@ -152,7 +154,7 @@ def _iqm_section(df: pd.DataFrame, scores: Any, baseline: str, n_boot: int, seed
                           "95% CI": [f"{score_text(a)} to {score_text(b)}"
                                      for a, b in zip(table["ci_lo"], table["ci_hi"], strict=True)],
                           "blocks": table["n_blocks"], "runs": table["n_runs"]})  # fmt: skip
-    return section(heading, IQM_WORDS, [(over, shown)])
+    return section(heading, IQM_WORDS, [marked(over, shown, "IQM (pp)")])
 
 
 def statistics_report(
