@@ -37,7 +37,15 @@ _AXES_SHARE = 0.7
 def _log_x(ax: Any) -> None:
     """A log x axis whose ticks read 0.1, 1, 10, 1,000 rather than powers of ten."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.10g}"))
+    plain = FuncFormatter(lambda v, _: f"{v:,.10g}")
+    ax.xaxis.set_major_formatter(plain)
+    # Within one decade matplotlib labels minor ticks as 3x10^0: plain numbers there too.
+    ax.xaxis.set_minor_formatter(plain if _one_decade(ax) else FuncFormatter(lambda v, _: ""))
+
+
+def _one_decade(ax: Any) -> bool:
+    lo, hi = ax.get_xlim()
+    return lo > 0 and hi / lo < 10
 
 
 def _log_if_wide(ax: Any, x: np.ndarray) -> None:
