@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.records import write_atomic
-from bench.report.bootstrap import MIN_TEST_IMAGES, image_interval
+from bench.report.bootstrap import MIN_TEST_IMAGES, N_BOOT, image_interval
 from bench.report.confusion_figure import write_confusion
 from bench.report.delong import delong_test
 from bench.report.names import slug
@@ -116,7 +116,7 @@ def prediction_sections(
     out_dir: Path,
     *,
     demo: bool = False,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     notes: list[str] | None = None,
     figures: bool = True,
