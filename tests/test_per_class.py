@@ -181,8 +181,15 @@ def test_statistics_report_with_predictions(tmp_path) -> None:
     boot = by["Test-set bootstrap intervals"]["tables"][0][1]
     assert len(boot) == 6 and list(boot.columns)[:3] == ["block", "method", "seeds"]
     per_class = by["Per-class results"]
-    assert len(per_class["tables"]) == 2 and len(per_class["figures"]) == 2
-    assert set(per_class["tables"][0][1]["class"]) == {"benign", "malignant", "normal"}
+    # per block: recall, F1 and AUC, a row per class and a column per method, best marked
+    assert len(per_class["tables"]) == 2 * 3 and len(per_class["figures"]) == 2
+    caption, recall, ranks = per_class["tables"][0]
+    assert caption.startswith("D0 · vit_t: recall (sensitivity) per class")
+    assert list(recall.columns) == ["class", "full", "lora", "linear", "support"]
+    assert recall["class"].tolist() == ["benign", "malignant", "normal"]
+    best = [recall.columns[list(r).index(1)] for r in ranks.to_numpy()]
+    assert all(float(recall.at[i, m]) == max(float(recall.at[i, c]) for c in ("full", "lora",
+               "linear")) for i, m in enumerate(best))  # fmt: skip
     delong = by["DeLong tests of ROC AUC"]["tables"]
     assert [c for c, _ in delong] == ["D0 · vit_t: against linear", "D1 · vit_t: against linear"]
     assert set(delong[0][1]["seeds"]) == {3} and len(delong[0][1]) == 6  # 2 methods x 3 classes

@@ -17,6 +17,7 @@ from bench.report.names import slug
 from bench.report.per_class import class_columns, confusion, pooled_class_scores
 from bench.report.predicted import by_block
 from bench.report.stat_text import marked, p_text, score_text, section
+from bench.report.tables import best_marks
 
 __all__ = ["delong_rows", "prediction_sections"]
 
@@ -87,7 +88,7 @@ def delong_rows(part: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 def _class_parts(
     part: pd.DataFrame, block: str, out_dir: Path, demo: bool, draw: bool
-) -> tuple[list[tuple[str, pd.DataFrame]], pd.DataFrame, list[Path]]:
+) -> tuple[list[tuple[str, ...]], pd.DataFrame, list[Path]]:
     task, classes = part["task"].iloc[0], part["classes"].iloc[0]
     frames, matrices = [], {}
     for method, own in part.groupby("method", sort=False):
@@ -97,17 +98,37 @@ def _class_parts(
         if task != "multilabel":
             matrices[method] = sum(confusion(lg, y) for lg, y in pairs)
     table = pd.concat(frames, ignore_index=True)
-    shown = pd.DataFrame({"method": table["method"], "class": table["class"],
-                          **{c: table[c].map(_pct) for c in ("precision", "recall", "f1", "auc")},
-                          "support": table["support"]})  # fmt: skip
-    seeds = sorted(set(table["n_seeds"]))
-    caption = f"{block}: per class, mean over {'/'.join(map(str, seeds))} seed(s) (%)"
+    seeds = "/".join(map(str, sorted(set(table["n_seeds"]))))
+    tables = [_by_class(table, column, f"{block}: {words} per class (%, mean over {seeds} seed(s))")
+              for column, words in CLASS_TABLES]  # fmt: skip
     figures = []
     if matrices and draw:
         names = table["class"].iloc[: len(next(iter(matrices.values())))].tolist()
         figures = write_confusion(matrices, names, out_dir / "figures", f"confusion-{slug(block)}",
                                   title=f"{block}: confusion summed over seeds", demo=demo)  # fmt: skip
-    return [(caption, shown)], table, figures
+    return tables, table, figures
+
+
+# The per-class tables on the page (precision and every value with its support: per_class.csv).
+CLASS_TABLES = (("recall", "recall (sensitivity)"), ("f1", "F1"), ("auc", "one-vs-rest ROC AUC"))
+
+
+def _by_class(table: pd.DataFrame, column: str, caption: str) -> tuple[str, ...]:
+    """One value per class (rows) and method (columns), the class's support last; each class's
+    best and second best method marked."""
+    wide = table.pivot(index="class", columns="method", values=column)
+    wide = wide.reindex(index=list(dict.fromkeys(table["class"])),
+                        columns=list(dict.fromkeys(table["method"])))  # fmt: skip
+    support = table.drop_duplicates("class").set_index("class")["support"]
+    shown = wide.map(_pct).rename_axis(columns=None).reset_index()
+    ranks = pd.DataFrame(0, index=shown.index, columns=shown.columns)
+    for i, (_, row) in enumerate(wide.iterrows()):
+        for method, mark in best_marks(row.round(3).to_dict(), lower_better=False,
+                                       decimals=3).items():  # fmt: skip
+            ranks.at[i, method] = mark
+    shown["support"] = support.reindex(wide.index).to_numpy()
+    ranks["support"] = 0
+    return caption, shown, ranks
 
 
 def prediction_sections(
