@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -76,20 +77,21 @@ def test_run_skip_force_report(tmp_path, tiny_data_root) -> None:
     assert "## pneumoniamnist" in summary and "| full" in summary and "| linear" in summary
     assert "2 ok" in summary
     # the self-contained page and the figures, including the reliability diagrams that the
-    # records' calibration bins feed
+    # records' calibration bins feed and the confusion matrices their saved predictions feed
     page = (out / "index.html").read_text()
     assert "pneumoniamnist · test_vit (random init)" in page and "data:image/png;base64" in page
     stems = {p.stem for p in (out / "figures").glob("*.png")}
     kinds = {stem.split("-", 1)[0] for stem in stems}
     assert kinds == {"score_vs_params", "score_vs_memory", "score_vs_train_flops", "train_time",
-                     "reliability"}  # fmt: skip
+                     "reliability", "confusion"}  # fmt: skip
+    assert len(pd.read_csv(out / "per_class.csv")) == 2 * 2  # 2 methods x 2 classes
     assert {p.stem for p in (out / "figures").glob("*.pdf")} == stems
     for name in ("scores", "efficiency"):
         assert {p.name for p in out.glob(f"{name}.*")} == {
             f"{name}.{x}" for x in ("md", "tex", "csv")
         }
     assert "\\toprule" in (out / "scores.tex").read_text()
-    assert "Paired comparison against full" in (out / "stats.md").read_text()
+    assert "## Against full over blocks: Wilcoxon signed-rank" in (out / "stats.md").read_text()
     assert "Holm-Bonferroni" in page and "PPT" in page
 
 
