@@ -182,12 +182,12 @@ def test_statistics_report_without_predictions_says_what_is_missing(tmp_path) ->
     assert headings[0] == "Methods over blocks: Friedman test and critical difference"
     assert all(out.markdown.count(f"## {h}\n") == 1 for h in headings)
     for s in out.sections:
-        assert out.markdown.count(s["notes"][0]) == 1  # each paragraph once
+        assert out.markdown.count(s["intro"]) == 1  # each paragraph once
         for _, table, *_ranks in s["tables"]:
             assert len(table.columns) <= 8
     wil = next(s for s in out.sections if "Wilcoxon" in s["heading"])
-    assert wil["tables"] == [] and "No test: at most 3 block(s)" in wil["notes"][1]
-    assert "none were read" in out.sections[-1]["notes"][0]
+    assert wil["tables"] == [] and "No test: at most 3 block(s)" in wil["notes"][0]
+    assert "none were read" in out.sections[-1]["intro"]
     assert (tmp_path / "figures" / "cd-diagram.png") in out.files
     assert "![Methods over blocks" in out.markdown and "(figures/cd-diagram.png)" in out.markdown
 

@@ -59,6 +59,7 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .85rem; color: #444; }
 figcaption .file { color: #888; font-size: .75rem; margin-left: .5rem; }
 .note { font-size: .9rem; color: #333; }
+.intro { font-size: .95rem; max-width: 70rem; }
 .note-ref { font-size: .85rem; color: #666; }
 """
 
@@ -115,7 +116,7 @@ def render_html(
 ) -> str:
     """The page: title, optional notice on top, a nav of the sections, then each section.
 
-    A section is a dict: "heading"; "tables", a list of (caption, frame[, ranks]) drawn with
+    A section is a dict: "heading"; "intro", a paragraph read before the rest; "tables", a list of (caption, frame[, ranks]) drawn with
     `formats.to_html` (best bold, second underlined) and split to fit the page; "html", table
     HTML inserted as given; "figures", paths or (path, caption), embedded (`caption(path)`
     captions a bare path, else its file name); "notes", text. A note already shown higher on
@@ -147,6 +148,8 @@ def render_html(
     for sid, sec in zip(ids, sections, strict=True):
         heading = html.escape(str(sec.get("heading", "")))
         parts.append(f'<section id="{sid}"><h2>{heading}</h2>')
+        if sec.get("intro"):
+            parts.append(f'<p class="intro">{html.escape(str(sec["intro"]))}</p>')
         parts += _tables(sec.get("tables") or [])
         if sec.get("html"):
             parts.append(f'<div class="table-wrap">{sec["html"]}</div>')

@@ -48,20 +48,28 @@ def section(
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A section for the HTML page: `about` (what the test is over and what a reader may
-    conclude) comes first among the notes."""
-    return {"heading": heading, "tables": list(tables), "figures": list(figures),
-            "notes": [about, *notes]}  # fmt: skip
+    conclude) is its introduction, read before the tables; a `note` column with nothing in it
+    is left out."""
+    return {"heading": heading, "intro": about,
+            "tables": [_without_empty_note(t) for t in tables], "figures": list(figures),
+            "notes": list(notes)}  # fmt: skip
+
+
+def _without_empty_note(table: tuple[Any, ...]) -> tuple[Any, ...]:
+    caption, frame, *ranks = table
+    if "note" not in frame or frame["note"].fillna("").astype(str).str.strip().any():
+        return table
+    return (caption, frame.drop(columns="note"), *(r.drop(columns="note") for r in ranks))
 
 
 def section_markdown(sec: dict[str, Any], out_dir: Path) -> str:
     """`## heading`, the paragraph, each table under its caption, figures linked relative to
     `out_dir`, then the other notes as a list."""
-    about, *rest = sec["notes"]
-    parts = [f"## {sec['heading']}", "", about, ""]
+    parts = [f"## {sec['heading']}", "", sec["intro"], ""]
     for caption, table, *ranks in sec["tables"]:
         parts += [f"**{caption}**", "", to_markdown(table, *ranks), ""]
     for fig in sec["figures"]:
         rel = Path(os.path.relpath(fig, out_dir)).as_posix()
         parts += [f"![{sec['heading']}]({rel})", ""]
-    parts += [f"- {n}" for n in rest]
+    parts += [f"- {n}" for n in sec["notes"]]
     return "\n".join(parts).rstrip() + "\n"
