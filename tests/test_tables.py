@@ -537,3 +537,23 @@ def test_the_report_never_imports_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_block_summary_marks_best_score_and_lowest_costs() -> None:
+    """The per-block summary marks its best values as the score tables do: the score and img/s
+    highest, ECE and costs lowest, on the numbers shown; a column all tied is left alone."""
+    from bench.report.summary import summary_marks
+
+    table = pd.DataFrame({
+        "method": ["full", "lora", "linear"], "runs": ["3 ok"] * 3,
+        "auc": ["80.00 ± 1.00", "85.00 ± 2.00", "—"], "acc %": ["70.00", "75.00", "75.00"],
+        "ECE %": ["5.00", "3.00", "4.00"], "train mem MB": ["900", "300", "100"],
+        "img/s": ["100", "300†", "900"], "train s": ["10.0", "10.0", "10.0"],
+    })  # fmt: skip
+    r = summary_marks(table).set_index(table["method"])
+    assert r["auc"].to_dict() == {"full": 2, "lora": 1, "linear": 0}
+    assert r["acc %"].to_dict() == {"full": 0, "lora": 1, "linear": 1}  # a tie for best
+    assert r["ECE %"].to_dict() == {"full": 0, "lora": 1, "linear": 2}
+    assert r["train mem MB"].to_dict() == {"full": 0, "lora": 2, "linear": 1}
+    assert r["img/s"].to_dict() == {"full": 0, "lora": 2, "linear": 1}
+    assert not r["train s"].any() and not r["method"].any() and not r["runs"].any()

@@ -11,7 +11,7 @@ import pandas as pd
 from bench import metric_table
 from bench.metric_table import LOWER_IS_BETTER
 from bench.report.conditions import row_contention, timed_table
-from bench.report.formats import OPTIONAL_COSTS_NOTE, add_optional_costs, fmt, shown_number
+from bench.report.formats import OPTIONAL_COSTS_NOTE, add_optional_costs, fmt
 from bench.report.frame import COST_COLUMNS, memory_words, numeric
 from bench.report.stats import pme, ppe, ppt, prepare
 from bench.report.tables import (
@@ -20,6 +20,7 @@ from bench.report.tables import (
     finite_mean,
     first_finite,
     identity,
+    mark_shown,
     ordered_groups,
     status_text,
     status_words,
@@ -204,17 +205,10 @@ COST_MARKS_NOTE = (
 
 
 def _mark_costs(frame: pd.DataFrame, ranks: pd.DataFrame, blocks: pd.Series) -> None:
-    """Best and second best of every cost column per block, on the numbers as shown, so that
-    values shown equal share a mark."""
+    """Best and second best of every cost column per block (`mark_shown`)."""
     costs = [c for c in frame.columns if c not in ("block", "method", *SCORE_PART)]
     for _, rows in frame.groupby(blocks.to_numpy(), sort=False):
-        for col in costs:
-            values = {i: shown_number(str(frame.at[i, col])) for i in rows.index}
-            if len({v for v in values.values() if np.isfinite(v)}) < 2:
-                continue
-            marks = best_marks(values, lower_better=col not in HIGHER_COSTS, decimals=12)
-            for i, mark in marks.items():
-                ranks.at[i, col] = mark
+        mark_shown(rows, ranks, costs, higher=HIGHER_COSTS)
 
 
 def efficiency_parts(table: Table) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:

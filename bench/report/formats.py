@@ -26,13 +26,14 @@ def fmt(v: Any, spec: str) -> str:
     return "—" if v is None or pd.isna(v) else format(v, spec)
 
 
+_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?")
+
+
 def shown_number(text: str) -> float:
-    """The number a formatted cell shows ("22,000,000", "40.0†", "-3.0"), NaN for "—" or words,
-    so that marks follow what a reader sees: values shown equal tie."""
-    try:
-        return float(re.sub(r"[^0-9.eE+-]", "", str(text).replace(",", "")))
-    except ValueError:
-        return math.nan
+    """The first number a formatted cell shows ("22,000,000", "40.0†", "80.00 ± 1.00 [...]"),
+    NaN for "—" or words, so that marks follow what a reader sees: values shown equal tie."""
+    found = _NUMBER.search(str(text))
+    return float(found.group().replace(",", "")) if found else math.nan
 
 
 # Costs older records lack, as (frame column, header, format): a table shows only those some

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.metric_table import LOWER_IS_BETTER
 from bench.records import write_atomic
 from bench.report.conditions import timed_table, timing_note
 from bench.report.demo_mark import DEMO_LINE, is_demo
@@ -17,7 +18,7 @@ from bench.report.missing import MISSING_NOTE, missing_in_grid
 from bench.report.missing import lines as missing_lines
 from bench.report.names import block_title
 from bench.report.stats import prepare
-from bench.report.tables import score_table
+from bench.report.tables import mark_shown, score_table
 from bench.report.tuning import budget_note, tuning_markdown
 
 TIME_COLUMNS = ("train s", "img/s")
@@ -78,6 +79,20 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Block summary columns where more is better: the scores (`display_table` names them by their
+# metric) and throughput; every other shown number is a cost or an error, better lower.
+LOWER_SHOWN = frozenset({"ECE %", "train %", "train mem MB", "train s", *LOWER_IS_BETTER})
+
+
+def summary_marks(table: pd.DataFrame) -> pd.DataFrame:
+    """Best and second best per column of one block's display table (1 best, 2 second), on
+    the numbers as shown: scores and img/s highest, ECE and costs lowest."""
+    ranks = pd.DataFrame(0, index=table.index, columns=table.columns)
+    columns = [c for c in table.columns if c not in ("method", "runs")]
+    mark_shown(table, ranks, columns, higher={c for c in columns if c not in LOWER_SHOWN})
+    return ranks
+
+
 def blocks(
     summary: pd.DataFrame, *, hide_times: bool = False
 ) -> list[tuple[str, pd.DataFrame, list[str]]]:
@@ -108,7 +123,7 @@ def render_markdown(
     if is_demo(df):
         lines += [DEMO_LINE, ""]
     for title, table, notes in blocks(summary, hide_times=hide_times):
-        lines += [f"## {title}", "", to_markdown(table), ""]
+        lines += [f"## {title}", "", to_markdown(table, summary_marks(table)), ""]
         lines += [line for note in notes for line in (note, "")]
     lines += [
         "Scores are test-split percentages, evaluated once with the epoch selected on validation; "

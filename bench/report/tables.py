@@ -17,6 +17,7 @@ import pandas as pd
 
 from bench import metric_table
 from bench.metric_table import LOWER_IS_BETTER
+from bench.report.formats import shown_number
 from bench.report.names import block_title
 from bench.report.stats import BLOCK, mean_interval, prepare
 
@@ -102,6 +103,21 @@ def best_marks(values: dict[Any, float], *, lower_better: bool, decimals: int) -
         return {}
     r = pd.Series(finite).rank(method="min", ascending=lower_better)
     return {k: int(v) for k, v in r.items() if v <= 2}
+
+
+def mark_shown(
+    frame: pd.DataFrame, ranks: pd.DataFrame, columns: list[str], *, higher: Any = ()
+) -> None:
+    """Set `ranks` to the best and second best of each of `columns` over `frame`'s rows, on the
+    numbers as shown (values shown equal tie); lower is better except for columns in `higher`.
+    A column whose shown values all tie is left unmarked."""
+    for col in columns:
+        values = {i: shown_number(str(frame.at[i, col])) for i in frame.index}
+        if len({v for v in values.values() if np.isfinite(v)}) < 2:
+            continue
+        marks = best_marks(values, lower_better=col not in higher, decimals=12)
+        for i, mark in marks.items():
+            ranks.at[i, col] = mark
 
 
 # --------------------------------------------------------------------------- score tables

@@ -20,7 +20,7 @@ from bench.report.missing import lines as missing_lines
 from bench.report.names import slug
 from bench.report.profile import NOTE, profile_tables
 from bench.report.stats import choose_baseline
-from bench.report.summary import blocks, summarize, write_summary
+from bench.report.summary import blocks, summarize, summary_marks, write_summary
 from bench.report.tables import Table, score_table, wide_table
 from bench.report.tuning import budget_note, curve_frame, search_frame, trial_counts, tuned_budgets
 from bench.tuning_select import TIE_RULE
@@ -84,7 +84,7 @@ def _block_sections(df: pd.DataFrame, pngs: list[Path], hide_times: bool) -> lis
     for title, table, notes in blocks(summarize(df), hide_times=hide_times) if len(df) else []:
         key = slug(title)  # the plots name their files `<kind>-<slug of the block title>`
         figures = [f for f in pngs if f.stem.split("-", 1)[1] == key]
-        out.append({"heading": title, "tables": [("", table)], "figures": figures,
+        out.append({"heading": title, "tables": [("", table, summary_marks(table))], "figures": figures,
                     "notes": notes})  # fmt: skip
     shots_figures = [f for f in pngs if f.stem.startswith("score_vs_shots")]
     if shots_figures:
