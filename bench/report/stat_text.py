@@ -48,18 +48,24 @@ def section(
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A section for the HTML page: `about` (what the test is over and what a reader may
-    conclude) is its introduction, read before the tables; a `note` column with nothing in it
-    is left out."""
+    conclude) is its introduction, read before the tables; a column of reasons with nothing in
+    it is left out."""
     return {"heading": heading, "intro": about,
             "tables": [_without_empty_note(t) for t in tables], "figures": list(figures),
             "notes": list(notes)}  # fmt: skip
 
 
+# Columns of words that say why (no test, not ranked): left out of a table where all are empty.
+_WHY_COLUMNS = ("note", "not ranked in")
+
+
 def _without_empty_note(table: tuple[Any, ...]) -> tuple[Any, ...]:
     caption, frame, *ranks = table
-    if "note" not in frame or frame["note"].fillna("").astype(str).str.strip().any():
+    empty = [c for c in _WHY_COLUMNS
+             if c in frame and not frame[c].fillna("").astype(str).str.strip().any()]  # fmt: skip
+    if not empty:
         return table
-    return (caption, frame.drop(columns="note"), *(r.drop(columns="note") for r in ranks))
+    return (caption, frame.drop(columns=empty), *(r.drop(columns=empty) for r in ranks))
 
 
 def section_markdown(sec: dict[str, Any], out_dir: Path) -> str:
