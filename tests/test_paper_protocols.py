@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.demo import DEMO_NOTICE
 from bench.grid import GridRequest, plan
 from bench.protocols import get_protocol, list_protocols
 from bench.report import records_frame
-from bench.report.paper import paper_table, published, render_paper_table, write_paper_table
+from bench.report.paper import (
+    paper_table,
+    published,
+    render_paper_latex,
+    render_paper_table,
+    write_paper_table,
+)
 
 runner = CliRunner()
 
@@ -113,6 +121,13 @@ def test_paper_table_sets_reproduced_beside_published() -> None:
     assert list(table.index) == list(dict.fromkeys(pub["method"]))
     text = render_paper_table("ept-table1", records_frame(records))
     assert "not run" in text and "12.00" in text and "EPT.pdf" in text
+    assert DEMO_NOTICE not in text
+    # a record it counts that ran on the demo backbone or data: the table says DEMO
+    demo = [{**records[0], "demo": True}, *records[1:]]
+    assert DEMO_NOTICE in render_paper_table("ept-table1", records_frame(demo))
+    latex = render_paper_latex("ept-table1", records_frame(demo))
+    captions = re.findall(r"\\caption\{(.*)\}", latex)
+    assert len(captions) == 4 and all(c.startswith("DEMO:") for c in captions)
 
 
 def test_a_wide_paper_table_is_one_table_per_shot_setting(tmp_path) -> None:

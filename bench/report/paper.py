@@ -11,6 +11,7 @@ import pandas as pd
 from bench.errors import UserError
 from bench.protocols import PAPER_DIR, Protocol, get_protocol
 from bench.records import write_atomic
+from bench.report.demo_mark import demo_caption, demo_markdown, is_demo
 from bench.report.formats import to_latex_tables, to_markdown
 from bench.report.missing import lines as missing_lines
 from bench.report.missing import missing_in_protocol
@@ -128,6 +129,7 @@ class PaperParts(NamedTuple):
     other: str  # records of its datasets and methods left out for other settings, or ""
     regime: str = "fixed"  # whose numbers `ours` shows: PAPER_REGIMES
     other_regime: str = ""  # records left out for the other regime, or ""
+    demo: bool = False  # some record it counts ran on the demo data or backbone
 
 
 # `bench report --paper NAME --paper-regime`: the protocol's fixed hyperparameters (each
@@ -183,7 +185,7 @@ def _paper_parts(name: str, long: pd.DataFrame, regime: str = "fixed") -> PaperP
     shown = _paper_shown(table)
     return PaperParts(
         name, protocol, shown, _pieces(protocol, shown), missing, not_run, other, regime,
-        other_regime,
+        other_regime, is_demo(mine),
     )  # fmt: skip
 
 
@@ -243,7 +245,7 @@ def _paper_markdown(parts: PaperParts) -> str:
     ]
     lines += ["", "## Sources", ""]
     lines += [f"- {line}" for line in source_lines(protocol)]
-    return "\n".join(lines) + "\n"
+    return demo_markdown("\n".join(lines) + "\n", parts.demo)
 
 
 REGIME_TEXT = {
@@ -287,6 +289,7 @@ def _paper_latex(parts: PaperParts) -> str:
         shown = frame.copy()
         shown.columns = ["method", *(c.rsplit(" ", 1)[1] for c in frame.columns[1:])]
         caption = f"{parts.protocol.title}: {title}" if title else parts.protocol.title
+        caption = demo_caption(caption, parts.demo)
         label = f"tab:{parts.name}" + (f"-{i + 1}" if i else "")
         groups = [("", 1), *((n, 3) for n in names)]
         tables.append({"frame": shown, "caption": caption, "label": label, "groups": groups})
