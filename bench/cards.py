@@ -28,6 +28,7 @@ class DatasetCard:
     epochs: int = 20
     file: str | None = None
     image_size: int | None = None
+    bit_depth: int | None = None  # the depth 16-bit grey files fill; None: the data's
     subdir: str | None = None
     val_fraction: float = 0.1
     reference_lr: float | None = None

@@ -18,6 +18,7 @@ from bench.cards import DatasetCard
 from bench.demo import DEMO_CLASSES
 from bench.errors import UserError
 from bench.formats import SPLITS, Format, format_names, get_format
+from bench.formats.images import BIT_DEPTHS
 from bench.formats.medmnist import MEDMNIST_SIZES
 from bench.metric_table import TASK_METRICS
 
@@ -93,6 +94,7 @@ _CARD_TYPES: dict[str, tuple[type, ...]] = {
     "synthetic": (bool,),
     "epochs": (int,),
     "image_size": (int,),
+    "bit_depth": (int,),
     "val_fraction": (float, int),
     "reference_lr": (float, int),
     "reader": (dict,),
@@ -146,6 +148,11 @@ def _check_values(path: Path, raw: dict[str, Any]) -> None:
             f"{raw['image_size']}; it is the side every image is resized to and held in memory "
             "at (the papers read at 224 or 512)"
         )
+    if raw.get("bit_depth", 8) not in BIT_DEPTHS:
+        raise UserError(
+            f"dataset card {path}: bit_depth must be one of {list(BIT_DEPTHS)}, got "
+            f"{raw['bit_depth']}; it is how many bits 16-bit greyscale files' values fill"
+        )
     sizes = raw.get("medmnist", {}).get("sizes", [])
     if isinstance(sizes, list) and not all(s in MEDMNIST_SIZES for s in sizes):
         raise UserError(
@@ -197,6 +204,8 @@ def _check_card(card: DatasetCard) -> None:
         raise UserError(f"{where}: a binary task has exactly 2 classes, got {len(card.classes)}")
     if not 0 < card.val_fraction < 1:
         raise UserError(f"{where}: val_fraction must lie in (0, 1), got {card.val_fraction}")
+    if card.bit_depth is not None and not fmt.decodes_files:
+        raise UserError(f"{where}: bit_depth applies to image files; format {card.format} has none")
     if fmt.decodes_files and not card.image_size:
         raise UserError(f"{where}: format {card.format} needs image_size (the side to read at)")
     _check_reader(where, fmt, card.reader)

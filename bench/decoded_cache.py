@@ -125,6 +125,7 @@ def source_identity(card: DatasetCard, root: Path) -> tuple[dict[str, Any], int,
             "task": card.task,  # multi-label or not changes how labels are read
             "classes": list(card.classes),
             "image_size": card.image_size,
+            "bit_depth": card.bit_depth,  # how 16-bit greys are mapped to 8 bits
             "reader": card.reader,
             "val_fraction": card.val_fraction,  # the carved split is stored
             "val_seed": VAL_SEED,

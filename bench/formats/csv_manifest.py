@@ -52,6 +52,7 @@ class CsvManifest(Format):
         common = dict(
             size=card.image_size or 0,
             multilabel=card.multilabel,
+            bit_depth=card.bit_depth,
             on_progress=on_progress,
             **opts,
         )
@@ -90,6 +91,7 @@ def read_csv_manifest(
     image_suffix: str = "",
     split: str | None = None,
     ignore_columns: Sequence[str] = (),
+    bit_depth: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> dict[str, SplitArrays]:
     """Read the images a CSV manifest lists (paths relative to `root`), in manifest order.
@@ -101,7 +103,8 @@ def read_csv_manifest(
     column would be a silently dropped class). The image path is `image_dir/<value><image_suffix>`.
     `split_column` values are train/val/test; without it every row is train; `split` puts every
     row in that split (the split column is then not read). Paths that resolve outside `root`
-    (.., absolute, escaping symlinks) are refused.
+    (.., absolute, escaping symlinks) are refused. `bit_depth` is the depth 16-bit grey files
+    fill (None: the data's; `bench.formats.images`).
     """
     root, manifest = Path(root), Path(manifest)
     check_args(classes, size)
@@ -129,7 +132,9 @@ def read_csv_manifest(
             train = [label for label, _ in found["train"]]
             check_train_classes(train, classes, f"manifest {manifest}")
     decoded = decode_all(root, found, size, None, on_progress)
-    return assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
+    return assemble(
+        decoded, None, multilabel=multilabel, num_classes=len(classes), bit_depth=bit_depth
+    )
 
 
 def read_csv_splits(
@@ -145,6 +150,7 @@ def read_csv_splits(
     onehot: bool = False,
     image_suffix: str = "",
     ignore_columns: Sequence[str] = (),
+    bit_depth: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> dict[str, SplitArrays]:
     """Read one CSV manifest per split (ISIC 2018 style): `manifests[split]` = (manifest path,
@@ -192,7 +198,9 @@ def read_csv_splits(
         train = [label for label, _ in found["train"]]
         check_train_classes(train, classes, f"manifest {root / manifests['train'][0]}")
     decoded = decode_all(root, found, size, None, on_progress)
-    return assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
+    return assemble(
+        decoded, None, multilabel=multilabel, num_classes=len(classes), bit_depth=bit_depth
+    )
 
 
 def _collect_csv(

@@ -27,7 +27,11 @@ class ImageFolder(Format):
         self, card: DatasetCard, root: Path, on_progress: ProgressFn | None = None
     ) -> dict[str, SplitArrays]:
         return read_imagefolder(
-            card.folder(root), card.classes, size=card.image_size or 0, on_progress=on_progress
+            card.folder(root),
+            card.classes,
+            size=card.image_size or 0,
+            bit_depth=card.bit_depth,
+            on_progress=on_progress,
         )
 
 
@@ -38,6 +42,7 @@ def read_imagefolder(
     size: int,
     splits: Sequence[str] = SPLITS,
     grayscale: bool | None = None,
+    bit_depth: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> dict[str, SplitArrays]:
     """Read `root/<split>/<class name>/**/<image>`; the label is the class's position in `classes`.
@@ -45,7 +50,8 @@ def read_imagefolder(
     A missing split folder is left out of the result (the caller may carve val from train), but
     `train` is required and every class needs at least one training image. Files are ordered by
     class index, then relative path. `grayscale=None` keeps one channel only when every image of
-    the dataset is greyscale; True/False force 1/3 channels. An image that is a symlink leading
+    the dataset is greyscale; True/False force 1/3 channels. `bit_depth` is the depth 16-bit grey
+    files fill (None: the data's; `bench.formats.images`). An image that is a symlink leading
     out of `root` is refused.
     """
     root = Path(root)
@@ -73,7 +79,9 @@ def read_imagefolder(
         "add images under train/<class name>/ or fix the card's classes",
     )
     decoded = decode_all(root, found, size, grayscale, on_progress)
-    return assemble(decoded, grayscale, multilabel=False, num_classes=len(classes))
+    return assemble(
+        decoded, grayscale, multilabel=False, num_classes=len(classes), bit_depth=bit_depth
+    )
 
 
 def _scan_split(root: Path, split: str, index: dict[str, int]) -> list[tuple[int, str]]:

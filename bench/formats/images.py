@@ -4,6 +4,11 @@ reader makes before it opens a path read from a file.
 Decoded images are resized to `size` x `size` with Pillow's bilinear filter (which antialiases
 when shrinking); the aspect ratio is NOT kept, like the `Resize((s, s))` the papers use. EXIF
 orientation is ignored (pixels are taken as stored), as torchvision's ImageFolder does.
+
+16-bit greyscale files (CT and X-ray exports often hold 12-bit data in them) are mapped to 8 bits
+by the bit depth of the whole dataset, not of each image, so one tissue keeps one grey level
+across images: the card's `bit_depth`, else the smallest of `BIT_DEPTHS` that holds the
+dataset's largest value. 0 maps to 0 and 2**bits - 1 to 255.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from bench.errors import UserError
 from bench.formats.base import ProgressFn, SplitArrays
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-# Modes that are one grey channel; 16/32-bit ones are rescaled to 8 bits in `_decode`.
+# Modes that are one grey channel; 16/32-bit ones are rescaled to 8 bits in `assemble`.
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+# The depths a 16-bit file's data may fill (a card's `bit_depth` is one of them).
+BIT_DEPTHS = (8, 10, 12, 14, 16)
 
 # ------------------------------------------------------------ listing files without decoding
 
@@ -106,16 +113,17 @@ def is_image(name: str) -> bool:
 
 def _decode(root: Path, rel: str, size: int, grayscale: bool | None) -> np.ndarray:
     """One image as uint8 [size, size] (greyscale) or [size, size, 3]; grey stays 2-D unless
-    grayscale is False so that `assemble` can decide the channel count for the whole dataset."""
+    grayscale is False so that `assemble` can decide the channel count for the whole dataset.
+    A 16-bit (or PIL's 32-bit "I") grey image comes back uint16, still at its own depth, for
+    `assemble` to map to 8 bits once the dataset's depth is known."""
     path = root / rel
     try:
         with Image.open(path) as im:
             im.load()  # decode now: a truncated file must fail here, naming its path
             if im.mode.startswith("I"):
-                # 16-bit (and PIL's 32-bit "I") greys: map 0..65535 onto 0..255 instead of
-                # letting convert("L") clip everything above 255 to white
-                wide = np.asarray(im).astype(np.float64)
-                img = Image.fromarray((np.clip(wide, 0, 65535) / 257).round().astype(np.uint8))
+                # resized as floats: convert("L") would clip everything above 255 to white
+                wide = np.clip(np.asarray(im).astype(np.float32), 0, 65535)
+                img = Image.fromarray(wide)  # mode "F"
             elif im.mode in GRAY_MODES or grayscale:
                 img = im.convert("L")
             else:
@@ -126,7 +134,44 @@ def _decode(root: Path, rel: str, size: int, grayscale: bool | None) -> np.ndarr
         ) from None
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
+    if img.mode == "F":
+        return np.clip(np.asarray(img).round(), 0, 65535).astype(np.uint16)
     return np.asarray(img, dtype=np.uint8)
+
+
+def data_bit_depth(peak: int) -> int:
+    """The smallest of `BIT_DEPTHS` whose range 0..2**bits - 1 holds `peak` (at most 65535)."""
+    return next((bits for bits in BIT_DEPTHS if peak < 2**bits), BIT_DEPTHS[-1])
+
+
+def _to_8bit(
+    decoded: dict[str, list[tuple[np.ndarray, np.ndarray | int, str]]], bit_depth: int | None
+) -> dict[str, list[tuple[np.ndarray, np.ndarray | int, str]]]:
+    """The uint16 images of `decoded` mapped onto 0..255 with one depth for the whole dataset:
+    `bit_depth`, else the one its largest value needs."""
+    wide = [
+        (arr, rel) for items in decoded.values() for arr, _, rel in items if arr.dtype == np.uint16
+    ]
+    if not wide:
+        return decoded
+    peak, at = max((int(arr.max()), rel) for arr, rel in wide)
+    bits = bit_depth or data_bit_depth(peak)
+    top = 2**bits - 1
+    if peak > top:
+        raise UserError(
+            f"image {at} has the value {peak}, above the card's bit_depth = {bits} (at most "
+            f"{top}); raise bit_depth or remove it to take the depth from the data"
+        )
+
+    def narrow(arr: np.ndarray) -> np.ndarray:
+        if arr.dtype != np.uint16:
+            return arr
+        return np.rint(arr.astype(np.float64) * 255 / top).astype(np.uint8)
+
+    return {
+        split: [(narrow(arr), label, rel) for arr, label, rel in items]
+        for split, items in decoded.items()
+    }
 
 
 def assemble(
@@ -135,7 +180,11 @@ def assemble(
     *,
     multilabel: bool,
     num_classes: int,
+    bit_depth: int | None = None,
 ) -> dict[str, SplitArrays]:
+    """{split: SplitArrays} of the decoded images: 16-bit greys mapped to 8 bits by the dataset's
+    depth (`bit_depth` when given), one channel only when every image is grey (or `grayscale`)."""
+    decoded = _to_8bit(decoded, bit_depth)
     all_gray = all(arr.ndim == 2 for items in decoded.values() for arr, _, _ in items)
     channels = 1 if (grayscale or (grayscale is None and all_gray)) else 3
     out = {}

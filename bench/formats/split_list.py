@@ -50,6 +50,7 @@ def read_card_lists(
         size=card.image_size or 0,
         images=card.reader.get("images", "images"),
         multilabel=card.multilabel,
+        bit_depth=card.bit_depth,
         on_progress=on_progress,
     )
 
@@ -62,6 +63,7 @@ def read_split_lists(
     size: int,
     images: str = "images",
     multilabel: bool,
+    bit_depth: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> dict[str, SplitArrays]:
     """Read MedFMC / mmcls annotation files: `files[split]` is a text file (relative to `root`)
@@ -71,6 +73,7 @@ def read_split_lists(
     0/1 vector written "0,1,0" (one token) or "0 1 0" (one token per class). File names may hold
     spaces (MedFMC Colon's do), so labels are split off from the right. Blank lines are skipped.
     `train` is required; each single-label class needs a training image. Order: file order.
+    `bit_depth` is the depth 16-bit grey files fill (None: the data's; `bench.formats.images`).
     """
     root = Path(root)
     check_args(classes, size)
@@ -120,7 +123,9 @@ def read_split_lists(
         train = [label for label, _ in found["train"]]
         check_train_classes(train, classes, f"annotation file {root / files['train']}")
     decoded = decode_all(root, found, size, None, on_progress)
-    return assemble(decoded, None, multilabel=multilabel, num_classes=len(classes))
+    return assemble(
+        decoded, None, multilabel=multilabel, num_classes=len(classes), bit_depth=bit_depth
+    )
 
 
 def _parse_list_line(
