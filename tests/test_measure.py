@@ -193,6 +193,29 @@ def test_peak_memory_falls_back_to_ru_maxrss() -> None:
     )
 
 
+def test_peak_memory_without_the_resource_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Windows has no `resource`: the peak working set stands in, or no figure at all
+    import psutil
+
+    from bench.measure import memory
+
+    monkeypatch.setitem(sys.modules, "resource", None)  # `import resource` raises ImportError
+    monkeypatch.setattr(memory, "_reset_hwm", lambda: False)
+    info = SimpleNamespace(rss=2 * MB, peak_wset=300 * MB)
+    monkeypatch.setattr(psutil, "Process", lambda: SimpleNamespace(memory_info=lambda: info))
+    with PeakMemory("cpu", baseline_mb=1.0) as pm:
+        pass
+    assert pm.result["peak_rss_mb"] == 300.0
+    assert pm.result["memory_source"] == "peak_wset (process lifetime peak, not reset per phase)"
+    assert "own_mb" not in pm.result  # a lifetime peak is not a per-phase figure
+
+    info = SimpleNamespace(rss=2 * MB)  # psutil off Windows has no peak_wset
+    with PeakMemory("cpu") as pm:
+        pass
+    assert pm.result["peak_rss_mb"] is None
+    assert pm.result["memory_source"].startswith("none")
+
+
 def test_peak_memory_result_survives_exception() -> None:
     pm = PeakMemory("cpu")
     with pytest.raises(RuntimeError), pm:

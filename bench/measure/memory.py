@@ -18,7 +18,6 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-import resource
 import sys
 import weakref
 from collections.abc import Callable, Iterator
@@ -125,10 +124,30 @@ def memory_baseline(device: torch.device | str | int | None) -> float | None:
     return current_rss_mb()
 
 
-def _ru_maxrss_mb() -> float:
-    # ru_maxrss is kilobytes on Linux but bytes on macOS.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024.0
+_LIFETIME = "(process lifetime peak, not reset per phase)"
+
+
+def _lifetime_peak_mb() -> tuple[float | None, str]:
+    """(MB, source) of the process's lifetime peak resident memory: getrusage's ru_maxrss on
+    Unix, the peak working set on Windows (which has no `resource` module); None when neither."""
+    try:
+        import resource
+    except ImportError:
+        resource = None  # type: ignore[assignment]
+    if resource is not None:
+        # ru_maxrss is kilobytes on Linux but bytes on macOS.
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        mb = peak / MIB if sys.platform == "darwin" else peak / 1024.0
+        return mb, f"ru_maxrss {_LIFETIME}"
+    try:
+        import psutil
+
+        wset = getattr(psutil.Process().memory_info(), "peak_wset", None)
+    except Exception:
+        wset = None
+    if wset is None:
+        return None, "none (no peak resident memory on this system)"
+    return wset / MIB, f"peak_wset {_LIFETIME}"
 
 
 def _reset_hwm() -> bool:
@@ -175,8 +194,7 @@ class _HostPeak:
             peak_mb = max(status["VmHWM"], self.carried_kb) / 1024.0
             source = "VmHWM (reset per phase)"
         else:
-            peak_mb = _ru_maxrss_mb()
-            source = "ru_maxrss (process lifetime peak, not reset per phase)"
+            peak_mb, source = _lifetime_peak_mb()
         return {"peak_rss_mb": peak_mb, "rss_start_mb": self.rss_start_mb, "source": source}
 
 
