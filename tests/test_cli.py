@@ -41,6 +41,24 @@ def records_in(results: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
 
 
+def test_version_prints_the_installed_version(monkeypatch) -> None:
+    import importlib.metadata
+
+    import bench as package
+
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: {"medpeft-bench": "9.8.7"}[name]
+    )
+    out = bench("--version")
+    assert (out.exit_code, out.output) == (0, "medpeft-bench 9.8.7\n")
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)  # a bare checkout
+    assert bench("--version").output == f"medpeft-bench {package.__version__}\n"
+
+
 def test_run_skip_force_report(tmp_path, tiny_data_root) -> None:
     results = tmp_path / "results"
     first = tiny_run(tiny_data_root, results, "--seeds", "0,1")

@@ -3,6 +3,7 @@ inside the commands, so `bench --help` is instant."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 
@@ -26,6 +27,33 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medpeft-bench {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass
+
+
+def package_version() -> str:
+    """The installed distribution's version; the package's own in a checkout not installed."""
+    try:
+        return importlib.metadata.version("medpeft-bench")
+    except importlib.metadata.PackageNotFoundError:
+        import bench
+
+        return bench.__version__
+
+
 app.add_typer(data_app, name="data")
 app.command()(profile)
 app.command()(status)
