@@ -6,8 +6,12 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from types import ModuleType
 from typing import Any
 
+import peft
+from packaging.version import Version
 from peft import PeftConfig, inject_adapter_in_model
 from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -16,6 +20,10 @@ from torch import nn
 from methods.registry import keyword_builder, register
 from methods.search import SearchSpace
 
+# The oldest peft this module and LoRA work with (pyproject's floor): 0.6 has no
+# `get_base_layer`, which `merge_peft` needs. A row whose tuner (or the config fields it sets)
+# came later says so in `min_peft` and is registered unavailable on an older peft.
+PEFT_FLOOR = "0.7.0"
 # Module-name patterns of a timm VisionTransformer, for peft's `target_modules`. A *string*
 # target is full-matched (re.fullmatch) against every module name, so anchoring each pattern at
 # `blocks.<i>.` keeps `patch_embed.proj` (a Conv2d) out: a plain name list ["qkv", "proj"]
@@ -81,7 +89,8 @@ def inject_peft(
         raise TypeError("peft methods expect a timm VisionTransformer (with get_classifier())")
     peft_config = config_cls(target_modules=target_regex(targets, vocabulary), **config)
     tuner_cls = PEFT_TYPE_TO_TUNER_MAPPING[peft_config.peft_type]
-    if tuner_cls.uses_shared_state:
+    # peft < 0.21 has no such flag: its inject_adapter_in_model is this same constructor call.
+    if getattr(tuner_cls, "uses_shared_state", False):
         # VeRA-style tuners keep projections shared by all layers; inject_adapter_in_model refuses
         # them only because a *second* adapter or save/load needs the tuner object. Each wrapped
         # layer holds a reference to the shared buffers as a submodule, so for one adapter the
@@ -155,13 +164,14 @@ def targets(default: str = "qkv") -> Knob:
 
 @dataclass(frozen=True)
 class PeftTuner:
-    """One peft tuner as a registered method: its config class, its knobs (the builder's
-    keyword-only hyperparameters, in order), the config fields it always sets, and the training
-    defaults `@register` records. `summary` is what `bench list` shows; `notes` (the builder's
+    """One peft tuner as a registered method: its config class (by name, looked up in the installed
+    peft), its knobs (the builder's keyword-only hyperparameters, in order), the config fields it
+    always sets, the training defaults `@register` records, and `min_peft`, the first peft release
+    the row works with (older: registered unavailable). `summary` is what `bench list` shows; `notes` (the builder's
     docstring) gives the formula and says why a default differs from peft's."""
 
     name: str
-    config: type[PeftConfig]
+    config: str
     lr: float
     summary: str
     paper: str
@@ -172,13 +182,14 @@ class PeftTuner:
     search: SearchSpace | None = None
     prepare: Prepare | None = None
     inject: Callable[..., nn.Module] = inject_peft  # a bespoke one wraps inject_peft
+    min_peft: str = PEFT_FLOOR
 
     @property
     def defaults(self) -> dict[str, Any]:
         return {k.name: k.default for k in self.knobs}
 
-    def build(self, model: nn.Module, **hparams: Any) -> nn.Module:
-        """Check every hyperparameter and inject the tuner."""
+    def build(self, model: nn.Module, *, config_cls: type[PeftConfig], **hparams: Any) -> nn.Module:
+        """Check every hyperparameter and inject the tuner (`config_cls`: the row's config)."""
         values = {}
         for knob in self.knobs:
             label = f"{self.name} {knob.label or knob.name}"
@@ -189,15 +200,27 @@ class PeftTuner:
         if self.prepare is not None:
             config |= self.prepare(self.name, model, values)
         return self.inject(
-            model, self.config, targets=values["targets"], vocabulary=self.vocabulary, **config
+            model, config_cls, targets=values["targets"], vocabulary=self.vocabulary, **config
         )
 
 
-def register_tuners(rows: tuple[PeftTuner, ...]) -> None:
+def needs_peft(row: PeftTuner, peft_module: ModuleType = peft) -> str:
+    """Why `peft_module` cannot run the row; "" when it can. The version matters, not only the
+    class: OFT's config exists long before the parametrisation (and counts) the row relies on."""
+    need, have = row.min_peft, peft_module.__version__
+    # release numbers only, so a dev build of the needed release (0.18.0.dev0) counts as it
+    if hasattr(peft_module, row.config) and Version(have).release >= Version(need).release:
+        return ""
+    return f"{row.name} needs peft >= {need}; installed {have}: pip install -U 'peft>={need}'"
+
+
+def register_tuners(rows: tuple[PeftTuner, ...], peft_module: ModuleType = peft) -> None:
     """Register every row as a method whose hyperparameters are the row's knobs; every tuner here
-    folds into its base layers for deployment (`merge_peft`, checked per tuner by the tests)."""
+    folds into its base layers for deployment (`merge_peft`, checked per tuner by the tests). A
+    row whose config `peft_module` lacks is registered unavailable, saying which peft it needs."""
     for row in rows:
-        build = keyword_builder(row.name, row.defaults, row.build)
+        config_cls = getattr(peft_module, row.config, None)
+        build = keyword_builder(row.name, row.defaults, partial(row.build, config_cls=config_cls))
         build.__doc__ = row.notes
         register(
             row.name,
@@ -206,4 +229,5 @@ def register_tuners(rows: tuple[PeftTuner, ...]) -> None:
             summary=row.summary,
             paper=row.paper,
             merge=merge_peft,
+            unavailable=needs_peft(row, peft_module),
         )(build)

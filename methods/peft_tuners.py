@@ -11,6 +11,13 @@ loha, lokr, ia3, vera, fourierft (zero spectrum chosen here), boft, oft, hra, ln
 randlora, shira, road, miss, delora, waveft. Not from it: c3a (peft initialises its kernel
 xavier-uniform, a small but non-zero update).
 
+A row's `min_peft` is the first peft release it works with (each row built, trained a step and
+merged on peft 0.6.2-0.21.0; 0.16 and 0.17, which do not import beside transformers 5, read from
+their source); a row without one works from `PEFT_FLOOR`. On an older peft the row
+is registered unavailable and says what it needs. OFT's config is older than its 0.16.0, but
+before 0.16 peft stored whole rotation blocks rather than their skew-symmetric half (twice the
+pinned trainable count); DoRA is LoRA's `use_dora` (0.9.0).
+
 peft 0.21.2 tuners NOT registered, and why:
 - adalora: its rank budget is re-allocated by `update_and_allocate(step)`, which the training
   loop must call each step, and it needs the total step count at build time; the shared
@@ -27,26 +34,6 @@ peft 0.21.2 tuners NOT registered, and why:
 """
 
 from __future__ import annotations
-
-from peft import (
-    BOFTConfig,
-    C3AConfig,
-    DeloraConfig,
-    FourierFTConfig,
-    HRAConfig,
-    IA3Config,
-    LNTuningConfig,
-    LoHaConfig,
-    LoKrConfig,
-    LoraConfig,
-    MissConfig,
-    OFTConfig,
-    RandLoraConfig,
-    RoadConfig,
-    ShiraConfig,
-    VeraConfig,
-    WaveFTConfig,
-)
 
 from methods.peft_checks import (
     c3a_auto_block,
@@ -99,7 +86,7 @@ def dropout(config: str) -> Knob:
 TUNERS: tuple[PeftTuner, ...] = (
     PeftTuner(
         "lora",
-        LoraConfig,
+        "LoraConfig",
         lr=1e-3,
         summary="LoRA (peft): rank-r updates (α/r)·B·A on the blocks' fused qkv, plus the head",
         paper="https://arxiv.org/abs/2106.09685",
@@ -115,7 +102,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "dora",
-        LoraConfig,
+        "LoraConfig",
+        min_peft="0.9.0",
         lr=1e-3,
         summary="DoRA (peft): LoRA direction update plus a trainable per-output magnitude, on qkv",
         paper="https://arxiv.org/abs/2402.09353",
@@ -125,7 +113,7 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "loha",
-        LoHaConfig,
+        "LoHaConfig",
         lr=1e-3,
         summary="LoHa (peft): Hadamard product of two rank-r factorisations, on qkv",
         paper="https://arxiv.org/abs/2108.06098",
@@ -135,7 +123,7 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "lokr",
-        LoKrConfig,
+        "LoKrConfig",
         lr=1e-3,
         summary="LoKr (peft): Kronecker product of a small dense factor and a rank-r factor, on qkv",
         paper="https://arxiv.org/abs/2309.14859",
@@ -150,7 +138,7 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "ia3",
-        IA3Config,
+        "IA3Config",
         lr=3e-3,
         summary="(IA)³ (peft): learned scaling of qkv outputs and of the MLP hidden units (fc2 "
         "input)",
@@ -164,7 +152,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "vera",
-        VeraConfig,
+        "VeraConfig",
+        min_peft="0.11.0",
         lr=1e-2,
         summary="VeRA (peft): frozen shared random A,B; trains per-layer scaling vectors d and b, "
         "on qkv",
@@ -180,7 +169,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "fourierft",
-        FourierFTConfig,
+        "FourierFTConfig",
+        min_peft="0.12.0",
         lr=1e-2,
         summary="FourierFT (peft): n trainable spectral coefficients per layer, ΔW = "
         "scaling·Re(IDFT), on qkv",
@@ -201,7 +191,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "boft",
-        BOFTConfig,
+        "BOFTConfig",
+        min_peft="0.11.0",
         lr=3e-3,
         summary="BOFT (peft): butterfly-factorised orthogonal rotation of qkv's input side, plus "
         "output scales",
@@ -218,7 +209,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "oft",
-        OFTConfig,
+        "OFTConfig",
+        min_peft="0.16.0",
         lr=3e-3,
         summary="OFT (peft): block-diagonal orthogonal (Cayley) rotation of qkv's input side",
         paper="https://arxiv.org/abs/2306.07280",
@@ -230,7 +222,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "hra",
-        HRAConfig,
+        "HRAConfig",
+        min_peft="0.12.0",
         lr=3e-3,
         summary="HRA (peft): a chain of r Householder reflections applied to qkv's weight",
         paper="https://arxiv.org/abs/2405.17484",
@@ -240,7 +233,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "ln_tuning",
-        LNTuningConfig,
+        "LNTuningConfig",
+        min_peft="0.11.0",
         lr=3e-3,
         summary="LN-tuning (peft): trains every LayerNorm's scale and shift (a trained copy), plus "
         "the head",
@@ -253,7 +247,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "randlora",
-        RandLoraConfig,
+        "RandLoraConfig",
+        min_peft="0.16.0",
         lr=3e-3,
         summary="RandLoRA (peft): full-rank update from frozen random low-rank bases, trained "
         "scalings",
@@ -265,7 +260,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "shira",
-        ShiraConfig,
+        "ShiraConfig",
+        min_peft="0.17.0",
         lr=1e-3,
         summary="SHiRA (peft): trains a fixed random sparse subset of qkv's weight entries",
         paper="https://arxiv.org/abs/2406.13175",
@@ -278,7 +274,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "c3a",
-        C3AConfig,
+        "C3AConfig",
+        min_peft="0.16.0",
         lr=1e-2,
         summary="C3A (peft): block-circular-convolution update of qkv (high rank, few parameters)",
         paper="https://arxiv.org/abs/2407.19342",
@@ -292,7 +289,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "road",
-        RoadConfig,
+        "RoadConfig",
+        min_peft="0.18.0",
         lr=3e-3,
         summary="RoAd (peft): learned 2-D rotations and scalings of pairs of qkv's output features",
         paper="https://arxiv.org/abs/2409.00119",
@@ -306,7 +304,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "miss",
-        MissConfig,
+        "MissConfig",
+        min_peft="0.17.0",
         lr=1e-3,
         summary="MiSS (peft): one shared trainable r-column shard expanded over qkv's weight",
         paper="https://arxiv.org/abs/2409.15371",
@@ -317,7 +316,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "delora",
-        DeloraConfig,
+        "DeloraConfig",
+        min_peft="0.18.0",
         lr=1e-3,
         summary="DeLoRA (peft): LoRA with normalised rank-one terms and a learnable norm bound λ, "
         "on qkv",
@@ -335,7 +335,8 @@ TUNERS: tuple[PeftTuner, ...] = (
     ),
     PeftTuner(
         "waveft",
-        WaveFTConfig,
+        "WaveFTConfig",
+        min_peft="0.18.0",
         lr=1e-3,
         summary="WaveFT (peft): n trainable wavelet coefficients per layer, ΔW = scaling·IDWT, on "
         "qkv",

@@ -54,6 +54,9 @@ class MethodSpec:
     # How the method folds its trained tensors into the backbone's weights for deployment, so
     # inference costs what the backbone's does (LoRA's W + BA); None: its extra computation stays.
     merge: Merge | None = None
+    # Why this install cannot build the method ("lokr needs peft >= …"); "" when it can. An
+    # unavailable method stays registered, so `bench list` can say what it needs.
+    unavailable: str = ""
 
     @property
     def train_defaults(self) -> dict[str, Any]:
@@ -69,6 +72,11 @@ class MethodSpec:
     @property
     def all_defaults(self) -> dict[str, Any]:
         return {**self.train_defaults, **self.hparams}
+
+
+class MethodUnavailableError(KeyError):
+    """A registered method this install cannot build; its message says what it needs. A KeyError,
+    so every caller that turns an unknown name into a user error does the same for this one."""
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -88,12 +96,14 @@ def register(
     search: SearchSpace | Mapping[str, SearchSpace] | None = None,
     lr_rule: LrRule | None = None,
     merge: Merge | None = None,
+    unavailable: str = "",
 ) -> Callable[[Builder], Builder]:
     """Register `build(model, *, hparam=default, ...)` under `name` with its training defaults
     and its search space (one SearchSpace for `optimizer`, or one per optimizer). Without one,
     `bench tune` searches the learning rate around the default (`lr_around`) and the weight
     decays every method shares. `merge` is given by a method whose trained tensors fold into the
-    backbone's weights (see `MethodSpec.merge`)."""
+    backbone's weights (see `MethodSpec.merge`). `unavailable` registers a method this install
+    cannot build, with the reason `get_method` refuses it with."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(
             f"method {name!r}: optimizer must be one of {OPTIMIZERS}, not {optimizer!r}"
@@ -147,6 +157,7 @@ def register(
             search=spaces,
             lr_rule=lr_rule,
             merge=merge,
+            unavailable=unavailable,
         )
         _ALIASES.update({alias: name for alias in aliases})
         return fn
@@ -174,16 +185,22 @@ def keyword_builder(name: str, defaults: Mapping[str, Any], build: Builder) -> B
     return builder
 
 
-def get_method(name: str) -> MethodSpec:
-    """Look a method up by name or alias; an unknown name raises KeyError listing the known ones."""
+def get_method(name: str, *, include_unavailable: bool = False) -> MethodSpec:
+    """Look a method up by name or alias; an unknown name raises KeyError listing the known ones,
+    an unavailable one MethodUnavailableError with its reason (unless `include_unavailable`)."""
     key = _ALIASES.get(name, name)
     if key not in _REGISTRY:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
-    return _REGISTRY[key]
+    spec = _REGISTRY[key]
+    if spec.unavailable and not include_unavailable:
+        raise MethodUnavailableError(spec.unavailable)
+    return spec
 
 
-def list_methods() -> list[str]:
-    """Registered method names, core methods first in card order, then the rest alphabetically."""
+def list_methods(*, include_unavailable: bool = False) -> list[str]:
+    """Registered method names, core methods first in card order, then the rest alphabetically;
+    those this install cannot build only with `include_unavailable`."""
     core = [m for m in CORE_METHODS if m in _REGISTRY or m in _ALIASES]
     core = [_ALIASES.get(m, m) for m in core]
-    return core + sorted(set(_REGISTRY) - set(core))
+    names = core + sorted(set(_REGISTRY) - set(core))
+    return [m for m in names if include_unavailable or not _REGISTRY[m].unavailable]

@@ -50,6 +50,16 @@ def tiny_vit(num_classes: int = 3, **kwargs) -> torch.nn.Module:
     return model
 
 
+def skip_if_unavailable(name: str) -> None:
+    """Skip a test of a method this install cannot build (a tuner newer than the installed peft),
+    giving the registry's reason; the test still runs wherever the method is available."""
+    import methods
+
+    reason = methods.get_method(name, include_unavailable=True).unavailable
+    if reason:
+        pytest.skip(reason)
+
+
 def write_medmnist_npz(
     path: Path, *, n=(48, 24, 24), size: int = 28, classes: int = 2, seed: int = 0
 ) -> Path:

@@ -62,8 +62,8 @@ def _methods(out, backbone: str, num_classes: int) -> None:
         ("hyperparameters", "what it does", "paper"),
     )
     table.caption = f"trainable: with the defaults on {backbone}, {num_classes} classes"
-    for name in list_methods():
-        spec = get_method(name)
+    for name in list_methods(include_unavailable=True):
+        spec = get_method(name, include_unavailable=True)
         hp = ", ".join(f"{k}={v}" for k, v in spec.hparams.items()) or "-"
         core = "yes" if name in CORE_METHODS or set(spec.aliases) & set(CORE_METHODS) else ""
         row = (
@@ -72,9 +72,13 @@ def _methods(out, backbone: str, num_classes: int) -> None:
             spec.optimizer,
             f"{spec.lr:g}" + (f" x b/{spec.lr_rule.reference_batch}" if spec.lr_rule else ""),
             f"{spec.weight_decay:g}",
-            counts[name],
+            "unavailable" if spec.unavailable else counts[name],
         )
-        table.add_row(*row, hp, spec.summary, spec.paper)
+        # an unavailable method is listed, saying what it needs, so `bench run` is not a surprise
+        summary = (
+            f"UNAVAILABLE: {spec.unavailable}. {spec.summary}" if spec.unavailable else spec.summary
+        )
+        table.add_row(*row, hp, summary, spec.paper)
     out.print(table)
 
 
