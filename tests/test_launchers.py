@@ -226,6 +226,120 @@ def test_slurm_config_file_and_cli_precedence(tmp_path) -> None:
     assert cpu.gpus_per_job == 0 and cpu.partition == "a100"
 
 
+SBATCH_TOML = """
+cluster = "local"
+account = "proj-42"
+qos = "high"
+mem = "64G"
+cpus_per_task = 8
+constraint = "a100"
+exclude = "node[01-02]"
+nodelist = "node07"
+setup = ["module load cuda/12.1", "source ~/venvs/bench/bin/activate"]
+
+[additional]
+mail-type = "END"
+exclusive = true
+"""
+
+
+def _sbatch_script(params: dict, folder: Path, monkeypatch) -> str:
+    """The sbatch file submitit's Slurm executor would submit with these parameters."""
+    import submitit
+    from submitit.auto.auto import AutoExecutor  # the real one, where a test fakes submitit's
+
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun
+    executor = AutoExecutor(folder=folder, cluster="slurm")
+    executor.update_parameters(**params)
+    return executor._executor._make_submission_file_text("python -m job", "uid")
+
+
+def test_slurm_config_keys_reach_submitit_and_the_sbatch_script(
+    tmp_path, tiny_data_root, monkeypatch
+) -> None:
+    """Every sbatch key of --slurm-config reaches submitit under its own name and ends up in
+    the job script; submitit's local cluster accepts them (and ignores them)."""
+    import submitit
+    from submitit.auto.auto import AutoExecutor
+
+    cfg = tmp_path / "slurm.toml"
+    cfg.write_text(SBATCH_TOML)
+    opts = launch_options("slurm", slurm_config=cfg, partition="gpu")
+    req = GridRequest(methods=["linear"], datasets=["pneumoniamnist"], seeds=[0],
+                      backbone="test_vit", pretrained=False, img_size=32, epochs=1, batch_size=16,
+                      results=tmp_path / "results", data_root=tiny_data_root)  # fmt: skip
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    run_slurm(req, opts, console=_Quiet())
+    params = FakeExecutor.made[-1].params
+    assert {k: v for k, v in params.items() if k.startswith("slurm_")} == {
+        "slurm_partition": "gpu",
+        "slurm_account": "proj-42",
+        "slurm_qos": "high",
+        "slurm_mem": "64G",
+        "slurm_cpus_per_task": 8,
+        "slurm_constraint": "a100",
+        "slurm_exclude": "node[01-02]",
+        "slurm_nodelist": "node07",
+        "slurm_setup": ["module load cuda/12.1", "source ~/venvs/bench/bin/activate"],
+        "slurm_additional_parameters": {"mail-type": "END", "exclusive": True},
+    }
+    AutoExecutor(folder=tmp_path / "local", cluster="local").update_parameters(**params)
+
+    script = _sbatch_script(params, tmp_path / "sbatch", monkeypatch).splitlines()
+    for line in ["#SBATCH --account=proj-42", "#SBATCH --qos=high", "#SBATCH --mem=64G",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --constraint=a100",
+                 "#SBATCH --exclude='node[01-02]'", "#SBATCH --nodelist=node07",
+                 "#SBATCH --partition=gpu", "#SBATCH --mail-type=END", "#SBATCH --exclusive",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --time=60"]:  # fmt: skip
+        assert line in script, line
+    setup = script.index("module load cuda/12.1")
+    assert script[setup + 1] == "source ~/venvs/bench/bin/activate"
+    assert setup < next(i for i, line in enumerate(script) if line.startswith("srun "))
+
+    cfg.write_text('cluster = "local"\nmem_gb = 32\n')
+    opts = launch_options("slurm", slurm_config=cfg)
+    assert opts.sbatch == {"slurm_mem_gb": 32}
+    assert (
+        "#SBATCH --mem=32GB"
+        in _sbatch_script(
+            {"timeout_min": 5, **opts.sbatch}, tmp_path / "sbatch", monkeypatch
+        ).splitlines()
+    )
+
+
+BAD_SLURM_TOML = [
+    ('acount = "p"\n', "unknown key 'acount'; valid: partition, time, gpus_per_job, "
+     "max_concurrent, cluster, account, qos, mem, mem_gb, cpus_per_task, constraint, exclude, "
+     "nodelist, setup, additional"),
+    ('mem = "64G"\nmem_gb = 64\n', "mem and mem_gb both given"),
+    ('mem = "lots"\n', "mem 'lots': expected Slurm's syntax, like 64G or 500M"),
+    ("cpus_per_task = 0\n", "cpus_per_task must be > 0, got 0"),
+    ('qos = 3\n', "qos must be a string, got 3"),
+    ('setup = "module load cuda"\n', "setup must be a list of strings, got 'module load cuda'"),
+    ("setup = [1]\n", "setup must be a list of strings (shell lines), got [1]"),
+    ('[additional]\naccount = "p"\n', "additional.account: use the top-level key account"),
+    ('[additional]\noutput = "x.log"\n', "additional.output: set by bench and submitit"),
+    ("[additional]\nrequeue = false\n", "additional.requeue must be a string, an integer or true"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("toml", "message"), BAD_SLURM_TOML)
+def test_bad_slurm_config_is_refused_before_submitting(
+    tmp_path, tiny_data_root, toml, message
+) -> None:
+    """A misspelt or ill-typed key fails on one line naming it; nothing is submitted."""
+    cfg = tmp_path / "slurm.toml"
+    cfg.write_text('cluster = "local"\n' + toml)
+    results = tmp_path / "r"
+    res = bench(*grid_args(tiny_data_root, results, "--methods", "linear", "--launcher", "slurm",
+                           "--slurm-config", str(cfg)))  # fmt: skip
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert f"--slurm-config {cfg}: {message}" in err
+    assert not results.exists()
+
+
 # ----------------------------------------------------------------------- bad option combinations
 
 BAD = [

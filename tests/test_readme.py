@@ -1,4 +1,4 @@
-"""The README's "how to add a method" example must work as printed."""
+"""The README's examples (a method, a dataset card, a Slurm config) must work as printed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 import methods
 from bench.config import parse_sets
 from bench.grid import GridRequest, method_settings
+from bench.launchers import launch_options
 from methods import registry
 from tests.conftest import tiny_vit
 
@@ -78,3 +79,15 @@ def test_readme_dataset_card_example_loads_and_checks(tmp_path, monkeypatch) -> 
     report = check_dataset(card, tmp_path / "data")
     assert report.sizes == {"train": 18, "val": 2, "test": 6}  # 10 % of each class carved
     assert report.protocol["val"]["carved_from"] == "train"
+
+
+def test_readme_slurm_config_example_is_accepted(tmp_path) -> None:
+    block = re.search(r"```toml\n(# slurm\.toml.*?)```", README.read_text(), re.S)
+    assert block, "README lost its --slurm-config example"
+    cfg = tmp_path / "slurm.toml"
+    cfg.write_text(block.group(1))
+    opts = launch_options("slurm", slurm_config=cfg, slurm_cluster="local")  # no sbatch here
+    assert (opts.partition, opts.time_min, opts.max_concurrent) == ("gpu", 120, 8)
+    assert opts.sbatch["slurm_account"] == "proj-42" and opts.sbatch["slurm_mem"] == "64G"
+    assert opts.sbatch["slurm_setup"][0] == "module load cuda/12.1"
+    assert opts.sbatch["slurm_additional_parameters"]["mail-type"] == "END"

@@ -237,7 +237,8 @@ SlurmConfig = Annotated[
     Path | None,
     typer.Option(
         help="slurm: TOML with partition, time, gpus_per_job, max_concurrent, cluster "
-        "(options given here win).",
+        "(options given here win) and account, qos, mem or mem_gb, cpus_per_task, constraint, "
+        "exclude, nodelist, setup (shell lines), [additional] (other sbatch options).",
         rich_help_panel=LAUNCH,
     ),
 ]

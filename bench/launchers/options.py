@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,27 @@ SLURM_KEYS: dict[str, tuple[type, str]] = {
     "max_concurrent": (int, "--max-concurrent"),
     "cluster": (str, "--slurm-cluster"),
 }
+# --slurm-config keys with no CLI option -> (type, submitit's AutoExecutor parameter). The
+# slurm_ prefix makes submitit's local cluster ignore them, as they mean nothing there.
+SBATCH_KEYS: dict[str, tuple[type, str]] = {
+    "account": (str, "slurm_account"),
+    "qos": (str, "slurm_qos"),
+    "mem": (str, "slurm_mem"),  # Slurm's syntax: 64G, 500M
+    "mem_gb": (float, "slurm_mem_gb"),
+    "cpus_per_task": (int, "slurm_cpus_per_task"),
+    "constraint": (str, "slurm_constraint"),
+    "exclude": (str, "slurm_exclude"),
+    "nodelist": (str, "slurm_nodelist"),
+    "setup": (list, "slurm_setup"),  # shell lines run in the job before the cell
+    "additional": (dict, "slurm_additional_parameters"),  # any other sbatch option
+}
+# sbatch options the jobs need as submitit and bench set them (logs, array, requeue signal)
+_RESERVED_SBATCH = {"array", "output", "error", "signal", "open_mode", "job_name", "nodes",
+                    "ntasks_per_node", "gpus_per_node", "partition", "time"}  # fmt: skip
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list of strings",
+               dict: "a table"}  # fmt: skip
+_MEM = re.compile(r"^[0-9]+([KMGT]B?)?$", re.IGNORECASE)
+_SBATCH_OPTION = re.compile(r"^[a-z][a-z0-9_-]*$")
 DEFAULT_TIME_MIN = 60
 _GPU_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:.-]*$")  # an index, GPU-/MIG- UUID
 
@@ -36,6 +57,8 @@ class LaunchOptions:
     max_concurrent: int | None = None
     cluster: str = "slurm"
     wait: bool = False
+    # the --slurm-config keys of SBATCH_KEYS, under submitit's parameter names
+    sbatch: dict[str, Any] = field(default_factory=dict)
 
 
 def launch_options(
@@ -77,8 +100,8 @@ def launch_options(
         return LaunchOptions()
     cli = {"partition": partition, "time": time_min, "gpus_per_job": gpus_per_job,
            "max_concurrent": max_concurrent, "cluster": slurm_cluster}  # fmt: skip
-    merged = {**(_read_slurm_config(slurm_config) if slurm_config else {}),
-              **{k: v for k, v in cli.items() if v is not None}}  # fmt: skip
+    config = _read_slurm_config(slurm_config) if slurm_config else {}
+    merged = {**config, **{k: v for k, v in cli.items() if v is not None}}
     opts = LaunchOptions(
         kind="slurm",
         partition=merged.get("partition"),
@@ -88,6 +111,7 @@ def launch_options(
         max_concurrent=merged.get("max_concurrent"),
         cluster=merged.get("cluster", "slurm"),
         wait=wait,
+        sbatch={SBATCH_KEYS[k][1]: v for k, v in config.items() if k in SBATCH_KEYS},
     )
     if opts.time_min < 1:
         raise UserError(f"--time must be >= 1 (minutes), got {opts.time_min}")
@@ -126,7 +150,8 @@ def _parse_gpus(gpus: str | None, device: str) -> list[str] | None:
 
 
 def _read_slurm_config(path: Path) -> dict[str, Any]:
-    """The TOML keys of SLURM_KEYS; anything else is refused with the valid keys."""
+    """The TOML keys of SLURM_KEYS and SBATCH_KEYS, checked; anything else is refused with the
+    valid keys, so a misspelt key fails instead of being dropped."""
     try:
         import tomllib
     except ModuleNotFoundError:  # pragma: no cover (Python 3.10)
@@ -138,15 +163,54 @@ def _read_slurm_config(path: Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"--slurm-config {path}: not readable TOML ({exc})") from None
+    where = f"--slurm-config {path}"
     for key, value in raw.items():
-        if key not in SLURM_KEYS:
-            raise UserError(
-                f"--slurm-config {path}: unknown key {key!r}; valid: {', '.join(SLURM_KEYS)}"
-            )
-        kind, _ = SLURM_KEYS[key]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise UserError(
-                f"--slurm-config {path}: {key} must be a{'n' if kind is int else ''} "
-                f"{kind.__name__}, got {value!r}"
-            )
+        if key in SLURM_KEYS:
+            kind = SLURM_KEYS[key][0]
+        elif key in SBATCH_KEYS:
+            kind = SBATCH_KEYS[key][0]
+        else:
+            valid = ", ".join([*SLURM_KEYS, *SBATCH_KEYS])
+            raise UserError(f"{where}: unknown key {key!r}; valid: {valid}")
+        if not _is_a(value, kind):
+            raise UserError(f"{where}: {key} must be {_TYPE_NAMES[kind]}, got {value!r}")
+    if "mem" in raw and "mem_gb" in raw:
+        raise UserError(f"{where}: mem and mem_gb both given; keep one")
+    if "mem" in raw and not _MEM.match(raw["mem"]):
+        raise UserError(f"{where}: mem {raw['mem']!r}: expected Slurm's syntax, like 64G or 500M")
+    for key in ("mem_gb", "cpus_per_task"):
+        if key in raw and raw[key] <= 0:
+            raise UserError(f"{where}: {key} must be > 0, got {raw[key]!r}")
+    if not all(isinstance(line, str) for line in raw.get("setup", [])):
+        raise UserError(
+            f"{where}: setup must be a list of strings (shell lines), got {raw['setup']!r}"
+        )
+    _check_additional(raw.get("additional", {}), where)
     return raw
+
+
+def _check_additional(table: dict[str, Any], where: str) -> None:
+    """[additional]: sbatch options submitit has no name for, written as `--key=value`."""
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if not _SBATCH_OPTION.match(key):
+            raise UserError(f"{where}: additional.{key}: not an sbatch option name")
+        if name in SBATCH_KEYS or name in SLURM_KEYS:
+            raise UserError(f"{where}: additional.{key}: use the top-level key {name} instead")
+        if name in _RESERVED_SBATCH:
+            raise UserError(
+                f"{where}: additional.{key}: set by bench and submitit for the jobs to run "
+                "(their logs, the array, the requeue); it cannot be overridden"
+            )
+        # True writes a bare flag (--exclusive); false would be written as the text "False"
+        if not (value is True or _is_a(value, str) or _is_a(value, int)):
+            raise UserError(
+                f"{where}: additional.{key} must be a string, an integer or true, got {value!r}"
+            )
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    """TOML's value of `kind`: a bool is no number, an integer is a float."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)

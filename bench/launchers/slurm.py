@@ -48,6 +48,23 @@ def _slurm_plan(req: GridRequest) -> Plan:
     return plan_
 
 
+def slurm_parameters(opts: LaunchOptions) -> dict[str, Any]:
+    """submitit's AutoExecutor parameters for the jobs: one task on one node each, plus what
+    --slurm-config adds (account, qos, memory, setup lines, other sbatch options)."""
+    params: dict[str, Any] = {
+        "name": "medpeft-bench",
+        "timeout_min": opts.time_min,
+        "gpus_per_node": opts.gpus_per_job,
+        "tasks_per_node": 1,
+        "nodes": 1,
+    }
+    if opts.partition is not None:
+        params["slurm_partition"] = opts.partition
+    if opts.max_concurrent is not None:
+        params["slurm_array_parallelism"] = opts.max_concurrent
+    return {**params, **opts.sbatch}
+
+
 def run_slurm(req: GridRequest, opts: LaunchOptions, *, console: Any) -> LaunchOutcome:
     """Submit one job per unfinished cell as a job array; with `opts.wait`, wait and collect."""
     import submitit  # optional: only Slurm users install it
@@ -63,18 +80,7 @@ def run_slurm(req: GridRequest, opts: LaunchOptions, *, console: Any) -> LaunchO
         return outcome
     folder = req.results / SLURM_DIR
     executor = submitit.AutoExecutor(folder=folder, cluster=opts.cluster)
-    params: dict[str, Any] = {
-        "name": "medpeft-bench",
-        "timeout_min": opts.time_min,
-        "gpus_per_node": opts.gpus_per_job,
-        "tasks_per_node": 1,
-        "nodes": 1,
-    }
-    if opts.partition is not None:
-        params["slurm_partition"] = opts.partition
-    if opts.max_concurrent is not None:
-        params["slurm_array_parallelism"] = opts.max_concurrent
-    executor.update_parameters(**params)
+    executor.update_parameters(**slurm_parameters(opts))
     specs = [cell_spec(plan_, req, cell) for cell in todo]
     jobs = executor.map_array(CellJob(), specs)
     first = jobs[0].job_id.split("_")[0]
