@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from bench.report.per_class import class_columns
+
 __all__ = ["FAST_METRICS", "counts", "resampled_metric"]
 
 # The metrics computed from weights here; any other goes through compute_metrics per resample.
@@ -39,27 +41,23 @@ def weighted_auc(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> np.
         return np.where(pairs > 0, (wp * (below + 0.5 * wn)).sum(axis=1) / pairs, np.nan)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def _auc(logits: np.ndarray, labels: np.ndarray, task: str, w: np.ndarray) -> np.ndarray:
-    """`compute_metrics`' auc under weights: binary on the log-odds, multiclass the macro mean
-    of one-vs-rest AUCs on softmax probabilities (NaN when a resample lacks a class, as
-    compute_metrics gives NaN), multi-label the mean over labels with both classes present."""
-    if task == "multilabel":
-        per = np.stack([weighted_auc(logits[:, j], labels[:, j] > 0, w)
-                        for j in range(labels.shape[1])], axis=1)  # fmt: skip
-        with warnings.catch_warnings():  # a resample with no label defined is NaN, said below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(per, axis=1)
-    if logits.shape[1] == 2:
+    """`compute_metrics`' auc under weights, on the per-class scores it ranks
+    (`per_class.class_columns`): two classes the log-odds, more the macro mean
+    of one-vs-rest AUCs (NaN when a resample lacks a class, as compute_metrics gives NaN),
+    multi-label the mean over labels with both classes present."""
+    if task != "multilabel" and logits.shape[1] == 2:
+        # compute_metrics ranks any two-class task by the log-odds, multiclass included
         return weighted_auc(logits[:, 1] - logits[:, 0], labels == 1, w)
-    probs = _softmax(logits.astype(np.float64))
-    per = np.stack([weighted_auc(probs[:, c], labels == c, w)
-                    for c in range(logits.shape[1])], axis=1)  # fmt: skip
-    return per.mean(axis=1)  # a class absent from a resample makes it NaN, as compute_metrics
+    scores = class_columns(logits, task)
+    member = labels > 0 if task == "multilabel" else labels[:, None] == np.arange(scores.shape[1])
+    per = np.stack([weighted_auc(scores[:, j], member[:, j], w)
+                    for j in range(scores.shape[1])], axis=1)  # fmt: skip
+    if task != "multilabel":
+        return per.mean(axis=1)
+    with warnings.catch_warnings():  # a resample with no label defined is NaN, said below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(per, axis=1)
 
 
 def resampled_metric(
