@@ -125,7 +125,9 @@ class KVTap(nn.Module):
         idx = score.topk(self.keep(N), dim=-1).indices[..., None].expand(-1, -1, -1, a.head_dim)
         self.kv = (k.gather(2, idx), v.gather(2, idx))
         out = (probs @ v).transpose(1, 2).reshape(B, N, -1)
-        out = a.norm(out)
+        # Older timm releases (1.0.9, the floor) have no post-attention norm or gate: skip them.
+        if getattr(a, "norm", None) is not None:
+            out = a.norm(out)
         if getattr(a, "gate", None) is not None:
             out = out * a.gate(x).sigmoid()
         return a.proj_drop(a.proj(out))

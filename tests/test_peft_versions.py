@@ -25,6 +25,13 @@ from tests.conftest import tiny_vit
 NEWER = ("delora", "road", "waveft")  # first in peft 0.18.0
 NEWER_CONFIGS = ("DeloraConfig", "RoadConfig", "WaveFTConfig")
 
+# The tests below that fake an older peft do it by hiding config classes of the installed one, so
+# they need an installed peft that has them all (CI's oldest-dependency job runs peft 0.7.0).
+needs_newest_peft = pytest.mark.skipif(
+    Version(peft.__version__) < Version("0.18.0"),
+    reason=f"fakes older pefts from the installed one's configs; peft {peft.__version__} lacks some",
+)
+
 
 def fake_peft(version: str, missing: tuple[str, ...] = ()) -> SimpleNamespace:
     """The installed peft's config classes, less `missing`, claiming to be `version`."""
@@ -51,6 +58,7 @@ def needs(name: str, version: str, installed: str) -> str:
     )
 
 
+@needs_newest_peft
 def test_missing_tuners_are_listed_unavailable_with_the_peft_they_need(peft_0_17) -> None:
     available = methods.list_methods()
     assert not set(NEWER) & set(available)
@@ -61,6 +69,7 @@ def test_missing_tuners_are_listed_unavailable_with_the_peft_they_need(peft_0_17
         assert spec.unavailable == needs(name, "0.18.0", "0.17.1")
 
 
+@needs_newest_peft
 def test_get_method_refuses_an_unavailable_tuner_with_its_reason(peft_0_17) -> None:
     with pytest.raises(MethodUnavailableError) as exc:
         methods.get_method("road")
@@ -76,6 +85,7 @@ def test_available_tuners_still_build_and_train(peft_0_17) -> None:
     assert lora and all(p.grad is not None for p in lora)
 
 
+@needs_newest_peft
 def test_an_old_config_class_is_not_enough(monkeypatch: pytest.MonkeyPatch) -> None:
     """peft 0.15 has OFTConfig, but stores whole rotation blocks: the row needs 0.16.0."""
     register_with(monkeypatch, fake_peft("0.15.2"))
@@ -85,11 +95,13 @@ def test_an_old_config_class_is_not_enough(monkeypatch: pytest.MonkeyPatch) -> N
     assert "hra" in methods.list_methods()
 
 
+@needs_newest_peft
 def test_a_dev_build_of_the_needed_release_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     register_with(monkeypatch, fake_peft("0.18.0.dev0"))
     assert set(NEWER) <= set(methods.list_methods())
 
 
+@needs_newest_peft
 def test_cli_lists_them_and_run_refuses_them_before_training(peft_0_17, tmp_path: Path) -> None:
     runner = CliRunner()
     # wide enough that no row wraps, so each method is one line
@@ -112,6 +124,7 @@ def test_cli_lists_them_and_run_refuses_them_before_training(peft_0_17, tmp_path
     assert not results.exists()
 
 
+@needs_newest_peft
 def test_import_methods_on_a_peft_without_the_newer_tuners() -> None:
     """The real import path: peft lacks the 0.18 configs before `import methods` runs."""
     hide = "; ".join(f"delattr(peft, {n!r})" for n in NEWER_CONFIGS)
@@ -128,6 +141,18 @@ def test_import_methods_on_a_peft_without_the_newer_tuners() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(sorted(NEWER))
+
+
+def test_the_installed_peft_decides_which_tuners_are_unavailable() -> None:
+    """Whatever peft is installed (the newest, or CI's oldest-dependency job's floor), a tuner is
+    listed unavailable exactly when its row needs a newer peft, and every available one builds."""
+    installed = Version(peft.__version__)
+    unavailable = set(methods.list_methods(include_unavailable=True)) - set(methods.list_methods())
+    assert unavailable == {row.name for row in TUNERS if Version(row.min_peft) > installed}
+    for name in sorted({row.name for row in TUNERS} - unavailable):
+        spec = methods.get_method(name)
+        model = spec.build(tiny_vit(), **spec.hparams)
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3), name
 
 
 def test_pyproject_floor_is_the_one_the_code_declares() -> None:
