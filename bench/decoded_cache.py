@@ -20,8 +20,10 @@ Only image-file formats are cached (not `medmnist-npz`, already one array file, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -142,6 +144,9 @@ def code_digest() -> str:
     """Hash of the code that turns files into the cached arrays: a suite upgrade that changes
     decoding, resizing or carving must not be served arrays made by the old code."""
     digest = hashlib.sha256(f"Pillow {PIL.__version__} numpy {np.__version__}".encode())
+    # DICOM files are decoded by pydicom, an optional extra
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        digest.update(f" pydicom {importlib.metadata.version('pydicom')}".encode())
     files = sorted(Path(formats.__file__).parent.glob("*.py"))
     for path in [*files, Path(splits.__file__), Path(dataset_arrays.__file__)]:
         digest.update(path.read_bytes())
