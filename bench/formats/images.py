@@ -40,27 +40,33 @@ BIT_DEPTHS = (8, 10, 12, 14, 16)
 _LISTING: ContextVar[bool] = ContextVar("medpeft_listing", default=False)
 
 
+# {split: each image's group, in listed order}; empty when the data names no groups
+Groups = Mapping[str, Sequence[str]]
+
+
 class _Listed(Exception):
     """Carries the files a reader found out of the reader (raised by `decode_all`)."""
 
-    def __init__(self, root: Path, found: dict[str, list[tuple[Any, str]]]) -> None:
+    def __init__(self, root: Path, found: dict[str, list[tuple[Any, str]]], groups: Groups) -> None:
         super().__init__("listed")
         self.root = root
         self.found = found
+        self.groups = groups
 
 
 def list_files(
     read: Callable[..., object], *args: Any, **kwargs: Any
-) -> tuple[Path, dict[str, list[tuple[Any, str]]]]:
-    """(root, {split: [(label, path relative to root)]}): what `read(*args, **kwargs)` would
-    decode, found and checked by the reader's own discovery (so the list cannot drift from what
-    is read), but without opening any image. `read` is a format's reader or a function that calls
-    one (`bench.dataset_arrays.read_arrays`); a ValueError if it never reaches the decoding step."""
+) -> tuple[Path, dict[str, list[tuple[Any, str]]], Groups]:
+    """(root, {split: [(label, path relative to root)]}, {split: [group]}): what
+    `read(*args, **kwargs)` would decode, found and checked by the reader's own discovery (so the
+    list cannot drift from what is read), but without opening any image; the groups are empty
+    when the data names none. `read` is a format's reader or a function that calls one
+    (`bench.dataset_arrays.read_arrays`); a ValueError if it never reaches the decoding step."""
     token = _LISTING.set(True)
     try:
         read(*args, **kwargs)
     except _Listed as listed:
-        return listed.root, listed.found
+        return listed.root, listed.found, listed.groups
     finally:
         _LISTING.reset(token)
     raise ValueError(f"{getattr(read, '__name__', read)} read no image files")
@@ -212,9 +218,11 @@ def assemble(
     multilabel: bool,
     num_classes: int,
     bit_depth: int | None = None,
+    groups: Groups | None = None,
 ) -> dict[str, SplitArrays]:
     """{split: SplitArrays} of the decoded images: 16-bit greys mapped to 8 bits by the dataset's
-    depth (`bit_depth` when given), one channel only when every image is grey (or `grayscale`)."""
+    depth (`bit_depth` when given), one channel only when every image is grey (or `grayscale`);
+    each split's `groups` when given."""
     decoded = _to_8bit(decoded, bit_depth)
     all_gray = all(arr.ndim == 2 for items in decoded.values() for arr, _, _ in items)
     channels = 1 if (grayscale or (grayscale is None and all_gray)) else 3
@@ -235,6 +243,7 @@ def assemble(
                 else np.asarray(labels, dtype=np.int64)
             ),
             paths=[rel for _, _, rel in items],
+            groups=list(groups[split]) if groups and split in groups else None,
         )
     return out
 
@@ -245,12 +254,15 @@ def decode_all(
     size: int,
     grayscale: bool | None,
     on_progress: ProgressFn | None,
+    groups: Groups | None = None,
 ) -> dict[str, list[tuple[np.ndarray, np.ndarray | int, str]]]:
     """`_decode` every listed image on a thread pool (Pillow releases the GIL while decoding and
     resizing), keeping the listed order. Progress is reported from the calling thread, so the
-    callback needs no locking; on the first failure pending images are cancelled."""
+    callback needs no locking; on the first failure pending images are cancelled. `groups` are
+    only handed to `list_files` (the decoded cache keys on them); `assemble` attaches them."""
     if _LISTING.get():  # `list_files`: everything up to here ran, nothing is decoded
-        raise _Listed(Path(root), {split: list(items) for split, items in found.items()})
+        listed = {split: list(items) for split, items in found.items()}
+        raise _Listed(Path(root), listed, groups or {})
     jobs = [rel for items in found.values() for _, rel in items]
     total = len(jobs)
     results: list[np.ndarray | None] = [None] * total
