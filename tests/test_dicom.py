@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from bench.catalog import get_card
@@ -97,6 +97,26 @@ def test_monochrome2_window_without_rescale(tmp_path: Path) -> None:
     assert np.array_equal(out, windowed(STORED, 1, 0, 1256, 513))
     # window 999.5..1511.5; 1000 -> 0.00098 -> 0, 1250 -> (1250 - 1255.5) / 512 + 0.5 -> 124.76
     assert out.tolist() == [[0, 0, 0], [125, 255, 255]]
+
+
+def test_voi_lut_sequence_is_preferred_to_the_window(tmp_path: Path) -> None:
+    # a 12-bit VOI LUT (PS3.3 C.11.2.1.1) halving the rescaled value: output range 0..4095
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 12]
+    item.add_new(0x00283006, "US", [v // 2 for v in range(4096)])  # LUT Data
+    path = write_dicom(
+        tmp_path / "lut.dcm",
+        STORED,
+        "MONOCHROME2",
+        BitsStored=12,
+        RescaleSlope=1,
+        RescaleIntercept=0,
+        VOILUTSequence=[item],
+        WindowCenter=100,  # ignored: the LUT comes first, as in pydicom's apply_voi_lut
+        WindowWidth=10,
+    )
+    by_hand = np.rint((STORED // 2).astype(np.float64) * 255 / 4095).astype(np.uint8)
+    assert np.array_equal(decode_dicom(path), by_hand)
 
 
 def test_no_window_goes_through_the_datasets_bit_depth(tmp_path: Path) -> None:

@@ -309,3 +309,15 @@ def test_data_check_flags_a_group_in_train_and_test(grouped_card: Path) -> None:
     # p8 is in train, or in the val carved from it
     assert re.match(r"1 group\(s\) have images in both (train|val) and test \(e\.g\. p8\)", warning)
     assert report.protocol["groups"] == 11
+
+
+def test_data_check_command_reports_the_groups(grouped_card: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    res = CliRunner().invoke(
+        app, ["data", "check", "pts", "--data-root", str(grouped_card), "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "groups: 12 (patient/study ids" in " ".join(res.output.split())

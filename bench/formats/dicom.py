@@ -63,10 +63,14 @@ def require_pydicom() -> ModuleType:
     return pydicom
 
 
+def _is_v3(pydicom: ModuleType) -> bool:
+    return int(pydicom.__version__.split(".")[0]) >= 3
+
+
 def _pixels_api(pydicom: ModuleType) -> ModuleType:
     """The module holding apply_modality_lut / apply_voi_lut / convert_color_space: moved to
     `pydicom.pixels` in 3.0 (the 2.x path is deprecated there)."""
-    if int(pydicom.__version__.split(".")[0]) >= 3:
+    if _is_v3(pydicom):
         import pydicom.pixels as api
     else:  # pragma: no cover - exercised where pydicom 2.x is installed
         import pydicom.pixel_data_handlers.util as api
@@ -155,11 +159,11 @@ def _voi_range(ds: Any, api: ModuleType) -> tuple[float, float]:
 
 def _colour(arr: np.ndarray, ds: Any, api: ModuleType, pi: str, pydicom: ModuleType) -> np.ndarray:
     """RGB uint8 [H, W, 3]; samples wider than 8 bits scaled by BitsStored."""
-    if pi != "RGB" and int(pydicom.__version__.split(".")[0]) < 3:  # pragma: no cover - 2.x
+    if pi != "RGB" and not _is_v3(pydicom):  # pragma: no cover - 2.x
         if pi not in _YBR_2X or ds.file_meta.TransferSyntaxUID.is_compressed:
             raise UserError(
-                f"PhotometricInterpretation {pi} of a compressed file needs pydicom >= 3 "
-                "(pip install -U pydicom)"
+                f"PhotometricInterpretation {pi} (compressed, or other than YBR_FULL/_422) "
+                "needs pydicom >= 3: pip install -U pydicom"
             )
         arr = api.convert_color_space(arr, pi, "RGB")
     if arr.ndim != 3 or arr.shape[-1] != 3:
