@@ -170,6 +170,14 @@ def test_multi_frame_and_palette_are_refused(tmp_path: Path) -> None:
         decode_dicom(palette)
 
 
+def test_a_broken_dicom_file_is_named(tmp_path: Path) -> None:
+    for split, cls in (("train", "a"), ("train", "b"), ("test", "a")):
+        write_dicom(tmp_path / split / cls / "x.dcm", STORED, "MONOCHROME2")
+    (tmp_path / "train" / "b" / "x.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 7)
+    with pytest.raises(UserError, match=r"cannot read image train/b/x\.dcm .*replace or remove"):
+        read_imagefolder(tmp_path, ("a", "b"), size=4)
+
+
 def test_missing_pydicom_is_one_line_with_the_pip_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
