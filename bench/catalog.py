@@ -37,7 +37,7 @@ MAX_CARD_NAME = 100
 # The TOML type of each [reader] key; the tables' entries are checked by `_check_reader`.
 _READER_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("manifest", "image_column", "label_column", "split_column", "image_dir",
-                     "image_suffix", "images"), (str,)),
+                     "image_suffix", "images", "group_column"), (str,)),
     "onehot": (bool,),
     "ignore_columns": (list,),
     **dict.fromkeys(("splits", "files", "shot_files"), (dict,)),

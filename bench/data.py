@@ -30,11 +30,13 @@ from bench.splits import sample_shots, split_summary
 @dataclass
 class Split:
     """Images uint8 [N, C, H, W] (C is 1 or 3); labels int64 [N], or float32 multi-hot [N, L]
-    for multi-label tasks; `paths` names each image's file where the format has files."""
+    for multi-label tasks; `paths` names each image's file where the format has files, `groups`
+    each image's patient/study where the data names them."""
 
     images: Any  # torch.Tensor; typed loosely so importing this module does not import torch
     labels: Any
     paths: list[str] | None = None
+    groups: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -52,7 +54,8 @@ class Split:
 
         idx = torch.from_numpy(np.asarray(index, dtype=np.int64))
         paths = [self.paths[i] for i in index] if self.paths is not None else None
-        return Split(self.images[idx], self.labels[idx], paths)
+        groups = [self.groups[i] for i in index] if self.groups is not None else None
+        return Split(self.images[idx], self.labels[idx], paths, groups)
 
 
 @dataclass
@@ -144,7 +147,7 @@ def _to_split(card: DatasetCard, name: str, part: SplitArrays, digest: Any) -> S
     digest.update(name.encode())
     digest.update(images)  # the buffer itself: tobytes() would copy a (memory-mapped) split
     digest.update(labels.tobytes())
-    return Split(torch.from_numpy(images), torch.from_numpy(labels), part.paths)
+    return Split(torch.from_numpy(images), torch.from_numpy(labels), part.paths, part.groups)
 
 
 def _check_split(card: DatasetCard, split: str, images, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -185,8 +188,9 @@ def few_shot(data: LoadedDataset, shots: int, split_seed: int, root: Path) -> Lo
     """The K-shot view of a dataset for one split seed: the same for every method and rerun.
 
     A card with published few-shot split files (MedFMC) reads them (split seed s -> exp s+1);
-    otherwise K images per class are sampled from train (`bench.splits.sample_shots`). Val and
-    test are the dataset's own. The sampled indices or file names go into the record.
+    otherwise K images per class are sampled from train (`bench.splits.sample_shots`; with
+    patient groups: none of a group with images in val, distinct groups first). Val and test
+    are the dataset's own. The sampled indices or file names go into the record.
     """
     card = data.card
     files = card.reader.get("shot_files")
@@ -217,7 +221,17 @@ def few_shot(data: LoadedDataset, shots: int, split_seed: int, root: Path) -> Lo
         return LoadedDataset(card, splits, digest.hexdigest()[:16], protocol)
     train = data.splits["train"]
     labels = train.labels.numpy()
-    index = sample_shots(labels, shots, split_seed, task=card.task, classes=card.classes)
+    # a patient with images in val contributes none to the sample (val selects the epoch)
+    val_groups = data.splits["val"].groups if train.groups is not None else None
+    index = sample_shots(
+        labels,
+        shots,
+        split_seed,
+        task=card.task,
+        classes=card.classes,
+        groups=train.groups,
+        exclude_groups=sorted(set(val_groups or ())),
+    )
     protocol = {
         **data.protocol,
         "shots": shots,
@@ -226,6 +240,8 @@ def few_shot(data: LoadedDataset, shots: int, split_seed: int, root: Path) -> Lo
         "train_indices": index.tolist(),  # into the full training split, in file order
         "train_counts": split_summary(labels, index, task=card.task, classes=card.classes),
     }
+    if train.groups is not None:
+        protocol["train_groups"] = len({train.groups[i] for i in index})
     splits = {**data.splits, "train": train.subset(index)}
     digest = hashlib.sha256(f"{data.fingerprint}:{shots}:{split_seed}:".encode())
     digest.update(index.tobytes())

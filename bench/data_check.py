@@ -3,7 +3,8 @@
 Errors (a missing file, an unreadable image, a label outside the card, too few images for the
 shots) are the `UserError`s the readers and the sampler raise, with what to fix. Warnings are
 things a run survives but a user should know: a class absent from val or test (its AUC is
-undefined), the same image in two splits (leakage), a label never positive in train.
+undefined), the same image or the same patient/study group in two splits (leakage), a label
+never positive in train.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from bench.cards import DatasetCard
 from bench.data import LoadedDataset, few_shot, load_dataset
 from bench.formats import SPLITS
+from bench.group_splits import overlapping_groups
 from bench.splits import split_summary
 
 ProgressFn = Any
@@ -60,6 +62,7 @@ def check_dataset(
     )
     report.warnings += _absent_classes(card, counts)
     report.warnings += _cross_split_duplicates(data)
+    report.warnings += _cross_split_groups(data)
     for k in shots or []:
         for seed in split_seeds or [0]:
             few_shot(data, k, seed, root)
@@ -102,4 +105,15 @@ def _cross_split_duplicates(data: LoadedDataset) -> list[str]:
         f"{len(pairs)} image(s) of {b} also appear in {a} (e.g. {pairs[0]}); remove them from "
         f"one split, or the {b} score is optimistic"
         for (a, b), pairs in clashes.items()
+    ]
+
+
+def _cross_split_groups(data: LoadedDataset) -> list[str]:
+    """A patient/study group with images in two splits the files give (a carved val never
+    shares one): the model is scored on a patient it was trained or selected on."""
+    shared = overlapping_groups({s: data.splits[s].groups for s in SPLITS})
+    return [
+        f"{len(names)} group(s) have images in both {a} and {b} (e.g. {', '.join(names[:3])}); "
+        f"move each group's images into one split, or the {b} score is optimistic"
+        for a, b, names in shared
     ]

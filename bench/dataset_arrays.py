@@ -1,5 +1,6 @@
 """The train/val/test arrays a card's files hold: its format reads them, then a validation split
-is carved from train when the files have none (never from test). The decoded cache stores them."""
+is carved from train when the files have none (never from test), by whole patient/study groups
+when the data names them. The decoded cache stores them."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def read_splits(
     protocol: dict[str, Any] = {}
     if "val" not in arrays:
         train = arrays["train"]
-        keep, val = carve_val(train.labels, card.val_fraction, VAL_SEED, task=card.task)
+        keep, val = carve_val(
+            train.labels, card.val_fraction, VAL_SEED, task=card.task, groups=train.groups
+        )
         arrays["val"] = _take(train, val)
         arrays["train"] = _take(train, keep)
         protocol["val"] = {
@@ -50,6 +53,11 @@ def read_splits(
             "seed": VAL_SEED,
             "size": len(val),
         }
+        if train.groups is not None:
+            protocol["val"]["by_group"] = True  # whole patients/studies went to val
+    named = [g for part in arrays.values() if part.groups is not None for g in part.groups]
+    if named:  # only then: a dataset without groups keeps the protocol it always had
+        protocol["groups"] = len(set(named))
     return {s: arrays[s] for s in SPLITS}, protocol
 
 
@@ -63,4 +71,7 @@ def _check_train_classes(card: DatasetCard, root: Path, labels: np.ndarray) -> N
 
 
 def _take(arrays: SplitArrays, index: np.ndarray) -> SplitArrays:
-    return SplitArrays(arrays.images[index], arrays.labels[index], [arrays.paths[i] for i in index])
+    groups = None if arrays.groups is None else [arrays.groups[i] for i in index]
+    return SplitArrays(
+        arrays.images[index], arrays.labels[index], [arrays.paths[i] for i in index], groups
+    )

@@ -4,15 +4,16 @@ nor holds them in process memory (512 px ISIC 2018 is ~8 GB of pixels).
 
 An entry, `$MEDPEFT_CACHE/decoded/<key>/`, holds what `bench.data.load_dataset` makes of the files:
 per split the images uint8 [N, C, H, W] (`<split>.images.npy`, the layout the tensors use, so a
-hit needs no transposed copy), the labels (`.labels.npy`) and the file paths (`.paths.json`),
-after the validation split is carved; `meta.json`, written last, holds the identity, the carve
-protocol, shapes, sizes and the dataset fingerprint. The key hashes everything that determines
-those arrays: the card's reader fields, the dataset folder, every file the reader would read
-(found by the reader's own discovery, `bench.formats.images.list_files`) with its split, label, size and
-mtime in ns, and the reading code (the formats, carving, Pillow and numpy versions). An edited, added
-or removed file therefore gives another key. Entries are built in a temporary folder renamed into
-place; a hit is checked against the fingerprint recorded when it was written (computed anyway
-while loading), and an unusable entry is removed and the files decoded instead.
+hit needs no transposed copy), the labels (`.labels.npy`), the file paths (`.paths.json`) and
+the patient/study groups where the data names them (`.groups.json`), after the validation split
+is carved; `meta.json`, written last, holds the identity, the carve protocol, shapes, sizes and
+the dataset fingerprint. The key hashes everything that determines those arrays: the card's
+reader fields, the dataset folder, every file the reader would read (found by the reader's own
+discovery, `bench.formats.images.list_files`) with its split, label, group, size and mtime in
+ns, and the reading code (the formats, carving, Pillow, numpy and pydicom versions). An edited,
+added or removed file therefore gives another key. Entries are built in a temporary folder
+renamed into place; a hit is checked against the fingerprint recorded when it was written
+(computed anyway while loading), and an unusable entry is removed and the files decoded instead.
 
 Only image-file formats are cached (not `medmnist-npz`, already one array file, nor `demo`).
 `MEDPEFT_DECODED_CACHE=0` turns the cache off; `bench data check` always decodes the files.
@@ -20,8 +21,10 @@ Only image-file formats are cached (not `medmnist-npz`, already one array file, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -36,7 +39,7 @@ from typing import Any
 import numpy as np
 import PIL
 
-from bench import dataset_arrays, formats, splits
+from bench import dataset_arrays, formats, group_splits, splits
 from bench.cards import DatasetCard
 from bench.dataset_arrays import VAL_SEED, read_arrays
 from bench.errors import UserError
@@ -107,14 +110,17 @@ def source_identity(card: DatasetCard, root: Path) -> tuple[dict[str, Any], int,
     """(identity, newest mtime, listing time) of what `load_dataset` would decode; the identity
     as it reads back from meta.json (JSON types)."""
     listed_ns = time.time_ns()
-    folder, found = list_files(read_arrays, card, root)
+    folder, found, groups = list_files(read_arrays, card, root)
     digest = hashlib.sha256()
     count, newest = 0, 0
     for split, items in found.items():
-        for label, rel in items:
+        for i, (label, rel) in enumerate(items):
             st = os.stat(folder / rel)
             value = label.tolist() if isinstance(label, np.ndarray) else int(label)
-            line = json.dumps([split, rel, value, st.st_size, st.st_mtime_ns])
+            fields = [split, rel, value, st.st_size, st.st_mtime_ns]
+            if split in groups:  # a regrouped patient changes the carved val
+                fields.append(groups[split][i])
+            line = json.dumps(fields)
             digest.update(line.encode() + b"\n")
             count, newest = count + 1, max(newest, st.st_mtime_ns)
     identity = {
@@ -142,8 +148,12 @@ def code_digest() -> str:
     """Hash of the code that turns files into the cached arrays: a suite upgrade that changes
     decoding, resizing or carving must not be served arrays made by the old code."""
     digest = hashlib.sha256(f"Pillow {PIL.__version__} numpy {np.__version__}".encode())
+    # DICOM files are decoded by pydicom, an optional extra
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        digest.update(f" pydicom {importlib.metadata.version('pydicom')}".encode())
     files = sorted(Path(formats.__file__).parent.glob("*.py"))
-    for path in [*files, Path(splits.__file__), Path(dataset_arrays.__file__)]:
+    carving = (splits, group_splits, dataset_arrays)
+    for path in [*files, *(Path(m.__file__) for m in carving)]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -206,8 +216,14 @@ def _open(entry: Entry) -> tuple[dict, dict[str, Any], str] | str:
                     return f"corrupt ({split}.{kind}.npy has shape {array.shape} {array.dtype})"
             if len(paths) != len(images):
                 return f"corrupt ({split}.paths.json lists {len(paths)} files)"
+            groups_file = entry.path / f"{split}.groups.json"  # only where the data has groups
+            groups = None
+            if groups_file.is_file():
+                groups = json.loads(groups_file.read_text(encoding="utf-8"))
+                if len(groups) != len(images):
+                    return f"corrupt ({split}.groups.json lists {len(groups)} groups)"
             # the readers' [N, H, W, C] as a view: `_check_split` transposes it back for free
-            arrays[split] = SplitArrays(images.transpose(0, 2, 3, 1), labels, paths)
+            arrays[split] = SplitArrays(images.transpose(0, 2, 3, 1), labels, paths, groups)
         return arrays, meta["protocol"], meta["fingerprint"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"corrupt ({exc})"
@@ -306,6 +322,8 @@ def _write_entry(entry: Entry, data) -> None:
                     "bytes": file.stat().st_size,
                 }
             _write_json(tmp / f"{split}.paths.json", list(part.paths))
+            if part.groups is not None:
+                _write_json(tmp / f"{split}.groups.json", list(part.groups))
             splits[split] = info
         meta = {
             "identity": entry.identity,

@@ -6,6 +6,10 @@ global RNG state (``np.random.seed``) is read or changed.
 
 Single-label tasks ("multiclass", "binary", "ordinal") take int labels of shape [N]; "multilabel"
 takes 0/1 labels of shape [N, L]. All returned indices are sorted int64 positions in ``labels``.
+
+``groups`` (a patient or study id per image, `bench.group_splits`) keeps a group's images on one
+side of a carved val and spreads a few-shot sample over distinct groups. Without groups every
+split is the one this module made before groups existed (tests/splits_pinned.json pins them).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bench.errors import UserError
+from bench.group_splits import GroupDraw, carve_groups, group_codes
 
 SINGLE_LABEL_TASKS = ("multiclass", "binary", "ordinal")
 MULTILABEL_TASK = "multilabel"
@@ -24,7 +29,14 @@ __all__ = ["carve_val", "sample_shots", "split_summary"]
 
 
 def sample_shots(
-    labels: np.ndarray, shots: int, seed: int, *, task: str, classes: Sequence[str]
+    labels: np.ndarray,
+    shots: int,
+    seed: int,
+    *,
+    task: str,
+    classes: Sequence[str],
+    groups: Sequence[str] | None = None,
+    exclude_groups: Sequence[str] = (),
 ) -> np.ndarray:
     """Draw an N-way K-shot training subset; return its sorted int64 indices into ``labels``.
 
@@ -41,29 +53,45 @@ def sample_shots(
 
     Draws: one ``np.random.default_rng(seed)``, then ``rng.choice(candidates, shots,
     replace=False)`` per class (label order) or per label (visit order), so a seed names a split.
+
+    With ``groups`` (one name per image), images of ``exclude_groups`` (the groups of val) are
+    never drawn, and each class's (label's) draw is a seeded shuffle taking images of the groups
+    drawn least so far first: K distinct groups per class when the pool has them.
     """
     shots = _check_shots(shots)
     rng = np.random.default_rng(seed)
+    codes = None if groups is None else group_codes(groups, len(labels))
+    eligible = np.ones(len(labels), dtype=bool)
+    if groups is not None and len(exclude_groups):
+        eligible = ~np.isin(np.asarray([str(g) for g in groups]), [str(g) for g in exclude_groups])
     if _is_multilabel(task):
         y = _multilabel(labels, classes)
-        return _sample_multilabel(y, shots, rng, classes, seed)
+        return _sample_multilabel(y, shots, rng, classes, seed, codes, eligible)
     y = _single_label(labels, classes)
-    members = [np.flatnonzero(y == c) for c in range(len(classes))]
+    members = [np.flatnonzero((y == c) & eligible) for c in range(len(classes))]
     short = [(name, len(m)) for name, m in zip(classes, members, strict=True) if len(m) < shots]
     if short:
         listed = ", ".join(f"class {name!r} has {n}" for name, n in short)
         fewest = min(n for _, n in short)
         raise UserError(
-            f"cannot sample {shots} shots per class: {listed} training image(s); "
+            f"cannot sample {shots} shots per class: {listed} training image(s)"
+            + _excluded_note(eligible)
+            + "; "
             + _fewer_shots_hint(fewest, "class")
         )
     # Classes are drawn in label order from one generator, so the draw depends on the seed only.
-    picked = [rng.choice(m, size=shots, replace=False) for m in members]
+    draw = GroupDraw(codes) if codes is not None else None
+    picked = [_draw(m, shots, rng, draw) for m in members]
     return _sorted_indices(np.concatenate(picked) if picked else np.empty(0, np.int64))
 
 
 def carve_val(
-    labels: np.ndarray, fraction: float, seed: int, *, task: str
+    labels: np.ndarray,
+    fraction: float,
+    seed: int,
+    *,
+    task: str,
+    groups: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split the training pool into (train_indices, val_indices), stratified and seeded.
 
@@ -73,10 +101,19 @@ def carve_val(
     rows' rarest positive label (the positive label with the fewest positives in ``labels``, ties
     by label index); all-negative rows form a stratum of their own. Rounding is half-up (2.5 -> 3),
     not Python's round-half-to-even. Both arrays are sorted int64, disjoint, covering range(N).
+
+    With ``groups`` (one name per image) whole groups go to val, each stratum's as close to the
+    same target as whole groups allow (`bench.group_splits.carve_groups`).
     """
     fraction = _check_fraction(fraction)
     strata = _strata(labels, task)
     rng = np.random.default_rng(seed)
+    if groups is not None:
+        codes = group_codes(groups, len(strata))
+        val = _sorted_indices(carve_groups(strata, codes, rng, lambda n: _n_val(n, fraction)))
+        in_val = np.zeros(len(strata), dtype=bool)
+        in_val[val] = True
+        return np.flatnonzero(~in_val).astype(np.int64), val
     val_parts: list[np.ndarray] = []
     # np.unique is sorted, so strata are visited in a fixed order and the draw depends on the seed.
     for stratum in np.unique(strata):
@@ -111,18 +148,26 @@ def split_summary(
 
 
 def _sample_multilabel(
-    y: np.ndarray, shots: int, rng: np.random.Generator, classes: Sequence[str], seed: int
+    y: np.ndarray,
+    shots: int,
+    rng: np.random.Generator,
+    classes: Sequence[str],
+    seed: int,
+    codes: np.ndarray | None,
+    eligible: np.ndarray,
 ) -> np.ndarray:
     """Rare-first greedy draw of ``shots`` new images per label (see ``sample_shots``)."""
-    totals = y.sum(axis=0)
+    totals = y[eligible].sum(axis=0)
     short = [(name, int(n)) for name, n in zip(classes, totals, strict=True) if n < shots]
     if short:
         listed = ", ".join(f"label {name!r} has {n}" for name, n in short)
         raise UserError(
-            f"cannot sample {shots} shots per label: {listed} positive training image(s); "
+            f"cannot sample {shots} shots per label: {listed} positive training image(s)"
+            + _excluded_note(eligible)
+            + "; "
             + _fewer_shots_hint(min(n for _, n in short), "label")
         )
-    picked, failed = _greedy(y, shots, rng)
+    picked, failed = _greedy(y, shots, rng, codes, eligible)
     if failed is None:
         return _sorted_indices(np.concatenate(picked) if picked else np.empty(0, np.int64))
     label, left = failed
@@ -132,7 +177,7 @@ def _sample_multilabel(
         (
             k
             for k in range(shots - 1, 0, -1)
-            if _greedy(y, k, np.random.default_rng(seed))[1] is None
+            if _greedy(y, k, np.random.default_rng(seed), codes, eligible)[1] is None
         ),
         0,
     )
@@ -145,21 +190,44 @@ def _sample_multilabel(
 
 
 def _greedy(
-    y: np.ndarray, shots: int, rng: np.random.Generator
+    y: np.ndarray,
+    shots: int,
+    rng: np.random.Generator,
+    codes: np.ndarray | None,
+    eligible: np.ndarray,
 ) -> tuple[list[np.ndarray], tuple[int, int] | None]:
     """Run the rare-first draw; return (picks, None) or (picks so far, (label, candidates left))."""
     # Stable argsort keeps label-index order among labels with equal positive counts.
-    order = np.argsort(y.sum(axis=0), kind="stable")
-    taken = np.zeros(len(y), dtype=bool)
+    order = np.argsort(y[eligible].sum(axis=0), kind="stable")
+    taken = ~eligible  # an image not eligible counts as already drawn
+    grouped = GroupDraw(codes) if codes is not None else None
     picked: list[np.ndarray] = []
     for label in order:
         candidates = np.flatnonzero((y[:, label] == 1) & ~taken)
         if len(candidates) < shots:
             return picked, (int(label), len(candidates))
-        draw = rng.choice(candidates, size=shots, replace=False)
+        draw = _draw(candidates, shots, rng, grouped)
         taken[draw] = True
         picked.append(draw)
     return picked, None
+
+
+def _draw(
+    candidates: np.ndarray, shots: int, rng: np.random.Generator, grouped: GroupDraw | None
+) -> np.ndarray:
+    """``shots`` of ``candidates``: a plain seeded choice (the draw splits have always used),
+    or a group-spreading one."""
+    if grouped is None:
+        return rng.choice(candidates, size=shots, replace=False)
+    return grouped.draw(candidates, shots, rng)
+
+
+def _excluded_note(eligible: np.ndarray) -> str:
+    """Why the pool may be short: images whose group has images in val are not drawn."""
+    left_out = int((~eligible).sum())
+    if not left_out:
+        return ""
+    return f" ({left_out} training image(s) left out: their group also has images in val)"
 
 
 def _n_val(n: int, fraction: float) -> int:

@@ -175,8 +175,9 @@ def test_second_load_is_a_memory_mapped_hit_identical_to_a_fresh_decode(
 
 def test_listing_is_the_readers_own_file_list(folders: Path, opens: list[str]) -> None:
     card = get_card("folders")
-    root, found = decoding.list_files(read_arrays, card, folders)
+    root, found, groups = decoding.list_files(read_arrays, card, folders)
     assert root == card.folder(folders) and not opens  # listed without opening an image
+    assert groups == {}  # an image folder names no patient groups
     decoded = read_arrays(card, folders)
     assert {s: [rel for _, rel in items] for s, items in found.items()} == {
         s: part.paths for s, part in decoded.items()

@@ -125,6 +125,11 @@ def check(
             f"val carved from train: {val['size']} images ({val['fraction']:.0%}, stratified, "
             f"seed {val['seed']}); the files have no validation split"
         )
+    if report.protocol.get("groups"):
+        out.print(
+            f"groups: {report.protocol['groups']} (patient/study ids: each stays on one side of "
+            "a carved val, and few-shot samples take distinct ones first)"
+        )
     for k_, seed in report.shots_checked:
         out.print(f"{k_}-shot sample for split seed {seed}: ok")
     for warning in report.warnings:

@@ -25,11 +25,13 @@ ProgressFn = Callable[[int, int], None]
 @dataclass
 class SplitArrays:
     """One split: uint8 images [N, H, W, C], labels int64 [N] or float32 multi-hot [N, L],
-    and each image's path relative to the data root."""
+    each image's path relative to the data root, and its patient/study group when the data
+    names one (`bench.group_splits`)."""
 
     images: np.ndarray
     labels: np.ndarray
     paths: list[str]
+    groups: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)

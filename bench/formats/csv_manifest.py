@@ -1,5 +1,7 @@
 """The `csv` format: images listed in CSV manifests, one with a split column or one per split
-(ISIC 2018 style); labels as class names or indices, one-hot or multi-hot columns."""
+(ISIC 2018 style); labels as class names or indices, one-hot or multi-hot columns; optionally a
+patient/study group per image (`group_column`, default a column named "group"), which keeps a
+patient's images together when val is carved and in few-shot samples (`bench.group_splits`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 from bench.cards import DatasetCard
 from bench.errors import UserError
 from bench.formats.base import SPLITS, Format, ProgressFn, SplitArrays, missing, register
+from bench.formats.group_column import find_group_column, group_of
 from bench.formats.images import assemble, check_args, decode_all, inside_root, safe_relpath
 from bench.formats.labels import check_train_classes, class_index, multihot
 
@@ -22,7 +25,7 @@ class CsvManifest(Format):
     name = "csv"
     reader_keys = (
         "manifest", "splits", "image_column", "label_column", "split_column", "onehot",
-        "image_dir", "image_suffix", "ignore_columns",
+        "image_dir", "image_suffix", "ignore_columns", "group_column",
     )  # fmt: skip
 
     def check_files(self, card: DatasetCard, folder: Path) -> None:
@@ -91,6 +94,7 @@ def read_csv_manifest(
     image_suffix: str = "",
     split: str | None = None,
     ignore_columns: Sequence[str] = (),
+    group_column: str | None = None,
     bit_depth: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> dict[str, SplitArrays]:
@@ -104,11 +108,12 @@ def read_csv_manifest(
     `split_column` values are train/val/test; without it every row is train; `split` puts every
     row in that split (the split column is then not read). Paths that resolve outside `root`
     (.., absolute, escaping symlinks) are refused. `bit_depth` is the depth 16-bit grey files
-    fill (None: the data's; `bench.formats.images`).
+    fill (None: the data's; `bench.formats.images`). `group_column` names each image's patient or
+    study (None: a column "group" when there is one and it is no class; else no groups).
     """
     root, manifest = Path(root), Path(manifest)
     check_args(classes, size)
-    found = _collect_csv(
+    found, groups = _collect_csv(
         root,
         manifest,
         classes,
@@ -121,6 +126,7 @@ def read_csv_manifest(
         image_suffix=image_suffix,
         split=split,
         ignore_columns=ignore_columns,
+        group_column=group_column,
     )
     if split is None or "train" in found:
         # with `split` given the manifest holds one split, and only a train one must cover classes
@@ -131,9 +137,14 @@ def read_csv_manifest(
         if not multilabel:
             train = [label for label, _ in found["train"]]
             check_train_classes(train, classes, f"manifest {manifest}")
-    decoded = decode_all(root, found, size, None, on_progress)
+    decoded = decode_all(root, found, size, None, on_progress, groups)
     return assemble(
-        decoded, None, multilabel=multilabel, num_classes=len(classes), bit_depth=bit_depth
+        decoded,
+        None,
+        multilabel=multilabel,
+        num_classes=len(classes),
+        bit_depth=bit_depth,
+        groups=groups,
     )
 
 
@@ -150,6 +161,7 @@ def read_csv_splits(
     onehot: bool = False,
     image_suffix: str = "",
     ignore_columns: Sequence[str] = (),
+    group_column: str | None = None,
     bit_depth: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> dict[str, SplitArrays]:
@@ -166,6 +178,7 @@ def read_csv_splits(
     if "train" not in manifests:
         raise UserError(f"{root}: no 'train' manifest; the training split is required")
     found: dict[str, list[tuple[np.ndarray | int, str]]] = {}
+    groups: dict[str, list[str]] = {}
     for split_name in SPLITS:
         if split_name not in manifests:
             continue
@@ -178,28 +191,34 @@ def read_csv_splits(
                 f"split {split_name!r}: manifest {manifest} not found (its images are expected "
                 f"in {root / images})"
             )
-        found.update(
-            _collect_csv(
-                root,
-                manifest,
-                classes,
-                image_column=image_column,
-                label_column=label_column,
-                split_column=None,
-                multilabel=multilabel,
-                onehot=onehot,
-                image_dir=images,
-                image_suffix=image_suffix,
-                split=split_name,
-                ignore_columns=ignore_columns,
-            )
+        part, part_groups = _collect_csv(
+            root,
+            manifest,
+            classes,
+            image_column=image_column,
+            label_column=label_column,
+            split_column=None,
+            multilabel=multilabel,
+            onehot=onehot,
+            image_dir=images,
+            image_suffix=image_suffix,
+            split=split_name,
+            ignore_columns=ignore_columns,
+            group_column=group_column,
         )
+        found.update(part)
+        groups.update(part_groups)
     if not multilabel:
         train = [label for label, _ in found["train"]]
         check_train_classes(train, classes, f"manifest {root / manifests['train'][0]}")
-    decoded = decode_all(root, found, size, None, on_progress)
+    decoded = decode_all(root, found, size, None, on_progress, groups)
     return assemble(
-        decoded, None, multilabel=multilabel, num_classes=len(classes), bit_depth=bit_depth
+        decoded,
+        None,
+        multilabel=multilabel,
+        num_classes=len(classes),
+        bit_depth=bit_depth,
+        groups=groups,
     )
 
 
@@ -217,8 +236,10 @@ def _collect_csv(
     image_suffix: str,
     split: str | None,
     ignore_columns: Sequence[str],
-) -> dict[str, list[tuple[np.ndarray | int, str]]]:
-    """{split: [(label, image path relative to root)]} in manifest order, every row checked."""
+    group_column: str | None = None,
+) -> tuple[dict[str, list[tuple[np.ndarray | int, str]]], dict[str, list[str]]]:
+    """({split: [(label, image path relative to root)]}, {split: [group]}) in manifest order,
+    every row checked; the groups are empty when the manifest has no group column."""
     if multilabel and onehot:
         raise ValueError("onehot is a single-label encoding; it cannot be combined with multilabel")
     if split is not None and split not in SPLITS:
@@ -226,8 +247,9 @@ def _collect_csv(
     header, rows = _read_csv(manifest)
     where = f"manifest {manifest}"
     per_class = multilabel or onehot
+    group_column = find_group_column(header, group_column, classes, ignore_columns, where)
     # the split column (if any) is never a class column, even when `split` makes it unread
-    meta = {image_column, split_column, label_column, *ignore_columns}
+    meta = {image_column, split_column, label_column, group_column, *ignore_columns}
     split_column = None if split is not None else split_column
     required = [image_column]
     if split_column is not None:
@@ -255,6 +277,7 @@ def _collect_csv(
     index = {name: i for i, name in enumerate(classes)}
     root_resolved = root.resolve()
     found: dict[str, list[tuple[np.ndarray | int, str]]] = {}
+    groups: dict[str, list[str]] = {}
     for line, row in rows:
         at = f"{where} line {line}"
         if split is not None:
@@ -281,7 +304,9 @@ def _collect_csv(
             value = posixpath.join(Path(image_dir).as_posix(), value)
         rel = safe_relpath(root, root_resolved, value, at)
         found.setdefault(row_split, []).append((label, rel))
-    return found
+        if group_column is not None:
+            groups.setdefault(row_split, []).append(group_of(row, group_column, at))
+    return found, groups
 
 
 def _read_csv(manifest: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:

@@ -1,4 +1,7 @@
-"""The `imagefolder` format: `<folder>/<split>/<class name>/**/<image>`, as torchvision reads it."""
+"""The `imagefolder` format: `<folder>/<split>/<class name>/**/<image>`, as torchvision reads it.
+
+Images are the files Pillow reads by extension and DICOM files (`.dcm`, or no extension with the
+DICM marker; `bench.formats.dicom`)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 from bench.cards import DatasetCard
 from bench.errors import UserError
 from bench.formats.base import SPLITS, Format, ProgressFn, SplitArrays, missing, register
-from bench.formats.images import assemble, check_args, decode_all, inside_root, is_image
+from bench.formats.images import assemble, check_args, decode_all, inside_root, is_image_file
 from bench.formats.labels import check_train_classes
 
 
@@ -95,7 +98,7 @@ def _scan_split(root: Path, split: str, index: dict[str, int]) -> list[tuple[int
             f"{split_dir}: folder(s) {unexpected} are not classes of this dataset; expected class "
             f"folders {list(index)}. Rename or remove them, or fix the card's classes."
         )
-    loose = [p.name for p in entries if p.is_file() and is_image(p.name)]
+    loose = [p.name for p in entries if p.is_file() and is_image_file(p)]
     if loose:
         raise UserError(
             f"{split_dir}: image(s) {loose[:5]} lie outside a class folder; move them into "
@@ -107,7 +110,7 @@ def _scan_split(root: Path, split: str, index: dict[str, int]) -> list[tuple[int
         for dirpath, dirnames, filenames in os.walk(class_dir):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
-                if name.startswith(".") or not is_image(name):
+                if name.startswith(".") or not is_image_file(Path(dirpath, name)):
                     continue  # ._foo.png (macOS), README, thumbnails db...
                 rel = Path(dirpath, name).relative_to(root).as_posix()
                 if os.path.islink(Path(dirpath, name)):

@@ -26,8 +26,9 @@ from PIL import Image
 
 from bench.errors import UserError
 from bench.formats.base import ProgressFn, SplitArrays
+from bench.formats.dicom import DICOM_EXTENSIONS, decode_dicom, has_dicom_marker, has_dicom_name
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_EXTENSIONS)
 # Modes that are one grey channel; 16/32-bit ones are rescaled to 8 bits in `assemble`.
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 # The depths a 16-bit file's data may fill (a card's `bit_depth` is one of them).
@@ -39,27 +40,33 @@ BIT_DEPTHS = (8, 10, 12, 14, 16)
 _LISTING: ContextVar[bool] = ContextVar("medpeft_listing", default=False)
 
 
+# {split: each image's group, in listed order}; empty when the data names no groups
+Groups = Mapping[str, Sequence[str]]
+
+
 class _Listed(Exception):
     """Carries the files a reader found out of the reader (raised by `decode_all`)."""
 
-    def __init__(self, root: Path, found: dict[str, list[tuple[Any, str]]]) -> None:
+    def __init__(self, root: Path, found: dict[str, list[tuple[Any, str]]], groups: Groups) -> None:
         super().__init__("listed")
         self.root = root
         self.found = found
+        self.groups = groups
 
 
 def list_files(
     read: Callable[..., object], *args: Any, **kwargs: Any
-) -> tuple[Path, dict[str, list[tuple[Any, str]]]]:
-    """(root, {split: [(label, path relative to root)]}): what `read(*args, **kwargs)` would
-    decode, found and checked by the reader's own discovery (so the list cannot drift from what
-    is read), but without opening any image. `read` is a format's reader or a function that calls
-    one (`bench.dataset_arrays.read_arrays`); a ValueError if it never reaches the decoding step."""
+) -> tuple[Path, dict[str, list[tuple[Any, str]]], Groups]:
+    """(root, {split: [(label, path relative to root)]}, {split: [group]}): what
+    `read(*args, **kwargs)` would decode, found and checked by the reader's own discovery (so the
+    list cannot drift from what is read), but without opening any image; the groups are empty
+    when the data names none. `read` is a format's reader or a function that calls one
+    (`bench.dataset_arrays.read_arrays`); a ValueError if it never reaches the decoding step."""
     token = _LISTING.set(True)
     try:
         read(*args, **kwargs)
     except _Listed as listed:
-        return listed.root, listed.found
+        return listed.root, listed.found, listed.groups
     finally:
         _LISTING.reset(token)
     raise ValueError(f"{getattr(read, '__name__', read)} read no image files")
@@ -111,32 +118,62 @@ def is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def is_image_file(path: Path) -> bool:
+    """An image by its name, or a DICOM file without an extension (PACS exports are often named
+    like `IM000001`), found by its DICM marker."""
+    return is_image(path.name) or ("." not in path.name and has_dicom_marker(path))
+
+
 def _decode(root: Path, rel: str, size: int, grayscale: bool | None) -> np.ndarray:
     """One image as uint8 [size, size] (greyscale) or [size, size, 3]; grey stays 2-D unless
     grayscale is False so that `assemble` can decide the channel count for the whole dataset.
-    A 16-bit (or PIL's 32-bit "I") grey image comes back uint16, still at its own depth, for
-    `assemble` to map to 8 bits once the dataset's depth is known."""
+    A 16-bit (or PIL's 32-bit "I") grey image, or a DICOM grey without a window, comes back
+    uint16, still at its own depth, for `assemble` to map to 8 bits once the dataset's depth is
+    known. DICOM files are decoded by `bench.formats.dicom`, everything else by Pillow."""
     path = root / rel
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file must fail here, naming its path
-            if im.mode.startswith("I"):
-                # resized as floats: convert("L") would clip everything above 255 to white
-                wide = np.clip(np.asarray(im).astype(np.float32), 0, 65535)
-                img = Image.fromarray(wide)  # mode "F"
-            elif im.mode in GRAY_MODES or grayscale:
-                img = im.convert("L")
-            else:
-                img = im.convert("RGB")
+        img = _open_dicom(path) if _is_dicom(path) else _open_pillow(path, grayscale)
+    except UserError as exc:  # pydicom missing, a multi-frame DICOM: already says what to do
+        raise UserError(f"cannot read image {rel} (under {root}): {exc}") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors...
         raise UserError(
             f"cannot read image {rel} (under {root}): {exc}; replace or remove the file"
         ) from None
+    if img.mode == "RGB" and grayscale:
+        img = img.convert("L")
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     if img.mode == "F":
         return np.clip(np.asarray(img).round(), 0, 65535).astype(np.uint16)
     return np.asarray(img, dtype=np.uint8)
+
+
+def _is_dicom(path: Path) -> bool:
+    """A DICOM file by its name, or by its DICM marker when the name is no known image type (a
+    manifest may list `IM000001`); a `.png` is not opened twice to look."""
+    name = path.name
+    return has_dicom_name(name) or (not is_image(name) and has_dicom_marker(path))
+
+
+def _open_pillow(path: Path, grayscale: bool | None) -> Image.Image:
+    """A file Pillow reads, as "L", "RGB" or (16/32-bit grey) "F"."""
+    with Image.open(path) as im:
+        im.load()  # decode now: a truncated file must fail here, naming its path
+        if im.mode.startswith("I"):
+            # resized as floats: convert("L") would clip everything above 255 to white
+            wide = np.clip(np.asarray(im).astype(np.float32), 0, 65535)
+            return Image.fromarray(wide)  # mode "F"
+        if im.mode in GRAY_MODES or grayscale:
+            return im.convert("L")
+        return im.convert("RGB")
+
+
+def _open_dicom(path: Path) -> Image.Image:
+    """A DICOM file's display image (`decode_dicom`) as "L", "RGB" or (16-bit grey) "F"."""
+    arr = decode_dicom(path)
+    if arr.dtype == np.uint16:
+        return Image.fromarray(arr.astype(np.float32))  # mode "F", resized like 16-bit PNGs
+    return Image.fromarray(arr)
 
 
 def data_bit_depth(peak: int) -> int:
@@ -181,9 +218,11 @@ def assemble(
     multilabel: bool,
     num_classes: int,
     bit_depth: int | None = None,
+    groups: Groups | None = None,
 ) -> dict[str, SplitArrays]:
     """{split: SplitArrays} of the decoded images: 16-bit greys mapped to 8 bits by the dataset's
-    depth (`bit_depth` when given), one channel only when every image is grey (or `grayscale`)."""
+    depth (`bit_depth` when given), one channel only when every image is grey (or `grayscale`);
+    each split's `groups` when given."""
     decoded = _to_8bit(decoded, bit_depth)
     all_gray = all(arr.ndim == 2 for items in decoded.values() for arr, _, _ in items)
     channels = 1 if (grayscale or (grayscale is None and all_gray)) else 3
@@ -204,6 +243,7 @@ def assemble(
                 else np.asarray(labels, dtype=np.int64)
             ),
             paths=[rel for _, _, rel in items],
+            groups=list(groups[split]) if groups and split in groups else None,
         )
     return out
 
@@ -214,12 +254,15 @@ def decode_all(
     size: int,
     grayscale: bool | None,
     on_progress: ProgressFn | None,
+    groups: Groups | None = None,
 ) -> dict[str, list[tuple[np.ndarray, np.ndarray | int, str]]]:
     """`_decode` every listed image on a thread pool (Pillow releases the GIL while decoding and
     resizing), keeping the listed order. Progress is reported from the calling thread, so the
-    callback needs no locking; on the first failure pending images are cancelled."""
+    callback needs no locking; on the first failure pending images are cancelled. `groups` are
+    only handed to `list_files` (the decoded cache keys on them); `assemble` attaches them."""
     if _LISTING.get():  # `list_files`: everything up to here ran, nothing is decoded
-        raise _Listed(Path(root), {split: list(items) for split, items in found.items()})
+        listed = {split: list(items) for split, items in found.items()}
+        raise _Listed(Path(root), listed, groups or {})
     jobs = [rel for items in found.values() for _, rel in items]
     total = len(jobs)
     results: list[np.ndarray | None] = [None] * total
