@@ -49,7 +49,7 @@ class Trained:
     cell: CellConfig
     source: BackboneSource
     num_classes: int
-    head: str  # the classifier's module name: peft's `modules_to_save`
+    head: str  # a peft model's classifier module name (its `modules_to_save`); "" otherwise
     peft_config: Any = None  # the injected peft.PeftConfig; None for any other method
 
 
@@ -67,10 +67,12 @@ def trained(
     model: nn.Module, cell: CellConfig, source: BackboneSource, num_classes: int
 ) -> Trained:
     """What save_record writes of a finished cell's model (see `Trained`)."""
-    classifier = model.get_classifier()
-    head = next(name for name, m in model.named_modules() if m is classifier)
     configs = getattr(model, "peft_config", None)  # set on the model by peft's injection
     config = configs.get(ADAPTER_NAME) if isinstance(configs, dict) else None
+    head = ""
+    if config is not None:  # peft injects into the timm model itself, which names its head
+        classifier = model.get_classifier()
+        head = next(name for name, m in model.named_modules() if m is classifier)
     return Trained(trainable_tensors(model), cell, source, num_classes, head, config)
 
 

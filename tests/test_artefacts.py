@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -28,19 +29,24 @@ import bench.harness
 from bench.artefacts import (
     PENDING,
     adapter_path,
+    save_adapter,
     save_tensors,
     trainable_path,
+    trained,
     write_folder_atomic,
 )
-from bench.backbones import create_backbone
+from bench.backbones import create_backbone, resolve_backbone
 from bench.cli import app
+from bench.config import CellConfig
 from bench.errors import UserError
 from bench.execute import run_grid
 from bench.export import export_run, load_adapted, load_export, rebuild
 from bench.grid import GridRequest, data_key, plan
 from bench.harness import build_model, run_cell
 from bench.records import read_record, record_path, remove_stale_temp
-from tests.conftest import write_medmnist_npz
+from methods import get_method, list_methods
+from methods.peft_inject import merge_peft
+from tests.conftest import skip_if_unavailable, write_medmnist_npz
 
 # Two epochs: the selected epoch's weights, not necessarily the last, gave the test logits.
 METHODS = ("linear", "full", "vpt", "lora", "ept", "fpt-plus")
@@ -152,8 +158,6 @@ def test_the_selected_epoch_is_what_was_saved(grid) -> None:
 
 
 def test_the_peft_adapter_loads_with_peft_onto_a_fresh_backbone(grid) -> None:
-    from peft import PeftModel
-
     the_plan, req = grid
     cell = cell_of(the_plan, "lora")
     record = read_record(record_path(req.results, cell.run_id))
@@ -169,6 +173,40 @@ def test_the_peft_adapter_loads_with_peft_onto_a_fresh_backbone(grid) -> None:
     with torch.no_grad():
         logits = model(prep.evaluation(images_of(the_plan, cell)))
     np.testing.assert_allclose(logits.numpy(), recorded_test(req, cell.run_id)[0], atol=1e-5)
+
+
+PEFT_METHODS = [m for m in list_methods(include_unavailable=True)
+                if get_method(m, include_unavailable=True).merge is merge_peft]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", PEFT_METHODS)
+def test_every_peft_method_saves_an_adapter_that_peft_loads(tmp_path: Path, method: str) -> None:
+    """Every peft-backed method (injected without a PeftModel): its adapter folder, loaded by
+    PeftModel.from_pretrained onto the same backbone, computes what the trained model does."""
+    skip_if_unavailable(method)
+    source = resolve_backbone("test_vit", pretrained=False, weights=None)
+    spec = get_method(method)
+    cell = CellConfig(method=method, dataset="demo", seed=0, backbone="test_vit",
+                      pretrained=False, weights=None, weights_sha256=None, epochs=1,
+                      batch_size=2, img_size=32, device="cpu", precision="fp32",
+                      optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup_epochs=0.0,
+                      grad_clip=0.0, hparams=dict(spec.hparams))  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cell, source, 3)[0]
+    with torch.no_grad():  # as if trained: every trainable tensor away from its init
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    entry = save_adapter(trained(model, cell, source, 3), tmp_path / "adapter")
+    assert entry["folder"] == "adapter"
+    torch.manual_seed(0)  # the same random init the trained model's frozen part has
+    base = create_backbone(source, num_classes=3, img_size=32)
+    loaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["lora", "fpt-plus"])
