@@ -447,3 +447,14 @@ def test_stale_artefact_temp_files_are_tidied(tmp_path: Path) -> None:
         os.utime(tmp_path / name, (old, old))
     assert remove_stale_temp(tmp_path) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_launched_cell_keeps_the_option(grid) -> None:
+    """--no-artefacts reaches a launcher's worker, which writes the records there."""
+    from bench.launchers.worker import cell_spec, worker_plan
+
+    the_plan, req = grid
+    cell = cell_of(the_plan, "linear")
+    for on in (True, False):
+        spec = cell_spec(the_plan, req.replace(artefacts=on), cell)
+        assert worker_plan(spec, progress=False)[1].artefacts is on
