@@ -66,9 +66,9 @@ def find_record(run_id: str, results: Path) -> dict[str, Any]:
     close = difflib.get_close_matches(run_id, ids, n=3, cutoff=0.6)
     hint = f" Similar: {', '.join(close)}." if close else ""
     raise UserError(
-        f"no record of run {run_id!r} in {results}/: a run id is its record's file name without "
-        f".json (`bench status --results {results}` summarises the folder; `bench report` lists "
-        f"the runs).{hint}"
+        f"no record of run {run_id!r} in {results}/: run ids are the record files' names without "
+        f".json (`ls {results}/*.json`; `bench status --results {results}` summarises the "
+        f"folder).{hint}"
     )
 
 
