@@ -229,7 +229,7 @@ class _Grid:
             record = self._train(cell)
             record.update(self.plan.annotations.get(cell.run_id, {}))
             with self.interrupts.critical():
-                save_record(self.req.results, record)
+                save_record(self.req.results, record, artefacts=self.req.artefacts)
                 self.outcome.records.append(record)
                 self.outcome.ran += 1
                 self.events.cell_saved(record)

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.artefacts import PENDING as PENDING_ARTEFACTS
+from bench.artefacts import trained
 from bench.backbones import BackboneSource, create_backbone, method_img_size, resolve_backbone
 from bench.cards import DatasetCard
 from bench.config import CellConfig
@@ -65,7 +67,8 @@ def run_cell(
     """Run one cell and return its record: status ok, failed, oom or diverged, or `trial` for a
     search trial, which sees train and val only and is scored on val, never tested. An ok
     record also carries its test and validation predictions under bench.predictions.PENDING,
-    for bench.records.save_record to write beside it."""
+    and a final (not a trial) its trained tensors under bench.artefacts.PENDING, for
+    bench.records.save_record to write beside it."""
     trial = cell.role == "trial"
     if trial:
         data = data.sealed()
@@ -76,7 +79,7 @@ def run_cell(
         # NVML unavailable, so nobody checked).
         record.gpu_other_processes = gpu_busy_processes(device.index or 0)
     t0, watch, memory, energy = time.perf_counter(), Stopwatch(device), {}, {}
-    predictions = None
+    predictions = kept = None
     try:
         # Memory figures count from here: the data is loaded, nothing of this cell exists yet.
         baseline = memory_baseline(device)
@@ -124,6 +127,8 @@ def run_cell(
         record.status = "ok"
         # saved beside the record by bench.records.save_record: the report's per-image figures
         predictions = {"test": (logits, labels), "val": (result.val_logits, result.val_labels)}
+        # likewise the trainable tensors that gave these logits (fit restored the selected epoch)
+        kept = trained(model, cell, source, data.num_classes)
         record.metrics = _test_metrics(logits, labels, data.card, best_val)
         record.training = _training(result, cell, model, sources)
         record.cost = _cost(cell, train.timer, evaluation.timer, memory, energy)
@@ -146,7 +151,7 @@ def run_cell(
         record.status = "trial"
     out = _finish(record, t0, watch)
     if record.status == "ok" and predictions is not None:
-        out[PENDING] = predictions
+        out[PENDING], out[PENDING_ARTEFACTS] = predictions, kept
     return out
 
 

@@ -301,6 +301,23 @@ class PredictionsEntry(TypedDict, total=False):
     error: str
 
 
+class ArtefactsEntry(TypedDict, total=False):
+    """`artefacts`: a finished cell's trained tensors beside it (bench.artefacts); `trainable`
+    null and `reason` (--no-artefacts) or `error` when none were saved. Trials, failed cells and
+    records before it have no entry."""
+
+    trainable: dict[str, Any] | None  # `<run id>.trainable.safetensors`: file, bytes, sha256
+    tensors: int  # how many tensors it holds
+    params: int  # their scalar count: params.trainable_params
+    frozen: str  # "pretrained" (a weights file or the hub) or "seeded-init" (--no-pretrained)
+    # peft methods: {folder: `<run id>.adapter`, files: [{file, bytes, sha256}]}; null with
+    # `adapter_error`
+    adapter: dict[str, Any] | None
+    adapter_error: str
+    reason: str
+    error: str
+
+
 # ----------------------------------------------------------------------- the record
 
 
@@ -344,6 +361,7 @@ class Record:
     hyperparameters: Hyperparameters | Absent = ABSENT
     tuning: Tuning | Absent | None = ABSENT
     predictions: PredictionsEntry | Absent = ABSENT  # an ok cell's, from bench.records.save_record
+    artefacts: ArtefactsEntry | Absent = ABSENT  # an ok (non-trial) cell's, from save_record
     # Keys this version does not know (a newer or older writer's): kept and written back as read.
     extra: dict[str, Any] = field(default_factory=dict)
     # The key order of the JSON it was read from, so writing it back changes nothing.

@@ -67,6 +67,8 @@ def _record_types() -> dict[str, str]:
         types[f"cost.energy.{key}"] = "number?"
     types["dataset.task"] = "str?"
     types |= {"predictions": "dict?", "predictions.file": "str?", "predictions.sha256": "str?"}
+    types |= {"artefacts": "dict?", "artefacts.trainable": "dict?", "artefacts.frozen": "str?"}
+    types |= {"artefacts.trainable.file": "str?", "artefacts.trainable.sha256": "str?"}
     return types | _conditions_types("cost.conditions") | _figure_types("cost")
 
 

@@ -63,17 +63,21 @@ def write_record(results: Path, record: dict[str, Any]) -> Path:
     return write_atomic(record_path(results, record["run_id"]), record_text(record))
 
 
-def save_record(results: Path, record: dict[str, Any]) -> Path:
+def save_record(results: Path, record: dict[str, Any], *, artefacts: bool = True) -> Path:
     """`write_record`, or, when the results folder cannot take it (a full disk, a folder gone
     read-only mid-grid), the record saved in the temp folder and `RecordNotSaved` raised: the
     grid stops, the trained cell's result is kept. The predictions a finished cell carries
-    (bench.predictions.PENDING) are written first, so a record never names a missing file."""
-    # here, not at the top: bench.predictions writes with this module's write_atomic
+    (bench.predictions.PENDING) and, unless `artefacts` is off, its trained tensors
+    (bench.artefacts.PENDING) are written first, so a record never names a missing file."""
+    # here, not at the top: both write with this module's write_atomic
+    from bench.artefacts import PENDING, write_pending_artefacts
     from bench.predictions import write_pending
 
+    trained = record.pop(PENDING, None)  # popped first: tensors never reach a record's text
     try:
         results.mkdir(parents=True, exist_ok=True)
         write_pending(results, record)
+        write_pending_artefacts(results, record, trained, enabled=artefacts)
         return write_record(results, record)
     except OSError as exc:
         target = record_path(results, record["run_id"])
@@ -109,11 +113,15 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     return path
 
 
-# A temp file of a record or its predictions being written (write_atomic's names:
-# .<run id>[.predictions.npz].<random>.tmp); older than an hour, its writer died before the
-# rename. Other hidden files are the user's.
+# A temp file of a record, its predictions or its artefacts being written (write_atomic's and
+# bench.artefacts.write_folder_atomic's names: .<run id>[.predictions.npz|.trainable.safetensors
+# |.adapter].<random>.tmp); older than an hour, its writer died before the rename. Other hidden
+# files are the user's.
 _TEMP_AGE_S = 3600.0
-_TEMP_NAME = re.compile(r"^\..+-[0-9a-f]{10,12}(\.predictions\.npz)?\.[a-z0-9_]{8}\.tmp$")
+_TEMP_NAME = re.compile(
+    r"^\..+-[0-9a-f]{10,12}(\.predictions\.npz|\.trainable\.safetensors|\.adapter)?"
+    r"\.[a-z0-9_]{8}\.tmp$"
+)
 
 
 def remove_stale_temp(results: Path) -> int:

@@ -14,6 +14,7 @@ import typer
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 from bench.cli.data import data_app
+from bench.cli.export import export
 from bench.cli.list import list_
 from bench.cli.profile import profile
 from bench.cli.report import report
@@ -66,6 +67,7 @@ app.command(
 )(run)
 app.command("list")(list_)
 app.command()(report)
+app.command()(export)
 
 
 def main() -> None:  # pragma: no cover

@@ -285,4 +285,14 @@ AllowFailures = Annotated[
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Print the grid and exit.", rich_help_panel=OUTPUT)
 ]
+Artefacts = Annotated[
+    bool,
+    typer.Option(
+        "--artefacts/--no-artefacts",
+        help="Save each finished cell's trained tensors beside its record "
+        "(<run id>.trainable.safetensors; peft methods also <run id>.adapter/) for `bench "
+        "export`. Full fine-tuning saves the whole model. Not part of the run id.",
+        rich_help_panel=OUTPUT,
+    ),
+]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=OUTPUT)]

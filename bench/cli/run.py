@@ -44,6 +44,7 @@ def run(
     allow_failures: o.AllowFailures = False,
     dry_run: o.DryRun = False,
     progress: o.Progress = True,
+    artefacts: o.Artefacts = True,
     protocol: o.Protocol = None,
     launcher: o.Launcher = "local",
     gpus: o.Gpus = None,
@@ -81,7 +82,7 @@ def run(
             backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
             img_size=img_size, device=device, precision=precision, compile=compile_,
             results=results, data_root=data_root, warmup_epochs=warmup_epochs,
-            grad_clip=grad_clip, force=force, oom_retry=oom_retry,
+            grad_clip=grad_clip, force=force, oom_retry=oom_retry, artefacts=artefacts,
         )  # fmt: skip
         from bench.claims import stale_after_s
 

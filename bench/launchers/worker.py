@@ -40,6 +40,7 @@ def cell_spec(plan: Plan, req: GridRequest, cell: CellConfig) -> dict[str, Any]:
         "oom_retry": req.oom_retry,
         "force": req.force,
         "stale_claim_s": req.stale_claim_s,
+        "artefacts": req.artefacts,
     }
     return json.loads(json.dumps(spec))  # fails here, not in the worker, on anything unserialisable
 
@@ -68,6 +69,7 @@ def worker_plan(spec: dict[str, Any], *, progress: bool) -> tuple[Plan, GridRequ
         oom_retry=spec["oom_retry"],
         force=spec["force"],
         stale_claim_s=spec["stale_claim_s"],
+        artefacts=spec.get("artefacts", True),  # a spec written before the option: on
     )
     check_results_folder(req.results, write=True)
     root = data_root(req.data_root)
