@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from bench.cli.common import fail
+from bench.cli.help import PlainHelpCommand
 from bench.cli.options import DataRoot
 from bench.console import console, progress_bar, table
 
@@ -19,7 +20,7 @@ data_app = typer.Typer(
 )
 
 
-@data_app.command()
+@data_app.command(cls=PlainHelpCommand)
 def info(
     name: Annotated[str, typer.Argument(help="A dataset of `bench list datasets`.")],
     data_root: DataRoot = None,
@@ -75,7 +76,7 @@ def info(
     out.print(fields)
 
 
-@data_app.command()
+@data_app.command(cls=PlainHelpCommand)
 def check(
     name: Annotated[str, typer.Argument(help="A dataset of `bench list datasets`.")],
     data_root: DataRoot = None,
@@ -132,7 +133,7 @@ def check(
     out.print(f"[green]ok[/] {card.name}: every image and label read")
 
 
-@data_app.command()
+@data_app.command(cls=PlainHelpCommand)
 def download(
     name: Annotated[
         str, typer.Argument(help="A MedMNIST dataset, e.g. pathmnist or pathmnist_224.")
