@@ -94,14 +94,15 @@ def test_a_flag_given_wins_over_the_file(tmp_path, tiny_data_root) -> None:
 
 
 @pytest.mark.parametrize(("toml", "message"), [
-    ('metods = "full"', "unknown key 'metods'; did you mean 'methods'? Valid keys: allow_failures, augment,"),
+    ('metods = "full"', "unknown key 'metods' (did you mean 'methods'?); valid keys: allow_failures, augment,"),
     ("batch_size = \"big\"", "batch_size must be an integer, got str 'big'"),
     ("lr = true", "lr must be a number, got bool True"),
     ('precision = "fp8"', "precision must be one of 'auto', "),
     ("set = 3", 'set must be a list of "METHOD.KEY=VALUE" strings or a table'),
     ("seeds = [0.5]", "seeds must be a list, or a comma-separated string"),
     ("results = 3", "results must be a path (a string; relative to this file)"),
-    ("methods = [", "config file"),  # not TOML
+    ("methods = [", "give a readable TOML file"),
+    ("zzz = 1", "unknown key 'zzz'; valid keys: allow_failures,"),
 ])  # fmt: skip
 def test_bad_grid_files_fail_on_one_line(tmp_path, toml, message) -> None:
     cfg = tmp_path / "grid.toml"
@@ -267,12 +268,19 @@ def test_names_complete_from_catalog_and_registry() -> None:
     assert comma_items("full,", ["full", "linear"]) == ["full,linear"]  # no name twice
 
 
-def test_the_shell_gets_dataset_names(tmp_path) -> None:
+@pytest.mark.parametrize(("words", "expected"), [
+    ("bench run --datasets pneumo", "pneumoniamnist"),
+    ("bench status --datasets demo,pneumo", "demo,pneumoniamnist"),
+    ("bench data info pneumo", "pneumoniamnist"),
+    ("bench tune --methods full,lin", "full,linear"),
+    ("bench profile --methods lin", "linear"),
+])  # fmt: skip
+def test_the_shell_gets_names(words, expected) -> None:
     """Through click's completion protocol, as the installed bash script calls it."""
-    env = {"_BENCH_COMPLETE": "complete_bash", "COMP_WORDS": "bench run --datasets pneumo",
-           "COMP_CWORD": "3"}  # fmt: skip
+    env = {"_BENCH_COMPLETE": "complete_bash", "COMP_WORDS": words,
+           "COMP_CWORD": str(len(words.split()) - 1)}  # fmt: skip
     res = runner.invoke(app, [], env=env, prog_name="bench")
-    assert "pneumoniamnist" in res.output.split()
+    assert expected in res.output.split(), res.output
 
 
 # -------------------------------------------------------------------------------- choices

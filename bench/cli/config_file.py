@@ -61,9 +61,9 @@ def read_config(path: Path, command: Any) -> dict[str, Any]:
         key = given.replace("-", "_")
         if key not in options:
             close = difflib.get_close_matches(key, options, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserError(
-                f"{where}: unknown key {given!r}{hint} Valid keys: {', '.join(sorted(options))}"
+                f"{where}: unknown key {given!r}{hint}; valid keys: {', '.join(sorted(options))}"
             )
         name = options[key]
         out[name] = _value(key, value, hints[name], where, Path(path).parent)

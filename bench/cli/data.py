@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from bench.cli.common import fail
+from bench.cli.complete import complete_datasets
 from bench.cli.help import PlainHelpCommand
 from bench.cli.options import DataRoot
 from bench.console import console, progress_bar, table
@@ -22,7 +23,12 @@ data_app = typer.Typer(
 
 @data_app.command(cls=PlainHelpCommand)
 def info(
-    name: Annotated[str, typer.Argument(help="A dataset of `bench list datasets`.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A dataset of `bench list datasets`.", autocompletion=complete_datasets
+        ),
+    ],
     data_root: DataRoot = None,
 ) -> None:
     """The card: task, classes, metric, expected layout, where to get it, licence, citation; and
@@ -78,7 +84,12 @@ def info(
 
 @data_app.command(cls=PlainHelpCommand)
 def check(
-    name: Annotated[str, typer.Argument(help="A dataset of `bench list datasets`.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A dataset of `bench list datasets`.", autocompletion=complete_datasets
+        ),
+    ],
     data_root: DataRoot = None,
     shots: Annotated[
         str | None, typer.Option(help="Also check these few-shot samples, e.g. 1,5,10.")
