@@ -9,6 +9,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -18,6 +19,11 @@ from bench.config import CellConfig
 def console(*, stderr: bool = False) -> Console:
     """The console every command prints to (no automatic highlighting of numbers and paths)."""
     return Console(highlight=False, stderr=stderr)
+
+
+def as_written(text: str) -> str:
+    """`text` with rich markup escaped, so bracketed words such as '[default]' print as written."""
+    return escape(text)
 
 
 def table(title: str | None = None, *, compact: bool = False, show_header: bool = True) -> Table:

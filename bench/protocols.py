@@ -61,6 +61,20 @@ def get_protocol(name: str) -> Protocol:
     return load_protocol(PROTOCOL_DIR / f"{name}.toml")
 
 
+def find_protocol(name: str) -> Protocol:
+    """--protocol: a shipped protocol by name, or the user's own protocol file (a path ending in
+    .toml), checked as a shipped one is."""
+    if not name.endswith(".toml"):
+        return get_protocol(name)
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"--protocol {name}: no such protocol file; give a .toml path or a shipped name "
+            f"({', '.join(list_protocols())})"
+        )
+    return load_protocol(path)
+
+
 # Each key a protocol file may hold: (its kind, required).
 _KEYS: dict[str, tuple[str, bool]] = {
     "name": ("a string", True),

@@ -203,7 +203,6 @@ BAD_INPUT = [
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--lr", "-1"], "--lr must be > 0"),
-    (["--device", "tpu"], "--device 'tpu'"),
     (["--backbone", "not_a_vit"], "unknown backbone 'not_a_vit'"),
 ]
 

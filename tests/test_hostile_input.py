@@ -66,8 +66,10 @@ Slurm job, SIGTERM).
 Cases covered elsewhere before this file (by test name):
   tests/test_cli.py::test_bad_input_is_one_clear_line_before_training (unknown method, unknown
     dataset, malformed --set, unknown --set key, wrong-typed --set value, --set for a method not
-    in --methods, '0,x' and '-1' seeds, --epochs 0, --batch-size 0, --lr -1, --device tpu,
-    unknown backbone), test_unreadable_weights_file_cli, test_foreign_file_is_never_overwritten
+    in --methods, '0,x' and '-1' seeds, --epochs 0, --batch-size 0, --lr -1, unknown backbone),
+    test_unreadable_weights_file_cli, test_foreign_file_is_never_overwritten
+  tests/test_cli_config.py: test_click_refuses_a_bad_choice_listing_the_valid (--device tpu,
+    --precision fp8), test_other_choices_are_refused_too, test_bad_grid_files_fail_on_one_line
   tests/test_config.py: test_parse_sets_malformed, test_coerce_follows_default_type,
     test_parse_int_list
   tests/test_compile.py: test_precision_defaults_and_refusals,

@@ -15,6 +15,7 @@ os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 from bench.cli.data import data_app
 from bench.cli.export import export
+from bench.cli.help import PlainHelpCommand
 from bench.cli.list import list_
 from bench.cli.profile import profile
 from bench.cli.report import report
@@ -25,7 +26,6 @@ app = typer.Typer(
     name="bench",
     help="Benchmark parameter-efficient fine-tuning of Vision Transformers on medical images.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
@@ -56,18 +56,19 @@ def package_version() -> str:
 
 
 app.add_typer(data_app, name="data")
-app.command()(profile)
-app.command()(status)
-app.command()(run)
+app.command(cls=PlainHelpCommand)(profile)
+app.command(cls=PlainHelpCommand)(status)
+app.command(cls=PlainHelpCommand)(run)
 app.command(
     "tune",
+    cls=PlainHelpCommand,
     help="Tune every method on validation with the same budget, then run the selected "
     "configuration at every seed (`bench run --tune`; the same options). Every trial is a "
     "record, so a stopped search resumes.",
 )(run)
-app.command("list")(list_)
-app.command()(report)
-app.command()(export)
+app.command("list", cls=PlainHelpCommand)(list_)
+app.command(cls=PlainHelpCommand)(report)
+app.command(cls=PlainHelpCommand)(export)
 
 
 def main() -> None:  # pragma: no cover

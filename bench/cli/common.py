@@ -32,17 +32,19 @@ def fail(message: str) -> None:
 
 
 def given_options(ctx: typer.Context) -> set[str]:
-    """The parameters given on the command line (not defaults or environment)."""
+    """The parameters given on the command line or in its --config file (whose values are
+    click's default map), not defaults or environment."""
     return {
         name
         for name in ctx.params
         # compared by name: typer may ship its own copy of click's enum
-        if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+        if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "DEFAULT_MAP")
     }
 
 
 def grid_clash(ctx: typer.Context) -> list[str]:
-    """The grid options given beside --protocol, as flags (--protocol sets the grid)."""
+    """The grid options given beside --protocol (on the command line or in --config), as flags
+    (--protocol sets the grid)."""
     given = given_options(ctx)
     return [f"--{name.replace('_', '-')}" for name in GRID_OPTIONS if name in given]
 

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from bench.cli.common import fail
+from bench.cli.complete import complete_datasets
+from bench.cli.help import PlainHelpCommand
 from bench.cli.options import DataRoot
 from bench.console import console, progress_bar, table
 
@@ -19,9 +21,14 @@ data_app = typer.Typer(
 )
 
 
-@data_app.command()
+@data_app.command(cls=PlainHelpCommand)
 def info(
-    name: Annotated[str, typer.Argument(help="A dataset of `bench list datasets`.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A dataset of `bench list datasets`.", autocompletion=complete_datasets
+        ),
+    ],
     data_root: DataRoot = None,
 ) -> None:
     """The card: task, classes, metric, expected layout, where to get it, licence, citation; and
@@ -75,9 +82,14 @@ def info(
     out.print(fields)
 
 
-@data_app.command()
+@data_app.command(cls=PlainHelpCommand)
 def check(
-    name: Annotated[str, typer.Argument(help="A dataset of `bench list datasets`.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A dataset of `bench list datasets`.", autocompletion=complete_datasets
+        ),
+    ],
     data_root: DataRoot = None,
     shots: Annotated[
         str | None, typer.Option(help="Also check these few-shot samples, e.g. 1,5,10.")
@@ -137,7 +149,7 @@ def check(
     out.print(f"[green]ok[/] {card.name}: every image and label read")
 
 
-@data_app.command()
+@data_app.command(cls=PlainHelpCommand)
 def download(
     name: Annotated[
         str, typer.Argument(help="A MedMNIST dataset, e.g. pathmnist or pathmnist_224.")

@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+from bench.cli import choices
+from bench.cli.complete import complete_datasets, complete_methods
+from bench.cli.config_file import load_config
+
 GRID = "Grid"
 TRAINING = "Training"
 TUNING = "Tuning"
@@ -19,12 +23,15 @@ Methods = Annotated[
     typer.Option(
         help="Comma-separated methods; 'core' = the card's six that exist, 'all' = every one.",
         rich_help_panel=GRID,
+        autocompletion=complete_methods,
     ),
 ]
 Datasets = Annotated[
     str,
     typer.Option(
-        help="Comma-separated datasets from the catalog (`bench list`).", rich_help_panel=GRID
+        help="Comma-separated datasets from the catalog (`bench list`).",
+        rich_help_panel=GRID,
+        autocompletion=complete_datasets,
     ),
 ]
 Seeds = Annotated[str, typer.Option(help="Training seeds: '0,1,2' or '0-4'.", rich_help_panel=GRID)]
@@ -104,16 +111,20 @@ Set = Annotated[
 Protocol = Annotated[
     str | None,
     typer.Option(
-        help="A paper's grid (`bench list protocols`): methods, datasets, shots, seeds, "
-        "budget and backbone as the paper ran them; with --dry-run, also the data it needs.",
+        help="A paper's grid (`bench list protocols`), or your own protocol file (a path "
+        "ending in .toml, same keys): methods, datasets, shots, seeds, budget and backbone as "
+        "the paper ran them; with --dry-run, also the data it needs.",
         rich_help_panel=GRID,
     ),
 ]
 
 # Training: how each cell trains; part of a cell's identity too.
-Device = Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=TRAINING)]
+Device = Annotated[
+    choices.Device,
+    typer.Option(help="auto: a GPU when torch sees one, else the CPU.", rich_help_panel=TRAINING),
+]
 Precision = Annotated[
-    str,
+    choices.Precision,
     typer.Option(
         help="auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32.", rich_help_panel=TRAINING
     ),
@@ -175,7 +186,7 @@ TuneSeed = Annotated[
     ),
 ]
 Scheduler = Annotated[
-    str | None,
+    choices.Scheduler | None,
     typer.Option(
         help="--tune: 'none' (every trial trains all epochs) or 'halving' (successive "
         "halving: all --budget configurations train a short schedule, the best 1/--eta go on "
@@ -202,7 +213,7 @@ Space = Annotated[
 
 # Launch: where the cells run.
 Launcher = Annotated[
-    str,
+    choices.Launcher,
     typer.Option(
         help="local: cells in this process; subprocess: each cell in a fresh process (one "
         "per GPU with --gpus); slurm: one Slurm job per cell through submitit.",
@@ -243,7 +254,7 @@ SlurmConfig = Annotated[
     ),
 ]
 SlurmCluster = Annotated[
-    str | None,
+    choices.Cluster | None,
     typer.Option(
         help="slurm: 'slurm' [default], or 'local' to run the jobs here (submitit).",
         rich_help_panel=LAUNCH,
@@ -295,4 +306,31 @@ Artefacts = Annotated[
         rich_help_panel=OUTPUT,
     ),
 ]
+JsonPlan = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="With --dry-run: the plan as one JSON document on stdout. Keys: cells (each "
+        "run_id, method, dataset, shots, split_seed, seed, epochs, lr, img_size, hparams, state, "
+        "config), backbone, pretrained, device, results, notes, compute {cells, "
+        "training_images, unknown_size_cells}; with --tune instead: budget, tune_seed, "
+        "scheduler, searches (each group, trials, space_size, mode, axes, lr_reference_batch, "
+        "rungs), trials (as cells), final_seeds, final_cells, results, notes.",
+        rich_help_panel=OUTPUT,
+    ),
+]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=OUTPUT)]
+
+# A study's options in one file; given first so every other option can take its default from it.
+Config = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML grid file whose keys are this command's option names (snake_case or "
+        'dashed), e.g. methods = ["fpt", "vpt"], seeds = "0-2", set = {vpt = {prompt_length = '
+        "10}}; an option given on the command line wins; paths in it are relative to it.",
+        callback=load_config,
+        is_eager=True,
+        rich_help_panel=GRID,
+    ),
+]

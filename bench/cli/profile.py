@@ -11,11 +11,15 @@ import typer
 
 import bench.cli.options as o
 from bench.cli.common import fail, stop_when_unsaved
+from bench.cli.complete import complete_methods
 from bench.console import console, table
 
 
 def profile(
-    methods: Annotated[str, typer.Option(help="Methods to profile, comma-separated.")] = "full,fpt",
+    methods: Annotated[
+        str,
+        typer.Option(help="Methods to profile, comma-separated.", autocompletion=complete_methods),
+    ] = "full,fpt",
     backbone: Annotated[str, typer.Option(help="Any timm ViT name, or demo-vit.")] = "demo-vit",
     img_size: Annotated[
         int | None,

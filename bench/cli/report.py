@@ -10,6 +10,7 @@ import typer
 
 import bench.cli.options as o
 from bench.cli.common import fail
+from bench.cli.complete import complete_datasets, complete_methods
 from bench.cli.render import print_summary
 from bench.console import console, frame_table
 
@@ -25,10 +26,14 @@ def report(
         ),
     ] = None,
     datasets: Annotated[
-        str | None, typer.Option(help="Only these datasets (comma-separated).")
+        str | None,
+        typer.Option(
+            help="Only these datasets (comma-separated).", autocompletion=complete_datasets
+        ),
     ] = None,
     methods: Annotated[
-        str | None, typer.Option(help="Only these methods (comma-separated).")
+        str | None,
+        typer.Option(help="Only these methods (comma-separated).", autocompletion=complete_methods),
     ] = None,
     backbone: Annotated[
         str | None, typer.Option(help="Only these backbones (comma-separated).")

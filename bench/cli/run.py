@@ -18,6 +18,7 @@ DEFAULT_METHODS = "core"
 
 def run(
     ctx: typer.Context,
+    config: o.Config = None,
     methods: o.Methods = DEFAULT_METHODS,
     datasets: o.Datasets = "demo",
     seeds: o.Seeds = "0",
@@ -43,6 +44,7 @@ def run(
     oom_retry: o.OomRetry = False,
     allow_failures: o.AllowFailures = False,
     dry_run: o.DryRun = False,
+    json_: o.JsonPlan = False,
     progress: o.Progress = True,
     artefacts: o.Artefacts = True,
     protocol: o.Protocol = None,
@@ -68,7 +70,10 @@ def run(
 
     out = console()
     tune = tune or ctx.info_name == "tune"
+    progress = progress and not json_  # stdout holds the JSON document alone
     try:
+        if json_ and not dry_run:
+            raise UserError("--json prints the plan: add --dry-run (or see `bench status --json`)")
         from bench.launchers import launch_options
 
         launch = launch_options(
@@ -96,7 +101,7 @@ def run(
                 f"selected configurations run); drop --launcher {launch.kind}"
             )
         if protocol is not None:
-            from bench.protocols import apply_protocol, get_protocol
+            from bench.protocols import apply_protocol, find_protocol
 
             given = grid_clash(ctx)
             if given:
@@ -104,7 +109,7 @@ def run(
                     f"--protocol {protocol} sets the grid; drop {', '.join(given)} (or run "
                     "without --protocol)"
                 )
-            req = apply_protocol(get_protocol(protocol), req).replace(protocol=protocol)
+            req = apply_protocol(find_protocol(protocol), req).replace(protocol=protocol)
         from bench.grid import plan
 
         if launch.kind != "local" and not dry_run:
@@ -124,6 +129,11 @@ def run(
     if launch.kind != "local" and not dry_run:
         _launch_summary(out, launched, launch, results)
         _exit_on_failures(out, launched.records, allow_failures)
+        return
+    if json_:
+        from bench.cli.json_out import emit, plan_json, search_json
+
+        emit(search_json(the_plan, req, search) if search else plan_json(the_plan, results))
         return
     if search is not None:
         with stop_when_unsaved():

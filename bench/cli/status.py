@@ -9,18 +9,20 @@ from typing import Annotated
 import typer
 
 import bench.cli.options as o
+from bench.cli.choices import Device
 from bench.cli.common import fail, given_options, grid_clash, grid_request
 from bench.console import console, table
 from bench.status import STATES, Summary, expected_cells, summarise
 
 # Options that do not choose a grid: with only these, status summarises the folder.
-_NOT_GRID = {"results", "data_root"}
+_NOT_GRID = {"results", "data_root", "config", "json_"}
 _SHOWN = 10  # lines per list before "... and N more"
 _LISTED = {"running": "cyan", "failed": "red", "oom": "red", "diverged": "red"}
 
 
 def status(
     ctx: typer.Context,
+    config: o.Config = None,
     results: o.ResultsIn = Path("results"),
     # the options --protocol sets (common.GRID_OPTIONS), then the rest of a cell's identity
     methods: o.Methods = "core",
@@ -37,9 +39,9 @@ def status(
     weights: o.Weights = None,
     no_pretrained: o.NoPretrained = False,
     device: Annotated[
-        str,
+        Device,
         typer.Option(
-            help="auto (a cell run on CPU or GPU counts), cpu or cuda.",
+            help="auto: a cell run on CPU or GPU counts.",
             rich_help_panel=o.TRAINING,
         ),
     ] = "auto",
@@ -50,6 +52,16 @@ def status(
     warmup_epochs: o.WarmupEpochs = 1.0,
     grad_clip: o.GradClip = 1.0,
     protocol: o.Protocol = None,
+    json_: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="The summary as one JSON document on stdout. Keys: results, grid (whether a "
+            "grid was given), counts (each dataset, method, one count per state, total), total "
+            "(per state, cells), cells (each dataset, method, state, where, detail), "
+            "stale_claims, skipped (each path, what, blocks). States: " + ", ".join(STATES) + ".",
+        ),
+    ] = False,
 ) -> None:
     """Progress of a grid: done, failed, oom, diverged, running (claimed by a live runner) and
     missing cells per dataset and method. Give the grid as to `bench run` (or --protocol) to
@@ -69,12 +81,12 @@ def status(
                 grad_clip=grad_clip,
             )  # fmt: skip
             if protocol is not None:
-                from bench.protocols import apply_protocol, get_protocol
+                from bench.protocols import apply_protocol, find_protocol
 
                 clash = grid_clash(ctx)
                 if clash:
                     raise UserError(f"--protocol {protocol} sets the grid; drop {', '.join(clash)}")
-                req = apply_protocol(get_protocol(protocol), req)
+                req = apply_protocol(find_protocol(protocol), req)
             grid = expected_cells(req, device, precision)
         elif not results.is_dir():
             raise UserError(
@@ -84,6 +96,11 @@ def status(
         summary = summarise(results, grid)
     except UserError as exc:
         fail(str(exc))
+    if json_:
+        from bench.cli.json_out import emit, status_json
+
+        emit(status_json(summary, results))
+        return
     _print(summary, results)
 
 
