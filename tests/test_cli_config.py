@@ -94,7 +94,7 @@ def test_a_flag_given_wins_over_the_file(tmp_path, tiny_data_root) -> None:
 
 
 @pytest.mark.parametrize(("toml", "message"), [
-    ('metods = "full"', "unknown key 'metods' (did you mean 'methods'?); valid keys: allow_failures, augment,"),
+    ('metods = "full"', "unknown key 'metods' (did you mean 'methods'?); valid keys: allow_failures, artefacts, augment,"),
     ("batch_size = \"big\"", "batch_size must be an integer, got str 'big'"),
     ("lr = true", "lr must be a number, got bool True"),
     ('precision = "fp8"', "precision must be one of 'auto', "),
