@@ -49,9 +49,12 @@ def tune_request(
     )
 
 
-def run_search(out: Console, the_plan, req, search, *, dry_run: bool, progress: bool) -> list[dict]:
+def run_search(
+    out: Console, the_plan, req, search, *, dry_run: bool, progress: bool, launch=None
+) -> list[dict]:
     """Show the search (dry run) or run it, then the selected configurations; returns the
-    records of both."""
+    records of both. With a `launch` other than local, each stage runs through that launcher
+    (bench.launchers.stages) and the selection between stages runs here."""
     from bench.tuning import run_tuning
     from bench.tuning_select import TIE_RULE
 
@@ -77,11 +80,18 @@ def run_search(out: Console, the_plan, req, search, *, dry_run: bool, progress: 
         return []
     for note in dict.fromkeys(the_plan.notes + search.notes):
         out.print(f"[cyan]note[/] {note}")
-    outcome = run_tuning(the_plan, req, console=out, progress=progress, search=search)
+    stages = None
+    if launch is not None and launch.kind != "local":
+        from bench.launchers.stages import LaunchedStages
+
+        stages = LaunchedStages(req, launch, out)
+    outcome = run_tuning(the_plan, req, console=out, progress=progress, search=search, stage=stages)
     trials = outcome.trials
+    crashed = stages.crashed if stages is not None else 0
     out.print(
         f"search: {trials.ran} trial(s) run, {trials.skipped} already done"
         + (f", {trials.busy} running elsewhere" if trials.busy else "")
+        + (f", {crashed} cell(s) without a record (rerun to retry)" if crashed else "")
     )
     if outcome.interrupted:
         out.print(
@@ -89,6 +99,9 @@ def run_search(out: Console, the_plan, req, search, *, dry_run: bool, progress: 
             "again to continue"
         )
         raise typer.Exit(130)
+    if stages is not None and stages.submitted:
+        _print_submitted(out, stages.submitted, outcome.waiting)
+        return trials.records + outcome.finals.records
     for label in outcome.waiting:
         out.print(
             f"[yellow]waiting[/] {label}: some trials failed or run elsewhere; run again to "
@@ -105,3 +118,21 @@ def run_search(out: Console, the_plan, req, search, *, dry_run: bool, progress: 
     if outcome.waiting or outcome.unscored:
         raise typer.Exit(1)
     return trials.records + finals.records
+
+
+def _print_submitted(out: Console, submitted: list, waiting: list[str]) -> None:
+    """What a Slurm search without --wait submitted, and what running it again will do."""
+    from bench.launchers.stages import stage_text
+
+    for cells in submitted:
+        out.print(f"[cyan]submitted[/] {stage_text(cells)}")
+    for label in waiting:
+        out.print(f"[yellow]waiting[/] {label}: its trials have no records yet")
+    if any(c.role == "trial" for cells in submitted for c in cells):
+        then = "selects from the trial records and submits the next rung or the finals"
+    else:
+        then = "submits nothing more and prints the summary"
+    out.print(
+        "next: once these jobs have finished (`bench status` shows them), run the same command "
+        f"again: it skips what is done and {then}"
+    )
