@@ -148,7 +148,8 @@ def test_slurm_without_wait_submits_one_stage_per_call(tiny_data_root, tmp_path)
     claim.release()
     second = tune(tiny_data_root, results, *slurm)
     assert second.exit_code == 0, second.output
-    assert "submitted 1 trial(s) at 1 epoch(s)" in second.output and "final" not in second.output
+    assert "submitted 1 trial(s) at 1 epoch(s)" in second.output
+    assert "final(s)" not in second.output and "selected" not in second.output
     wait_for(lambda: records() == 2, timeout=120)
     third = tune(tiny_data_root, results, *slurm)
     assert third.exit_code == 0, third.output

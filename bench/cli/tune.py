@@ -91,7 +91,7 @@ def run_search(
     out.print(
         f"search: {trials.ran} trial(s) run, {trials.skipped} already done"
         + (f", {trials.busy} running elsewhere" if trials.busy else "")
-        + (f", {crashed} cell(s) without a record (rerun to retry)" if crashed else "")
+        + (f", {crashed} launched cell(s) without a record (rerun to retry)" if crashed else "")
     )
     if outcome.interrupted:
         out.print(
@@ -99,23 +99,25 @@ def run_search(
             "again to continue"
         )
         raise typer.Exit(130)
+    for label in outcome.unscored:
+        out.print(f"[red]no score[/] {label}: every trial diverged or ran out of memory")
     if stages is not None and stages.submitted:
         _print_submitted(out, stages.submitted, outcome.waiting)
+        if outcome.unscored:
+            raise typer.Exit(1)
         return trials.records + outcome.finals.records
     for label in outcome.waiting:
         out.print(
             f"[yellow]waiting[/] {label}: some trials failed or run elsewhere; run again to "
             "finish the search"
         )
-    for label in outcome.unscored:
-        out.print(f"[red]no score[/] {label}: every trial diverged or ran out of memory")
     finals = outcome.finals
     print_summary(out, finals.records)
     out.print(
         f"{finals.ran} selected cell(s) run, {finals.skipped} already done; records in "
         f"{req.results}/"
     )
-    if outcome.waiting or outcome.unscored:
+    if outcome.waiting or outcome.unscored or crashed:  # crashed: a final without a record
         raise typer.Exit(1)
     return trials.records + finals.records
 
