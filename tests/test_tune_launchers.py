@@ -195,3 +195,37 @@ def test_bad_search_options_fail_before_anything_is_launched(
     assert message in result.output
     assert not (results / ".slurm").exists() and not (results / ".launch").exists()
     assert not list(results.glob("*.json"))
+
+
+def test_a_real_cluster_gets_the_trials_as_one_gpu_array(
+    tiny_data_root, tmp_path, monkeypatch
+) -> None:
+    """On a login node (sbatch on PATH, the executor faked): the first stage is one job array of
+    the trials, planned for the GPU the jobs get, each spec a trial with its annotation; nothing
+    is trained or recorded here."""
+    import submitit
+
+    from tests.test_launchers import FakeExecutor
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    results = tmp_path / "r"
+    args = ["tune", "--datasets", "pneumoniamnist", "--data-root", str(tiny_data_root),
+            "--backbone", "test_vit", "--no-pretrained", "--img-size", "32", "--batch-size", "16",
+            "--epochs", "1", "--results", str(results), "--no-progress", "--budget", "2",
+            *SEARCH, "--launcher", "slurm", "--partition", "gpu"]  # fmt: skip
+    result = runner.invoke(app, args, catch_exceptions=False, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "submitted 2 trial(s) at 1 epoch(s)" in result.output
+    ex = FakeExecutor.made[-1]
+    assert ex.cluster == "slurm" and ex.params["slurm_partition"] == "gpu"
+    assert len(ex.specs) == 2
+    assert {s["cell"]["device"] for s in ex.specs} == {"cuda"}
+    assert {s["cell"]["tuning"]["role"] for s in ex.specs} == {"trial"}
+    assert sorted(s["cell"]["lr"] for s in ex.specs) == [1e-7, 0.03]
+    assert {s["annotation"]["hyperparameters"]["regime"] for s in ex.specs} == {"trial"}
+    assert not list(results.glob("*.json"))
