@@ -15,6 +15,7 @@ over the grid is what Bergstra & Bengio (JMLR 2012) recommend when only some kno
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,15 +49,20 @@ def run_tuning(
     progress: bool = True,
     run_cell=None,
     search: Search | None = None,
+    stage: Callable[[Any], GridOutcome] | None = None,
 ) -> TuneOutcome:
     """Search, select and run the selected configurations. Each rung's trials run as a grid of
     their own (claimed, resumable, one record each); a group moves on (promotes, or selects)
     only when every one of its trials has finished, so a rerun after a crash or Ctrl-C selects
-    exactly what an uninterrupted run would have."""
+    exactly what an uninterrupted run would have. `stage`: runs one such grid (a rung's trials,
+    then the finals) and returns the records its cells have; here, in this process, unless
+    given (a launcher's, bench.launchers.stages)."""
     search = search or prepare(plan_, req)
     groups = search.groups
 
     def run(grid_plan: Any) -> GridOutcome:
+        if stage is not None:
+            return stage(grid_plan)
         with grid_progress(console, enabled=progress) as events:
             return run_grid(grid_plan, req, events=events, run_cell=run_cell)
 

@@ -364,7 +364,6 @@ def tune_args(data_root: Path, results: Path, *extra: str) -> list[str]:
     (["--space", "linear.optimizer=sgd"], "the optimizer is not searched"),
     (["--space", "vpt.lr=1"], "not a method of this grid"),
     (["--budget", "0"], "--budget must be >= 1"),
-    (["--launcher", "subprocess"], "--tune runs with --launcher local"),
     (["--space", "linear.lr=" + ",".join(f"{i + 1}e-4" for i in range(1001)),
       "--space", "linear.weight_decay=" + ",".join(f"{i}e-5" for i in range(1000))],
      "the search space has 1,001,000 configurations"),

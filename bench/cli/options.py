@@ -263,7 +263,10 @@ SlurmCluster = Annotated[
 Wait = Annotated[
     bool,
     typer.Option(
-        "--wait", help="slurm: wait for the jobs and print each outcome.", rich_help_panel=LAUNCH
+        "--wait",
+        help="slurm: wait for the jobs and print each outcome; with --tune, run every stage "
+        "of the search (trials, rungs, finals) to the end.",
+        rich_help_panel=LAUNCH,
     ),
 ]
 

@@ -95,11 +95,6 @@ def run(
             stale_claim_s=stale_after_s(),  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
             tune=tune_request(tune, budget, tune_seed, space, scheduler, eta),
         )
-        if req.tune is not None and launch.kind != "local":
-            raise UserError(
-                f"--tune runs with --launcher local for now (the search must finish before the "
-                f"selected configurations run); drop --launcher {launch.kind}"
-            )
         if protocol is not None:
             from bench.protocols import apply_protocol, find_protocol
 
@@ -112,21 +107,26 @@ def run(
             req = apply_protocol(find_protocol(protocol), req).replace(protocol=protocol)
         from bench.grid import plan
 
-        if launch.kind != "local" and not dry_run:
+        search = None
+        if launch.kind != "local" and not dry_run and req.tune is not None:
+            from bench.launchers.stages import launched_search
+
+            # checked whole here; the stages are launched by run_search
+            the_plan, req, search = launched_search(req, launch, progress=progress)
+        elif launch.kind != "local" and not dry_run:
             from bench.launchers import launch as run_launcher
 
             launched = run_launcher(req, launch, console=out, progress=progress)
         else:
             the_plan = plan(req, dry_run=dry_run, progress=progress)
             req = the_plan.request
-            search = None
             if req.tune is not None:
                 from bench.tuning_plan import prepare
 
                 search = prepare(the_plan, req)  # every space and trial checked before training
     except UserError as exc:
         fail(str(exc))
-    if launch.kind != "local" and not dry_run:
+    if launch.kind != "local" and not dry_run and search is None:
         _launch_summary(out, launched, launch, results)
         _exit_on_failures(out, launched.records, allow_failures)
         return
@@ -137,7 +137,9 @@ def run(
         return
     if search is not None:
         with stop_when_unsaved():
-            records = run_search(out, the_plan, req, search, dry_run=dry_run, progress=progress)
+            records = run_search(
+                out, the_plan, req, search, dry_run=dry_run, progress=progress, launch=launch
+            )
         _exit_on_failures(out, records, allow_failures)
         return
     if dry_run:

@@ -49,9 +49,12 @@ def tune_request(
     )
 
 
-def run_search(out: Console, the_plan, req, search, *, dry_run: bool, progress: bool) -> list[dict]:
+def run_search(
+    out: Console, the_plan, req, search, *, dry_run: bool, progress: bool, launch=None
+) -> list[dict]:
     """Show the search (dry run) or run it, then the selected configurations; returns the
-    records of both."""
+    records of both. With a `launch` other than local, each stage runs through that launcher
+    (bench.launchers.stages) and the selection between stages runs here."""
     from bench.tuning import run_tuning
     from bench.tuning_select import TIE_RULE
 
@@ -77,11 +80,18 @@ def run_search(out: Console, the_plan, req, search, *, dry_run: bool, progress: 
         return []
     for note in dict.fromkeys(the_plan.notes + search.notes):
         out.print(f"[cyan]note[/] {note}")
-    outcome = run_tuning(the_plan, req, console=out, progress=progress, search=search)
+    stages = None
+    if launch is not None and launch.kind != "local":
+        from bench.launchers.stages import LaunchedStages
+
+        stages = LaunchedStages(req, launch, out)
+    outcome = run_tuning(the_plan, req, console=out, progress=progress, search=search, stage=stages)
     trials = outcome.trials
+    crashed = stages.crashed if stages is not None else 0
     out.print(
         f"search: {trials.ran} trial(s) run, {trials.skipped} already done"
         + (f", {trials.busy} running elsewhere" if trials.busy else "")
+        + (f", {crashed} launched cell(s) without a record (rerun to retry)" if crashed else "")
     )
     if outcome.interrupted:
         out.print(
@@ -89,19 +99,42 @@ def run_search(out: Console, the_plan, req, search, *, dry_run: bool, progress: 
             "again to continue"
         )
         raise typer.Exit(130)
+    for label in outcome.unscored:
+        out.print(f"[red]no score[/] {label}: every trial diverged or ran out of memory")
+    if stages is not None and stages.submitted:
+        _print_submitted(out, stages.submitted, outcome.waiting)
+        if outcome.unscored:
+            raise typer.Exit(1)
+        return trials.records + outcome.finals.records
     for label in outcome.waiting:
         out.print(
             f"[yellow]waiting[/] {label}: some trials failed or run elsewhere; run again to "
             "finish the search"
         )
-    for label in outcome.unscored:
-        out.print(f"[red]no score[/] {label}: every trial diverged or ran out of memory")
     finals = outcome.finals
     print_summary(out, finals.records)
     out.print(
         f"{finals.ran} selected cell(s) run, {finals.skipped} already done; records in "
         f"{req.results}/"
     )
-    if outcome.waiting or outcome.unscored:
+    if outcome.waiting or outcome.unscored or crashed:  # crashed: a final without a record
         raise typer.Exit(1)
     return trials.records + finals.records
+
+
+def _print_submitted(out: Console, submitted: list, waiting: list[str]) -> None:
+    """What a Slurm search without --wait submitted, and what running it again will do."""
+    from bench.launchers.stages import stage_text
+
+    for cells in submitted:
+        out.print(f"[cyan]submitted[/] {stage_text(cells)}")
+    for label in waiting:
+        out.print(f"[yellow]waiting[/] {label}: its trials have no records yet")
+    if any(c.role == "trial" for cells in submitted for c in cells):
+        then = "selects from the trial records and submits the next rung or the finals"
+    else:
+        then = "submits nothing more and prints the summary"
+    out.print(
+        "next: once these jobs have finished (`bench status` shows them), run the same command "
+        f"again: it skips what is done and {then}"
+    )

@@ -1,7 +1,7 @@
 """Launchers for `bench run`: `local` runs the grid in this process (bench.execute), `subprocess`
 runs each cell in a fresh process (one per GPU with --gpus), `slurm` submits one job per cell
 through submitit. Every launched cell runs in a worker (bench.launchers.worker) given its
-`cell.to_dict()`."""
+`cell.to_dict()`. `bench tune` launches each stage of its search this way (bench.launchers.stages)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.console import cell_label, cell_line
-from bench.grid import GridRequest, plan
+from bench.grid import GridRequest, Plan, plan
 from bench.launchers.options import LaunchOptions
 from bench.launchers.outcome import LaunchOutcome, cell_record, last_line, split_done
 from bench.launchers.worker import cell_spec
@@ -34,12 +34,24 @@ def run_subprocess(
     without --gpus. A child that dies leaves no record (a rerun runs its cell); the others go
     on. Ctrl-C, or SIGTERM (scancel, kill), stops every child cleanly (a second one kills them)
     and returns interrupted."""
-    if opts.gpus:
-        req = req.replace(device="cuda")  # checked here: fails on one line without CUDA
-    plan_ = plan(req, progress=progress)  # the whole grid checked before any child starts
-    req = plan_.request
+    plan_ = subprocess_plan(req, opts, progress=progress)
     for note in plan_.notes:
         console.print(f"[cyan]note[/] {note}")
+    return run_processes(plan_, plan_.request, opts, console=console)
+
+
+def subprocess_plan(req: GridRequest, opts: LaunchOptions, *, progress: bool) -> Plan:
+    """The grid as the children will run it, checked whole before any child starts."""
+    if opts.gpus:
+        req = req.replace(device="cuda")  # checked here: fails on one line without CUDA
+    return plan(req, progress=progress)
+
+
+def run_processes(
+    plan_: Plan, req: GridRequest, opts: LaunchOptions, *, console: Any
+) -> LaunchOutcome:
+    """Run the planned cells that have no record, each in a fresh worker process (see
+    run_subprocess); `req` is the plan's checked request."""
     todo, done = split_done(req, plan_.cells)
     outcome = LaunchOutcome(records=list(done), skipped=len(done))
     slots: list[str | None] = list(opts.gpus) if opts.gpus else [None]

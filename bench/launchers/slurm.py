@@ -67,12 +67,24 @@ def slurm_parameters(opts: LaunchOptions) -> dict[str, Any]:
 
 def run_slurm(req: GridRequest, opts: LaunchOptions, *, console: Any) -> LaunchOutcome:
     """Submit one job per unfinished cell as a job array; with `opts.wait`, wait and collect."""
-    import submitit  # optional: only Slurm users install it
+    plan_ = slurm_plan(req, opts)
+    return submit_cells(plan_, plan_.request, opts, console=console)
 
+
+def slurm_plan(req: GridRequest, opts: LaunchOptions) -> Plan:
+    """The grid as its jobs will run it: on a GPU when they get one, unless --device says."""
     if req.device == "auto":
         req = req.replace(device="cuda" if opts.gpus_per_job > 0 else "cpu")
-    plan_ = _slurm_plan(req)
-    req = plan_.request
+    return _slurm_plan(req)
+
+
+def submit_cells(
+    plan_: Plan, req: GridRequest, opts: LaunchOptions, *, console: Any
+) -> LaunchOutcome:
+    """Submit the planned cells that have no record as one job array (see run_slurm); `req` is
+    the plan's checked request."""
+    import submitit  # optional: only Slurm users install it
+
     todo, done = split_done(req, plan_.cells)
     outcome = LaunchOutcome(records=list(done), skipped=len(done))
     if not todo:
