@@ -165,6 +165,7 @@ def _build(cell: CellConfig, data: LoadedDataset, source: BackboneSource, device
     model.to(device)
     prep = Preprocess.for_backbone(cfg, img_size=cell.img_size, augment=cell.augment)
     record.normalization = {"mean": list(prep.mean), "std": list(prep.std)}
+    record.preprocess = prep.describe()
     return model, prep
 
 

@@ -331,6 +331,8 @@ class Record:
     params: Params | Absent | None = ABSENT
     method_info: dict[str, Any] | Absent = ABSENT  # the method's describe()
     normalization: dict[str, list[float]] | Absent = ABSENT  # mean, std of the backbone
+    # bench.transforms.Preprocess.describe(): size, normalisation, eval resize and crop, preset
+    preprocess: dict[str, Any] | Absent = ABSENT
     feature_cache: FeatureCache | Absent = ABSENT
     trial: Trial | Absent | None = ABSENT
     metrics: Metrics | Absent | None = ABSENT
