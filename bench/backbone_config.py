@@ -122,3 +122,13 @@ def architecture(name: str) -> tuple[str, dict[str, Any]]:
     patch size) that needs no network once the config is known."""
     cfg = backbone_config(name)
     return cfg.architecture, dict(cfg.model_args)
+
+
+def meta_build(name: str):
+    """The backbone without weights, on the meta device: its shapes, no memory, no download."""
+    import timm
+    import torch
+
+    arch, kwargs = architecture(name)
+    with torch.device("meta"):
+        return timm.create_model(arch, pretrained=False, **kwargs)

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.backbone_config import architecture, backbone_config, hub_repo
+from bench.backbone_config import backbone_config, hub_repo, meta_build
 from bench.errors import UserError
 from bench.hub_access import HUB_WEIGHT_FILES, cached_file, reachable, unavailable_reason
 from bench.weights import DEMO_BACKBONE, check_weights_file
@@ -165,19 +165,9 @@ def default_img_size(name: str) -> int:
     return backbone_config(name).img_size
 
 
-def _meta_build(name: str):
-    """The backbone without weights, on the meta device: its shapes, no memory, no download."""
-    import timm
-    import torch
-
-    arch, kwargs = architecture(name)
-    with torch.device("meta"):
-        return timm.create_model(arch, pretrained=False, **kwargs)
-
-
 def backbone_patch_size(name: str) -> int:
     """The patch size of a backbone, read from a weightless build on the meta device."""
-    patch = _meta_build(name).patch_embed.patch_size
+    patch = meta_build(name).patch_embed.patch_size
     return int(patch[0] if isinstance(patch, (tuple, list)) else patch)
 
 
@@ -205,7 +195,7 @@ def _check_adaptable(name: str) -> None:
             "upgrade timm (pip install -U timm)"
         )
     try:
-        model = _meta_build(name)
+        model = meta_build(name)
     except Exception as exc:
         raise UserError(f"cannot build backbone {name!r} ({arch}): {_first_lines(exc)}") from exc
     _check_vit_like(model, name)

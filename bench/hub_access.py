@@ -34,8 +34,10 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
     goes through HTTPS_PROXY / HTTP_PROXY and skips NO_PROXY hosts as the hub clients do, so a
     machine that reaches the hub only through a proxy counts as online; any HTTP answer, an
     error status included, means the server is there."""
+    # A fresh opener reads the proxy variables now; urlopen's shared one keeps its first reading.
+    opener = urllib.request.build_opener()
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+        with opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout):
             return True
     except urllib.error.HTTPError:
         return True

@@ -146,15 +146,10 @@ def _strip_wrappers(key: str) -> str:
 def _model_shapes(backbone: str) -> dict[str, tuple[int, ...]]:
     """The parameter and buffer shapes of a backbone, from a weightless build on the meta device
     ({} when that build fails: ranks then go unchecked, and loading reports what does not fit)."""
-    import timm
-    import torch
+    from bench.backbone_config import meta_build
 
-    from bench.backbone_config import architecture
-
-    arch, kwargs = architecture(backbone)
     try:
-        with torch.device("meta"):
-            model = timm.create_model(arch, pretrained=False, **kwargs)
+        model = meta_build(backbone)
     except Exception:
         return {}
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}

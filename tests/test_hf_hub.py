@@ -301,7 +301,8 @@ def test_https_probe_asks_the_proxy_for_a_tunnel(proxy: list[str], monkeypatch) 
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.medpeft.invalid")
     assert reachable(hub_endpoint()) is False  # the proxy refused the tunnel
     assert unavailable_reason() == "https://hub.medpeft.invalid cannot be reached"
-    assert proxy == ["CONNECT hub.medpeft.invalid:443 HTTP/1.1"] * 2
+    # (http.client asks for the tunnel in HTTP/1.0 or 1.1, by Python version)
+    assert [line.rsplit(" ", 1)[0] for line in proxy] == ["CONNECT hub.medpeft.invalid:443"] * 2
 
 
 def test_no_proxy_hosts_and_offline_skip_the_proxy(proxy: list[str], monkeypatch) -> None:
