@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.backbone_config import backbone_config
 from bench.backbones import BackboneSource, create_backbone, method_img_size, resolve_backbone
 from bench.cards import DatasetCard
 from bench.config import CellConfig
@@ -303,6 +304,7 @@ def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -
             "pretrained": source.pretrained,
             "weights": str(source.weights) if source.weights else None,
             "weights_sha256": source.weights_sha256,
+            "architecture": backbone_config(source.name).architecture,
         },
         started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -157,6 +157,7 @@ def test_cli_runs_a_hub_backbone_cell_offline_and_records_it(
     assert record["status"] == "ok", record.get("error")
     assert record["backbone"]["name"] == NAME and record["config"]["backbone"] == NAME
     assert record["backbone"]["pretrained"] is True
+    assert record["backbone"]["architecture"] == "test_vit"
     assert record["config"]["img_size"] == 32  # the hub config's native size
     assert record["normalization"] == {"mean": MEAN, "std": STD}
     pre = record["preprocess"]
