@@ -80,9 +80,16 @@ def test_grey_images_are_expanded_before_the_view() -> None:
 
 
 def test_demo_vit_keeps_its_plain_resize() -> None:
-    cfg = backbone_config("demo-vit").pretrained_cfg
-    prep = Preprocess.for_backbone(cfg, img_size=64)
+    from bench.backbones import create_backbone, resolve_backbone
+    from bench.demo_vit import DEMO_VIT_MEAN
+
+    # the config the harness reads: the built model's, demo-vit's overlay applied
+    model = create_backbone(
+        resolve_backbone("demo-vit", pretrained=False, weights=None), num_classes=2
+    )
+    prep = Preprocess.for_backbone(dict(model.pretrained_cfg), img_size=64)
     assert prep.eval_view == PLAIN_RESIZE and prep.eval_view.plain
+    assert prep.mean == tuple(DEMO_VIT_MEAN)
     assert prep.describe()["resize_to"] == 64
 
 
