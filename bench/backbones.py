@@ -57,6 +57,7 @@ def resolve_backbone(
         )
     if name != DEMO_BACKBONE:
         _check_adaptable(name)  # a hub name's config.json is read here: its architecture
+        _check_eval_view(name)
     path = Path(weights).expanduser() if weights is not None else None
     if path is not None:
         check_weights_file(path, name)
@@ -199,6 +200,18 @@ def _check_adaptable(name: str) -> None:
     except Exception as exc:
         raise UserError(f"cannot build backbone {name!r} ({arch}): {_first_lines(exc)}") from exc
     _check_vit_like(model, name)
+
+
+def _check_eval_view(name: str) -> None:
+    """The evaluation resize and crop of the backbone's pretrained config is one the suite can
+    apply (a UserError now, not a failed cell)."""
+    from bench.eval_view import EvalView
+
+    config = backbone_config(name)
+    try:
+        EvalView.from_pretrained_cfg(config.pretrained_cfg, img_size=config.img_size)
+    except UserError as exc:
+        raise UserError(f"backbone {name!r}: {exc}") from None
 
 
 def method_img_size(

@@ -235,6 +235,16 @@ def test_unsupported_hub_architecture_fails_before_training(
     assert NAME in str(err.value) and architecture in str(err.value)
 
 
+def test_an_eval_view_the_suite_cannot_apply_fails_before_training(hub_cache: Path) -> None:
+    config = hub_config_json()
+    config["pretrained_cfg"] = PRETRAINED_CFG | {"interpolation": "lanczos"}
+    write_hub_repo(hub_cache, REPO, config, state=None)
+    with pytest.raises(
+        UserError, match=r"backbone 'hf-hub:medpeft-test/tiny-vit': .*'lanczos' inter"
+    ):
+        resolve_backbone(NAME, pretrained=False, weights=None)
+
+
 def test_build_model_reads_the_hub_cfg_before_any_method_wrapper(hub_cache: Path) -> None:
     from bench.config import CellConfig
 
