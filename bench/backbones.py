@@ -1,20 +1,21 @@
-"""Backbones: any timm ViT by name, pretrained from the HF hub, a local file, or the suite's demo-vit."""
+"""Backbones: any timm ViT by registry name or as `hf-hub:ORG/NAME` (timm's Hugging Face hub
+format: UNI, RETFound, Virchow, H-optimus are published so), pretrained from the HF hub or a
+local file, or the suite's demo-vit."""
 
 from __future__ import annotations
 
 import contextlib
 import difflib
 import hashlib
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
+from bench.backbone_config import backbone_config, hub_repo, meta_build
 from bench.errors import UserError
-from bench.weights import DEMO_BACKBONE, architecture, check_weights_file
+from bench.hub_access import HUB_WEIGHT_FILES, cached_file, reachable, unavailable_reason
+from bench.weights import DEMO_BACKBONE, check_weights_file
 
-# Backbones worth naming in `bench list`; any timm ViT name works.
+# Backbones worth naming in `bench list`; any timm ViT name or hf-hub:ORG/NAME works.
 SUGGESTED_BACKBONES = (
     DEMO_BACKBONE,
     "vit_base_patch16_224.orig_in21k",
@@ -47,12 +48,16 @@ def resolve_backbone(
 
     if weights is not None and not pretrained:
         raise UserError("--weights and --no-pretrained contradict each other; drop one of them")
-    if name != DEMO_BACKBONE and not timm.is_model(name):
+    if name != DEMO_BACKBONE and hub_repo(name) is None and not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.6)
         hint = f" Similar timm models: {', '.join(close)}." if close else ""
         raise UserError(
-            f"unknown backbone {name!r}: not a timm model name nor {DEMO_BACKBONE!r}.{hint}"
+            f"unknown backbone {name!r}: not a timm model name, hf-hub:ORG/NAME nor "
+            f"{DEMO_BACKBONE!r}.{hint}"
         )
+    if name != DEMO_BACKBONE:
+        _check_adaptable(name)  # a hub name's config.json is read here: its architecture
+        _check_eval_view(name)
     path = Path(weights).expanduser() if weights is not None else None
     if path is not None:
         check_weights_file(path, name)
@@ -70,29 +75,23 @@ def create_backbone(source: BackboneSource, *, num_classes: int, img_size: int |
     """Build the timm ViT with a fresh `num_classes` head, weights loaded, everything frozen."""
     import timm
 
-    arch, kwargs = architecture(source.name)
+    config = backbone_config(source.name)
+    arch, kwargs = config.create_args()
     kwargs["num_classes"] = num_classes
     if img_size is not None:
         kwargs["img_size"] = img_size
     overlay: dict = {}
     if source.name == DEMO_BACKBONE:
-        from bench.demo_vit import DEMO_VIT_MEAN, DEMO_VIT_STD
-
+        # demo-vit's own normalisation and whole-image view, and no head in its file
         size = kwargs["img_size"]
-        # The demo file has no head, so tell timm the source had none and let it build a new one.
-        overlay = dict(
-            mean=tuple(DEMO_VIT_MEAN),
-            std=tuple(DEMO_VIT_STD),
-            input_size=(3, size, size),
-            num_classes=0,
-            hf_hub_id=None,
-            url=None,
-            custom_load=False,
-        )
+        overlay = dict(config.pretrained_cfg, input_size=(3, size, size))
     if source.weights is not None:
         # timm loads `.npz` (Google's original format) with a custom loader, everything else as a
-        # state dict; pretrained_cfg_overlay(file=...) is timm's documented local-file path.
+        # state dict; pretrained_cfg_overlay(file=...) is timm's documented local-file path. A
+        # hub config's source "hf-hub" would win over the file in timm's loader: clear it.
         overlay.update(file=str(source.weights), custom_load=source.weights.suffix == ".npz")
+        if hub_repo(source.name) is not None:
+            overlay.update(source="")
     try:
         with _missing_keys() as missing:
             model = timm.create_model(
@@ -110,8 +109,7 @@ def create_backbone(source: BackboneSource, *, num_classes: int, img_size: int |
         raise UserError(
             f"cannot build backbone {source.name!r}{where}: {_first_lines(exc)}"
         ) from exc
-    if not hasattr(model, "blocks") or not hasattr(model, "get_classifier"):
-        raise UserError(f"backbone {source.name!r} is not a timm VisionTransformer-like model")
+    _check_vit_like(model, source.name)
     head = str((getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head")
     lost = [k for k in missing if k.split(".", 1)[0] != head.split(".", 1)[0]]
     if lost:
@@ -164,30 +162,56 @@ def _missing_keys():
 
 
 def default_img_size(name: str) -> int:
-    """The native input size of a backbone (demo-vit: 64), from timm's pretrained config."""
-    if name == DEMO_BACKBONE:
-        from bench.demo_vit import DEMO_VIT_KWARGS
-
-        return int(DEMO_VIT_KWARGS["img_size"])
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(name)
-    return int(cfg.input_size[-1]) if cfg is not None else 224
+    """The native input size of a backbone (demo-vit: 64), from its pretrained config."""
+    return backbone_config(name).img_size
 
 
 def backbone_patch_size(name: str) -> int:
     """The patch size of a backbone, read from a weightless build on the meta device."""
-    if name == DEMO_BACKBONE:
-        from bench.demo_vit import DEMO_VIT_KWARGS
-
-        return int(DEMO_VIT_KWARGS["patch_size"])
-    import timm
-    import torch
-
-    with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False)
-    patch = model.patch_embed.patch_size
+    patch = meta_build(name).patch_embed.patch_size
     return int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+
+
+def _check_vit_like(model, name: str) -> None:
+    """The methods adapt timm's VisionTransformer layout: transformer `blocks` and a classifier
+    they can replace."""
+    if not hasattr(model, "blocks") or not hasattr(model, "get_classifier"):
+        arch = backbone_config(name).architecture
+        what = f"{name!r} (timm architecture {arch!r})" if arch != name else repr(name)
+        raise UserError(
+            f"backbone {what} is not a timm VisionTransformer-like model the methods can adapt "
+            "(they need its `blocks` and classifier); choose a ViT backbone"
+        )
+
+
+def _check_adaptable(name: str) -> None:
+    """A backbone's architecture exists in this timm and is a ViT, checked on a weightless build
+    before any cell runs."""
+    import timm
+
+    arch = backbone_config(name).architecture
+    if not timm.is_model(arch):
+        raise UserError(
+            f"backbone {name!r} is a {arch!r}, which timm {timm.__version__} does not know; "
+            "upgrade timm (pip install -U timm)"
+        )
+    try:
+        model = meta_build(name)
+    except Exception as exc:
+        raise UserError(f"cannot build backbone {name!r} ({arch}): {_first_lines(exc)}") from exc
+    _check_vit_like(model, name)
+
+
+def _check_eval_view(name: str) -> None:
+    """The evaluation resize and crop of the backbone's pretrained config is one the suite can
+    apply (a UserError now, not a failed cell)."""
+    from bench.eval_view import EvalView
+
+    config = backbone_config(name)
+    try:
+        EvalView.from_pretrained_cfg(config.pretrained_cfg, img_size=config.img_size)
+    except UserError as exc:
+        raise UserError(f"backbone {name!r}: {exc}") from None
 
 
 def method_img_size(
@@ -209,41 +233,28 @@ def method_img_size(
 
 def _check_hub_reachable(name: str) -> None:
     """Fail fast when hub weights are neither cached nor downloadable (hub clients retry for ~1 min)."""
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+    cfg = backbone_config(name).pretrained_cfg
+    repo = hub_repo(name) or cfg.get("hf_hub_id")
+    if not (repo or cfg.get("url")):
         raise UserError(
             f"timm has no pretrained weights for {name!r}; pass --weights PATH or --no-pretrained"
         )
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo = cfg.hf_hub_id.split("@")[0]
-        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-            if isinstance(try_to_load_from_cache(repo, filename), str):
-                return
-        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if repo:
+        files = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else HUB_WEIGHT_FILES
+        if any(cached_file(repo, f) is not None for f in files):
+            return
+        why = unavailable_reason()
     else:
-        host, offline = urlparse(cfg.url).hostname, False
-    if offline or not _reachable(host):
-        why = "HF_HUB_OFFLINE is set" if offline else f"{host} cannot be reached"
+        why = None if reachable(cfg["url"]) else f"{cfg['url']} cannot be reached"
+    if why is not None:
+        arch = backbone_config(name).architecture
+        of = f" of timm architecture {arch}" if arch != name else ""
         raise UserError(
-            f"pretrained weights for {name!r} are not cached and {why}. Download them where there is "
-            f"internet (timm.create_model({name!r}, pretrained=True) fills the HF cache), or pass a local "
-            "file with --weights PATH (safetensors or timm state dict), or use --no-pretrained"
+            f"pretrained weights for {name!r} are not cached and {why}. Connect to the internet "
+            f"once (timm.create_model({name!r}, pretrained=True) fills the HF cache), or pass a "
+            f"local file with --weights PATH (safetensors or timm state dict{of}), or use "
+            "--no-pretrained"
         )
-
-
-def _reachable(host: str | None, port: int = 443, timeout: float = 3.0) -> bool:
-    if not host:
-        return False
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def file_sha256(path: Path) -> str:

@@ -3,6 +3,7 @@ frozen part runs once per un-augmented image, into a cache, or live at every ste
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -52,10 +53,10 @@ def uses_frozen_features(model: Any) -> bool:
 
 
 def feature_identity(
-    model: FrozenFeatureModel, cell: CellConfig, data: LoadedDataset, split: str, mean, std
+    model: FrozenFeatureModel, cell: CellConfig, data: LoadedDataset, split: str, prep: Preprocess
 ) -> dict:
     """What determines one split's frozen features: data, weights, input and method settings."""
-    return {
+    identity = {
         "dataset": data.card.name,
         "split": split,
         # The split's pixels, not the dataset's fingerprint: few-shot views of one dataset share
@@ -68,9 +69,14 @@ def feature_identity(
         "init_seed": None if cell.pretrained else cell.seed,
         "img_size": cell.img_size,
         "precision": cell.precision,
-        "normalization": [list(mean), list(std)],
+        "normalization": [list(prep.mean), list(prep.std)],
         "features": model.feature_identity(),
     }
+    if not prep.eval_view.plain:
+        # Features are computed on the eval view. Only a view other than the plain resize enters
+        # the key, so caches built before the crop was read (all plain resizes) stay valid.
+        identity["eval_view"] = dataclasses.asdict(prep.eval_view)
+    return identity
 
 
 def feature_mode(model: Any, cell: CellConfig) -> tuple[str | None, dict[str, Any] | None]:
@@ -120,7 +126,7 @@ def preload_features(
                 return model.frozen_features(x)
 
         entry = load_or_build(
-            feature_identity(model, cell, data, split, prep.mean, prep.std),
+            feature_identity(model, cell, data, split, prep),
             count=len(part),
             shapes=model.feature_shapes(),
             dtype=model.cache_dtype,

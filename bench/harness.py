@@ -20,6 +20,7 @@ import torch
 
 from bench.artefacts import PENDING as PENDING_ARTEFACTS
 from bench.artefacts import trained
+from bench.backbone_config import backbone_config
 from bench.backbones import BackboneSource, create_backbone, method_img_size, resolve_backbone
 from bench.cards import DatasetCard
 from bench.config import CellConfig
@@ -170,6 +171,7 @@ def _build(cell: CellConfig, data: LoadedDataset, source: BackboneSource, device
     model.to(device)
     prep = Preprocess.for_backbone(cfg, img_size=cell.img_size, augment=cell.augment)
     record.normalization = {"mean": list(prep.mean), "std": list(prep.std)}
+    record.preprocess = prep.describe()
     return model, prep
 
 
@@ -307,6 +309,7 @@ def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -
             "pretrained": source.pretrained,
             "weights": str(source.weights) if source.weights else None,
             "weights_sha256": source.weights_sha256,
+            "architecture": backbone_config(source.name).architecture,
         },
         started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

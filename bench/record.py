@@ -35,8 +35,12 @@ class DatasetEntry(TypedDict):
     protocol: dict[str, Any]  # carved val, few-shot sample: enough to audit and rerun
 
 
-class BackboneEntry(TypedDict):
-    name: str
+class _BackboneLater(TypedDict, total=False):
+    architecture: str  # the timm architecture the name stands for (a hub config.json's)
+
+
+class BackboneEntry(_BackboneLater):
+    name: str  # as given: a timm name, hf-hub:ORG/NAME or demo-vit
     pretrained: bool
     weights: str | None
     weights_sha256: str | None
@@ -348,6 +352,8 @@ class Record:
     params: Params | Absent | None = ABSENT
     method_info: dict[str, Any] | Absent = ABSENT  # the method's describe()
     normalization: dict[str, list[float]] | Absent = ABSENT  # mean, std of the backbone
+    # bench.transforms.Preprocess.describe(): size, normalisation, eval resize and crop, preset
+    preprocess: dict[str, Any] | Absent = ABSENT
     feature_cache: FeatureCache | Absent = ABSENT
     trial: Trial | Absent | None = ABSENT
     metrics: Metrics | Absent | None = ABSENT

@@ -2,7 +2,8 @@
 
 Working on whole batches on the training device keeps the small in-memory datasets of the demo
 and of tests fast without worker processes. Training augmentation is a named preset
-(`AUGMENTATIONS`); evaluation is always a plain resize. All randomness is drawn on the CPU from
+(`AUGMENTATIONS`); evaluation resizes and centre-crops as the backbone's pretrained config says
+(bench.eval_view, timm's eval transform). All randomness is drawn on the CPU from
 the caller's generator, so a seed reproduces a run on any device.
 
 torchvision is deliberately not imported: it may be absent or mismatched with the installed
@@ -17,14 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from bench.errors import UserError
+from bench.eval_view import PLAIN_RESIZE, EvalView, resize
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """One training augmentation recipe; evaluation ignores it (resize only)."""
+    """One training augmentation recipe; evaluation ignores it."""
 
     name: str
     crop_scale: tuple[float, float] | None  # random resized crop area range; None = no crop
@@ -80,7 +81,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
             "none",
             crop_scale=None,
             hflip=0.0,
-            summary="resize only, as in evaluation",
+            summary="resize only, no augmentation",
         ),
     )
 }
@@ -163,12 +164,7 @@ def color_jitter(
 
 
 def _resize(x: torch.Tensor, img_size: int) -> torch.Tensor:
-    if x.shape[-2:] == (img_size, img_size):
-        return x
-    # antialias: a 512-px image (or crop) shrunk to 128 would otherwise alias.
-    return F.interpolate(
-        x, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False
-    )
+    return resize(x, (img_size, img_size), "bilinear")
 
 
 def prepare_batch(
@@ -180,10 +176,12 @@ def prepare_batch(
     train: bool,
     generator: torch.Generator | None = None,
     augment: str | Augmentation = DEFAULT_AUGMENT,
+    eval_view: EvalView = PLAIN_RESIZE,
 ) -> torch.Tensor:
     """uint8 [B,C,H,W] (C = 1 or 3) -> normalised float [B,3,img_size,img_size].
 
-    Evaluation (`train=False`) only resizes, whatever `augment` is. Training applies `augment`:
+    Evaluation (`train=False`) applies `eval_view` (default: a plain resize), whatever `augment`
+    is. Training applies `augment`:
     brightness/contrast on the full image (FPT jitters before cropping), a random resized crop
     per image resized to img_size, then horizontal/vertical flips. Draws from `generator` (CPU),
     in this order and only for the enabled operations: every image's crop box, hflip [B],
@@ -195,7 +193,7 @@ def prepare_batch(
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     if not train:
-        x = _resize(x, img_size)
+        x = eval_view(x, img_size)
     else:
         n, (height, width) = x.shape[0], x.shape[-2:]
         boxes = None
@@ -236,28 +234,45 @@ DEFAULT_MEAN = DEFAULT_STD = (0.5, 0.5, 0.5)
 @dataclass(frozen=True)
 class Preprocess:
     """How one cell turns uint8 batches into model inputs: the model's input side, the backbone's
-    normalisation, and the training augmentation preset (evaluation only resizes)."""
+    normalisation and evaluation view, and the training augmentation preset."""
 
     img_size: int
     mean: tuple[float, ...] = DEFAULT_MEAN
     std: tuple[float, ...] = DEFAULT_STD
     augment: str = DEFAULT_AUGMENT
+    eval_view: EvalView = PLAIN_RESIZE
 
     @classmethod
     def for_backbone(
         cls, pretrained_cfg: Mapping[str, Any], *, img_size: int, augment: str = DEFAULT_AUGMENT
     ) -> Preprocess:
-        """Normalisation from the backbone's pretrained config (timm's `pretrained_cfg`, read
-        before any method wrapper hides it); an unknown `augment` is a UserError."""
+        """Normalisation and evaluation view from the backbone's pretrained config (timm's
+        `pretrained_cfg`, read before any method wrapper hides it); an unknown `augment`, or a
+        crop the suite cannot apply, is a UserError."""
         get_augmentation(augment)
         mean = tuple(pretrained_cfg.get("mean", DEFAULT_MEAN))
         std = tuple(pretrained_cfg.get("std", DEFAULT_STD))
-        return cls(img_size=img_size, mean=mean, std=std, augment=augment)
+        view = EvalView.from_pretrained_cfg(pretrained_cfg, img_size=img_size)
+        return cls(img_size=img_size, mean=mean, std=std, augment=augment, eval_view=view)
+
+    def describe(self) -> dict[str, Any]:
+        """The record's `preprocess` entry: what evaluation (and the frozen-feature cache) fed
+        the model, and the training preset."""
+        return {
+            "img_size": self.img_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.eval_view.interpolation,
+            "crop_pct": self.eval_view.crop_pct,
+            "crop_mode": self.eval_view.crop_mode,
+            "resize_to": self.eval_view.scale_size(self.img_size),
+            "augment": self.augment,
+        }
 
     def __call__(
         self, images: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """`prepare_batch` with this cell's settings: augmented when `train`, else resized."""
+        """`prepare_batch` with this cell's settings: augmented when `train`, else the eval view."""
         return prepare_batch(
             images,
             img_size=self.img_size,
@@ -266,6 +281,7 @@ class Preprocess:
             train=train,
             generator=generator,
             augment=self.augment,
+            eval_view=self.eval_view,
         )
 
     def evaluation(self, images: torch.Tensor) -> torch.Tensor:

@@ -16,15 +16,6 @@ from bench.errors import UserError
 DEMO_BACKBONE = "demo-vit"
 
 
-def architecture(name: str) -> tuple[str, dict]:
-    """The timm architecture and keyword arguments a backbone name stands for."""
-    if name == DEMO_BACKBONE:
-        from bench.demo_vit import DEMO_VIT_KWARGS
-
-        return "vit_small_patch16_224", dict(DEMO_VIT_KWARGS)
-    return name, {}
-
-
 def check_weights_file(path: Path, backbone: str | None = None) -> None:
     """Open a weights file safely (safetensors, or torch.load with weights_only) before training,
     and check it holds what timm's loaders take: tensors under text names (numeric arrays in an
@@ -155,13 +146,10 @@ def _strip_wrappers(key: str) -> str:
 def _model_shapes(backbone: str) -> dict[str, tuple[int, ...]]:
     """The parameter and buffer shapes of a backbone, from a weightless build on the meta device
     ({} when that build fails: ranks then go unchecked, and loading reports what does not fit)."""
-    import timm
-    import torch
+    from bench.backbone_config import meta_build
 
-    arch, kwargs = architecture(backbone)
     try:
-        with torch.device("meta"):
-            model = timm.create_model(arch, pretrained=False, **kwargs)
+        model = meta_build(backbone)
     except Exception:
         return {}
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}

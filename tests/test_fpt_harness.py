@@ -26,6 +26,7 @@ from bench import feature_cache, harness
 from bench.backbones import method_img_size
 from bench.cli import app
 from bench.config import CellConfig
+from bench.eval_view import EvalView
 from bench.feature_cache import human_bytes
 from bench.grid import GridRequest, data_key, plan
 from bench.measure import count_params
@@ -226,11 +227,11 @@ def test_cache_rows_are_unaugmented_features_in_image_order(runs: Runs) -> None:
     cell, rec = runs.cached.cell, runs.cached.record
     harness.seed_everything(cell.seed, torch.device("cpu"))
     model = harness.build_model(cell, runs.source, runs.data.num_classes)[0].eval()
-    norm = rec["normalization"]
+    norm, pre = rec["normalization"], rec["preprocess"]
+    view = EvalView(pre["interpolation"], pre["crop_pct"], pre["crop_mode"])  # test_vit's crop
     for split, part in runs.data.splits.items():
-        x = prepare_batch(
-            part.images, img_size=cell.img_size, mean=norm["mean"], std=norm["std"], train=False
-        )
+        x = prepare_batch(part.images, img_size=cell.img_size, mean=norm["mean"],
+                          std=norm["std"], train=False, eval_view=view)  # fmt: skip
         expected = model.frozen_features(x)
         path = Path(rec["feature_cache"]["splits"][split]["path"])
         for name in ("k", "v"):

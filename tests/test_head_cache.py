@@ -23,6 +23,7 @@ from torch import nn
 import bench.transforms
 from bench import feature_cache, harness
 from bench.config import CellConfig
+from bench.eval_view import EvalView
 from bench.grid import GridRequest, data_key, method_settings, plan
 from bench.measure import count_params, param_report
 from methods.mlp_head import mlp_head
@@ -320,11 +321,11 @@ def test_cached_record_says_the_cache_was_built_then_hit(runs: Runs) -> None:
 
 def test_cache_rows_are_the_backbones_pre_logits_of_unaugmented_images(runs: Runs) -> None:
     rec, backbone = runs.cached["linear"].record, runs.cached["linear"].backbone.eval()
-    norm = rec["normalization"]
+    norm, pre = rec["normalization"], rec["preprocess"]
+    view = EvalView(pre["interpolation"], pre["crop_pct"], pre["crop_mode"])  # test_vit's crop
     for split, part in runs.data.splits.items():
-        x = bench.transforms.prepare_batch(
-            part.images, img_size=IMG, mean=norm["mean"], std=norm["std"], train=False
-        )
+        x = bench.transforms.prepare_batch(part.images, img_size=IMG, mean=norm["mean"],
+                                           std=norm["std"], train=False, eval_view=view)  # fmt: skip
         with torch.no_grad():  # timm's own pooled, normed head input, independent of the wrapper
             expected = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
         path = Path(rec["feature_cache"]["splits"][split]["path"]) / "pre_logits.npy"

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import UserError
+from bench.eval_view import EvalView
 from bench.transforms import (
     AUGMENTATIONS,
     DEFAULT_AUGMENT,
@@ -337,10 +338,14 @@ def test_light_modules_spell_the_default_preset_alike() -> None:
 
 
 def test_preprocess_applies_prepare_batch_with_the_cells_settings() -> None:
-    pre = Preprocess.for_backbone({"mean": MEAN, "std": STD}, img_size=24, augment="fpt")
+    cfg = {"mean": MEAN, "std": STD, "interpolation": "bicubic", "crop_pct": 0.9}
+    pre = Preprocess.for_backbone(cfg, img_size=24, augment="fpt")
     assert (pre.img_size, pre.mean, pre.std, pre.augment) == (24, MEAN, STD, "fpt")
+    assert pre.eval_view == EvalView("bicubic", 0.9, "center")  # timm's default crop mode
     x = images()
-    assert torch.equal(pre(x, train=False), prepare_batch(x, img_size=24, train=False, **NORM))
+    want = prepare_batch(x, img_size=24, train=False, eval_view=pre.eval_view, **NORM)
+    assert torch.equal(pre(x, train=False), want)
+    assert not torch.equal(want, prepare_batch(x, img_size=24, train=False, **NORM))
     got = pre(x, train=True, generator=torch.Generator().manual_seed(3))
     want = prepare_batch(
         x,

@@ -60,7 +60,8 @@ Augment = Annotated[
 Backbone = Annotated[
     str,
     typer.Option(
-        help="A timm ViT name, or 'demo-vit' (the suite-pretrained demo backbone).",
+        help="A timm ViT name, hf-hub:ORG/NAME (a timm model on the Hugging Face hub, e.g. "
+        "hf-hub:MahmoodLab/uni), or 'demo-vit' (the suite-pretrained demo backbone).",
         rich_help_panel=GRID,
     ),
 ]

@@ -85,7 +85,7 @@ def cache_estimate(model, cell: CellConfig, data, cfg: dict) -> str:
     total = sum(len(s) for s in data.splits.values()) * per_image
     missing = 0
     for split, part in data.splits.items():
-        identity = feature_identity(model, cell, data, split, prep.mean, prep.std)
+        identity = feature_identity(model, cell, data, split, prep)
         if not (cache_path(identity, model.cache_dtype) / MANIFEST).is_file():
             missing += len(part) * per_image
     if missing:

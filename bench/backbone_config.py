@@ -1,0 +1,134 @@
+"""What a backbone name stands for: the timm architecture it is built as and its pretrained
+config (native input size, mean/std, interpolation, crop), for each kind of name the suite takes:
+a timm registry name (`vit_base_patch16_224.augreg_in21k`), a Hugging Face hub name in timm's
+format (`hf-hub:ORG/NAME`, whose config.json holds the architecture, its build arguments and the
+pretrained config; timm's `load_model_config_from_hf` reads it) and the suite's demo-vit.
+Everything that asks a backbone about itself before it is built asks here."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import UserError
+from bench.hub_access import cached_file, unavailable_reason
+from bench.weights import DEMO_BACKBONE
+
+HUB_PREFIX = "hf-hub:"
+# The timm architecture the demo backbone is built as (bench.demo_vit).
+DEMO_ARCHITECTURE = "vit_small_patch16_224"
+
+
+def hub_repo(name: str) -> str | None:
+    """'hf-hub:ORG/NAME[@REV]' -> 'ORG/NAME[@REV]'; None for any other name."""
+    return name[len(HUB_PREFIX) :] if name.startswith(HUB_PREFIX) else None
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """A backbone as timm describes it before building it."""
+
+    name: str  # as the user gave it (and the record keeps it)
+    architecture: str  # timm's model name, e.g. a hub config's "architecture"
+    model_args: dict[str, Any] = field(default_factory=dict)  # what it is built with
+    pretrained_cfg: dict[str, Any] = field(default_factory=dict)  # timm's pretrained_cfg
+
+    @property
+    def img_size(self) -> int:
+        """The native input side (224 when the config names none, as timm's default)."""
+        size = self.pretrained_cfg.get("input_size") or (3, 224, 224)
+        return int(size[-1])
+
+    def create_args(self) -> tuple[str, dict[str, Any]]:
+        """What `timm.create_model` takes to build this backbone: a hub name goes to timm as
+        given (timm reads its config.json, applies its model_args and loads its weights from the
+        hub); the others go as their architecture and build arguments."""
+        if hub_repo(self.name) is not None:
+            return self.name, {}
+        return self.architecture, dict(self.model_args)
+
+
+def backbone_config(name: str) -> BackboneConfig:
+    """The config of a registry name, a hub name or demo-vit. A hub name whose config.json is
+    neither in the local HF cache nor downloadable now is a one-line UserError that says what to
+    pass instead."""
+    if name == DEMO_BACKBONE:
+        return _demo_config()
+    repo = hub_repo(name)
+    if repo is None:
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(name)
+        return BackboneConfig(name, name, pretrained_cfg=cfg.to_dict() if cfg else {})
+    return _hub_config(name, repo)
+
+
+def _demo_config() -> BackboneConfig:
+    from bench.demo_vit import DEMO_VIT_KWARGS, DEMO_VIT_MEAN, DEMO_VIT_STD
+
+    size = int(DEMO_VIT_KWARGS["img_size"])
+    return BackboneConfig(
+        DEMO_BACKBONE,
+        DEMO_ARCHITECTURE,
+        dict(DEMO_VIT_KWARGS),
+        dict(
+            mean=tuple(DEMO_VIT_MEAN),
+            std=tuple(DEMO_VIT_STD),
+            input_size=(3, size, size),
+            # demo-vit was trained and is evaluated on the whole image resized (bilinear): no
+            # crop, unlike timm's ImageNet-style default for the architecture it borrows
+            interpolation="bilinear",
+            crop_pct=1.0,
+            crop_mode="squash",
+            # the demo file has no head: timm builds a new one instead of looking for it
+            num_classes=0,
+            hf_hub_id=None,
+            url=None,
+            custom_load=False,
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _hub_config(name: str, repo: str) -> BackboneConfig:
+    """A hub backbone's config.json through timm (cached: asking the hub again is a request)."""
+    from timm.models import load_model_config_from_hf
+
+    if cached_file(repo, "config.json") is None:
+        why = unavailable_reason()
+        if why is not None:
+            raise UserError(
+                f"backbone {name!r} is not in the local Hugging Face cache and {why}: connect to "
+                "the internet once (the first run caches it, later runs work offline), or pass a "
+                "local checkpoint as --backbone TIMM_ARCHITECTURE --weights FILE"
+            )
+    try:
+        # timm 1.0.9 and later return (pretrained_cfg, architecture, model_args)
+        cfg, arch, model_args = load_model_config_from_hf(repo)
+    except Exception as exc:
+        # a wrong name, a gated repository (UNI, Virchow) or a config without an architecture
+        first = next((s for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+        raise UserError(
+            f"cannot read the config.json of backbone {name!r} from the Hugging Face hub: "
+            f"{first.strip()}. Check the name; a gated model needs its terms accepted on the hub "
+            "and `hf auth login` (or HF_TOKEN)"
+        ) from None
+    return BackboneConfig(name, str(arch), dict(model_args or {}), dict(cfg))
+
+
+def architecture(name: str) -> tuple[str, dict[str, Any]]:
+    """The timm architecture and build arguments of a backbone, for a weightless build (shapes,
+    patch size) that needs no network once the config is known."""
+    cfg = backbone_config(name)
+    return cfg.architecture, dict(cfg.model_args)
+
+
+def meta_build(name: str):
+    """The backbone without weights, on the meta device: its shapes, no memory, no download."""
+    import timm
+    import torch
+
+    arch, kwargs = architecture(name)
+    with torch.device("meta"):
+        return timm.create_model(arch, pretrained=False, **kwargs)
