@@ -8,8 +8,9 @@ Everything that asks a backbone about itself before it is built asks here."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.errors import UserError
 from bench.hub_access import cached_file, unavailable_reason
@@ -18,6 +19,7 @@ from bench.weights import DEMO_BACKBONE
 HUB_PREFIX = "hf-hub:"
 # The timm architecture the demo backbone is built as (bench.demo_vit).
 DEMO_ARCHITECTURE = "vit_small_patch16_224"
+T = TypeVar("T")
 
 
 def hub_repo(name: str) -> str | None:
@@ -127,8 +129,21 @@ def architecture(name: str) -> tuple[str, dict[str, Any]]:
 def meta_build(name: str):
     """The backbone without weights, on the meta device: its shapes, no memory, no download."""
     import timm
-    import torch
 
     arch, kwargs = architecture(name)
-    with torch.device("meta"):
-        return timm.create_model(arch, pretrained=False, **kwargs)
+    return weightless(lambda: timm.create_model(arch, pretrained=False, **kwargs))
+
+
+def weightless(build: Callable[[], T]) -> T:
+    """`build()` on the meta device: shapes without memory or init time. timm 1.0.9 (the floor)
+    calls `.item()` on the drop-path rates while it builds a ViT, which meta tensors refuse; with
+    such a timm the build runs on the CPU instead (the same shapes, slower)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return build()
+    except Exception as exc:  # also create_backbone's UserError, which quotes the cause
+        if "meta tensors" not in str(exc):
+            raise
+    return build()

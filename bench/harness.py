@@ -20,7 +20,7 @@ import torch
 
 from bench.artefacts import PENDING as PENDING_ARTEFACTS
 from bench.artefacts import trained
-from bench.backbone_config import backbone_config
+from bench.backbone_config import backbone_config, weightless
 from bench.backbones import BackboneSource, create_backbone, method_img_size, resolve_backbone
 from bench.cards import DatasetCard
 from bench.config import CellConfig
@@ -183,8 +183,10 @@ def model_costs(
     there and the forward not yet compiled; neither changes the model or the run's random
     numbers."""
     arch = dataclasses.replace(source, pretrained=False, weights=None, weights_sha256=None)
-    with torch.device("meta"):  # the bare backbone's shapes, for the method's overhead
-        backbone = create_backbone(arch, num_classes=num_classes, img_size=cell.img_size)
+    # the bare backbone's shapes, for the method's overhead
+    backbone = weightless(
+        lambda: create_backbone(arch, num_classes=num_classes, img_size=cell.img_size)
+    )
     flops = flops_per_image(model, img_size=cell.img_size, device=device,
                             precision=cell.precision, backbone=backbone,
                             merge=get_method(cell.method).merge,

@@ -84,6 +84,7 @@ def profile_method(
     import torch
     from torch import nn
 
+    from bench.backbone_config import weightless
     from bench.backbones import create_backbone, method_img_size, resolve_backbone
     from bench.frozen_features import uses_frozen_features
     from bench.grid import resolve_precision
@@ -117,8 +118,8 @@ def profile_method(
     trainable = count_params(model, trainable_only=True)
     model.to(dev)
     memory: dict[str, Any] = {}
-    with torch.device("meta"):  # the bare backbone's shapes, for the method's overhead
-        bare = create_backbone(source, num_classes=num_classes, img_size=size)
+    # the bare backbone's shapes, for the method's overhead
+    bare = weightless(lambda: create_backbone(source, num_classes=num_classes, img_size=size))
     cached = uses_frozen_features(model) and model.preload
     counted = {
         "flops": flops_per_image(model, img_size=size, device=dev, precision=precision,
