@@ -143,9 +143,11 @@ def preload_features(
     info["hit"] = all(s["hit"] for s in info["splits"].values())
     info["seconds"] = sum(s["seconds"] for s in info["splits"].values())
     model.release_frozen()
-    if device.type == "cuda":
+    if device.type != "cpu":
+        from bench.measure.device import empty_cache  # here: bench.measure imports this module
+
         # Free the frozen model's device memory now (a full collection costs ~0.5 s, which is
         # the whole run for a small linear probe on CPU, where nothing waits for the memory).
         gc.collect()
-        torch.cuda.empty_cache()
+        empty_cache(device)
     return sources, info

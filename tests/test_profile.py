@@ -76,7 +76,7 @@ def test_profile_cli_bad_input_is_one_line() -> None:
     for args, message in (
         (["--methods", "nope"], "unknown method 'nope'"),
         (["--repeats", "0"], "--repeats must be >= 1"),
-        (["--precision", "fp8"], "--precision must be one of auto, bf16, fp32"),
+        (["--precision", "fp8"], "--precision must be one of auto, bf16, fp16, fp32"),
         (["--precision", "bf16", "--device", "cpu"], "on CPU use fp32"),
     ):
         res = runner.invoke(app, ["profile", *args])

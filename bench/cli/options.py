@@ -111,11 +111,20 @@ Protocol = Annotated[
 ]
 
 # Training: how each cell trains; part of a cell's identity too.
-Device = Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=TRAINING)]
+Device = Annotated[
+    str,
+    typer.Option(
+        help="auto (cuda, else mps on Apple silicon, else cpu), cpu, cuda or mps.",
+        rich_help_panel=TRAINING,
+    ),
+]
 Precision = Annotated[
     str,
     typer.Option(
-        help="auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32.", rich_help_panel=TRAINING
+        help="auto (bf16 on GPUs of compute capability 8.0+, fp16 on older ones such as V100 "
+        "and T4, fp32 on mps and cpu; the record says why), bf16, fp16 (autocast with loss "
+        "scaling) or fp32.",
+        rich_help_panel=TRAINING,
     ),
 ]
 Compile = Annotated[

@@ -39,7 +39,7 @@ def status(
     device: Annotated[
         str,
         typer.Option(
-            help="auto (a cell run on CPU or GPU counts), cpu or cuda.",
+            help="auto (a cell run on CPU, GPU or MPS counts), cpu, cuda or mps.",
             rich_help_panel=o.TRAINING,
         ),
     ] = "auto",
