@@ -12,7 +12,7 @@ import torch
 from bench.config import CellConfig
 from bench.data import LoadedDataset
 from bench.feature_cache import CachedFeatures, LiveFeatures, load_or_build
-from bench.train import autocast
+from bench.precision import autocast
 from bench.transforms import Preprocess
 
 
