@@ -304,7 +304,8 @@ def fit(
                 if scaler.get_scale() < MIN_LOSS_SCALE:
                     raise Diverged(step, value, "fp16 gradients overflowed until the loss "
                                    f"scale fell below {MIN_LOSS_SCALE:g} at step {step}; use "
-                                   "--precision bf16 or fp32")  # fmt: skip
+                                   "--precision fp32 (or bf16 on a GPU of compute capability "
+                                   "8.0+)")  # fmt: skip
             step += 1
             sched.step_update(num_updates=step)
             loss_sum += value * len(y)
