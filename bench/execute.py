@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
 from bench import claims
 from bench.config import CellConfig
 from bench.grid import GridRequest, Plan, data_key
 from bench.interrupts import Interrupts
+from bench.measure.device import empty_cache
 from bench.records import finished, read_record, record_path, remove_stale_temp, save_record
 
 RunCell = Callable[..., dict[str, Any]]
@@ -95,8 +94,7 @@ def done_record(req: GridRequest, run_id: str) -> dict[str, Any] | None:
 def _free_device_memory(device: str) -> None:
     """Drop what the failed attempt left (its traceback's frames hold tensors) before a retry."""
     gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    empty_cache(device)
 
 
 def run_with_oom_retry(

@@ -13,7 +13,7 @@ import torch
 from bench.config import CellConfig
 from bench.data import LoadedDataset
 from bench.feature_cache import CachedFeatures, LiveFeatures, load_or_build
-from bench.train import autocast
+from bench.precision import autocast
 from bench.transforms import Preprocess
 
 
@@ -149,9 +149,11 @@ def preload_features(
     info["hit"] = all(s["hit"] for s in info["splits"].values())
     info["seconds"] = sum(s["seconds"] for s in info["splits"].values())
     model.release_frozen()
-    if device.type == "cuda":
+    if device.type != "cpu":
+        from bench.measure.device import empty_cache  # here: bench.measure imports this module
+
         # Free the frozen model's device memory now (a full collection costs ~0.5 s, which is
         # the whole run for a small linear probe on CPU, where nothing waits for the memory).
         gc.collect()
-        torch.cuda.empty_cache()
+        empty_cache(device)
     return sources, info

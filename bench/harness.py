@@ -45,6 +45,7 @@ from bench.measure import (
     memory_baseline,
     param_report,
 )
+from bench.measure.device import empty_cache
 from bench.metric_table import HIGHER_IS_BETTER
 from bench.metrics import compute_metrics, reliability_bins
 from bench.predictions import PENDING
@@ -143,8 +144,7 @@ def run_cell(
         record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
         record.traceback = traceback.format_exc()
     finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        empty_cache(device)
     if trial and record.status in ("diverged", "oom"):
         # A diverging or oversized configuration is a finished trial that scores nothing, not a
         # failure to retry; `failed` (an error of the run itself) stays failed and is retried.
@@ -230,7 +230,7 @@ def _scorer(card: DatasetCard):
 
 
 def _training(result: FitResult, cell: CellConfig, model, sources) -> dict[str, Any]:
-    return {
+    training = {
         # What the training views really were: a head on cached features gets none.
         "augment_applied": "none"
         if image_free(model, sources["train"] if sources else None)
@@ -240,6 +240,10 @@ def _training(result: FitResult, cell: CellConfig, model, sources) -> dict[str, 
         "steps": result.steps,
         "history": result.history,
     }
+    if result.skipped_steps is not None:  # fp16: steps its loss scaler skipped, its last scale
+        training["grad_scaler"] = {"skipped_steps": result.skipped_steps,
+                                   "loss_scale": result.loss_scale}  # fmt: skip
+    return training
 
 
 def _test_metrics(logits, labels, card: DatasetCard, best_val: dict) -> dict[str, Any]:
@@ -320,7 +324,7 @@ def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -
 def seed_everything(seed: int, device: torch.device) -> None:
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # every device's generator: CPU, CUDA and MPS
     # Bit-reproducible on CPU; on GPU the fast non-deterministic kernels stay (speed is measured).
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
 

@@ -99,7 +99,9 @@ def profile_method(
         flops_per_image,
         memory_baseline,
     )
-    from bench.train import autocast, build_optimizer, set_train_mode
+    from bench.measure.device import empty_cache, sync
+    from bench.precision import autocast, backward_and_step, grad_scaler
+    from bench.train import build_optimizer, set_train_mode, trainable_parameters
     from methods import get_method
 
     spec = get_method(method)
@@ -155,8 +157,7 @@ def profile_method(
             features = {k: v.float() for k, v in model.frozen_features(x).items()}
         model.release_frozen()
         gc.collect()
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+        empty_cache(dev)
 
     # 3. training
     opt = build_optimizer(model, spec.optimizer, spec.lr, spec.weight_decay)
@@ -166,11 +167,14 @@ def profile_method(
     if compile:
         forward = torch.compile(forward)
 
+    params = [p for _, p in trainable_parameters(model)]
+    scaler = grad_scaler(dev, precision)  # fp16 trains with its loss scaler, as `bench.train`
+
     def step() -> None:
         with autocast(dev, precision):
             logits = forward(x, features) if cached else forward(x)
-        loss_fn(logits.float(), y).backward()
-        opt.step()
+        backward_and_step(loss_fn(logits.float(), y), opt, params, grad_clip=0.0,
+                          scaler=scaler)  # fmt: skip
         opt.zero_grad(set_to_none=True)
 
     t0 = time.perf_counter()
@@ -178,8 +182,7 @@ def profile_method(
     for i in range(WARMUP_STEPS):  # allocates optimizer state, warms kernels up, compiles
         with train_probe.step(i):
             step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    sync(dev)
     train_warmup_s = time.perf_counter() - t0
     with PeakMemory(dev, baseline_mb=baseline) as mem, GpuEnergy(dev) as joules, \
             MachineLoad(dev) as load:  # fmt: skip

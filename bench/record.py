@@ -119,6 +119,13 @@ class Epoch(TypedDict):
     val: dict[str, float | None]
 
 
+class GradScalerNote(TypedDict):
+    """fp16's loss scaler over a training run (bench.precision)."""
+
+    skipped_steps: int  # steps skipped on overflowing gradients
+    loss_scale: float  # its scale at the end
+
+
 class Training(TypedDict, total=False):
     augment_applied: str
     best_epoch: int
@@ -126,6 +133,7 @@ class Training(TypedDict, total=False):
     steps: int
     history: list[Epoch]
     batch_size_used: int  # after --oom-retry halved the batch
+    grad_scaler: GradScalerNote  # fp16 only
 
 
 class StepTiming(TypedDict):
@@ -365,6 +373,9 @@ class Record:
     finished_at: str | Absent | None = ABSENT
     oom_retries: list[int] | Absent = ABSENT  # batch sizes tried, with --oom-retry
     hyperparameters: Hyperparameters | Absent = ABSENT
+    # what --precision asked for and why config.precision (the resolved one) was chosen
+    precision_requested: str | Absent = ABSENT
+    precision_reason: str | Absent = ABSENT
     tuning: Tuning | Absent | None = ABSENT
     predictions: PredictionsEntry | Absent = ABSENT  # an ok cell's, from bench.records.save_record
     artefacts: ArtefactsEntry | Absent = ABSENT  # an ok (non-trial) cell's, from save_record

@@ -44,6 +44,7 @@ def _record_types() -> dict[str, str]:
         types[f"config.{key}"] = "number"
     types |= {"config.shots": "int?", "config.pretrained": "bool", "config.hparams": "dict"}
     types |= {"config.tuning": "dict?", "trial": "dict?", "tuning": "dict?"}
+    types |= {"precision_requested": "str?", "precision_reason": "str?"}
     types |= {"trial.outcome": "str", "trial.val_primary": "number?"}
     types |= {"metrics.primary": "number?", "metrics.primary_metric": "str?"}
     types |= {"metrics.test": "dict", "metrics.calibration": "dict?"}

@@ -135,19 +135,21 @@ def _cfg(record: dict[str, Any]) -> dict[str, Any]:
 
 def expected_cells(req, device: str, precision: str) -> list[list[Any]]:
     """The cells `bench run` would run for this request, each with its device variants: under
-    `--device auto` a cell counts as run on either CPU or GPU, since status often runs on another
+    `--device auto` a cell counts as run on CPU, a CUDA GPU or MPS, and `--precision auto` on a
+    CUDA GPU as bf16 or fp16 (by that GPU's capability), since status often runs on another
     machine (a login node) than the grid did."""
     # Here, not at the top: planning imports the methods (torch), which the rest of status
     # (reading records and claims) does without.
-    from bench.grid import dry_plan, resolve_precision
+    from bench.grid import dry_plan
     from bench.grid.request import DEVICES
+    from bench.precision import possible_precisions
 
     if device not in DEVICES:
-        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
+        raise UserError(f"--device {device!r}: expected {', '.join(DEVICES)}")
     settings, errors = [], []
-    for d in ["cpu", "cuda"] if device == "auto" else [device]:
+    for d in [d for d in DEVICES if d != "auto"] if device == "auto" else [device]:
         try:
-            settings.append((d, resolve_precision(precision, d)))
+            settings += [(d, p) for p in possible_precisions(precision, d)]
         except UserError as exc:
             errors.append(exc)
     if not settings:

@@ -20,16 +20,18 @@ from torch.utils.data import (
 )
 
 from bench.config import CellConfig
+from bench.precision import MIN_LOSS_SCALE, autocast, backward_and_step, grad_scaler
 from bench.transforms import Preprocess
 
 MOMENTUM = 0.9
 
 
 class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite, or (fp16) the gradients overflowed at every
+    step until the loss scale fell below `MIN_LOSS_SCALE`."""
 
-    def __init__(self, step: int, loss: float) -> None:
-        super().__init__(f"non-finite training loss {loss} at step {step}")
+    def __init__(self, step: int, loss: float, why: str | None = None) -> None:
+        super().__init__(why or f"non-finite training loss {loss} at step {step}")
         self.step = step
         self.loss = loss
 
@@ -43,6 +45,10 @@ class FitResult:
     # the selected epoch's validation logits (float32, CPU) and labels, in the split's order
     val_logits: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
+    # fp16 only (None otherwise): steps the loss scaler skipped on overflowing gradients, and
+    # its scale at the end
+    skipped_steps: int | None = None
+    loss_scale: float | None = None
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -101,12 +107,6 @@ def set_train_mode(model: nn.Module) -> None:
             module.eval()
 
 
-def autocast(device: torch.device, precision: str):
-    if device.type == "cuda" and precision == "bf16":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def make_loader(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -135,6 +135,11 @@ def make_loader(
         # permutation, as DataLoader(shuffle=True, generator=...) does: the same order as ever.
         generator=generator,
     )
+
+
+def pin_memory(device: torch.device) -> bool:
+    """Pinned host memory speeds up copies to a CUDA GPU only (MPS shares the host's memory)."""
+    return device.type == "cuda"
 
 
 def _batch_sizes(n: int, batch_size: int) -> list[int]:
@@ -180,7 +185,7 @@ def predict(
     skip_view = image_free(model, features)
     outs = []
     loader = make_loader(images, labels, batch_size=batch_size, shuffle=False, seed=0,
-                         pin_memory=device.type == "cuda")  # fmt: skip
+                         pin_memory=pin_memory(device))  # fmt: skip
     batches = iter(loader)
     for i, n in enumerate(_batch_sizes(len(labels), batch_size)):
         step = timer.step(n) if timer is not None else contextlib.nullcontext()
@@ -258,7 +263,7 @@ def fit(
     device, batch_size, epochs, grad_clip = st.device, st.batch_size, st.epochs, st.grad_clip
     train_features, val_features = features if features is not None else (None, None)
     loader = make_loader(*train, batch_size=batch_size, shuffle=True, seed=st.seed,
-                         pin_memory=device.type == "cuda")  # fmt: skip
+                         pin_memory=pin_memory(device))  # fmt: skip
     aug = torch.Generator().manual_seed(st.seed + 1)
     opt = build_optimizer(model, st.optimizer, st.lr, st.weight_decay)
     total = epochs * len(loader)
@@ -267,11 +272,12 @@ def fit(
     params = [p for _, p in trainable_parameters(model)]
     loss_fn = nn.BCEWithLogitsLoss() if st.multilabel else nn.CrossEntropyLoss()
     skip_view = image_free(model, train_features)
+    scaler = grad_scaler(device, st.precision)
 
     best: dict[str, torch.Tensor] | None = None
     best_key = -math.inf
     result = FitResult(best_epoch=-1, best_value=-math.inf, steps=0)
-    step = 0
+    step, skipped = 0, 0
     for epoch in range(epochs):
         set_train_mode(model)
         loss_sum, seen = 0.0, 0
@@ -290,11 +296,16 @@ def fit(
                 value = loss.item()
                 if not math.isfinite(value):
                     raise Diverged(step, value)
-                loss.backward()
-                if grad_clip > 0:
-                    nn.utils.clip_grad_norm_(params, grad_clip)
-                opt.step()
+                stepped = backward_and_step(loss, opt, params, grad_clip=grad_clip,
+                                            scaler=scaler)  # fmt: skip
                 opt.zero_grad(set_to_none=True)
+            if not stepped:
+                skipped += 1
+                if scaler.get_scale() < MIN_LOSS_SCALE:
+                    raise Diverged(step, value, "fp16 gradients overflowed until the loss "
+                                   f"scale fell below {MIN_LOSS_SCALE:g} at step {step}; use "
+                                   "--precision fp32 (or bf16 on a GPU of compute capability "
+                                   "8.0+)")  # fmt: skip
             step += 1
             sched.step_update(num_updates=step)
             loss_sum += value * len(y)
@@ -321,6 +332,8 @@ def fit(
             result.val_logits, result.val_labels = logits, labels
             best = {n: p.detach().clone() for n, p in trainable_parameters(model)}
     result.steps = step
+    if scaler is not None:
+        result.skipped_steps, result.loss_scale = skipped, scaler.get_scale()
     if best is not None:
         with torch.no_grad():
             for n, p in trainable_parameters(model):

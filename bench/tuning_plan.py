@@ -12,6 +12,7 @@ from bench.config import CellConfig, coerce
 from bench.errors import UserError
 from bench.grid import lr_note, method_settings
 from bench.grid.preflight import preflight_builds
+from bench.option_values import SCHEDULERS
 
 if TYPE_CHECKING:
     from methods.search import SearchSpace
@@ -44,12 +45,6 @@ class TuneRequest:
             )
         if self.eta < 2:
             raise UserError(f"--eta must be >= 2 (successive halving keeps 1/eta), got {self.eta}")
-
-
-# none: every trial trains the cell's epochs. halving: successive halving (Jamieson & Talwalkar,
-# AISTATS 2016; Li et al., Hyperband, JMLR 2018): all `budget` configurations train a short
-# schedule, the best 1/eta go on to eta times the epochs, and so on up to the full epochs.
-SCHEDULERS = ("none", "halving")
 
 
 def rungs(configs: int, epochs: int, scheduler: str, eta: int) -> list[tuple[int, int]]:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import typing
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app, choices
+from bench.cli import app
 from bench.cli.complete import comma_items, complete_datasets, complete_methods
 from bench.grid import GridRequest, plan
 from bench.records import write_record
@@ -286,30 +285,17 @@ def test_the_shell_gets_names(words, expected) -> None:
 # -------------------------------------------------------------------------------- choices
 
 
-def test_choices_are_the_constants_the_checks_use() -> None:
-    from bench.grid.request import DEVICES, PRECISIONS
-    from bench.launchers.options import CLUSTERS, LAUNCHERS
-    from bench.tuning_plan import SCHEDULERS
-
-    for choice, constant in ((choices.Device, DEVICES), (choices.Precision, PRECISIONS),
-                             (choices.Launcher, LAUNCHERS), (choices.Cluster, CLUSTERS),
-                             (choices.Scheduler, SCHEDULERS)):  # fmt: skip
-        assert typing.get_args(choice) == constant
-    with pytest.raises(LookupError):
-        choices.constant("grid/request.py", "NO_SUCH_CONSTANT")
-
-
 @pytest.mark.parametrize(("option", "bad", "valid"), [
     ("--precision", "fp8", "PRECISIONS"),
     ("--device", "tpu", "DEVICES"),
 ])  # fmt: skip
 def test_click_refuses_a_bad_choice_listing_the_valid(option, bad, valid, tmp_path) -> None:
-    import bench.grid.request as request
+    import bench.option_values as values
 
     res = bench("run", option, bad, "--results", str(tmp_path / "r"))
     assert res.exit_code == 2
     text = flat(res.output)
-    listed = ", ".join(repr(v) for v in getattr(request, valid))
+    listed = ", ".join(repr(v) for v in getattr(values, valid))
     assert f"Invalid value for '{option}'" in text and listed in text, text
     assert not (tmp_path / "r").exists()
 

@@ -42,14 +42,17 @@ def test_first_step_excess_is_the_one_off_cost() -> None:
     assert t.first_step_excess_s() == 0.0
 
 
-def test_precision_defaults_and_refusals() -> None:
+def test_precision_defaults_and_refusals(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a GPU's: test_precision.py
     assert resolve_precision("auto", "cuda") == "bf16"
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("fp32", "cuda") == "fp32"
     with pytest.raises(UserError, match="on CPU use fp32"):
         resolve_precision("bf16", "cpu")
-    with pytest.raises(UserError, match="must be one of auto, bf16, fp32, not 'fp16'"):
-        resolve_precision("fp16", "cuda")
+    with pytest.raises(UserError, match="must be one of auto, bf16, fp16, fp32, not 'fp8'"):
+        resolve_precision("fp8", "cuda")
 
 
 def test_run_refuses_bf16_on_cpu_before_training(tmp_path) -> None:

@@ -200,6 +200,8 @@ def test_slurm_submission_parameters_and_skipping(tmp_path, tiny_data_root, monk
     assert isinstance(ex.fn, CellJob) and len(ex.specs) == 2
     assert {s["cell"]["device"] for s in ex.specs} == {"cuda"}
     assert {s["cell"]["precision"] for s in ex.specs} == {"bf16"}
+    # the jobs' GPUs cannot be asked from here: the record will say why bf16
+    assert all("cannot be asked here" in s["annotation"]["precision_reason"] for s in ex.specs)
     # the jobs plan for cuda, so their run ids are not the CPU ones
     gpu_ids = [s["run_id"] for s in ex.specs]
     assert not set(gpu_ids) & set(ids)

@@ -122,12 +122,15 @@ Protocol = Annotated[
 # Training: how each cell trains; part of a cell's identity too.
 Device = Annotated[
     choices.Device,
-    typer.Option(help="auto: a GPU when torch sees one, else the CPU.", rich_help_panel=TRAINING),
+    typer.Option(help="auto: cuda, else mps on Apple silicon, else cpu.", rich_help_panel=TRAINING),
 ]
 Precision = Annotated[
     choices.Precision,
     typer.Option(
-        help="auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32.", rich_help_panel=TRAINING
+        help="auto (bf16 on GPUs of compute capability 8.0+, fp16 on older ones such as V100 "
+        "and T4, fp32 on mps and cpu; the record says why), bf16, fp16 (autocast with loss "
+        "scaling) or fp32.",
+        rich_help_panel=TRAINING,
     ),
 ]
 Compile = Annotated[

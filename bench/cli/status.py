@@ -41,7 +41,7 @@ def status(
     device: Annotated[
         Device,
         typer.Option(
-            help="auto: a cell run on CPU or GPU counts.",
+            help="auto: a cell run on CPU, GPU or MPS counts.",
             rich_help_panel=o.TRAINING,
         ),
     ] = "auto",

@@ -12,7 +12,8 @@ from bench.config import CellConfig
 from bench.grid.expand import Resolved, annotations, expand
 from bench.grid.inputs import check_data, load_inputs, weights_id
 from bench.grid.preflight import check_foreign_files, check_results_folder, preflight_builds
-from bench.grid.request import GridRequest, resolve_device, resolve_precision
+from bench.grid.request import GridRequest, resolve_device
+from bench.precision import choose_precision
 
 
 @dataclass
@@ -29,14 +30,21 @@ class Plan:
     data_sizes: dict[str, int | None] = field(default_factory=dict)
     request: GridRequest | None = None  # the checked request the plan came from
 
+    def annotate(self, fields: dict[str, Any]) -> None:
+        """Add `fields` to every cell's record (what holds for the whole grid)."""
+        for cell in self.cells:
+            self.annotations.setdefault(cell.run_id, {}).update(fields)
+
 
 def plan(req: GridRequest, *, dry_run: bool = False, progress: bool = True) -> Plan:
     """Resolve and check the whole grid. Raises UserError before any training starts. A dry run
     reads no images and builds no model; its notes list the datasets that are missing."""
     req = req.checked()
     device = resolve_device(req.device)
-    precision = resolve_precision(req.precision, device)
-    the_plan = _plan(req, device=device, precision=precision, dry_run=dry_run, progress=progress)
+    choice = choose_precision(req.precision, device)
+    the_plan = _plan(req, device=device, precision=choice.resolved, dry_run=dry_run,
+                     progress=progress)  # fmt: skip
+    the_plan.annotate(choice.record_fields())  # which precision auto chose, and why
     check_foreign_files(the_plan.cells, req.results)
     if not dry_run:
         the_plan.notes = preflight_builds(the_plan.cells, the_plan.datasets, the_plan.source)

@@ -13,12 +13,13 @@ import torch
 from bench.catalog import get_card
 from bench.config import coerce
 from bench.errors import UserError
+
+# Re-exported beside DEVICES and resolve_device: the precision rules live in bench.precision.
+from bench.option_values import DEVICES
+from bench.precision import resolve_precision as resolve_precision
 from bench.transforms import get_augmentation
 from methods import CORE_METHODS, get_method, list_methods
 from methods.registry import OPTIMIZERS, TRAIN_KEYS
-
-PRECISIONS = ("auto", "bf16", "fp32")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class GridRequest:
     shots: list[int] | None = None  # None: full data
     split_seeds: list[int] | None = None  # few-shot samples; default [0]
     augment: str = "rrc-flip"
-    precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    precision: str = "auto"  # auto: by the device's capability (bench.precision)
     compile: bool = False
     # (dataset, method) -> learning rate: a paper's per-dataset rates (FPT+), from --protocol
     dataset_lr: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -156,27 +157,22 @@ def _canonical_sets(
     return canonical
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """auto: bf16 autocast on GPU (the default there), fp32 on CPU; bf16 on CPU is refused (CPU
-    autocast is slow and not what a GPU would measure)."""
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.startswith("cuda") else "fp32"
-    if precision == "bf16" and not device.startswith("cuda"):
-        raise UserError("--precision bf16 is a GPU autocast; on CPU use fp32 (or auto)")
-    return precision
-
-
 def resolve_device(device: str) -> str:
-    """auto: cuda when torch sees a GPU, else cpu; cuda without one is refused."""
+    """auto: cuda when torch sees a GPU, else mps (Apple silicon) when available, else cpu; cuda
+    or mps without one is refused."""
     if device not in DEVICES:
-        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
+        raise UserError(f"--device {device!r}: expected auto, cpu, cuda or mps")
+    mps = torch.backends.mps.is_available()
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError(
             "--device cuda: no CUDA device is visible to torch; use --device cpu or auto"
+        )
+    if device == "mps" and not mps:
+        raise UserError(
+            "--device mps: torch has no MPS device here (Apple silicon, macOS 12.3+); use "
+            "--device cpu or auto"
         )
     return device
 

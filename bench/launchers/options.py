@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
+from bench.option_values import CLUSTERS, LAUNCHERS
 
-LAUNCHERS = ("local", "subprocess", "slurm")
-CLUSTERS = ("slurm", "local")  # local: submitit runs the jobs as processes here (tests, laptops)
 # --slurm-config keys -> (type, CLI option); the CLI wins over the file
 SLURM_KEYS: dict[str, tuple[type, str]] = {
     "partition": (str, "--partition"),
@@ -98,6 +97,8 @@ def launch_options(
         return LaunchOptions(kind="subprocess", gpus=_parse_gpus(gpus, device))
     if launcher == "local":
         return LaunchOptions()
+    if device == "mps":  # Slurm nodes are Linux machines: Apple's MPS is never there
+        raise UserError("--launcher slurm with --device mps: use --device cuda, cpu or auto")
     cli = {"partition": partition, "time": time_min, "gpus_per_job": gpus_per_job,
            "max_concurrent": max_concurrent, "cluster": slurm_cluster}  # fmt: skip
     config = _read_slurm_config(slurm_config) if slurm_config else {}
@@ -139,8 +140,10 @@ def launch_options(
 def _parse_gpus(gpus: str | None, device: str) -> list[str] | None:
     if gpus is None:
         return None
-    if device == "cpu":
-        raise UserError("--gpus with --device cpu: drop --gpus, or use --device cuda (or auto)")
+    if device in ("cpu", "mps"):  # --gpus names CUDA GPUs
+        raise UserError(
+            f"--gpus with --device {device}: drop --gpus, or use --device cuda (or auto)"
+        )
     ids = [g.strip() for g in gpus.split(",")]
     if not all(_GPU_ID.match(g) for g in ids):
         raise UserError(f"--gpus {gpus!r}: expected GPU indices (or UUIDs) like 0,1,2,3")

@@ -7,11 +7,12 @@ from typing import Any
 
 from bench.console import cell_label, cell_line
 from bench.errors import UserError
-from bench.grid import GridRequest, Plan, dry_plan, resolve_precision
+from bench.grid import GridRequest, Plan, dry_plan
 from bench.grid.preflight import check_foreign_files
 from bench.launchers.options import LaunchOptions
 from bench.launchers.outcome import LaunchOutcome, cell_record, split_done
 from bench.launchers.worker import cell_spec, run_worker
+from bench.precision import choose_precision
 
 SLURM_DIR = ".slurm"  # submitit's folder: pickles and job logs
 
@@ -40,8 +41,11 @@ class CellJob:
 def _slurm_plan(req: GridRequest) -> Plan:
     """The grid as the jobs will run it, planned without touching a GPU here (a login node may
     have none) and without reading the data: device and precision are what the jobs get."""
-    precision = resolve_precision(req.precision, req.device)  # bad names fail before planning
-    plan_ = dry_plan(req, device=req.device, precision=precision)
+    # Bad names fail before planning; the jobs' GPUs are not asked (each job refuses a bf16 its
+    # GPU lacks: bench.launchers.worker).
+    choice = choose_precision(req.precision, req.device, elsewhere=True)
+    plan_ = dry_plan(req, device=req.device, precision=choice.resolved)
+    plan_.annotate(choice.record_fields())
     if plan_.notes:  # a dry run's notes are the datasets it could not find
         raise UserError(f"{plan_.notes[0]}; nothing submitted")
     check_foreign_files(plan_.cells, req.results)

@@ -21,6 +21,7 @@ from bench.execute import run_grid
 from bench.grid import GridRequest, Plan, load_inputs
 from bench.grid.inputs import weights_id
 from bench.grid.preflight import check_results_folder, preflight_builds
+from bench.precision import choose_precision
 
 
 def cell_spec(plan: Plan, req: GridRequest, cell: CellConfig) -> dict[str, Any]:
@@ -52,6 +53,7 @@ def worker_plan(spec: dict[str, Any], *, progress: bool) -> tuple[Plan, GridRequ
     cell = CellConfig(**spec["cell"])
     if cell.run_id != spec["run_id"]:
         raise UserError(f"cell {spec['run_id']} has run id {cell.run_id} in this suite version")
+    choose_precision(cell.precision, cell.device)  # refuses a bf16 this job's GPU lacks
     few = cell.shots is not None
     req = GridRequest(
         methods=[cell.method],

@@ -25,9 +25,21 @@ def as_device(device: torch.device | str | int | None) -> torch.device:
 
 
 def sync(device: torch.device) -> None:
-    """Wait for the device's pending work (a no-op off CUDA), so a clock read covers it."""
+    """Wait for the device's pending work (a no-op on CPU), so a clock read covers it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def empty_cache(device: torch.device | str) -> None:
+    """Hand the device allocator's cached free blocks back (a no-op on CPU), so a retry or the
+    next cell starts from the memory in use."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        torch.cuda.empty_cache()
+    elif kind == "mps":
+        torch.mps.empty_cache()
 
 
 def sync_quietly(device: torch.device) -> None:

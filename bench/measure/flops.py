@@ -27,7 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.frozen_features import uses_frozen_features
 from bench.measure.device import as_device
 from bench.measure.probe import probe_image, untouched
-from bench.train import autocast, set_train_mode
+from bench.precision import autocast
+from bench.train import set_train_mode
 
 GIGA = 1e9
 WHOLE_MODEL = "forward and backward of the whole model"

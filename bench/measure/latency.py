@@ -10,7 +10,7 @@ from torch import nn
 from bench.measure.device import as_device
 from bench.measure.probe import probe_image, untouched
 from bench.measure.timing import StepTimer
-from bench.train import autocast
+from bench.precision import autocast
 
 
 def batch1_latency(

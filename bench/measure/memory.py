@@ -29,6 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from bench.measure.device import MIB, as_device, sync, sync_quietly
+from bench.measure.mps import MPS_SOURCE, mps_allocated_mb, mps_memory
 from bench.measure.nvml import nvml_snapshot
 
 
@@ -119,6 +120,8 @@ def memory_baseline(device: torch.device | str | int | None) -> float | None:
     if dev.type == "cuda":
         sync(dev)
         return torch.cuda.memory_allocated(dev) / MIB
+    if dev.type == "mps":
+        return None  # MPS keeps no peak to measure own_mb from (bench.measure.mps)
     warm_up_libraries()
     release_freed_memory()
     return current_rss_mb()
@@ -247,7 +250,7 @@ class StepMemory:
     costs milliseconds per op, so the step should be one the timer leaves out as warm-up."""
 
     def __init__(self, device: torch.device | str, baseline_mb: float | None, *, at: int = 1):
-        self.host = as_device(device).type != "cuda" and baseline_mb is not None
+        self.host = as_device(device).type == "cpu" and baseline_mb is not None
         self.baseline_mb = baseline_mb
         self.at = at
         self.own_mb: float | None = None
@@ -295,6 +298,7 @@ class PeakMemory:
         self.result: dict[str, Any] = {}
         self._host = _HostPeak()
         self._alloc_start: int | None = None
+        self._mps_start: float | None = None
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
@@ -302,6 +306,9 @@ class PeakMemory:
             sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._alloc_start = torch.cuda.memory_allocated(self.device)
+        elif self.device.type == "mps":
+            sync(self.device)
+            self._mps_start = mps_allocated_mb()
         self._host.start()
         return self
 
@@ -329,6 +336,14 @@ class PeakMemory:
                     "torch.cuda.max_memory_allocated/max_memory_reserved (reset per phase); "
                     "nvml_*: NVML snapshot at phase end; host_peak_rss_mb: " + host["source"]
                 ),
+            }
+        elif self.device.type == "mps":
+            sync(self.device) if exc_type is None else sync_quietly(self.device)
+            self.result = {
+                "device": str(self.device),
+                **mps_memory(self._mps_start),
+                "host_peak_rss_mb": host["peak_rss_mb"],
+                "memory_source": f"{MPS_SOURCE}; host_peak_rss_mb: {host['source']}",
             }
         else:
             self.result = {
