@@ -44,6 +44,8 @@ def run(
     allow_failures: o.AllowFailures = False,
     dry_run: o.DryRun = False,
     progress: o.Progress = True,
+    tracker: o.Tracker = "none",
+    tracker_dir: o.TrackerDir = None,
     protocol: o.Protocol = None,
     launcher: o.Launcher = "local",
     gpus: o.Gpus = None,
@@ -84,10 +86,15 @@ def run(
             grad_clip=grad_clip, force=force, oom_retry=oom_retry,
         )  # fmt: skip
         from bench.claims import stale_after_s
+        from bench.trackers import parse_trackers
 
         req = req.replace(
             stale_claim_s=stale_after_s(),  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
             tune=tune_request(tune, budget, tune_seed, space, scheduler, eta),
+            trackers=parse_trackers(
+                tracker, tracker_dir=tracker_dir
+            ),  # a missing package fails here
+            tracker_dir=tracker_dir,
         )
         if req.tune is not None and launch.kind != "local":
             raise UserError(

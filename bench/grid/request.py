@@ -54,6 +54,9 @@ class GridRequest:
     stale_claim_s: float | None = None  # None: $MEDPEFT_STALE_CLAIM_HOURS, else 24 h
     protocol: str | None = None  # the --protocol that filled this request, if any
     tune: Any = None  # bench.tuning.TuneRequest: search each method's space first (bench tune)
+    # --tracker: bench.trackers names that follow each cell live; not part of any cell's identity
+    trackers: tuple[str, ...] = ()
+    tracker_dir: Path | None = None  # --tracker-dir: trackers' local files; None: the results
 
     def replace(self, **changes: Any) -> GridRequest:
         return dataclasses.replace(self, **changes)
