@@ -53,25 +53,20 @@ class Trackers:
             if not tracking.ended:
                 tracking.finish("interrupted", {})
 
-    def call(self, tracker: Tracker, method: str, *args: Any) -> None:
-        """tracker.method(*args), unless the tracker failed before; a failure warns once and
-        leaves the tracker out from then on."""
-        if tracker not in self._live:
-            return
-        try:
-            getattr(tracker, method)(*args)
-        except Exception as exc:  # any tracker error (network, login, disk): the cell goes on
-            self._live.remove(tracker)
-            warnings.warn(
-                f"tracker {tracker.name} failed ({type(exc).__name__}: {exc}); the rest of this "
-                "grid runs without it, and the JSON records are unaffected",
-                TrackerWarning,
-                stacklevel=2,
-            )
-
     def each(self, method: str, *args: Any) -> None:
+        """tracker.method(*args) for every tracker still in use; one that raises is warned
+        about once and left out from then on."""
         for tracker in list(self._live):
-            self.call(tracker, method, *args)
+            try:
+                getattr(tracker, method)(*args)
+            except Exception as exc:  # any tracker error (network, login, disk): the cell goes on
+                self._live.remove(tracker)
+                warnings.warn(
+                    f"tracker {tracker.name} failed ({type(exc).__name__}: {exc}); the rest of "
+                    "this grid runs without it, and the JSON records are unaffected",
+                    TrackerWarning,
+                    stacklevel=2,
+                )
 
 
 class CellTracking:
