@@ -290,17 +290,17 @@ Tracker = Annotated[
     str,
     typer.Option(
         help="Also follow each cell live in experiment trackers: a comma list of tensorboard, "
-        "wandb, mlflow (each an extra: pip install 'medpeft-bench[trackers]'), or none. The "
-        "JSON records stay the results; W&B reads WANDB_PROJECT [medpeft-bench] and "
-        "WANDB_MODE, MLflow MLFLOW_TRACKING_URI.",
+        "wandb, mlflow (each an extra: pip install 'medpeft-bench\\[trackers]'), or none. "
+        "The JSON records stay the results; W&B reads WANDB_PROJECT (default medpeft-bench) "
+        "and WANDB_MODE, MLflow MLFLOW_TRACKING_URI.",
         rich_help_panel=OUTPUT,
     ),
 ]
 TrackerDir = Annotated[
     Path | None,
     typer.Option(
-        help="Where trackers write local files [the results folder]: tensorboard/<run id>, "
-        "mlruns (without MLFLOW_TRACKING_URI), wandb (without WANDB_DIR).",
+        help="Where trackers write local files (default: the results folder): "
+        "tensorboard/<run id>, mlruns (without MLFLOW_TRACKING_URI), wandb (without WANDB_DIR).",
         rich_help_panel=OUTPUT,
     ),
 ]
