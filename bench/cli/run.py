@@ -91,9 +91,8 @@ def run(
         req = req.replace(
             stale_claim_s=stale_after_s(),  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
             tune=tune_request(tune, budget, tune_seed, space, scheduler, eta),
-            trackers=parse_trackers(
-                tracker, tracker_dir=tracker_dir
-            ),  # a missing package fails here
+            # an unknown tracker or a missing package fails here, on one line
+            trackers=parse_trackers(tracker, tracker_dir=tracker_dir),
             tracker_dir=tracker_dir,
         )
         if req.tune is not None and launch.kind != "local":
