@@ -1,84 +1,34 @@
 """Experiment trackers (`--tracker`): TensorBoard's event files read back equal the record's
-curves, W&B and MLflow (fake modules) get the run id, config, curves and final figures, a missing
-package fails on one line before any cell, a failing tracker never costs a record, the launchers'
-workers get the trackers, and a grid without trackers imports none of them."""
+curves, a missing package fails on one line before any cell, a failing tracker never costs a
+record, the launchers' workers get the trackers, and a grid without trackers imports none of
+them. W&B and MLflow themselves: test_tracker_clients.py."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from bench.cli import app
 from bench.errors import UserError
-from bench.records import read_record
 from bench.trackers import Trackers, TrackerWarning, parse_trackers
 from tests.conftest import grid_args, subprocess_env
+from tests.tracker_helpers import (
+    assert_curves_match,
+    bench,
+    close,
+    fake_wandb,
+    only_record,
+    scalars,
+    texts,
+)
 
-runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
-
-
-def bench(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-def only_record(results: Path) -> dict[str, Any]:
-    paths = sorted(results.glob("*.json"))
-    assert len(paths) == 1, paths
-    rec = read_record(paths[0])
-    assert rec is not None
-    return rec
-
-
-def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """tag -> [(step, value)] of a TensorBoard run folder, read with TensorBoard's own reader."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def texts(folder: Path) -> dict[str, str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
-    acc.Reload()
-    return {
-        tag.split("/")[0]: acc.Tensors(tag)[-1].tensor_proto.string_val[0].decode()
-        for tag in acc.Tags()["tensors"]
-    }
-
-
-def close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7)  # event files keep float32
-
-
-def assert_curves_match(curves: dict[str, list[tuple[int, float]]], rec: dict[str, Any]) -> None:
-    """Step losses, epoch losses and validation metrics as the record has them."""
-    history, steps = rec["training"]["history"], rec["training"]["steps"]
-    per_epoch = steps // len(history)  # the tiny split: 48 images, batches of 16
-    losses = curves["train/loss"]
-    assert [s for s, _ in losses] == list(range(1, steps + 1))
-    epoch_losses = curves["train/epoch_loss"]
-    assert [s for s, _ in epoch_losses] == [per_epoch * (e + 1) for e in range(len(history))]
-    for e, entry in enumerate(history):
-        assert close(epoch_losses[e][1], entry["train_loss"])
-        # equal batches: the epoch's loss is the mean of its steps' losses
-        chunk = [v for _, v in losses[e * per_epoch : (e + 1) * per_epoch]]
-        assert close(sum(chunk) / len(chunk), entry["train_loss"])
-        for metric, value in entry["val"].items():
-            assert close(curves[f"val/{metric}"][e][1], value)
 
 
 # ------------------------------------------------------------------------------ TensorBoard
@@ -126,146 +76,6 @@ def test_tensorboard_rerun_replaces_the_earlier_curves(tmp_path) -> None:
     curves = scalars(tmp_path / "tensorboard" / "cell-a")
     assert curves["train/loss"] == [(1, 9.0), (2, 8.0)]
     assert curves["test/auc"] == [(2, 0.5)]
-
-
-# ------------------------------------------------------------------------ fake W&B and MLflow
-
-
-class FakeWandbRun:
-    def __init__(self, kwargs: dict[str, Any], fail_on_log: int | None) -> None:
-        self.init = kwargs
-        self.logged: list[tuple[int, dict[str, float]]] = []
-        self.summary: dict[str, Any] = {}
-        self.exit_code: int | None = None
-        self.fail_on_log = fail_on_log
-
-    def log(self, data: dict[str, float], step: int | None = None) -> None:
-        if self.fail_on_log is not None and len(self.logged) + 1 == self.fail_on_log:
-            raise ConnectionError("network down")
-        self.logged.append((step, dict(data)))
-
-    def finish(self, exit_code: int | None = None) -> None:
-        self.exit_code = exit_code
-
-
-def fake_wandb(monkeypatch, fail_on_log: int | None = None) -> types.ModuleType:
-    module = types.ModuleType("wandb")
-    module.runs = []
-
-    def init(**kwargs: Any) -> FakeWandbRun:
-        run = FakeWandbRun(kwargs, fail_on_log)
-        module.runs.append(run)
-        return run
-
-    module.init = init
-    monkeypatch.setitem(sys.modules, "wandb", module)
-    return module
-
-
-def fake_mlflow(monkeypatch) -> types.ModuleType:
-    module = types.ModuleType("mlflow")
-    module.calls = []
-
-    def recorder(name: str):
-        return lambda *args, **kwargs: module.calls.append((name, args, kwargs))
-
-    for name in ("set_tracking_uri", "set_experiment", "start_run", "log_params", "log_metric",
-                 "set_tag", "end_run"):  # fmt: skip
-        setattr(module, name, recorder(name))
-    monkeypatch.setitem(sys.modules, "mlflow", module)
-    return module
-
-
-def metric_series(mlflow: types.ModuleType) -> dict[str, list[tuple[int, float]]]:
-    out: dict[str, list[tuple[int, float]]] = {}
-    for name, args, kwargs in mlflow.calls:
-        if name == "log_metric":
-            out.setdefault(args[0], []).append((kwargs["step"], args[1]))
-    return out
-
-
-def test_wandb_and_mlflow_follow_the_cell(tmp_path, tiny_data_root, monkeypatch) -> None:
-    """One grid with both trackers: each opens a run named by the run id with the cell's config,
-    gets every step's loss and each epoch's validation metrics, the test metrics at the end,
-    and closes with the record's status; their env variables are honoured."""
-    wandb, mlflow = fake_wandb(monkeypatch), fake_mlflow(monkeypatch)
-    monkeypatch.setenv("WANDB_PROJECT", "my-project")
-    for var in (
-        "WANDB_DIR",
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_EXPERIMENT_NAME",
-        "MLFLOW_EXPERIMENT_ID",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    results = tmp_path / "results"
-    args = grid_args(tiny_data_root, results, "--methods", "linear", "--epochs", "2")
-    result = bench(*args, "--tracker", "wandb,mlflow")
-    assert result.exit_code == 0, result.output
-    rec = only_record(results)
-    assert rec["status"] == "ok"
-    test_metrics = {f"test/{k}": v for k, v in rec["metrics"]["test"].items()}
-
-    (run,) = wandb.runs
-    assert run.init == {"project": "my-project", "name": rec["run_id"], "config": rec["config"],
-                        "dir": str(results)}  # fmt: skip
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for step, data in run.logged:
-        for key, value in data.items():
-            curves.setdefault(key, []).append((step, value))
-    assert_curves_match(curves, rec)
-    assert {k: run.summary[k] for k in test_metrics} == test_metrics
-    assert run.summary["status"] == "ok" and run.exit_code == 0
-
-    names = [name for name, _, _ in mlflow.calls]
-    assert names[:4] == ["set_tracking_uri", "set_experiment", "start_run", "log_params"]
-    assert names[-2:] == ["set_tag", "end_run"]
-    calls = {name: (args, kwargs) for name, args, kwargs in mlflow.calls}
-    assert calls["set_tracking_uri"][0] == ((results / "mlruns").resolve().as_uri(),)
-    assert calls["set_experiment"][0] == ("medpeft-bench",)
-    assert calls["start_run"][1] == {"run_name": rec["run_id"]}
-    params = calls["log_params"][0][0]
-    assert params["method"] == "linear" and params["seed"] == 0
-    assert params["hparams.preload"] == rec["config"]["hparams"]["preload"]
-    series = metric_series(mlflow)
-    assert_curves_match(series, rec)
-    last = rec["training"]["steps"]
-    assert {k: series[k] for k in test_metrics} == {k: [(last, v)] for k, v in test_metrics.items()}
-    assert calls["set_tag"][0] == ("status", "ok")
-    assert calls["end_run"][1] == {"status": "FINISHED"}
-
-
-def test_wandb_defaults_and_env(tmp_path, monkeypatch) -> None:
-    """Default project medpeft-bench and files beside the records; WANDB_DIR leaves the folder
-    to wandb; a failed cell ends its run with a non-zero exit code."""
-    wandb = fake_wandb(monkeypatch)
-    monkeypatch.delenv("WANDB_PROJECT", raising=False)
-    monkeypatch.delenv("WANDB_DIR", raising=False)
-    trackers = Trackers(["wandb"], tmp_path / "out")
-    with trackers.cell("cell-a", {"method": "linear"}) as tracked:
-        tracked.end({"status": "failed", "metrics": None})
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
-    with trackers.cell("cell-b", {"method": "linear"}) as tracked:
-        tracked.end({"status": "ok"})
-    first, second = wandb.runs
-    assert first.init["project"] == "medpeft-bench" and first.init["dir"] == str(tmp_path / "out")
-    assert (tmp_path / "out").is_dir()
-    assert first.summary == {"status": "failed"} and first.exit_code == 1
-    assert "dir" not in second.init and second.exit_code == 0
-
-
-def test_mlflow_honours_its_tracking_uri(tmp_path, monkeypatch) -> None:
-    mlflow = fake_mlflow(monkeypatch)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
-    with Trackers(["mlflow"], tmp_path).cell("cell-a", {"hparams": {"rank": 8}}) as tracked:
-        tracked.step(0.5, 0)
-        tracked.end({"status": "oom"})
-    names = [name for name, _, _ in mlflow.calls]
-    assert "set_tracking_uri" not in names and "set_experiment" not in names
-    assert ("log_params", ({"hparams.rank": 8},), {}) in mlflow.calls
-    assert ("log_metric", ("train/loss", 0.5), {"step": 1}) in mlflow.calls
-    assert mlflow.calls[-1] == ("end_run", (), {"status": "FAILED"})
-    assert not (tmp_path / "mlruns").exists()
 
 
 # ------------------------------------------------------------------ bad input and failures
