@@ -17,6 +17,7 @@ from bench.grid import GridRequest, Plan, data_key
 from bench.interrupts import Interrupts
 from bench.measure.device import empty_cache
 from bench.records import finished, read_record, record_path, remove_stale_temp, save_record
+from bench.trackers import CellTracking, Trackers
 
 RunCell = Callable[..., dict[str, Any]]
 
@@ -137,14 +138,16 @@ def run_grid(
     the grid and a dead runner's cells are taken over. The first Ctrl-C abandons the cell in
     progress (no record, claim released) and returns interrupted; a second stops at once. A
     rerun continues with the missing cells. `run_cell`: bench.harness.run_cell unless given.
-    `only`: run ids to restrict the grid to (a launcher's worker runs its own cells)."""
+    `only`: run ids to restrict the grid to (a launcher's worker runs its own cells). A tracker
+    (`req.trackers`) whose package is missing raises UserError here, before any cell runs."""
+    trackers = Trackers(req.trackers, req.tracker_dir or req.results)
     if run_cell is None:
         from bench.harness import run_cell  # the harness (torch models) only when cells run
     if only is not None:
         plan = dataclasses.replace(plan, cells=[c for c in plan.cells if c.run_id in only])
     outcome = GridOutcome(records=[], ran=0, skipped=0)
     with Interrupts() as interrupts:
-        grid = _Grid(plan, req, run_cell, outcome, interrupts, events or Quiet())
+        grid = _Grid(plan, req, run_cell, outcome, interrupts, events or Quiet(), trackers)
         try:
             todo = grid.unfinished()
             grid.events.grid_started(len(todo), outcome.skipped)
@@ -165,6 +168,7 @@ class _Grid:
     outcome: GridOutcome
     interrupts: Interrupts
     events: GridEvents
+    trackers: Trackers
     # record file identity when the pass began, per cell to run: a change since means another
     # runner ran the cell during this pass
     seen: dict[str, tuple[int, int] | None] = field(default_factory=dict)
@@ -237,11 +241,23 @@ class _Grid:
                     claim.release()
 
     def _train(self, cell: CellConfig) -> dict[str, Any]:
+        with self.trackers.cell(cell.run_id, cell.to_dict()) as tracked:
+            record = self._attempts(cell, tracked)
+            tracked.end(record)
+        return record
+
+    def _attempts(self, cell: CellConfig, tracked: CellTracking) -> dict[str, Any]:
+        """The cell run (and retried on oom when asked), its progress sent to the events and
+        the trackers."""
         events = self.events
+        # the epoch callback goes only where a tracker listens: a run_cell given to run_grid
+        # need not take it
+        listen = {"on_epoch": tracked.epoch} if tracked else {}
 
         def on_step(step: int, total: int, loss: float, epoch: int) -> None:
             info = f"epoch {epoch + 1}/{cell.epochs} loss {loss:.4f}"
             events.cell_progress(cell, step, total, info)
+            tracked.step(loss, epoch)
 
         def on_preload(split: str, done: int, total: int) -> None:
             events.cell_progress(cell, done, total, f"preloading {split} features")
@@ -256,6 +272,7 @@ class _Grid:
                 retry=self.req.oom_retry,
                 on_step=on_step,
                 on_preload=on_preload,
+                **listen,
             )
         finally:
             events.cell_ended(cell)

@@ -56,6 +56,7 @@ from methods import get_method
 
 OnStep = Callable[[int, int, float, int], None]
 OnPreload = Callable[[str, int, int], None]
+OnEpoch = Callable[[dict[str, Any]], None]
 
 
 def run_cell(
@@ -65,6 +66,7 @@ def run_cell(
     *,
     on_step: OnStep | None = None,
     on_preload: OnPreload | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> dict[str, Any]:
     """Run one cell and return its record: status ok, failed, oom or diverged, or `trial` for a
     search trial, which sees train and val only and is scored on val, never tested. An ok
@@ -100,7 +102,7 @@ def run_cell(
         with train, watch.phase("train"):
             result = fit(model, _split(data, "train"), _split(data, "val"), settings,
                          score=_scorer(data.card), timer=train.timer, memory=train.steps,
-                         on_step=on_step,
+                         on_step=on_step, on_epoch=on_epoch,
                          features=(sources["train"], sources["val"]) if sources else None)  # fmt: skip
         memory["train"], energy["train"] = train.memory, train.joules
         primary, best_val = data.card.primary_metric, result.history[result.best_epoch]["val"]

@@ -248,6 +248,7 @@ def fit(
     memory=None,
     on_step: Callable[[int, int, float, int], None] | None = None,
     features=None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train for `epochs`, keep the epoch whose validation score is best, and restore its weights.
 
@@ -257,7 +258,8 @@ def fit(
     that is `image_free` given features gets no augmented view (training augmentation is off).
     Multi-label targets (float multi-hot [N, L]) train with BCE-with-logits, as MedFMC and EPT
     do; single-label ones with cross-entropy. `timer` (a StepTimer) and `memory` (a
-    bench.measure.StepMemory) measure the training steps.
+    bench.measure.StepMemory) measure the training steps. `on_epoch` gets each epoch's history
+    entry with the learning rate the schedule reached (`lr`), for live trackers.
     """
     st = settings
     device, batch_size, epochs, grad_clip = st.device, st.batch_size, st.epochs, st.grad_clip
@@ -324,6 +326,8 @@ def fit(
         result.history.append(
             {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val": metrics}
         )
+        if on_epoch is not None:
+            on_epoch({**result.history[-1], "lr": opt.param_groups[0]["lr"]})
         # NaN never counts as an improvement (e.g. AUC undefined on a one-class val split).
         key = -math.inf if math.isnan(value) else value
         if best is None or key > best_key:

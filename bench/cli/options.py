@@ -327,6 +327,24 @@ JsonPlan = Annotated[
     ),
 ]
 Progress = Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=OUTPUT)]
+Tracker = Annotated[
+    str,
+    typer.Option(
+        help="Also follow each cell live in experiment trackers: a comma list of tensorboard, "
+        "wandb, mlflow (each an extra: pip install 'medpeft-bench[trackers]'), or none. "
+        "The JSON records stay the results; W&B reads WANDB_PROJECT (default medpeft-bench) "
+        "and WANDB_MODE, MLflow MLFLOW_TRACKING_URI.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+TrackerDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where trackers write local files (default: the results folder): "
+        "tensorboard/<run id>, mlruns (without MLFLOW_TRACKING_URI), wandb (without WANDB_DIR).",
+        rich_help_panel=OUTPUT,
+    ),
+]
 
 # A study's options in one file; given first so every other option can take its default from it.
 Config = Annotated[

@@ -47,6 +47,8 @@ def run(
     json_: o.JsonPlan = False,
     progress: o.Progress = True,
     artefacts: o.Artefacts = True,
+    tracker: o.Tracker = "none",
+    tracker_dir: o.TrackerDir = None,
     protocol: o.Protocol = None,
     launcher: o.Launcher = "local",
     gpus: o.Gpus = None,
@@ -90,10 +92,14 @@ def run(
             grad_clip=grad_clip, force=force, oom_retry=oom_retry, artefacts=artefacts,
         )  # fmt: skip
         from bench.claims import stale_after_s
+        from bench.trackers import parse_trackers
 
         req = req.replace(
             stale_claim_s=stale_after_s(),  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
             tune=tune_request(tune, budget, tune_seed, space, scheduler, eta),
+            # an unknown tracker or a missing package fails here, on one line
+            trackers=parse_trackers(tracker, tracker_dir=tracker_dir),
+            tracker_dir=tracker_dir,
         )
         if protocol is not None:
             from bench.protocols import apply_protocol, find_protocol

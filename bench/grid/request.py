@@ -58,6 +58,9 @@ class GridRequest:
     # save each final's trained tensors beside its record (bench.artefacts); how records are
     # written, not part of any cell's identity
     artefacts: bool = True
+    # --tracker: bench.trackers names that follow each cell live; not part of any cell's identity
+    trackers: tuple[str, ...] = ()
+    tracker_dir: Path | None = None  # --tracker-dir: trackers' local files; None: the results
 
     def replace(self, **changes: Any) -> GridRequest:
         return dataclasses.replace(self, **changes)

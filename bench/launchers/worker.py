@@ -22,6 +22,7 @@ from bench.grid import GridRequest, Plan, load_inputs
 from bench.grid.inputs import weights_id
 from bench.grid.preflight import check_results_folder, preflight_builds
 from bench.precision import choose_precision
+from bench.trackers import require_trackers
 
 
 def cell_spec(plan: Plan, req: GridRequest, cell: CellConfig) -> dict[str, Any]:
@@ -42,6 +43,8 @@ def cell_spec(plan: Plan, req: GridRequest, cell: CellConfig) -> dict[str, Any]:
         "force": req.force,
         "stale_claim_s": req.stale_claim_s,
         "artefacts": req.artefacts,
+        "trackers": list(req.trackers),
+        "tracker_dir": absolute(req.tracker_dir),
     }
     return json.loads(json.dumps(spec))  # fails here, not in the worker, on anything unserialisable
 
@@ -72,7 +75,11 @@ def worker_plan(spec: dict[str, Any], *, progress: bool) -> tuple[Plan, GridRequ
         force=spec["force"],
         stale_claim_s=spec["stale_claim_s"],
         artefacts=spec.get("artefacts", True),  # a spec written before the option: on
+        # .get: a Slurm job pickled by a version without trackers may run under this one
+        trackers=tuple(spec.get("trackers", ())),
+        tracker_dir=Path(spec["tracker_dir"]) if spec.get("tracker_dir") else None,
     )
+    require_trackers(req.trackers)  # a worker's machine may lack what the launcher's had
     check_results_folder(req.results, write=True)
     root = data_root(req.data_root)
     inputs = load_inputs(req, [get_card(cell.dataset)], root, dry_run=False, progress=progress)
