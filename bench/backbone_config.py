@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bench.errors import UserError
-from bench.hub_access import cached_file, unavailable_reason
+from bench.hub_access import cached_file, timm_hub_problem, unavailable_reason
 from bench.weights import DEMO_BACKBONE
 
 HUB_PREFIX = "hf-hub:"
@@ -97,6 +97,9 @@ def _hub_config(name: str, repo: str) -> BackboneConfig:
     """A hub backbone's config.json through timm (cached: asking the hub again is a request)."""
     from timm.models import load_model_config_from_hf
 
+    problem = timm_hub_problem()
+    if problem is not None:
+        raise UserError(f"backbone {name!r} is read from the Hugging Face hub, but {problem}")
     if cached_file(repo, "config.json") is None:
         why = unavailable_reason()
         if why is not None:

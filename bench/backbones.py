@@ -12,7 +12,13 @@ from pathlib import Path
 
 from bench.backbone_config import backbone_config, hub_repo, meta_build
 from bench.errors import UserError
-from bench.hub_access import HUB_WEIGHT_FILES, cached_file, reachable, unavailable_reason
+from bench.hub_access import (
+    HUB_WEIGHT_FILES,
+    cached_file,
+    reachable,
+    timm_hub_problem,
+    unavailable_reason,
+)
 from bench.weights import DEMO_BACKBONE, check_weights_file
 
 # Backbones worth naming in `bench list`; any timm ViT name or hf-hub:ORG/NAME works.
@@ -240,6 +246,11 @@ def _check_hub_reachable(name: str) -> None:
             f"timm has no pretrained weights for {name!r}; pass --weights PATH or --no-pretrained"
         )
     if repo:
+        problem = timm_hub_problem()
+        if problem is not None:
+            raise UserError(
+                f"pretrained weights for {name!r} come from the Hugging Face hub, but {problem}"
+            )
         files = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else HUB_WEIGHT_FILES
         if any(cached_file(repo, f) is not None for f in files):
             return

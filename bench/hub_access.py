@@ -68,3 +68,20 @@ def unavailable_reason() -> str | None:
         return "HF_HUB_OFFLINE is set"
     endpoint = hub_endpoint()
     return None if reachable(endpoint) else f"{endpoint} cannot be reached"
+
+
+def timm_hub_problem() -> str | None:
+    """Why the installed timm cannot use the Hugging Face hub, or None when it can: timm before
+    1.0.21 imports a helper huggingface_hub 1.0 removed, and then loads nothing from the hub, not
+    even from its cache (and says huggingface_hub is missing)."""
+    from timm.models import _hub
+
+    if getattr(_hub, "_has_hf_hub", True):
+        return None
+    import huggingface_hub
+    import timm
+
+    return (
+        f"timm {timm.__version__} cannot use huggingface_hub {huggingface_hub.__version__} "
+        "(timm before 1.0.21 needs huggingface_hub < 1.0): pip install -U 'timm>=1.0.21'"
+    )

@@ -176,6 +176,24 @@ def test_missing_from_cache_offline_is_one_line_naming_weights(hub_cache: Path) 
     assert "connect" in text and "--weights FILE" in text
 
 
+def test_a_timm_that_cannot_use_the_installed_hub_client_says_so(
+    hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """timm before 1.0.21 turns its hub support off under huggingface_hub >= 1.0 and then blames
+    a missing package; the suite names the real cause and the fix, for hub names and for registry
+    weights alike."""
+    from timm.models import _hub
+
+    write_hub_repo(hub_cache, REPO, hub_config_json(), tiny_state())
+    monkeypatch.setattr(_hub, "_has_hf_hub", False)
+    for name in (NAME, "vit_tiny_patch16_224.augreg_in21k"):
+        with pytest.raises(UserError) as err:
+            resolve_backbone(name, pretrained=True, weights=None)
+        text = str(err.value)
+        assert "\n" not in text and repr(name) in text
+        assert "needs huggingface_hub < 1.0): pip install -U 'timm>=1.0.21'" in text
+
+
 def test_cli_missing_hub_model_prints_the_line_not_a_traceback(
     hub_cache: Path, tmp_path: Path
 ) -> None:
