@@ -183,7 +183,8 @@ def prepare_batch(
     Evaluation (`train=False`) applies `eval_view` (default: a plain resize), whatever `augment`
     is. Training applies `augment`:
     brightness/contrast on the full image (FPT jitters before cropping), a random resized crop
-    per image resized to img_size, then horizontal/vertical flips. Draws from `generator` (CPU),
+    per image resized to img_size (a preset without one: the eval view), then horizontal/vertical
+    flips. Draws from `generator` (CPU),
     in this order and only for the enabled operations: every image's crop box, hflip [B],
     vflip [B], brightness [B], contrast [B]. "flip" thus draws exactly what the old
     flip-only transform drew.
@@ -209,7 +210,9 @@ def prepare_batch(
 
         x = color_jitter(x, bright, contr)
         if boxes is None:
-            x = _resize(x, img_size)
+            # no crop to draw: the evaluation view, so a cell without augmentation trains on
+            # exactly what evaluation (and the frozen-feature cache) sees
+            x = eval_view(x, img_size)
         else:  # per image: crops differ in size (batches are small)
             x = torch.cat(
                 [
