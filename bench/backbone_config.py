@@ -149,4 +149,5 @@ def weightless(build: Callable[[], T]) -> T:
     except Exception as exc:  # also create_backbone's UserError, which quotes the cause
         if "meta tensors" not in str(exc):
             raise
-    return build()
+    with torch.random.fork_rng(devices=[]):  # its random init must not move the run's numbers
+        return build()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import methods
+from bench.backbone_config import weightless
 from bench.measure import batch1_latency, flops_per_image
 from bench.measure.flops import FROM_FEATURES, WHOLE_MODEL
 from bench.train import set_train_mode
@@ -32,8 +33,8 @@ def adapted(name: str, **hparams) -> nn.Module:
 
 
 def meta_backbone() -> nn.Module:
-    with torch.device("meta"):  # shapes are all a count needs
-        return tiny_vit(C)
+    # shapes are all a count needs: on the meta device where timm builds there (as the harness)
+    return weightless(lambda: tiny_vit(C))
 
 
 def count(model: nn.Module, name: str | None = None, **kw) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import methods
 from bench.cli import app
 
 PINNED = Path(__file__).with_name("run_ids_pinned.json")
@@ -52,6 +53,10 @@ def collect(data_root: Path, results: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_run_ids_are_those_of_older_results_folders(name: str, tiny_data_root, tmp_path) -> None:
     pinned = json.loads(PINNED.read_text())[name]
+    unavailable = set(methods.list_methods(include_unavailable=True)) - set(methods.list_methods())
+    if "--methods" in SCENARIOS[name] and "all" in SCENARIOS[name] and unavailable:
+        # `all` is what this install has: an older peft lacks some tuners (CI's floors run)
+        pinned = [i for i in pinned if not any(f"-{m}-s" in i for m in unavailable)]
     got = planned_ids(SCENARIOS[name], tiny_data_root, tmp_path / "results")
     assert len(got) == len(pinned) > 0
     assert got == pinned, {
