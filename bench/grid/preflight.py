@@ -59,6 +59,11 @@ def check_results_folder(results: Path, *, write: bool) -> None:
                 folder.rmdir()
 
 
+def build_key(cell: CellConfig, num_classes: int) -> tuple:
+    """What decides whether a cell's model builds: cells sharing it need one test build."""
+    return (cell.method, repr(sorted(cell.hparams.items())), num_classes, cell.img_size)
+
+
 def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) -> list[str]:
     """Build each distinct (method, hyperparameters, classes, size) once, so a bad value or a weights
     file that does not fit the architecture fails now rather than cells into the grid. Methods
@@ -68,7 +73,7 @@ def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) 
     caches: set = set()
     for cell in cells:
         data = datasets[data_key(cell)]
-        key = (cell.method, repr(sorted(cell.hparams.items())), data.num_classes, cell.img_size)
+        key = build_key(cell, data.num_classes)
         if key not in seen:
             seen.add(key)
             model, *_, cfg = build_model(cell, source, data.num_classes)

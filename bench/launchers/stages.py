@@ -41,13 +41,14 @@ def check_builds(cells: list[CellConfig], plan_: Plan) -> None:
     bench.grid.preflight.preflight_builds does with the data in hand. Classes come from the
     dataset cards: a Slurm login node reads no images (and may have no GPU)."""
     from bench.catalog import get_card
+    from bench.grid.preflight import build_key
     from bench.harness import build_model
 
     bare = dataclasses.replace(plan_.source, pretrained=False, weights=None)
     seen: set[tuple] = set()
     for cell in cells:
         classes = len(get_card(cell.dataset).classes)
-        key = (cell.method, repr(sorted(cell.hparams.items())), classes, cell.img_size)
+        key = build_key(cell, classes)
         if key not in seen:
             seen.add(key)
             build_model(cell, bare, classes)
