@@ -16,6 +16,10 @@ CONFIG_VERSION = 2  # 2: few-shot (shots, split_seed) and augmentation joined th
 # Fields added after version 2 enter the run id only when set away from their default, so every
 # record written before they existed keeps its id (and a rerun still skips it).
 LATE_DEFAULTS: dict[str, Any] = {"compile": False, "tuning": None}
+# Method hyperparameters added after records existed, at the value that keeps the old behaviour:
+# at that value they stay out of the run id (a method's hparams are part of it), so an old
+# results folder still resumes.
+LATE_HPARAMS: dict[str, Any] = {}
 _SET_RE = re.compile(r"^(?P<method>[A-Za-z0-9][\w-]*)\.(?P<key>[A-Za-z_]\w*)=(?P<value>.*)$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -68,6 +72,11 @@ class CellConfig:
             k: v
             for k, v in self.to_dict().items()
             if k != "weights" and not (k in LATE_DEFAULTS and v == LATE_DEFAULTS[k])
+        }
+        identity["hparams"] = {
+            k: v
+            for k, v in self.hparams.items()
+            if not (k in LATE_HPARAMS and type(v) is type(LATE_HPARAMS[k]) and v == LATE_HPARAMS[k])
         }
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
