@@ -15,7 +15,14 @@ from bench.errors import UserError
 CONFIG_VERSION = 2  # 2: few-shot (shots, split_seed) and augmentation joined the cell
 # Fields added after version 2 enter the run id only when set away from their default, so every
 # record written before they existed keeps its id (and a rerun still skips it).
-LATE_DEFAULTS: dict[str, Any] = {"compile": False, "tuning": None}
+LATE_DEFAULTS: dict[str, Any] = {
+    "compile": False,
+    "tuning": None,
+    "dropout": None,
+    "head_init": "timm",
+    "lr_step": "iteration",
+    "decay": "matrices",
+}
 # Method hyperparameters added after records existed, at the value that keeps the old behaviour:
 # at that value they stay out of the run id (a method's hparams are part of it), so an old
 # results folder still resumes.
@@ -56,6 +63,12 @@ class CellConfig:
     # {"role": "final", budget, tune_seed, space} for a selected configuration's run; None for
     # fixed hyperparameters (a LATE_DEFAULTS field)
     tuning: dict[str, Any] | None = None
+    # The backbone's dropout on its tokens, attention output and MLP (timm's pos_drop_rate and
+    # proj_drop_rate); None: as timm builds it (0 for its ViTs). Only trained modules run it.
+    dropout: float | None = None  # a LATE_DEFAULTS field
+    head_init: str = "timm"  # how the fresh head starts (bench.model_init.HEAD_INITS)
+    lr_step: str = "iteration"  # when the cosine moves: every "iteration" or every "epoch"
+    decay: str = "matrices"  # which tensors weight decay reaches (bench.train.DECAY_RULES)
 
     @property
     def role(self) -> str | None:
@@ -68,20 +81,30 @@ class CellConfig:
     @property
     def run_id(self) -> str:
         # The weights path is left out: the file's hash identifies the weights wherever they live.
-        identity = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k != "weights" and not (k in LATE_DEFAULTS and v == LATE_DEFAULTS[k])
-        }
-        identity["hparams"] = {
-            k: v
-            for k, v in self.hparams.items()
-            if not (k in LATE_HPARAMS and type(v) is type(LATE_HPARAMS[k]) and v == LATE_HPARAMS[k])
-        }
+        identity = {k: v for k, v in identity_fields(self.to_dict()).items() if k != "weights"}
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
         shots = f"-{self.shots}shot-x{self.split_seed}" if self.shots is not None else ""
         return f"{self.dataset}{shots}-{self.method}-s{self.seed}-{digest}"
+
+
+def identity_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """A cell's fields (a record's `config`) without the late fields and hyperparameters that
+    hold their old-behaviour value: what a cell written before they existed also had."""
+
+    def late(value: Any, default: Any) -> bool:
+        return type(value) is type(default) and value == default
+
+    out = {
+        k: v for k, v in config.items() if not (k in LATE_DEFAULTS and late(v, LATE_DEFAULTS[k]))
+    }
+    if isinstance(out.get("hparams"), dict):
+        out["hparams"] = {
+            k: v
+            for k, v in out["hparams"].items()
+            if not (k in LATE_HPARAMS and late(v, LATE_HPARAMS[k]))
+        }
+    return out
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:

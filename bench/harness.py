@@ -48,6 +48,7 @@ from bench.measure import (
 from bench.measure.device import empty_cache
 from bench.metric_table import HIGHER_IS_BETTER
 from bench.metrics import compute_metrics, reliability_bins
+from bench.model_init import init_head, set_dropout
 from bench.predictions import PENDING
 from bench.record import Record
 from bench.train import Diverged, FitResult, TrainSettings, fit, image_free, predict
@@ -352,8 +353,12 @@ def adapt(model, method: str, hparams: dict[str, Any]):
 
 def build_model(cell: CellConfig, source: BackboneSource, num_classes: int):
     """The frozen backbone, adapted by the cell's method; also returns the pre-method counts
-    and the backbone's pretrained config (read before any wrapper hides it)."""
+    and the backbone's pretrained config (read before any wrapper hides it). The head and the
+    dropout are set before the method adapts the model, so a method's copy of the head (peft's
+    modules_to_save) starts from the same tensor."""
     model = create_backbone(source, num_classes=num_classes, img_size=cell.img_size)
+    init_head(model, cell.head_init)
+    set_dropout(model, cell.dropout)
     return (*adapt(model, cell.method, cell.hparams), dict(model.pretrained_cfg))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.config import MAX_INT_VALUE
 from bench.errors import UserError
+from bench.option_values import PRECISIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,7 +46,21 @@ class Protocol:
     paper_datasets: dict[str, str] = field(default_factory=dict)
     dataset_lr_methods: tuple[str, ...] = ()
     paper_metric_note: str = ""
+    # the references' precision (fp32): --precision given beside --protocol overrides it
+    precision: str = "fp32"
+    # the paper's training settings for every method, and per method ({method: {key: value}})
+    training: dict[str, Any] = field(default_factory=dict)
+    method_training: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # {method: {key: value}}
+    # where each value comes from: "lr", "full.dropout", "lora.targets", "epochs", ...
+    sources: dict[str, str] = field(default_factory=dict)
+    # what this protocol cannot match or chose otherwise, stated beside the paper's table
+    differences: tuple[str, ...] = ()
     path: Path | None = None
+
+    def training_for(self, method: str) -> dict[str, Any]:
+        """The training settings the protocol pins for `method`."""
+        return {**self.training, **self.method_training.get(method, {})}
 
 
 def list_protocols() -> list[str]:
@@ -94,6 +109,23 @@ _KEYS: dict[str, tuple[str, bool]] = {
     "paper_datasets": ("a table of strings", False),
     "dataset_lr_methods": ("a list of strings", False),
     "paper_metric_note": ("a string", False),
+    "precision": ("a string", False),
+    "training": ("a table", False),
+    "hparams": ("a table", False),
+    "sources": ("a table of strings", False),
+    "differences": ("a list of strings", False),
+}
+# The training settings a protocol may pin, with the kind of value each takes.
+TRAINING_KEYS: dict[str, str] = {
+    "optimizer": "a string",
+    "lr": "a number",
+    "weight_decay": "a number",
+    "warmup_epochs": "a number",
+    "grad_clip": "a number",
+    "dropout": "a number",
+    "head_init": "a string",
+    "lr_step": "a string",
+    "decay": "a string",
 }
 # The smallest value each integer setting may take.
 _MINIMUM = {"img_size": 8, "epochs": 1, "batch_size": 1, "seeds": 0, "shots": 1, "split_seeds": 0}
@@ -135,10 +167,49 @@ def load_protocol(path: Path) -> Protocol:
     # the published table is read from bench/papers/: a bare file name, never a path
     if Path(csv).name != csv or csv in ("", ".", ".."):
         raise UserError(f"{where}: paper_csv {csv!r} must be a file name in {PAPER_DIR}")
+    if fields.get("precision", "fp32") not in PRECISIONS:
+        raise UserError(f"{where}: precision must be one of {', '.join(PRECISIONS)}")
     if fields.get("split_seeds") and not fields.get("shots"):
         raise UserError(f"{where}: split_seeds choose few-shot samples; they need shots")
     fields.setdefault("img_size", None)  # absent: the backbone's (or the method's) own size
+    _split_training(fields, where)
     return Protocol(**fields, path=path)
+
+
+def _split_training(fields: dict[str, Any], where: str) -> None:
+    """[training] into the settings for every method and [training.METHOD] tables; check them,
+    [hparams.METHOD], and that every pinned value names its source in [sources]."""
+    methods = set(fields["methods"])
+    training = dict(fields.pop("training", {}))
+    per_method = {k: training.pop(k) for k in list(training) if isinstance(training[k], dict)}
+    hparams = fields.get("hparams", {})
+    for table, name in ((per_method, "training"), (hparams, "hparams")):
+        for method, values in table.items():
+            if method not in methods or not isinstance(values, dict):
+                raise UserError(
+                    f"{where}: [{name}.{method}] must be a table for one of the protocol's "
+                    f"methods ({', '.join(sorted(methods))})"
+                )
+    for scope, values in [("", training), *((f"{m}.", v) for m, v in per_method.items())]:
+        for key, value in values.items():
+            kind = TRAINING_KEYS.get(key)
+            if kind is None:
+                raise UserError(
+                    f"{where}: [training] key {scope}{key}: valid keys are "
+                    f"{', '.join(TRAINING_KEYS)}"
+                )
+            if not _is(value, kind):
+                raise UserError(f"{where}: training {scope}{key} must be {kind}, got {value!r:.60}")
+            if kind == "a number":  # 0 and 0.0 must give a cell the same run id
+                values[key] = float(value)
+    pinned = [*training, *(f"{m}.{k}" for m, v in per_method.items() for k in v)]
+    pinned += [f"{m}.{k}" for m, v in hparams.items() for k in v]
+    pinned += ["precision"] if "precision" in fields else []
+    unsourced = [k for k in pinned if k not in fields.get("sources", {})]
+    if unsourced:
+        raise UserError(f"{where}: [sources] must say where each value comes from: {unsourced}")
+    fields["training"] = training
+    fields["method_training"] = per_method
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -155,6 +226,10 @@ def _is(value: Any, kind: str) -> bool:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind == "a list of integers":
         return isinstance(value, list) and all(integer(v) for v in value)
+    if kind == "a number":
+        return integer(value) or isinstance(value, float)
+    if kind == "a table":
+        return isinstance(value, dict)
     if kind == "a table of strings":
         return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
     raise AssertionError(kind)
@@ -182,4 +257,8 @@ def apply_protocol(protocol: Protocol, req: Any) -> Any:
             for method in protocol.dataset_lr_methods
             if get_card(name).reference_lr is not None
         },
+        method_train={m: protocol.training_for(m) for m in protocol.methods},
+        method_hparams=dict(protocol.hparams),
+        # the references ran fp32; an explicit --precision (bf16 to save time) wins
+        precision=protocol.precision if req.precision == "auto" else req.precision,
     )

@@ -24,6 +24,10 @@ from bench.precision import MIN_LOSS_SCALE, autocast, backward_and_step, grad_sc
 from bench.transforms import Preprocess
 
 MOMENTUM = 0.9
+# Which trainable tensors weight decay reaches: nanoGPT's rule (matrices, not biases, norms or
+# other vectors), or every one, as torch's optimizers do by default (the EPT and FPT references).
+DECAY_RULES: tuple[str, ...] = ("matrices", "all")
+LR_STEPS: tuple[str, ...] = ("iteration", "epoch")
 
 
 class Diverged(RuntimeError):
@@ -56,14 +60,17 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def build_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float
+    model: nn.Module, name: str, lr: float, weight_decay: float, decay: str = "matrices"
 ) -> torch.optim.Optimizer:
-    """nanoGPT's rule: trainable tensors only, weight decay on matrices (ndim >= 2), none on
-    biases, norms and other vectors."""
+    """Trainable tensors only. `decay` "matrices" is nanoGPT's rule: weight decay on matrices
+    (ndim >= 2), none on biases, norms and other vectors; "all" decays every tensor."""
+    if decay not in DECAY_RULES:
+        raise ValueError(f"unknown decay rule {decay!r}; expected one of {DECAY_RULES}")
     params = [p for _, p in trainable_parameters(model)]
+    decayed = (lambda p: True) if decay == "all" else (lambda p: p.ndim >= 2)
     groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for p in params if decayed(p)], "weight_decay": weight_decay},
+        {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
     if name == "adamw":
@@ -95,6 +102,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmu
         )
     finally:
         timm_log.setLevel(level)
+
+
+def schedule_position(step: int, steps_per_epoch: int, lr_step: str) -> int:
+    """Where the schedule is read for the step after `step` updates: at that update ("iteration"),
+    or at the start of its epoch ("epoch", MMClassification's by_epoch cosine: the rate holds
+    through an epoch)."""
+    if lr_step == "iteration":
+        return step
+    return step // steps_per_epoch * steps_per_epoch
 
 
 def set_train_mode(model: nn.Module) -> None:
@@ -216,6 +232,8 @@ class TrainSettings:
     precision: str
     preprocess: Preprocess
     multilabel: bool = False
+    decay: str = "matrices"
+    lr_step: str = "iteration"
 
     @classmethod
     def for_cell(
@@ -230,6 +248,8 @@ class TrainSettings:
             warmup_epochs=cell.warmup_epochs,
             grad_clip=cell.grad_clip,
             seed=cell.seed,
+            decay=cell.decay,
+            lr_step=cell.lr_step,
             device=torch.device(cell.device),
             precision=cell.precision,
             preprocess=preprocess,
@@ -267,7 +287,7 @@ def fit(
     loader = make_loader(*train, batch_size=batch_size, shuffle=True, seed=st.seed,
                          pin_memory=pin_memory(device))  # fmt: skip
     aug = torch.Generator().manual_seed(st.seed + 1)
-    opt = build_optimizer(model, st.optimizer, st.lr, st.weight_decay)
+    opt = build_optimizer(model, st.optimizer, st.lr, st.weight_decay, st.decay)
     total = epochs * len(loader)
     warmup = round(st.warmup_epochs * len(loader))
     sched = build_scheduler(opt, total_steps=total, warmup_steps=warmup)
@@ -309,7 +329,7 @@ def fit(
                                    "--precision fp32 (or bf16 on a GPU of compute capability "
                                    "8.0+)")  # fmt: skip
             step += 1
-            sched.step_update(num_updates=step)
+            sched.step_update(num_updates=schedule_position(step, len(loader), st.lr_step))
             loss_sum += value * len(y)
             seen += len(y)
             if on_step is not None:

@@ -78,6 +78,11 @@ def resolve_space(method: str, req: Any, tune: TuneRequest) -> SearchSpace:
     optimizer = train["optimizer"]
     declared = spec.space_for(optimizer)
     overrides = tune.spaces.get(method, {})
+    # a protocol that pins the paper's rate (EPT: 6e-4 for every method) searches only the
+    # method's own hyperparameters, which do not depend on the optimizer
+    protocol_pins = [k for k in ("lr", "weight_decay") if k in req.method_train.get(method, {})]
+    if declared is None and "lr" in protocol_pins and spec.search:
+        declared = next(iter(spec.search.values()))
     if declared is None and "lr" not in overrides:
         have = ", ".join(spec.search) or "none"
         raise UserError(
@@ -105,7 +110,7 @@ def resolve_space(method: str, req: Any, tune: TuneRequest) -> SearchSpace:
             coerce(v.strip(), default, what=f"--space {method}.{key}") for v in raw.split(",")
         ]
         axes[key] = tuple(dict.fromkeys(values))  # duplicates would only repeat trials
-    pinned = [k for k in axes if k in sets]
+    pinned = [k for k in axes if k in sets or (k in protocol_pins and k not in overrides)]
     if req.lr is not None:
         if "lr" in overrides:
             raise UserError("--lr pins every method's learning rate; drop it or --space *.lr")

@@ -88,9 +88,11 @@ def test_protocol_refuses_grid_options_and_dry_run_lists_missing_data(tmp_path) 
 def _record(method: str, dataset: str, shots: int, split_seed: int, value: float, status="ok",
             **settings):  # fmt: skip
     # the EPT protocols' settings (both tables): only records run under them count
+    ept = get_protocol("ept-table4")  # both EPT tables pin the same recipe
     cfg = {"dataset": dataset, "method": method, "seed": 0, "shots": shots,
            "split_seed": split_seed, "backbone": "vit_base_patch16_224.orig_in21k",
            "pretrained": True, "img_size": 224, "epochs": 20, "batch_size": 4, "augment": "ept",
+           **ept.training_for(method), "hparams": ept.hparams.get(method, {}), "precision": "fp32",
            **settings}  # fmt: skip
     return {"run_id": f"{dataset}-{method}-{shots}-{split_seed}", "status": status,
             "config": cfg, "metrics": {"primary_metric": "map", "primary": value, "test": {}}}  # fmt: skip
@@ -150,6 +152,10 @@ def test_a_wide_paper_table_is_one_table_per_shot_setting(tmp_path) -> None:
     tex = files[1].read_text()
     assert tex.count(r"\begin{tabular}{lrrrrrrrrr}") == 3 and tex.count(r"\begin{table}") == 4
     assert r"\caption{EPT Table 1: ViT-B/16 (ImageNet-21k) on MedFMC, 1/5/10-shot: 5-shot}" in tex
+    # the first caption says what differs from the paper
+    first = tex.split(r"\caption{")[1].split("}\n")[0]
+    assert first.startswith("EPT Table 1: ViT-B/16 (ImageNet-21k) on MedFMC, 1/5/10-shot: 1-shot.")
+    assert "Settings that differ from the paper: input 224 px" in first
     assert tex.count("Cells not run yet") == 1  # the notes once, under the last table
     assert [t[0] for t in section["tables"]] == titles[:4]
     assert section["tables"][0][1].shape == (10, 10)

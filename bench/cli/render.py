@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.console import Console, frame_table, table
+from bench.console import Console, as_written, frame_table, table
 
 
 def print_grid(out: Console, the_plan, results: Path) -> None:
@@ -36,6 +36,24 @@ def print_grid(out: Console, the_plan, results: Path) -> None:
         f"backbone {src.name} ({'pretrained' if src.pretrained else 'random init'}), "
         f"device {the_plan.cells[0].device}"
     )
+
+
+def print_protocol_settings(out: Console, protocol) -> None:
+    """A paper protocol's settings beside `bench run`'s defaults, then what it cannot match."""
+    from bench.protocol_settings import settings_rows
+
+    grid = table(f"protocol {protocol.name}: the paper's settings beside bench run's defaults")
+    for col in ("setting", "this protocol (paper)", "bench run default", "source"):
+        grid.add_column(col, overflow="fold")
+    for row in settings_rows(protocol):
+        style = "" if row.differs else "dim"
+        cells = (row.setting, row.protocol, row.suite, row.source)
+        grid.add_row(*map(as_written, cells), style=style)
+    out.print(grid)
+    if protocol.differences:
+        out.print("[yellow]where this protocol differs from the paper[/]:")
+        for line in protocol.differences:
+            out.print(f"  - {as_written(line)}")
 
 
 def print_summary(out: Console, records: list[dict], *, hide_times: bool = False) -> None:

@@ -9,7 +9,7 @@ import typer
 
 import bench.cli.options as o
 from bench.cli.common import fail, grid_clash, grid_request, stop_when_unsaved
-from bench.cli.render import print_grid, print_summary
+from bench.cli.render import print_grid, print_protocol_settings, print_summary
 from bench.cli.tune import run_search, tune_request
 from bench.console import console
 
@@ -73,6 +73,7 @@ def run(
     out = console()
     tune = tune or ctx.info_name == "tune"
     progress = progress and not json_  # stdout holds the JSON document alone
+    paper = None  # the --protocol, once read
     try:
         if json_ and not dry_run:
             raise UserError("--json prints the plan: add --dry-run (or see `bench status --json`)")
@@ -110,7 +111,8 @@ def run(
                     f"--protocol {protocol} sets the grid; drop {', '.join(given)} (or run "
                     "without --protocol)"
                 )
-            req = apply_protocol(find_protocol(protocol), req).replace(protocol=protocol)
+            paper = find_protocol(protocol)
+            req = apply_protocol(paper, req).replace(protocol=protocol)
         from bench.grid import plan
 
         search = None
@@ -150,6 +152,8 @@ def run(
         return
     if dry_run:
         _print_dry_run(out, the_plan, results)
+        if paper is not None:
+            print_protocol_settings(out, paper)
         return
     for note in the_plan.notes:
         out.print(f"[cyan]note[/] {note}")

@@ -57,8 +57,6 @@ def expand(req: GridRequest, resolved: Resolved) -> list[CellConfig]:
                     device=resolved.device,
                     precision=resolved.precision,
                     compile=req.compile,
-                    warmup_epochs=req.warmup_epochs,
-                    grad_clip=req.grad_clip,
                     augment=req.augment,
                     shots=shots,
                     split_seed=split_seed,
@@ -79,7 +77,8 @@ def annotations(req: GridRequest, cells: list[CellConfig]) -> dict[str, dict[str
                 req,
                 batch_size=req.batch_size,
                 lr=cell.lr,
-                protocol_lr=(cell.dataset, cell.method) in req.dataset_lr,
+                protocol_lr=(cell.dataset, cell.method) in req.dataset_lr
+                or "lr" in req.method_train.get(cell.method, {}),
             )
         }
         for cell in cells
@@ -108,7 +107,7 @@ def fixed_regime(
     if req.protocol:
         sources.append(f"protocol {req.protocol}")
     if protocol_lr:
-        sources.append("the paper's per-dataset lr")
+        sources.append("the paper's lr")
     if req.lr is not None:
         sources.append("--lr")
     if sets:

@@ -19,7 +19,7 @@ from bench.option_values import DEVICES
 from bench.precision import resolve_precision as resolve_precision
 from bench.transforms import get_augmentation
 from methods import CORE_METHODS, get_method, list_methods
-from methods.registry import OPTIMIZERS, TRAIN_KEYS
+from methods.registry import OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class GridRequest:
     compile: bool = False
     # (dataset, method) -> learning rate: a paper's per-dataset rates (FPT+), from --protocol
     dataset_lr: dict[tuple[str, str], float] = field(default_factory=dict)
+    # method -> training settings and hyperparameters a --protocol pins (the paper's recipe);
+    # --lr and --set still override them
+    method_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     oom_retry: bool = False  # retry an oom cell at half the batch size, down to 1
     stale_claim_s: float | None = None  # None: $MEDPEFT_STALE_CLAIM_HOURS, else 24 h
     protocol: str | None = None  # the --protocol that filled this request, if any
@@ -180,25 +184,62 @@ def resolve_device(device: str) -> str:
     return device
 
 
+# Training settings of a cell beside TRAIN_KEYS: the request's (--warmup-epochs, --grad-clip)
+# unless a protocol or --set gives a method its own.
+LOOP_KEYS: tuple[str, ...] = (
+    "warmup_epochs",
+    "grad_clip",
+    "dropout",
+    "head_init",
+    "lr_step",
+    "decay",
+)
+
+
 def method_settings(method: str, req: GridRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(training settings, builder hyperparameters) for a method after --lr and --set."""
+    """(training settings, builder hyperparameters) for a method: its defaults, then what the
+    request's protocol pins for it, then --lr, then --set."""
     spec = get_method(method)
     # A method that declares its lr for a reference batch (VPT: base x batch/256) gets it scaled
-    # to this batch size; --lr and --set give the rate used as it is.
-    train = {**spec.train_defaults, "lr": spec.default_lr(req.batch_size)}
+    # to this batch size; a protocol, --lr and --set give the rate used as it is.
+    defaults = {
+        **spec.train_defaults,
+        "warmup_epochs": req.warmup_epochs,
+        "grad_clip": req.grad_clip,
+        "dropout": None,
+        "head_init": "timm",
+        "lr_step": "iteration",
+        "decay": "matrices",
+    }
+    train = {**defaults, "lr": spec.default_lr(req.batch_size), **req.method_train.get(method, {})}
     if req.lr is not None:
         train["lr"] = req.lr
-    hparams = dict(spec.hparams)
+    pinned = req.method_hparams.get(method, {})
+    unknown = sorted(set(pinned) - set(spec.hparams))
+    if unknown:
+        raise UserError(
+            f"the protocol pins {method} hyperparameter(s) {unknown} it does not have; valid: "
+            f"{', '.join(spec.hparams)}"
+        )
+    hparams = {**spec.hparams, **pinned}
     for key, raw in req.sets.get(method, {}).items():
-        if key in TRAIN_KEYS:
-            train[key] = coerce(raw, spec.train_defaults[key], what=f"{method}.{key}")
+        if key in defaults:
+            train[key] = coerce(raw, defaults[key], what=f"{method}.{key}")
         elif key in spec.hparams:
             hparams[key] = coerce(raw, spec.hparams[key], what=f"{method}.{key}")
         else:
-            valid = ", ".join(sorted(spec.all_defaults))
+            valid = ", ".join(sorted({*spec.all_defaults, *LOOP_KEYS}))
             raise UserError(
                 f"--set {method}.{key}: {method!r} has no hyperparameter {key!r}; valid: {valid}"
             )
+    _check_train(method, train)
+    return train, hparams
+
+
+def _check_train(method: str, train: dict[str, Any]) -> None:
+    from bench.model_init import HEAD_INITS
+    from bench.train import DECAY_RULES, LR_STEPS
+
     if train["optimizer"] not in OPTIMIZERS:
         raise UserError(
             f"{method}.optimizer={train['optimizer']!r}: expected one of {', '.join(OPTIMIZERS)}"
@@ -207,4 +248,12 @@ def method_settings(method: str, req: GridRequest) -> tuple[dict[str, Any], dict
         raise UserError(f"{method}: learning rate must be > 0, got {train['lr']}")
     if train["weight_decay"] < 0:
         raise UserError(f"{method}: weight_decay must be >= 0, got {train['weight_decay']}")
-    return train, hparams
+    for key in ("warmup_epochs", "grad_clip"):
+        if not (isinstance(train[key], (int, float)) and 0 <= train[key] < math.inf):
+            raise UserError(f"{method}.{key} must be >= 0 and finite, got {train[key]!r}")
+    dropout = train["dropout"]
+    if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        raise UserError(f"{method}.dropout must be in [0, 1) or none, got {dropout!r}")
+    for key, valid in (("head_init", HEAD_INITS), ("lr_step", LR_STEPS), ("decay", DECAY_RULES)):
+        if train[key] not in valid:
+            raise UserError(f"{method}.{key}={train[key]!r}: expected one of {', '.join(valid)}")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.config import LATE_DEFAULTS, identity_fields
 from bench.metric_table import TEST_METRICS
 from bench.predictions import predictions_file
 from bench.report.conditions import record_conditions
@@ -19,13 +20,24 @@ from bench.report.tuning import is_trial, role, row_name
 # Costs newer records carry (FLOPs and latency from bench.measure; energy on a GPU): NaN in older
 # ones, and a table leaves out a column no record fills.
 COST_COLUMNS = tuple(col for col, _, _ in OPTIONAL_COSTS)
+# A cell's training settings beside its lr and weight decay (bench.protocols.TRAINING_KEYS).
+RECIPE_KEYS = (
+    "optimizer",
+    "warmup_epochs",
+    "grad_clip",
+    "dropout",
+    "head_init",
+    "lr_step",
+    "decay",
+)
 
 
 def _setting(cfg: dict[str, Any]) -> str:
     """Hash of everything but the seeds: records are only ever averaged within one setting. A
     few-shot setting pools its split seeds with its training seeds, as the papers average over
-    samplings and runs."""
-    rest = {k: v for k, v in cfg.items() if k not in ("seed", "split_seed")}
+    samplings and runs. Fields added later count only away from their old-behaviour value, so a
+    record from before them pools with a new one of the same setting."""
+    rest = {k: v for k, v in identity_fields(cfg).items() if k not in ("seed", "split_seed")}
     return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -107,6 +119,10 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "batch_size_used": (r.get("training") or {}).get("batch_size_used")
                 or cfg.get("batch_size"),
                 "augment": cfg.get("augment"),
+                "precision": cfg.get("precision"),
+                # the training recipe a paper protocol fixes (older records: the defaults)
+                "recipe": {k: cfg.get(k, LATE_DEFAULTS.get(k)) for k in RECIPE_KEYS},
+                "hparams": cfg.get("hparams") or {},
                 "device": cfg.get("device"),
                 "setting": _setting(cfg),
                 "demo": bool(r.get("demo")),

@@ -81,7 +81,36 @@ def protocol_records(protocol: Protocol, long: pd.DataFrame) -> pd.DataFrame:
         wanted = getattr(protocol, name)
         if wanted is not None and name in long:
             keep &= long[name] == wanted
+    if "recipe" in long:
+        keep &= pd.Series(
+            [_follows(protocol, *row) for row in zip(long["method_name"], long["recipe"],
+                                                       long["hparams"], strict=True)],
+            index=long.index,
+        )  # fmt: skip
     return long[keep]
+
+
+def _follows(protocol: Protocol, method: str, recipe: dict, hparams: dict) -> bool:
+    """Whether a record trained with the recipe the protocol pins for its method. The learning
+    rate and weight decay are left to the regime: a search chooses them for tuned records."""
+    pinned = protocol.training_for(method)
+    for key, value in pinned.items():
+        if key not in ("lr", "weight_decay") and recipe.get(key) != value:
+            return False
+    return all(hparams.get(k) == v for k, v in protocol.hparams.get(method, {}).items())
+
+
+def differences_note(protocol: Protocol, mine: pd.DataFrame) -> str:
+    """What in the table differs from the paper: the protocol's stated differences, and records
+    it counts that ran at another precision than the paper's (--precision given)."""
+    lines = list(protocol.differences)
+    if len(mine) and "precision" in mine:
+        other = mine[mine["status"].eq("ok") & mine["precision"].ne(protocol.precision)]
+        for precision, n in other["precision"].value_counts().items():
+            lines.append(
+                f"{n} record(s) ran in {precision} where the paper ran {protocol.precision}"
+            )
+    return "Settings that differ from the paper: " + ("; ".join(lines) or "none") + "."
 
 
 def _reproduced(
@@ -127,6 +156,7 @@ class PaperParts(NamedTuple):
     missing: pd.DataFrame  # missing_in_protocol
     not_run: str  # "Cells not run yet: N of M"
     other: str  # records of its datasets and methods left out for other settings, or ""
+    differs: str  # differences_note: what differs from the paper ("... none." when nothing)
     regime: str = "fixed"  # whose numbers `ours` shows: PAPER_REGIMES
     other_regime: str = ""  # records left out for the other regime, or ""
     demo: bool = False  # some record it counts ran on the demo data or backbone
@@ -178,14 +208,15 @@ def _paper_parts(name: str, long: pd.DataFrame, regime: str = "fixed") -> PaperP
                 f"{n_other} record(s) of this protocol's datasets and methods were run with other "
                 f"settings and are left out: the table uses only backbone {protocol.backbone}, "
                 f"input {protocol.img_size or 'native'} px, {protocol.epochs} epochs, batch "
-                f"{protocol.batch_size}, augmentation {protocol.augment} "
-                f"(`bench run --protocol {name}` runs exactly these)."
+                f"{protocol.batch_size}, augmentation {protocol.augment} and the paper's "
+                f"training recipe (`bench run --protocol {name} --dry-run` lists it; "
+                f"`bench run --protocol {name}` runs exactly these)."
             )
     not_run = f"Cells not run yet: {n_missing} of {_protocol_size(protocol)}"
     shown = _paper_shown(table)
     return PaperParts(
-        name, protocol, shown, _pieces(protocol, shown), missing, not_run, other, regime,
-        other_regime, is_demo(mine),
+        name, protocol, shown, _pieces(protocol, shown), missing, not_run, other,
+        differences_note(protocol, mine), regime, other_regime, is_demo(mine),
     )  # fmt: skip
 
 
@@ -231,7 +262,14 @@ def render_paper_table(name: str, long: pd.DataFrame, regime: str = "fixed") -> 
 
 def _paper_markdown(parts: PaperParts) -> str:
     protocol = parts.protocol
-    lines = [f"# {protocol.title}", "", f"Metric: {protocol.paper_metric_note}.", ""]
+    lines = [
+        f"# {protocol.title}",
+        "",
+        parts.differs,
+        "",
+        f"Metric: {protocol.paper_metric_note}.",
+        "",
+    ]
     for title, frame, _ in parts.pieces:
         lines += [f"## {title}", ""] if title else []
         lines += [to_markdown(frame), ""]
@@ -282,13 +320,15 @@ def _paper_latex(parts: PaperParts) -> str:
         f"Metric: {parts.protocol.paper_metric_note}.",
         _paper_legend(parts.protocol, parts.regime),
         f"{parts.not_run}.",
-    ]
+    ]  # the differences from the paper go in the caption
     notes += [n for n in (parts.other, parts.other_regime) if n]
     tables = []
     for i, (title, frame, names) in enumerate(parts.pieces):
         shown = frame.copy()
         shown.columns = ["method", *(c.rsplit(" ", 1)[1] for c in frame.columns[1:])]
         caption = f"{parts.protocol.title}: {title}" if title else parts.protocol.title
+        if i == 0:  # once, above the tables it applies to
+            caption = f"{caption}. {parts.differs}"
         caption = demo_caption(caption, parts.demo)
         label = f"tab:{parts.name}" + (f"-{i + 1}" if i else "")
         groups = [("", 1), *((n, 3) for n in names)]
@@ -300,6 +340,7 @@ def paper_section(parts: PaperParts) -> dict[str, Any]:
     """The report page's section of a paper's table (`render_html`'s format); the cells not
     run are listed in paper-NAME.md."""
     notes = [
+        parts.differs,
         f"Metric: {parts.protocol.paper_metric_note}.",
         _paper_legend(parts.protocol, parts.regime),
         *(n for n in (parts.other, parts.other_regime) if n),
