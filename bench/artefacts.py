@@ -184,8 +184,12 @@ def save_adapter(trained_: Trained, folder: Path) -> dict[str, Any]:
     the record's description of the folder. The run injected its tuner without a PeftModel
     (methods/peft_inject.py), so one is built here on a bare backbone of the same architecture
     (the adapter file holds adapter and head tensors only), with the head as a module to save,
-    and given the trained tensors. ValueError when they do not fit it exactly."""
+    and given the trained tensors. ValueError when they do not fit it exactly. LoRA's q/v form
+    (`targets=q,v`) names the split qkv's layers: load it onto a backbone split the same way
+    (`methods.qkv_split.split_qkv`)."""
     from peft import get_peft_model
+
+    from methods.qkv_split import names_split_layers, split_qkv  # inner: `methods` loads peft
 
     config = copy.deepcopy(trained_.peft_config)
     config.modules_to_save = [trained_.head]
@@ -195,6 +199,10 @@ def save_adapter(trained_: Trained, folder: Path) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
         torch.manual_seed(cell.seed)
         base = create_backbone(bare, num_classes=trained_.num_classes, img_size=cell.img_size)
+    if names_split_layers(trained_.tensors):
+        # LoRA's q/v form trained q, k, v Linears split out of qkv: the adapter's targets name
+        # them, so the base it is saved against (and loaded onto) is split the same way
+        split_qkv(base)
     with warnings.catch_warnings():
         # peft warns about module types it does not list (timm's LayerNorm) and CUDA extensions
         # it cannot build; the run that trained these tensors heard the same

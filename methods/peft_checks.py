@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -15,6 +16,11 @@ from methods.peft_inject import (
     target_regex,
     targeted_linears,
 )
+from methods.qkv_split import QKV_PATH, SPLIT_TARGETS, split_qkv
+
+# LoRA's vocabulary: the shared Linear names, plus q, k and v, the fused qkv's three parts as
+# independent layers (the LoRA paper's W_q and W_v: `targets="q,v"`).
+LORA_TARGETS = {**LINEAR_TARGETS, **SPLIT_TARGETS}
 
 
 def lokr_factor(label: str, value: int) -> int:
@@ -141,3 +147,30 @@ def inject_ln_tuning(model: nn.Module, config_cls: type, **config: Any) -> nn.Mo
         # and LN-tuning only trains a deep copy of it, so the warning is noise here.
         warnings.filterwarnings("ignore", message="Unsupported layer type", category=UserWarning)
         return inject_peft(model, config_cls, **config)
+
+
+def inject_split_lora(
+    model: nn.Module,
+    config_cls: type,
+    *,
+    targets: str,
+    vocabulary: Mapping[str, tuple[str, ...]],
+    **config: Any,
+) -> nn.Module:
+    """LoRA whose targets may name q, k or v: split every block's fused qkv into three Linears
+    first (methods/qkv_split.py), so W_q and W_v get independent updates and W_k none (LoRA,
+    Hu et al., ICLR 2022, section 4.2). Targets without them inject on the fused qkv as before."""
+    target_regex(targets, vocabulary)  # unknown or empty targets raise before the model changes
+    names = {t.strip() for t in targets.split(",") if t.strip()}
+    split = sorted(names & set(SPLIT_TARGETS))
+    if split:
+        fused = sorted(t for t in names if QKV_PATH in vocabulary[t])  # qkv, attn, all
+        if fused:
+            # the fused layer no longer exists once split; adapting it too would be a third form
+            raise ValueError(
+                f"lora targets {', '.join(split)} adapt qkv's parts separately and cannot be "
+                f"combined with {', '.join(fused)}, which adapt the fused qkv; valid names: "
+                f"{', '.join(vocabulary)}"
+            )
+        split_qkv(model)
+    return inject_peft(model, config_cls, targets=targets, vocabulary=vocabulary, **config)

@@ -17,6 +17,7 @@ from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from methods.qkv_split import fuse_qkv
 from methods.registry import keyword_builder, register
 from methods.search import SearchSpace
 
@@ -107,13 +108,14 @@ def inject_peft(
 def merge_peft(model: nn.Module) -> nn.Module:
     """Fold every peft tuner layer into its base layer and put the base layer in its place: what
     `PeftModel.merge_and_unload()` does, for a model injected without a PeftModel around it.
-    Changes `model` in place and returns it."""
+    A qkv split for LoRA's q/v form is fused back, so the result is a plain timm ViT. Changes
+    `model` in place and returns it."""
     for name, module in list(model.named_modules()):
         if isinstance(module, BaseTunerLayer):
             module.merge()
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, module.get_base_layer())
-    return model
+    return fuse_qkv(model)
 
 
 def positive_int(label: str, value: int) -> int:

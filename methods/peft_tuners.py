@@ -36,12 +36,14 @@ peft 0.21.2 tuners NOT registered, and why:
 from __future__ import annotations
 
 from methods.peft_checks import (
+    LORA_TARGETS,
     c3a_auto_block,
     c3a_block_size,
     hra_rank,
     ia3_feedforward,
     inject_boft,
     inject_ln_tuning,
+    inject_split_lora,
     lokr_factor,
     miss_fits,
     road_group_size,
@@ -88,12 +90,19 @@ TUNERS: tuple[PeftTuner, ...] = (
         "lora",
         "LoraConfig",
         lr=1e-3,
-        summary="LoRA (peft): rank-r updates (α/r)·B·A on the blocks' fused qkv, plus the head",
+        summary="LoRA (peft): rank-r updates (α/r)·B·A on the blocks' fused qkv (targets=q,v: "
+        "the paper's separate W_q and W_v), plus the head",
         paper="https://arxiv.org/abs/2106.09685",
         notes="LoRA (Hu et al., ICLR 2022) on the fused qkv by default: Q, K and V share one "
-        "down-projection A (section 4).",
+        "down-projection A (section 4) and K changes too. targets=q,v is the paper's form (and "
+        "EPT's LoRA): each block's qkv is split into q, k and v Linears, W_q and W_v get "
+        "independent rank-r updates and W_k none; same count per block, r·(D + 3·D) = "
+        "2·r·(D + D). Merging fuses qkv back (a plain timm ViT). q, k, v cannot be combined with "
+        "qkv, attn or all.",
         knobs=(rank(8), alpha(8.0, "lora_alpha"), dropout("lora_dropout"), targets()),
         fixed={"bias": "none"},
+        vocabulary=LORA_TARGETS,
+        inject=inject_split_lora,
         search=SearchSpace.grid(
             lr=lr_around(1e-3),
             hparams={"rank": (1, 4, 8, 32, 64)},
