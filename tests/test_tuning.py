@@ -438,6 +438,7 @@ def test_bench_tune_end_to_end_and_the_report_shows_the_search(tiny_data_root, t
 
 
 def test_paper_tables_say_which_regime_their_numbers_come_from(tmp_path):
+    from bench.protocols import get_protocol
     from bench.report import records_frame
     from bench.report.paper import render_paper_table
 
@@ -445,6 +446,7 @@ def test_paper_tables_say_which_regime_their_numbers_come_from(tmp_path):
         cfg = {"method": "ept", "dataset": "isic2018", "seed": 0, "shots": 1, "split_seed": 0,
                "backbone": "vit_base_patch16_224.orig_in21k", "pretrained": True,
                "img_size": 224, "epochs": 20, "batch_size": 4, "augment": "ept",
+               **get_protocol("ept-table4").training, "precision": "fp32",
                "tuning": {"role": "final", "budget": 4, "tune_seed": 0, "space": "x"}
                if tuned else None}  # fmt: skip
         return {"run_id": f"r{tuned}", "status": "ok", "config": cfg,
