@@ -99,7 +99,7 @@ def create_backbone(source: BackboneSource, *, num_classes: int, img_size: int |
         if hub_repo(source.name) is not None:
             overlay.update(source="")
     try:
-        with _missing_keys() as missing:
+        with _missing_keys() as missing, _checkpoint_pos_embeds() as checkpoint_pos:
             model = timm.create_model(
                 arch,
                 pretrained=source.pretrained,
@@ -127,6 +127,11 @@ def create_backbone(source: BackboneSource, *, num_classes: int, img_size: int |
             f"{where} lack backbone tensors ({shown}); they would stay randomly initialised. "
             "Pass a complete checkpoint of this architecture"
         )
+    if source.pretrained and len(checkpoint_pos) == 1:
+        # The checkpoint's own position embedding, which timm resampled to this size: kept (a
+        # plain attribute: no parameter or buffer, so state dicts and devices stay as they were)
+        # for a method that resamples it its own way (FPT's hf_style). Small: one [1, N, D].
+        model.pretrained_pos_embed = checkpoint_pos[0]
     model.requires_grad_(False)
     return model
 
@@ -165,6 +170,36 @@ def _missing_keys():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _checkpoint_pos_embeds():
+    """The position embeddings timm's ViT loaders resample while a model is built: the loaded
+    checkpoint's own grid, before it becomes the model's (FPT's hf_style needs it; rebuilding the
+    model at its pretrained size would cost a second build and shift the global RNG).
+
+    Both loaders of timm.models.vision_transformer (the state-dict filter and the .npz loader)
+    call `resample_abs_pos_embed` from their module's namespace, from timm 1.0.9 on; it is wrapped
+    there for the block and still returns exactly what it did, so every build is unchanged. Only
+    a resampled checkpoint is seen (none at the pretrained size); a timm whose loaders resample
+    otherwise leaves the list empty."""
+    from timm.models import vision_transformer as vit
+
+    seen: list = []
+    original = getattr(vit, "resample_abs_pos_embed", None)
+    if original is None:
+        yield seen
+        return
+
+    def keep(posemb, *args, **kwargs):
+        seen.append(posemb.detach().clone())
+        return original(posemb, *args, **kwargs)
+
+    vit.resample_abs_pos_embed = keep
+    try:
+        yield seen
+    finally:
+        vit.resample_abs_pos_embed = original
 
 
 def default_img_size(name: str) -> int:

@@ -26,7 +26,7 @@ LATE_DEFAULTS: dict[str, Any] = {
 # Method hyperparameters added after records existed, at the value that keeps the old behaviour:
 # at that value they stay out of the run id (a method's hparams are part of it), so an old
 # results folder still resumes.
-LATE_HPARAMS: dict[str, Any] = {}
+LATE_HPARAMS: dict[str, Any] = {"hf_style": False}  # FPT+/FPT: HF-style LPM (reference parity)
 _SET_RE = re.compile(r"^(?P<method>[A-Za-z0-9][\w-]*)\.(?P<key>[A-Za-z_]\w*)=(?P<value>.*)$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}

@@ -21,7 +21,7 @@ import torch
 from bench.artefacts import PENDING as PENDING_ARTEFACTS
 from bench.artefacts import trained
 from bench.backbone_config import backbone_config, weightless
-from bench.backbones import BackboneSource, create_backbone, method_img_size, resolve_backbone
+from bench.backbones import BackboneSource, create_backbone
 from bench.cards import DatasetCard
 from bench.config import CellConfig
 from bench.data import LoadedDataset
@@ -360,25 +360,6 @@ def build_model(cell: CellConfig, source: BackboneSource, num_classes: int):
     init_head(model, cell.head_init)
     set_dropout(model, cell.dropout)
     return (*adapt(model, cell.method, cell.hparams), dict(model.pretrained_cfg))
-
-
-def trainable_counts(method_names: list[str], *, backbone: str, num_classes: int) -> dict[str, str]:
-    """Trainable parameters of each method with its default hyperparameters on `backbone`
-    (built without weights; counts do not depend on them), formatted with the % of the backbone."""
-    source = resolve_backbone(backbone, pretrained=False, weights=None)
-    out = {}
-    for name in method_names:
-        hparams = get_method(name).hparams
-        size = method_img_size(name, hparams, requested=None, backbone=backbone, data_size=None)
-        model = create_backbone(source, num_classes=num_classes, img_size=size)
-        try:
-            adapted, _, backbone_params, _ = adapt(model, name, hparams)
-        except UserError as exc:
-            out[name] = f"n/a ({exc})"
-            continue
-        trainable = count_params(adapted, trainable_only=True)
-        out[name] = f"{trainable:,} ({100 * trainable / backbone_params:.3g} %)"
-    return out
 
 
 def compile_forward(model) -> None:

@@ -9,7 +9,8 @@ projections), go through one shared Linear down to the side width, and are appen
 tokens of the matching side-network block, which drops them again after the block. Only the
 prompts, the fusion LayerNorm/projections, the side network and its head train.
 
-The module speaks the harness's frozen-feature protocol: `frozen_features(x)` runs the LPM under
+The modules: methods/fpt_layers.py (the attention tap, the fusion module), methods/fpt_model.py
+(the assembled model), this one (size rules, builders, registration). The module speaks the harness's frozen-feature protocol: `frozen_features(x)` runs the LPM under
 `torch.no_grad()` on the un-augmented image and returns per-image tensors; `forward_with(x,
 features)` runs the trainable part on the (augmented) image. The harness can therefore compute the
 features once per image and store them (`preload=True`, the reference's default), after which the
@@ -27,6 +28,9 @@ values used):
 Choices, documented where they depart from the reference (YijinHuang/FPT):
 - The side network is a timm `VisionTransformer` (random init, as in the reference, which builds
   its HF ViT from a config); LayerNorm eps is timm's 1e-6 rather than HF's 1e-12.
+- The LPM's position embedding is timm's resampling of the checkpoint's grid (antialiased bicubic,
+  at load); the reference's HF ViT resamples at forward time (bicubic by scale factor, see
+  `hf_resample_pos_embed`). `hf_style=True` computes both this and the eps as the reference does.
 - The side network has the LPM's head count (reference rule: it copies the LPM config), so ViT-B
   gives 12 heads of width 8.
 - `layers` counts the LPM's last blocks (the reference's "6-11" is `layers=6` on ViT-B); a backbone
@@ -37,21 +41,42 @@ Choices, documented where they depart from the reference (YijinHuang/FPT):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from methods.fpt_layers import FusionModule, KVTap
+from methods.fpt_model import (
+    FineGrainedPromptTuning,
+    input_size,
+    paper_lpm_params,
+    patch_size,
+)
 from methods.registry import keyword_builder, register
 from methods.search import SearchSpace
+
+__all__ = [
+    "FineGrainedPromptTuning",
+    "FusionModule",
+    "KVTap",
+    "build_fpt",
+    "hf_resample_pos_embed",
+    "input_size",
+    "lpm_input_size",
+    "patch_size",
+]
 
 LPM_PATCHES = 32  # patches a side for the LPM: 512 px for ViT-B/16, the paper's resolution
 SIDE_MIN_PATCHES = 4
 FPT_V1_SIDE_PATCHES = 14  # FPT's side input: 224 px for a /16 patch, the MICCAI paper's
 IMPORTANCE = ("global", "cls")
 CACHE_DTYPES = ("float32", "float16")
+HF_LAYER_NORM_EPS = 1e-12  # transformers' ViTConfig.layer_norm_eps; timm's ViT uses 1e-6
 # The reference sets lr per dataset (5e-5 to 5e-3; 1e-4 in its template). The largest, 5e-3
 # (ISIC 2016), is the default: a randomly initialised side network needs it in short runs (demo,
 # 10 epochs: 1e-4 57.2 %, 1e-3 67.6 %, 1e-2 80.0 %). Protocols pin the paper's per-dataset values.
@@ -64,17 +89,6 @@ FPT_SPACE = SearchSpace.grid(
     source="FPT+ (Huang et al. 2025): its per-dataset learning rates; wd: the paper's 0.1 and two "
     "smaller",
 )
-PAPER_HEAD_CLASSES = 1000  # the paper's "1.03 %" counts the LPM with its ImageNet-1k head
-
-
-def patch_size(model: nn.Module) -> int:
-    p = model.patch_embed.patch_size
-    return int(p[0] if isinstance(p, (tuple, list)) else p)
-
-
-def input_size(model: nn.Module) -> int:
-    s = model.patch_embed.img_size
-    return int(s[0] if isinstance(s, (tuple, list)) else s)
 
 
 def lpm_input_size(native: int, patch: int, data_size: int | None, hparams: dict[str, Any]) -> int:
@@ -91,199 +105,74 @@ def _round_to_patch(size: float, patch: int) -> int:
     return max(round(size / patch), SIDE_MIN_PATCHES) * patch
 
 
-class KVTap(nn.Module):
-    """A frozen timm `Attention` computed explicitly, so that its attention probabilities exist
-    (fused SDPA does not return them), which keeps each head's most-attended keys and values.
-
-    The output is the wrapped module's own; `kv` holds ([B,H,keep,hd], [B,H,keep,hd]) after a call.
-    """
-
-    def __init__(self, attn: nn.Module, *, token_ratio: float, importance: str) -> None:
-        super().__init__()
-        self.attn = attn
-        self.token_ratio = token_ratio
-        self.importance = importance
-        self.kv: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def keep(self, tokens: int) -> int:
-        return max(int(tokens * self.token_ratio), 1)
-
-    def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
-    ) -> torch.Tensor:
-        if attn_mask is not None or is_causal:
-            raise ValueError("FPT taps do not support attention masks")
-        a = self.attn
-        B, N, _ = x.shape
-        qkv = a.qkv(x).reshape(B, N, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = a.q_norm(q), a.k_norm(k)
-        probs = ((q * a.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # [B,H,N,N]
-        # Importance of key token j: mean attention it receives over all queries ("global"),
-        # or the class token's attention to it ("cls"); chosen per head independently.
-        score = probs.mean(dim=-2) if self.importance == "global" else probs[:, :, 0]
-        idx = score.topk(self.keep(N), dim=-1).indices[..., None].expand(-1, -1, -1, a.head_dim)
-        self.kv = (k.gather(2, idx), v.gather(2, idx))
-        out = (probs @ v).transpose(1, 2).reshape(B, N, -1)
-        # Older timm releases (1.0.9, the floor) have no post-attention norm or gate: skip them.
-        if getattr(a, "norm", None) is not None:
-            out = a.norm(out)
-        if getattr(a, "gate", None) is not None:
-            out = out * a.gate(x).sigmoid()
-        return a.proj_drop(a.proj(out))
+def hf_resample_pos_embed(
+    pos_embed: torch.Tensor, grid: tuple[int, int], prefix: int = 1
+) -> torch.Tensor:
+    """`pos_embed` [1, prefix + n*n, D] (a square grid) resampled to `grid` (rows, cols) as the
+    reference's LPM does it: transformers' `ViTEmbeddings.interpolate_pos_encoding` of its 2024
+    releases (e.g. v4.40; YijinHuang/FPT runs its HF ViT with `interpolate_pos_encoding=True`).
+    That is bicubic `F.interpolate(scale_factor=((rows + 0.1) / n, (cols + 0.1) / n),
+    align_corners=False)`, no antialias, in float32, the prefix (class token) rows kept as they
+    are, and an unchanged square grid returned as it is (its early exit). Later transformers
+    releases pass `size=` instead of the +0.1 scale factor; timm resamples with antialias to the
+    exact size."""
+    n_old = pos_embed.shape[1] - prefix
+    old = math.isqrt(n_old)
+    if old * old != n_old:
+        raise ValueError(f"a position embedding of {n_old} patches is not a square grid")
+    rows, cols = grid
+    if n_old == rows * cols and rows == cols:
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    patches = pos_embed[:, prefix:].float().reshape(1, old, old, dim).permute(0, 3, 1, 2)
+    patches = F.interpolate(
+        patches,
+        scale_factor=((rows + 0.1) / math.sqrt(n_old), (cols + 0.1) / math.sqrt(n_old)),
+        mode="bicubic",
+        align_corners=False,
+    )
+    patches = patches.permute(0, 2, 3, 1).reshape(1, rows * cols, dim).to(pos_embed.dtype)
+    return torch.cat([pos_embed[:, :prefix], patches], dim=1)
 
 
-class FusionModule(nn.Module):
-    """Learnable prompts cross-attend to the LPM's kept keys/values; one Linear to the side width.
+def _checkpoint_pos_embed(model: nn.Module) -> tuple[torch.Tensor, str]:
+    """The position embedding the reference's HF ViT would start from, and where it came from.
 
-    FPT+: query = LayerNorm(P) (P is 768-d), residual P added before `out_proj`.
-    FPT:  query = Linear(P) from a side-width P, residual P added after `out_proj`.
-    """
-
-    def __init__(
-        self,
-        *,
-        layers: int,
-        lpm_dim: int,
-        side_dim: int,
-        num_heads: int,
-        num_prompts: int,
-        prompt_dim: int,
-        prompt_norm: bool,
-        prompt_proj: bool,
-        dropout: float,
-    ) -> None:
-        super().__init__()
-        if not prompt_proj and prompt_dim != lpm_dim:
-            raise ValueError("a prompt width other than the LPM's needs a prompt projection")
-        self.num_heads = num_heads
-        self.prompts = nn.Parameter(torch.empty(layers, num_prompts, prompt_dim))
-        nn.init.normal_(self.prompts, std=1e-6)  # reference init N(0, 1e-6^2)
-        self.norm = nn.LayerNorm(prompt_dim) if prompt_norm else nn.Identity()
-        self.proj = nn.Linear(prompt_dim, lpm_dim) if prompt_proj else nn.Identity()
-        self.out_proj = nn.Linear(lpm_dim, side_dim)
-        self.dropout = nn.Dropout(dropout)
-        # FPT+ (prompts at the LPM width) adds them before out_proj, FPT after it.
-        self.residual_first = prompt_dim == lpm_dim
-
-    def forward(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """k, v: [B, L, H, T, hd] -> fine-grained prompts [B, L, P, side_dim]."""
-        B, L, H, T, hd = k.shape
-        P = self.prompts.shape[1]
-        q = self.proj(self.norm(self.prompts))  # [L, P, D]
-        q = q.view(L, P, H, hd).transpose(1, 2)  # [L, H, P, hd]
-        q = q.unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(B * L, H, P, hd)
-        k, v = (t.to(q.dtype).reshape(B * L, H, T, hd) for t in (k, v))
-        # softmax(q k^T / sqrt(hd)) v: the LPM's own keys and values, no learnable projections.
-        ctx = F.scaled_dot_product_attention(q, k, v)
-        ctx = ctx.view(B, L, H, P, hd).transpose(2, 3).reshape(B, L, P, H * hd)
-        prompts = self.prompts.unsqueeze(0)
-        out = self.out_proj(ctx + prompts) if self.residual_first else self.out_proj(ctx) + prompts
-        return self.dropout(out)
+    With pretrained weights built at another size, create_backbone kept the checkpoint's own
+    embedding (`pretrained_pos_embed`) before timm resampled it. Otherwise the model's embedding
+    is on its own grid: at the native size (pretrained_cfg's input size) that is the checkpoint's
+    (or a random model's) grid itself. A random model at another size has no checkpoint: its own
+    embedding, resampled the timm way to the native grid, stands in for the one a pretrained
+    model would have loaded there, so the LPM still gets a native grid resampled HF-style."""
+    kept = getattr(model, "pretrained_pos_embed", None)
+    if kept is not None:
+        return kept, "checkpoint"
+    patch = patch_size(model)
+    native = model.pretrained_cfg.get("input_size", (3, input_size(model), input_size(model)))
+    grid = (native[-2] // patch, native[-1] // patch)
+    own = model.pos_embed.detach()
+    if tuple(model.patch_embed.grid_size) == grid:
+        return own, "model (its native grid: a checkpoint's own when pretrained)"
+    prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+    stand_in = resample_abs_pos_embed(own, new_size=list(grid), num_prefix_tokens=prefix)
+    return stand_in, "model, resampled to the native grid (no checkpoint grid: random weights)"
 
 
-class FineGrainedPromptTuning(nn.Module):
-    """Frozen LPM (tapped) + fusion module + side ViT; logits from the side network's class token."""
-
-    def __init__(
-        self,
-        lpm: nn.Module,
-        layer_ids: list[int],
-        fusion: FusionModule,
-        side: VisionTransformer,
-        *,
-        side_size: int,
-        settings: dict[str, Any],
-    ) -> None:
-        super().__init__()
-        self.lpm: nn.Module | None = lpm
-        self.layer_ids = layer_ids
-        self.fusion = fusion
-        self.side = side
-        self.side_size = side_size
-        self.settings = settings
-        self.preload = bool(settings["preload"])
-        self.cache_dtype = settings["cache_dtype"]
-
-    # ---- the frozen-feature protocol used by the harness
-    def feature_identity(self) -> dict[str, Any]:
-        """Everything besides the images and backbone weights that determines `frozen_features`."""
-        keys = ("layers", "layer_ids", "lpm_size", "token_ratio", "importance")
-        return {"method": "fpt", **{k: self.settings[k] for k in keys}}
-
-    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Per-image shape of each feature tensor."""
-        s = self.settings
-        shape = (len(self.layer_ids), s["lpm_heads"], s["keep_tokens"], s["lpm_head_dim"])
-        return {"k": shape, "v": shape}
-
-    @torch.no_grad()
-    def frozen_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The LPM's kept keys and values for un-augmented images: {"k", "v"} of [B, L, H, T, hd]."""
-        lpm = self.lpm
-        if lpm is None:
-            raise RuntimeError(
-                "the frozen LPM was released after preloading; features come from the cache"
-            )
-        if x.shape[-1] != input_size(lpm):
-            x = F.interpolate(x, size=input_size(lpm), mode="bilinear", antialias=True)
-        x = lpm.norm_pre(lpm.patch_drop(lpm._pos_embed(lpm.patch_embed(x))))
-        ks, vs = [], []
-        for i, blk in enumerate(lpm.blocks[: self.layer_ids[-1] + 1]):
-            x = blk(x)
-            if i in self.layer_ids:
-                k, v = blk.attn.kv
-                blk.attn.kv = None
-                ks.append(k)
-                vs.append(v)
-        return {"k": torch.stack(ks, 1), "v": torch.stack(vs, 1)}
-
-    def forward_with(self, x: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits from the (augmented) image `x` and its frozen features."""
-        prompts = self.fusion(features["k"], features["v"])  # [B, L, P, d]
-        if x.shape[-1] != self.side_size:
-            x = F.interpolate(x, size=self.side_size, mode="bilinear", antialias=True)
-        s = self.side
-        x = s.norm_pre(s.patch_drop(s._pos_embed(s.patch_embed(x))))
-        n = prompts.shape[2]
-        for i, blk in enumerate(s.blocks):
-            # Deep-prompt style: the layer's prompts join after the tokens and leave after it.
-            x = blk(torch.cat([x, prompts[:, i].to(x.dtype)], dim=1))[:, :-n]
-        return s.forward_head(s.norm(x))
-
-    def release_frozen(self) -> None:
-        """Drop the LPM once its features are cached, so training never holds or runs it."""
-        self.lpm = None
-
-    # ---- the plain method contract
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with(x, self.frozen_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.side.head
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self.settings)
-
-    def paper_trainable_pct(self, trainable: int) -> float:
-        """The reference's formula: learnable / (learnable + LPM with a 1000-class head), the LPM
-        counted at its pretrained resolution (the reference loads it there and interpolates)."""
-        return 100.0 * trainable / (trainable + self.settings["paper_lpm_params"])
-
-
-def _paper_lpm_params(lpm: nn.Module) -> int:
-    """LPM parameters as the reference counts them: position embedding at the pretrained size,
-    the task head replaced by an ImageNet-1k head."""
-    total = sum(p.numel() for p in lpm.parameters())
-    head = sum(p.numel() for p in lpm.get_classifier().parameters())
-    width = lpm.embed_dim
-    native = lpm.pretrained_cfg.get("input_size", (3, input_size(lpm), input_size(lpm)))[-1]
-    pos = lpm.pos_embed
-    if pos is not None:
+def _apply_hf_style(lpm: nn.Module, side: nn.Module) -> str:
+    """Compute as the reference's HF ViTs do: the LPM's position embedding resampled HF-style from
+    the checkpoint's grid, every LayerNorm of the LPM and the side ViT at eps 1e-12. Returns where
+    the resampled grid came from (for the record)."""
+    origin = "none (the LPM has no absolute position embedding)"
+    if lpm.pos_embed is not None:
+        source, origin = _checkpoint_pos_embed(lpm)
         prefix = 0 if lpm.no_embed_class else lpm.num_prefix_tokens
-        grid = native // patch_size(lpm)
-        total += ((grid * grid + prefix) - pos.shape[1]) * width
-    return total - head + PAPER_HEAD_CLASSES * (width + 1)
+        pos = hf_resample_pos_embed(source, tuple(lpm.patch_embed.grid_size), prefix)
+        with torch.no_grad():
+            lpm.pos_embed.copy_(pos.to(lpm.pos_embed.device, lpm.pos_embed.dtype))
+    for module in (*lpm.modules(), *side.modules()):
+        if isinstance(module, nn.LayerNorm):
+            module.eps = HF_LAYER_NORM_EPS
+    return origin
 
 
 def build_fpt(
@@ -301,6 +190,7 @@ def build_fpt(
     side_size: int,
     preload: bool,
     cache_dtype: str,
+    hf_style: bool = False,
 ) -> FineGrainedPromptTuning:
     if importance not in IMPORTANCE:
         raise ValueError(f"importance must be one of {IMPORTANCE}, not {importance!r}")
@@ -373,6 +263,7 @@ def build_fpt(
         num_classes=model.num_classes,
         global_pool="token",
     )
+    hf_origin = _apply_hf_style(model, side) if hf_style else None
     settings = {
         "variant": variant,
         "layers": len(layer_ids),
@@ -392,8 +283,11 @@ def build_fpt(
         "importance": importance,
         "preload": preload,
         "cache_dtype": cache_dtype,
-        "paper_lpm_params": _paper_lpm_params(model),
+        "hf_style": hf_style,
+        "paper_lpm_params": paper_lpm_params(model),
     }
+    if hf_origin is not None:
+        settings["hf_pos_embed_from"] = hf_origin
     return FineGrainedPromptTuning(
         model, layer_ids, fusion, side, side_size=side_size, settings=settings
     )
@@ -413,6 +307,8 @@ FPT_V1_DEFAULTS: dict[str, Any] = {
     "side_size": 0,
     "preload": True,
     "cache_dtype": "float32",
+    # True: position embedding and LayerNorm eps computed as the reference's HF ViTs do
+    "hf_style": False,
 }
 # FPT+ (TNNLS 2025): the last 6 LPM blocks, LayerNorm'd prompts at the backbone's width (no
 # prompt reduction to choose), side at 1/4.

@@ -226,11 +226,11 @@ def test_status_json(tmp_path, tiny_data_root) -> None:
 
 
 def test_list_json_has_every_kind(monkeypatch) -> None:
-    from bench import harness
+    from bench import method_counts
 
     # building every method for its count takes long; the counts have their own tests
     counts = lambda names, **kw: {n: f"{len(n)} (1 %)" for n in names}  # noqa: E731
-    monkeypatch.setattr(harness, "trainable_counts", counts)
+    monkeypatch.setattr(method_counts, "trainable_counts", counts)
     res = bench("list", "--json", "--backbone", "test_vit")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)

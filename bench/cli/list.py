@@ -74,7 +74,7 @@ def list_(
 
 
 def _method_rows(backbone: str, num_classes: int) -> list[dict[str, Any]]:
-    from bench.harness import trainable_counts
+    from bench.method_counts import trainable_counts
     from methods import CORE_METHODS, get_method, list_methods
 
     counts = trainable_counts(list_methods(), backbone=backbone, num_classes=num_classes)
