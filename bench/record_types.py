@@ -42,6 +42,9 @@ def _record_types() -> dict[str, str]:
         types[f"config.{key}"] = "int"
     for key in ("lr", "weight_decay", "warmup_epochs", "grad_clip"):
         types[f"config.{key}"] = "number"
+    for key in ("optimizer", "head_init", "lr_step", "decay"):  # the recipe a protocol checks
+        types[f"config.{key}"] = "str"
+    types["config.dropout"] = "number?"
     types |= {"config.shots": "int?", "config.pretrained": "bool", "config.hparams": "dict"}
     types |= {"config.tuning": "dict?", "trial": "dict?", "tuning": "dict?"}
     types |= {"precision_requested": "str?", "precision_reason": "str?"}

@@ -129,6 +129,9 @@ def test_dry_run_shows_each_setting_beside_the_suite_default_and_the_differences
     assert rows["precision"][0] == "fp32" and rows["precision"][1].startswith("auto")
     assert rows["lora.targets"] == ["q,v", "qkv"]
     assert "where this protocol differs from the paper" in res.output
+    # the protocol pins warm-up and clipping per method: the request-wide flags would be lost
+    res = CliRunner().invoke(app, ["run", "--protocol", "ept-table4", "--warmup-epochs", "2"])
+    assert res.exit_code == 2 and "drop --warmup-epochs" in res.stderr
 
 
 def test_protocol_tuning_searches_the_methods_own_hyperparameters_at_the_papers_lr() -> None:
@@ -200,3 +203,43 @@ def test_per_epoch_cosine_holds_the_rate_through_each_epoch_as_mmcv_does() -> No
     expected = [base * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
     assert seen == pytest.approx([lr for lr in expected for _ in range(per_epoch)])
     assert schedule_position(7, per_epoch, "iteration") == 7
+
+
+def _ept_record(split_seed: int, value: float, **config) -> dict:
+    ept = get_protocol("ept-table4")
+    cfg = {"dataset": "isic2018", "method": "ept", "seed": 0, "shots": 1,
+           "split_seed": split_seed, "backbone": ept.backbone, "pretrained": True,
+           "img_size": 224, "epochs": 20, "batch_size": 4, "augment": "ept", "precision": "fp32",
+           **ept.training_for("ept"), **config}  # fmt: skip
+    return {"run_id": f"r{split_seed}", "status": "ok", "config": cfg,
+            "metrics": {"primary_metric": "accuracy", "primary": value,
+                        "test": {"accuracy": value}}}  # fmt: skip
+
+
+def test_paper_table_counts_only_the_papers_recipe_and_its_caption_says_what_differs() -> None:
+    from bench.report import records_frame
+    from bench.report.paper import paper_table, render_paper_latex, render_paper_table
+
+    records = [
+        _ept_record(0, 0.30),
+        _ept_record(1, 0.50, precision="bf16"),  # counted, and said
+        # the suite's own recipe (an older run of the protocol): not the paper's
+        _ept_record(2, 0.90, optimizer="adamw", warmup_epochs=1.0, grad_clip=1.0),
+    ]
+    long = records_frame(records)
+    table = paper_table(get_protocol("ept-table4"), long).set_index("method")
+    assert table.loc["EPT", "ISIC2018 1 ours"] == pytest.approx(40.0)
+    text = render_paper_table("ept-table4", long)
+    assert "1 record(s) ran in bf16 where the paper ran fp32" in text
+    assert "1 record(s) of this protocol's datasets and methods were run with other" in text
+    caption = render_paper_latex("ept-table4", long).split(r"\caption{")[1]
+    assert "Settings that differ from the paper: input 224 px" in caption.split("}\n")[0]
+    # a record from before the recipe fields existed trained with the suite's defaults
+    old = _ept_record(3, 0.9)
+    for key in ("head_init", "lr_step", "decay", "dropout"):
+        old["config"].pop(key, None)
+    alone = paper_table(get_protocol("ept-table4"), records_frame([old])).set_index("method")
+    assert math.isnan(alone.loc["EPT", "ISIC2018 1 ours"])
+    old["config"].update(head_init="mmcls", lr_step="epoch", decay="all")  # the paper's, again
+    again = paper_table(get_protocol("ept-table4"), records_frame([old])).set_index("method")
+    assert again.loc["EPT", "ISIC2018 1 ours"] == pytest.approx(90.0)

@@ -10,7 +10,8 @@ import typer
 
 # Options that define a grid; --protocol sets them all, so they cannot be given beside it.
 GRID_OPTIONS = ("methods", "datasets", "seeds", "backbone", "epochs", "batch_size", "lr",
-                "img_size", "shots", "split_seeds", "augment")  # fmt: skip
+                "img_size", "shots", "split_seeds", "augment", "warmup_epochs",
+                "grad_clip")  # fmt: skip
 
 
 @contextlib.contextmanager
