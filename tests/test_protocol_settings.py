@@ -243,3 +243,61 @@ def test_paper_table_counts_only_the_papers_recipe_and_its_caption_says_what_dif
     old["config"].update(head_init="mmcls", lr_step="epoch", decay="all")  # the paper's, again
     again = paper_table(get_protocol("ept-table4"), records_frame([old])).set_index("method")
     assert again.loc["EPT", "ISIC2018 1 ours"] == pytest.approx(90.0)
+
+
+def test_a_protocol_recipe_trains_end_to_end(tiny_data_root, tmp_path) -> None:
+    from bench.records import load_records
+
+    path = tmp_path / "mine.toml"
+    path.write_text("""
+name = "mine"
+title = "a recipe like EPT's on the tiny data"
+paper_csv = "ept_table4_isic2018.csv"
+backbone = "test_vit"
+img_size = 32
+epochs = 2
+batch_size = 16
+augment = "none"
+datasets = ["pneumoniamnist"]
+methods = ["full", "lora"]
+seeds = [0]
+[training]
+optimizer = "sgd"
+lr = 0.01
+weight_decay = 1e-4
+decay = "all"
+warmup_epochs = 0
+grad_clip = 0
+lr_step = "epoch"
+head_init = "mmcls"
+[training.full]
+dropout = 0.1
+[hparams.lora]
+targets = "q,v"
+[sources]
+optimizer = "a"
+lr = "a"
+weight_decay = "a"
+decay = "a"
+warmup_epochs = "a"
+grad_clip = "a"
+lr_step = "a"
+head_init = "a"
+"full.dropout" = "a"
+"lora.targets" = "a"
+""")
+    results = tmp_path / "results"
+    res = CliRunner().invoke(app, ["run", "--protocol", str(path), "--data-root",
+                                   str(tiny_data_root), "--no-pretrained", "--results",
+                                   str(results), "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    recs = {r["config"]["method"]: r for r in load_records(results).records}
+    assert {r["status"] for r in recs.values()} == {"ok"}
+    for r in recs.values():
+        cfg = r["config"]
+        assert (cfg["optimizer"], cfg["decay"], cfg["lr_step"], cfg["head_init"],
+                cfg["precision"]) == ("sgd", "all", "epoch", "mmcls", "fp32")  # fmt: skip
+    assert recs["full"]["config"]["dropout"] == 0.1 and recs["lora"]["config"]["dropout"] is None
+    assert recs["lora"]["config"]["hparams"]["targets"] == "q,v"
+    # test_vit: 6 blocks of width 64, rank 8: q and v each 8 x (64 + 64), plus a 2-class head
+    assert recs["lora"]["params"]["trainable_params"] == 6 * 2 * 8 * (64 + 64) + 64 * 2 + 2
