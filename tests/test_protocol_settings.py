@@ -5,6 +5,7 @@ gets equals the value its source states (the tables below cite them), and the re
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -129,6 +130,12 @@ def test_dry_run_shows_each_setting_beside_the_suite_default_and_the_differences
     assert rows["precision"][0] == "fp32" and rows["precision"][1].startswith("auto")
     assert rows["lora.targets"] == ["q,v", "qkv"]
     assert "where this protocol differs from the paper" in res.output
+    res = CliRunner().invoke(app, ["run", "--protocol", "ept-table4", "--dry-run", "--json",
+                                   "--data-root", str(tmp_path)])  # fmt: skip
+    doc = json.loads(res.stdout)["protocol"]
+    row = next(r for r in doc["settings"] if r["setting"] == "head_init")
+    assert (row["protocol"], row["default"]) == ("mmcls", "timm") and "std 0.01" in row["source"]
+    assert doc["differences"] == list(get_protocol("ept-table4").differences)
     # the protocol pins warm-up and clipping per method: the request-wide flags would be lost
     res = CliRunner().invoke(app, ["run", "--protocol", "ept-table4", "--warmup-epochs", "2"])
     assert res.exit_code == 2 and "drop --warmup-epochs" in res.stderr

@@ -44,13 +44,15 @@ def cell_json(cell, results: Path) -> dict[str, Any]:
     }
 
 
-def plan_json(the_plan, results: Path) -> dict[str, Any]:
-    """`bench run --dry-run --json`."""
+def plan_json(the_plan, results: Path, protocol=None) -> dict[str, Any]:
+    """`bench run --dry-run --json`; with a --protocol, its settings beside the defaults."""
     from bench.grid import training_images
 
     images, unknown = training_images(the_plan.cells, the_plan.datasets)
     src = the_plan.source
+    extra = {} if protocol is None else {"protocol": protocol_json(protocol)}
     return {
+        **extra,
         "cells": [cell_json(c, results) for c in the_plan.cells],
         "backbone": src.name,
         "pretrained": src.pretrained,
@@ -62,6 +64,20 @@ def plan_json(the_plan, results: Path) -> dict[str, Any]:
             "training_images": images,
             "unknown_size_cells": unknown,
         },
+    }
+
+
+def protocol_json(protocol) -> dict[str, Any]:
+    """A paper protocol's settings (`bench.protocol_settings`) and what differs from the paper."""
+    from bench.protocol_settings import settings_rows
+
+    return {
+        "name": protocol.name,
+        "settings": [
+            {"setting": r.setting, "protocol": r.protocol, "default": r.suite, "source": r.source}
+            for r in settings_rows(protocol)
+        ],
+        "differences": list(protocol.differences),
     }
 
 

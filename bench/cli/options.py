@@ -320,7 +320,8 @@ JsonPlan = Annotated[
         help="With --dry-run: the plan as one JSON document on stdout. Keys: cells (each "
         "run_id, method, dataset, shots, split_seed, seed, epochs, lr, img_size, hparams, state, "
         "config), backbone, pretrained, device, results, notes, compute {cells, "
-        "training_images, unknown_size_cells}; with --tune instead: budget, tune_seed, "
+        "training_images, unknown_size_cells}, and with --protocol: protocol {name, settings "
+        "(each setting, protocol, default, source), differences}; with --tune instead: budget, tune_seed, "
         "scheduler, searches (each group, trials, space_size, mode, axes, lr_reference_batch, "
         "rungs), trials (as cells), final_seeds, final_cells, results, notes.",
         rich_help_panel=OUTPUT,

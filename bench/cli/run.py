@@ -141,7 +141,7 @@ def run(
     if json_:
         from bench.cli.json_out import emit, plan_json, search_json
 
-        emit(search_json(the_plan, req, search) if search else plan_json(the_plan, results))
+        emit(search_json(the_plan, req, search) if search else plan_json(the_plan, results, paper))
         return
     if search is not None:
         with stop_when_unsaved():
