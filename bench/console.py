@@ -10,8 +10,17 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from bench.config import CellConfig
 
@@ -62,9 +71,11 @@ def progress_bar(
     info: bool = False,
     label: str = "{task.description}",
     counter: str | None = None,
+    eta: bool = False,
 ) -> Progress:
     """A progress bar: label, bar, done/total (or the `counter` template), the elapsed time when
-    `elapsed`, and a task's `info` field when `info`; `show=False` draws nothing."""
+    `elapsed`, the time left when `eta`, and a task's `info` field when `info`; `show=False`
+    draws nothing."""
     columns = [
         TextColumn(label),
         BarColumn(),
@@ -72,9 +83,27 @@ def progress_bar(
     ]
     if elapsed:
         columns.append(TimeElapsedColumn())
+    if eta:
+        columns.append(EtaColumn())
+    # rich takes the pace from the last 30 s by default, so a grid whose cells take longer would
+    # never get an estimate: the pace of the whole last hour instead
+    pace = {"speed_estimate_period": PACE_WINDOW_S} if eta else {}
     if info:
         columns.append(TextColumn("{task.fields[info]}"))
-    return Progress(*columns, console=console, disable=not show, transient=transient)
+    return Progress(*columns, console=console, disable=not show, transient=transient, **pace)
+
+
+PACE_WINDOW_S = 3600.0
+
+
+class EtaColumn(TimeRemainingColumn):
+    """rich's time-left estimate (from the recent pace), as "eta 0:03:10"; blank while a task's
+    total is unknown or nothing has finished yet to take a pace from."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None or task.finished or task.time_remaining is None:
+            return Text("")
+        return Text("eta ") + super().render(task)
 
 
 @contextlib.contextmanager
@@ -128,7 +157,7 @@ class GridProgress:
 @contextlib.contextmanager
 def grid_progress(out: Console | None, *, enabled: bool) -> Iterator[GridProgress]:
     """GridEvents shown on `out` for the duration of the block (nothing shown when disabled)."""
-    with progress_bar(console=out, show=enabled, transient=False, info=True) as bar:
+    with progress_bar(console=out, show=enabled, transient=False, info=True, eta=True) as bar:
         yield GridProgress(bar)
 
 

@@ -92,12 +92,37 @@ def linear_probe(
     return best
 
 
+def pretrain_and_probe(out: Path, *, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Pretrain demo-vit into `out`, then linear-probe it against random initialisation on demo
+    seeds 0 and 1 (the figures this module's docstring quotes). Returns the pretraining's facts
+    with `probe`: [{demo_seed, pretrained, random_init}] test accuracies."""
+
+    check_cache_writable(out.parent)  # a UserError before minutes of pretraining
+    facts = pretrain_demo_vit(out, seed=seed, progress=progress)
+    facts["probe"] = [probe_weights(out, demo_seed) for demo_seed in (0, 1)]
+    return facts
+
+
+def probe_weights(path: Path, demo_seed: int) -> dict[str, Any]:
+    """Linear-probe test accuracy of demo-vit with the weights in `path`, and at random init, on
+    the demo drawn with `demo_seed`."""
+    from bench.demo import DEMO_CLASSES, make_demo
+
+    splits = make_demo(demo_seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(demo_seed)
+        pre = linear_probe(build_demo_vit(len(DEMO_CLASSES), weights=path), splits, seed=demo_seed)
+        rnd = linear_probe(
+            build_demo_vit(len(DEMO_CLASSES), pretrained=False), splits, seed=demo_seed
+        )
+    return {"demo_seed": demo_seed, "pretrained": pre["test"], "random_init": rnd["test"]}
+
+
 def main() -> None:
-    """`python -m bench.demo_vit_probe [--seed N] [--out PATH]`: pretrain, then linear-probe it against
-    random init on demo seeds 0 and 1 (the figures quoted in this module's docstring)."""
+    """`python -m bench.demo_vit_probe [--seed N] [--out PATH]` (= `bench data pretrain-demo`):
+    pretrain, then linear-probe it against random init on demo seeds 0 and 1."""
     import argparse
 
-    from bench.demo import DEMO_CLASSES, make_demo
     from bench.errors import UserError
 
     parser = argparse.ArgumentParser(
@@ -106,27 +131,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="pretraining seed")
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the cache)")
     args = parser.parse_args()
-    out = args.out or demo_vit_path()
     try:
-        check_cache_writable(out.parent)
+        facts = pretrain_and_probe(args.out or demo_vit_path(), seed=args.seed)
     except UserError as exc:
         parser.error(str(exc))
-    facts = pretrain_demo_vit(out, seed=args.seed)
     print(json.dumps(facts, indent=2))
-    for demo_seed in (0, 1):
-        splits = make_demo(demo_seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(demo_seed)
-            pre = linear_probe(
-                build_demo_vit(len(DEMO_CLASSES), weights=out), splits, seed=demo_seed
-            )
-            rnd = linear_probe(
-                build_demo_vit(len(DEMO_CLASSES), pretrained=False), splits, seed=demo_seed
-            )
-        print(
-            f"demo seed {demo_seed}: linear-probe test accuracy pretrained {pre['test']:.3f}, "
-            f"random init {rnd['test']:.3f}"
-        )
 
 
 if __name__ == "__main__":

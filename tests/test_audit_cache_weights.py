@@ -72,7 +72,13 @@ def cache_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     file.write_text("not a folder\n")
     monkeypatch.setenv("MEDPEFT_CACHE", str(file))
     monkeypatch.setattr(demo_vit, "pretrain_demo_vit", not_pretraining)
+    no_shipped_weights(monkeypatch, tmp_path)
     return file
+
+
+def no_shipped_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A package built without the shipped demo-vit weights: the cache must hold them."""
+    monkeypatch.setattr(demo_vit, "shipped_demo_vit_path", lambda: tmp_path / "none.safetensors")
 
 
 def assert_names_file_and_variable(message: str, folder: Path, file: Path) -> None:
@@ -389,6 +395,15 @@ def test_feature_build_keeps_its_temp_folder_fresh(tmp_path: Path) -> None:
     assert all(age < 60 for age in ages[1:]), ages
 
 
+def test_the_shipped_demo_vit_needs_no_writable_cache(tmp_path, monkeypatch) -> None:
+    file = tmp_path / "cache.txt"
+    file.write_text("not a folder\n")
+    monkeypatch.setenv("MEDPEFT_CACHE", str(file))
+    monkeypatch.setattr(demo_vit, "pretrain_demo_vit", not_pretraining)
+    source = resolve_backbone("demo-vit", pretrained=True, weights=None, progress=False)
+    assert source.weights == demo_vit.shipped_demo_vit_path()
+
+
 def test_demo_vit_removes_stale_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
     monkeypatch.setenv("MEDPEFT_CACHE", str(cache))
@@ -399,6 +414,7 @@ def test_demo_vit_removes_stale_temp_files(tmp_path: Path, monkeypatch: pytest.M
     foreign = make_old(cache / ".notes.tmp", folder=False)
     calls: list[Path] = []
     monkeypatch.setattr(demo_vit, "pretrain_demo_vit", lambda path, **kw: calls.append(path))
+    no_shipped_weights(monkeypatch, tmp_path)
     path = demo_vit.ensure_demo_vit(progress=False)
     assert calls == [path]
     assert not old.exists() and not older_recipe.exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench import demo_vit as demo_vit_module
 from bench.demo import DEMO_CLASSES, SOURCE_FACTORS, make_demo, make_source
 from bench.demo_vit import (
     DEMO_VIT_KWARGS,
@@ -21,9 +21,12 @@ from bench.demo_vit import (
     _is_current,
     build_demo_vit,
     demo_vit_cache_dir,
+    demo_vit_path,
     ensure_demo_vit,
+    pretrain_demo_vit,
+    shipped_demo_vit_path,
 )
-from bench.demo_vit_probe import linear_probe
+from bench.demo_vit_probe import linear_probe, probe_weights
 
 SPLIT_SIZES = {"train": 1000, "val": 250, "test": 250}
 
@@ -130,13 +133,13 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory: pytest.TempPathFactory):
-    """Pretrain demo-vit once into a private cache (conftest's, else our own) and time it."""
+    """Pretrain demo-vit once with the recipe (seed 0, as the shipped weights) into a private
+    cache of its own, and time it."""
     with pytest.MonkeyPatch.context() as mp:
-        if not os.environ.get("MEDPEFT_CACHE"):
-            mp.setenv("MEDPEFT_CACHE", str(tmp_path_factory.mktemp("medpeft-cache")))
+        mp.setenv("MEDPEFT_CACHE", str(tmp_path_factory.mktemp("medpeft-cache")))
         start = time.perf_counter()
-        path = ensure_demo_vit(progress=False)
-        yield path, time.perf_counter() - start
+        path = pretrain_demo_vit(demo_vit_path(), seed=0, progress=False)["path"]
+        yield Path(path), time.perf_counter() - start
 
 
 @pytest.mark.slow
@@ -188,3 +191,31 @@ def test_pretraining_transfers(pretrained, capsys):
         with capsys.disabled():
             print(line)
         assert pre["test"] - rnd["test"] >= 0.10, line
+
+
+@pytest.mark.slow
+def test_the_shipped_weights_are_what_the_recipe_makes(pretrained) -> None:
+    """The package's demo-vit weights probe as a fresh pretraining with the same recipe does
+    (bit-identical only on one CPU type and thread count, so the probe is compared)."""
+    path, _ = pretrained
+    shipped = shipped_demo_vit_path()
+    assert _is_current(shipped) and load_file(str(shipped)).keys() == load_file(str(path)).keys()
+    for demo_seed in (0, 1):
+        ours, fresh = probe_weights(shipped, demo_seed), probe_weights(path, demo_seed)
+        assert abs(ours["pretrained"] - fresh["pretrained"]) <= 0.04, (ours, fresh)
+        assert ours["pretrained"] - ours["random_init"] >= 0.10, ours
+
+
+def test_a_first_run_uses_the_shipped_weights_and_pretrains_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDPEFT_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(demo_vit_module, "pretrain_demo_vit", _no_pretraining)
+    assert ensure_demo_vit(progress=False) == shipped_demo_vit_path()
+    # a cache made with this recipe wins: a results folder made with it keeps its run ids
+    cached = demo_vit_path()
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(shipped_demo_vit_path().read_bytes())
+    assert ensure_demo_vit(progress=False) == cached
+
+
+def _no_pretraining(*args, **kwargs):
+    raise AssertionError("demo-vit pretraining started")
