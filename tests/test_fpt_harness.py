@@ -378,6 +378,8 @@ def test_cli_cached_and_live(tmp_path: Path, tiny_data_root: Path, monkeypatch) 
     assert "float32; already cached)" in again.output
     cached = [r for r in _records(results) if r["config"]["hparams"]["preload"]]
     assert len(cached) == 1 and cached[0]["feature_cache"]["hit"] is True
+    done = bench(*base)  # every cell finished: nothing will use the cache, nothing to announce
+    assert done.exit_code == 0 and "frozen-feature cache" not in done.output, done.output
 
 
 def _grid_img(output: str) -> dict[str, str]:

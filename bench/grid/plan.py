@@ -14,6 +14,7 @@ from bench.grid.inputs import check_data, load_inputs, weights_id
 from bench.grid.preflight import check_foreign_files, check_results_folder, preflight_builds
 from bench.grid.request import GridRequest, resolve_device
 from bench.precision import choose_precision
+from bench.records import finished
 
 
 @dataclass
@@ -47,7 +48,9 @@ def plan(req: GridRequest, *, dry_run: bool = False, progress: bool = True) -> P
     the_plan.annotate(choice.record_fields())  # which precision auto chose, and why
     check_foreign_files(the_plan.cells, req.results)
     if not dry_run:
-        the_plan.notes = preflight_builds(the_plan.cells, the_plan.datasets, the_plan.source)
+        # only the cells that will train: a finished grid builds nothing and notes no cache
+        todo = [c for c in the_plan.cells if req.force or not finished(req.results, c.run_id)]
+        the_plan.notes = preflight_builds(todo, the_plan.datasets, the_plan.source)
     return the_plan
 
 
