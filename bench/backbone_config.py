@@ -138,16 +138,21 @@ def meta_build(name: str):
 
 
 def weightless(build: Callable[[], T]) -> T:
-    """`build()` on the meta device: shapes without memory or init time. timm 1.0.9 (the floor)
-    calls `.item()` on the drop-path rates while it builds a ViT, which meta tensors refuse; with
-    such a timm the build runs on the CPU instead (the same shapes, slower)."""
+    """`build()` on the meta device: shapes without memory or init time. A build that needs
+    values runs on the CPU instead (the same shapes, slower): timm 1.0.9 (the floor) calls
+    `.item()` on the drop-path rates while it builds a ViT, peft's BOFT calls it while it builds
+    its butterfly permutations, and peft's SHiRA draws its sparse mask with `torch.nonzero`,
+    which has no meta implementation."""
     import torch
 
     try:
         with torch.device("meta"):
             return build()
     except Exception as exc:  # also create_backbone's UserError, which quotes the cause
-        if "meta tensors" not in str(exc):
+        why = str(exc)
+        if "meta tensors" not in why and not (
+            isinstance(exc, NotImplementedError) and "register_meta" in why
+        ):
             raise
     with torch.random.fork_rng(devices=[]):  # its random init must not move the run's numbers
         return build()

@@ -1,8 +1,13 @@
-"""`bench list`'s trainable-parameter column: each method at its defaults on a weightless backbone."""
+"""`bench list`'s trainable-parameter column: each method at its defaults on a weightless backbone
+(the meta device: shapes without memory or init time)."""
 
 from __future__ import annotations
 
-from bench.backbones import create_backbone, method_img_size, resolve_backbone
+from functools import partial
+from typing import Any
+
+from bench.backbone_config import weightless
+from bench.backbones import BackboneSource, create_backbone, method_img_size, resolve_backbone
 from bench.errors import UserError
 from bench.harness import adapt
 from bench.measure import count_params
@@ -19,9 +24,12 @@ def trainable_counts(method_names: list[str], *, backbone: str, num_classes: int
     for name in method_names:
         hparams = get_method(name).hparams
         size = method_img_size(name, hparams, requested=None, backbone=backbone, data_size=None)
-        model = create_backbone(source, num_classes=num_classes, img_size=size)
         try:
-            adapted, _, backbone_params, _ = adapt(model, name, hparams)
+            # a ViT-B's weights and their init were most of a count's time and memory; the few
+            # methods that need values to build are built on the CPU instead (see weightless)
+            adapted, _, backbone_params, _ = weightless(
+                partial(_adapted, source, name, hparams, num_classes=num_classes, img_size=size)
+            )
         except UserError as exc:
             out[name] = f"n/a ({exc})"
             continue
@@ -31,3 +39,11 @@ def trainable_counts(method_names: list[str], *, backbone: str, num_classes: int
             pct += f"; paper's formula {adapted.paper_trainable_pct(trainable):.3g} %"
         out[name] = f"{trainable:,} ({pct})"
     return out
+
+
+def _adapted(
+    source: BackboneSource, name: str, hparams: dict[str, Any], *, num_classes: int, img_size: int
+) -> tuple[Any, Any, int, int]:
+    """The backbone built and adapted by method `name`, as bench.harness.adapt returns it."""
+    model = create_backbone(source, num_classes=num_classes, img_size=img_size)
+    return adapt(model, name, hparams)

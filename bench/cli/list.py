@@ -74,6 +74,39 @@ def list_(
 
 
 def _method_rows(backbone: str, num_classes: int) -> list[dict[str, Any]]:
+    """A row per registered method; at the default backbone and head size, read from the
+    torch-free manifest while it matches the method files, else from the registry (which imports
+    torch, timm and peft and builds every method once to count it)."""
+    from bench.method_manifest import COUNT_BACKBONE, COUNT_CLASSES, load_manifest
+
+    manifest = (
+        load_manifest() if (backbone, num_classes) == (COUNT_BACKBONE, COUNT_CLASSES) else None
+    )
+    if manifest is not None:
+        return manifest_rows(manifest)
+    return registry_rows(backbone, num_classes)
+
+
+def manifest_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The method rows from the manifest; availability is this install's peft's, as the
+    registry would say it."""
+    from bench.method_manifest import unavailable
+
+    rows = []
+    for m in manifest["methods"]:
+        why = unavailable(m)
+        rows.append({
+            "name": m["name"], "aliases": list(m["aliases"]), "core": m["core"],
+            "available": not why, "unavailable": why or None, "optimizer": m["optimizer"],
+            "lr": m["lr"], "lr_reference_batch": m["lr_reference_batch"],
+            "weight_decay": m["weight_decay"], "trainable": None if why else m["trainable"],
+            "hparams": dict(m["hparams"]), "summary": m["summary"], "paper": m["paper"],
+        })  # fmt: skip
+    return rows
+
+
+def registry_rows(backbone: str, num_classes: int) -> list[dict[str, Any]]:
+    """The method rows from the registry, counted on `backbone` with a `num_classes` head."""
     from bench.method_counts import trainable_counts
     from methods import CORE_METHODS, get_method, list_methods
 
@@ -102,8 +135,8 @@ def _method_rows(backbone: str, num_classes: int) -> list[dict[str, Any]]:
 def _methods(out, rows: list[dict[str, Any]], backbone: str, num_classes: int) -> None:
     table = wrapping_table(
         "methods",
-        ("name", "core", "optimizer", "lr", "wd", "trainable"),
-        ("hyperparameters", "what it does", "paper"),
+        ("name", "core", "optimizer", "lr", "wd"),
+        ("trainable", "hyperparameters", "what it does"),
     )
     table.caption = f"trainable: with the defaults on {backbone}, {num_classes} classes"
     for m in rows:
@@ -113,7 +146,7 @@ def _methods(out, rows: list[dict[str, Any]], backbone: str, num_classes: int) -
             f"UNAVAILABLE: {m['unavailable']}. {m['summary']}" if m["unavailable"] else m["summary"]
         )
         table.add_row(
-            m["name"],
+            m["name"] + "".join(f" ({a})" for a in m["aliases"]),
             "yes" if m["core"] else "",
             m["optimizer"],
             f"{m['lr']:g}" + (f" x b/{rule}" if rule else ""),
@@ -121,9 +154,16 @@ def _methods(out, rows: list[dict[str, Any]], backbone: str, num_classes: int) -
             m["trainable"] or "unavailable",
             ", ".join(f"{k}={v}" for k, v in m["hparams"].items()) or "-",
             summary,
-            m["paper"],
         )
     out.print(table)
+    # The papers go below the table, a line each: a table cell folds or cuts a URL at any width
+    # that leaves room for the rest, and a URL is only useful whole.
+    cited: dict[str, list[str]] = {}
+    for m in rows:
+        cited.setdefault(m["paper"], []).append(m["name"])
+    out.print("papers:")
+    for url, names in cited.items():
+        out.print(f"  {', '.join(names)}: {url}", soft_wrap=True)
 
 
 def _space_rows() -> list[dict[str, Any]]:
@@ -192,7 +232,7 @@ def _datasets(out, rows: list[dict[str, Any]]) -> None:
 
 
 def _augmentation_rows() -> list[dict[str, Any]]:
-    from bench.transforms import AUGMENTATIONS, DEFAULT_AUGMENT
+    from bench.augmentations import AUGMENTATIONS, DEFAULT_AUGMENT
 
     return [
         {"name": name, "default": name == DEFAULT_AUGMENT, "summary": aug.summary}
