@@ -61,7 +61,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
         Augmentation(
             "flip",
             crop_scale=None,
-            summary="resize + h-flip 0.5 only (the suite's previous behaviour)",
+            summary="resize and horizontal flip (p 0.5) only: no crop, no colour change",
         ),
         Augmentation(
             "none",

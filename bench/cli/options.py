@@ -21,7 +21,8 @@ OUTPUT = "Output"
 Methods = Annotated[
     str,
     typer.Option(
-        help="Comma-separated methods; 'core' = the card's six that exist, 'all' = every one.",
+        help="Comma-separated methods; 'core' = full, linear, vpt, lora, ept, fpt (the "
+        "default), 'all' = every registered method; `bench list methods` lists them.",
         rich_help_panel=GRID,
         autocompletion=complete_methods,
     ),

@@ -118,7 +118,7 @@ class GridRequest:
 
 
 def resolve_methods(names: list[str]) -> list[str]:
-    """Canonical method names; 'all' means every registered method, 'core' the card's six."""
+    """Canonical method names; 'all' means every registered method, 'core' the six core methods (CORE_METHODS)."""
     out: list[str] = []
     for name in names:
         if name == "all":
