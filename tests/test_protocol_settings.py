@@ -132,7 +132,12 @@ def test_dry_run_shows_each_setting_beside_the_suite_default_and_the_differences
     assert "where this protocol differs from the paper" in res.output
     res = CliRunner().invoke(app, ["run", "--protocol", "ept-table4", "--dry-run", "--json",
                                    "--data-root", str(tmp_path)])  # fmt: skip
+    ids = [c["run_id"] for c in json.loads(res.stdout)["cells"]]
     doc = json.loads(res.stdout)["protocol"]
+    narrow = CliRunner().invoke(app, ["run", "--protocol", "ept-table4", "--dry-run",
+                                      "--no-progress", "--data-root", str(tmp_path)],
+                                env={"COLUMNS": "100"})  # fmt: skip
+    assert all(run_id in narrow.output for run_id in ids)  # whole, copyable, at 100 columns
     row = next(r for r in doc["settings"] if r["setting"] == "head_init")
     assert (row["protocol"], row["default"]) == ("mmcls", "timm") and "std 0.01" in row["source"]
     assert doc["differences"] == list(get_protocol("ept-table4").differences)

@@ -13,8 +13,10 @@ def print_grid(out: Console, the_plan, results: Path) -> None:
     from bench.records import finished
 
     grid = table(f"{len(the_plan.cells)} cell(s)")
-    columns = ("run id", "method", "dataset", "seed", "epochs", "lr", "img", "hyperparameters")
-    for col in (*columns, "state"):
+    # run ids whole, never cut with an ellipsis: they are what a user copies (or use --json)
+    widest = max((len(c.run_id) for c in the_plan.cells), default=6)
+    grid.add_column("run id", no_wrap=True, min_width=widest)
+    for col in ("method", "dataset", "seed", "epochs", "lr", "img", "hyperparameters", "state"):
         grid.add_column(col)
     for c in the_plan.cells:
         state = "done" if finished(results, c.run_id) else "to run"
