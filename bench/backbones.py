@@ -72,7 +72,7 @@ def resolve_backbone(
 
         path = ensure_demo_vit(progress=progress)
     elif pretrained:
-        _check_hub_reachable(name)
+        check_weights_reachable(name)
     digest = file_sha256(path) if path is not None else None
     return BackboneSource(name=name, pretrained=pretrained, weights=path, weights_sha256=digest)
 
@@ -272,7 +272,7 @@ def method_img_size(
     return rule(native, backbone_patch_size(backbone), data_size, hparams)
 
 
-def _check_hub_reachable(name: str) -> None:
+def check_weights_reachable(name: str) -> None:
     """Fail fast when hub weights are neither cached nor downloadable (hub clients retry for ~1 min)."""
     cfg = backbone_config(name).pretrained_cfg
     repo = hub_repo(name) or cfg.get("hf_hub_id")

@@ -344,9 +344,9 @@ def _is_current(path: Path) -> bool:
 
 
 def ensure_demo_vit(*, progress: bool = True) -> Path:
-    """The demo-vit weights: the cache's when it holds this recipe's (a results folder made with
-    them keeps its run ids, which hash the weights file), else the shipped ones, else pretrained
-    into the cache first (a few minutes of CPU).
+    """The demo-vit weights: the cache's when it holds this recipe's (rebuilt there, or made before
+    the package shipped them: a results folder started with them goes on with the same weights),
+    else the shipped ones, else pretrained into the cache first (a few minutes of CPU).
 
     A cached file from another recipe or architecture (checked in its metadata) is replaced. An
     unwritable cache fails before pretraining, not after it.

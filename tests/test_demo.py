@@ -210,7 +210,7 @@ def test_a_first_run_uses_the_shipped_weights_and_pretrains_nothing(tmp_path, mo
     monkeypatch.setenv("MEDPEFT_CACHE", str(tmp_path / "empty"))
     monkeypatch.setattr(demo_vit_module, "pretrain_demo_vit", _no_pretraining)
     assert ensure_demo_vit(progress=False) == shipped_demo_vit_path()
-    # a cache made with this recipe wins: a results folder made with it keeps its run ids
+    # a cache made with this recipe wins: a results folder started with it keeps its weights
     cached = demo_vit_path()
     cached.parent.mkdir(parents=True)
     cached.write_bytes(shipped_demo_vit_path().read_bytes())

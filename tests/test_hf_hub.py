@@ -340,3 +340,20 @@ def test_no_proxy_hosts_and_offline_skip_the_proxy(proxy: list[str], monkeypatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert unavailable_reason() == "HF_HUB_OFFLINE is set"
     assert proxy == []
+
+
+def test_a_dry_run_says_when_the_weights_are_not_there(monkeypatch, tmp_path) -> None:
+    from bench.errors import UserError
+    from bench.grid import GridRequest, inputs, plan
+
+    def unreachable(name: str) -> None:
+        raise UserError(f"pretrained weights for {name!r} are not cached and the hub is offline")
+
+    monkeypatch.setattr(inputs, "check_weights_reachable", unreachable)
+    req = GridRequest(methods=["linear"], datasets=["pneumoniamnist"], seeds=[0],
+                      backbone="vit_tiny_patch16_224", data_root=tmp_path, results=tmp_path / "r")  # fmt: skip
+    notes = plan(req, dry_run=True, progress=False).notes
+    assert any(n.startswith("backbone weights: pretrained weights for 'vit_tiny_patch16_224'")
+               and n.endswith("(the real run stops here)") for n in notes), notes  # fmt: skip
+    for quiet in (req.replace(pretrained=False), req.replace(backbone="demo-vit")):
+        assert not [n for n in plan(quiet, dry_run=True, progress=False).notes if "weights" in n]

@@ -6,7 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.backbones import BackboneSource, file_sha256, resolve_backbone
+from bench.backbones import (
+    BackboneSource,
+    check_weights_reachable,
+    file_sha256,
+    resolve_backbone,
+)
 from bench.cards import DatasetCard
 from bench.catalog import get_card
 from bench.config import CellConfig
@@ -69,6 +74,18 @@ def resolve_source(req: GridRequest, *, dry_run: bool, progress: bool) -> Backbo
         check_weights_file(weights, req.backbone)
         digest = file_sha256(weights)
     return type(source)(req.backbone, req.pretrained, weights, digest)
+
+
+def weights_note(req: GridRequest) -> list[str]:
+    """A dry run's note when the backbone's pretrained weights are neither cached nor reachable:
+    said now, where the real run would stop before training."""
+    if not req.pretrained or req.weights is not None or req.backbone == DEMO_BACKBONE:
+        return []
+    try:
+        check_weights_reachable(req.backbone)
+    except UserError as exc:
+        return [f"backbone weights: {exc} (the real run stops here)"]
+    return []
 
 
 def load_inputs(

@@ -10,7 +10,7 @@ from bench.backbones import BackboneSource
 from bench.catalog import data_root, get_card
 from bench.config import CellConfig
 from bench.grid.expand import Resolved, annotations, expand
-from bench.grid.inputs import check_data, load_inputs, weights_id
+from bench.grid.inputs import check_data, load_inputs, weights_id, weights_note
 from bench.grid.preflight import check_foreign_files, check_results_folder, preflight_builds
 from bench.grid.request import GridRequest, resolve_device
 from bench.precision import choose_precision
@@ -47,7 +47,9 @@ def plan(req: GridRequest, *, dry_run: bool = False, progress: bool = True) -> P
                      progress=progress)  # fmt: skip
     the_plan.annotate(choice.record_fields())  # which precision auto chose, and why
     check_foreign_files(the_plan.cells, req.results)
-    if not dry_run:
+    if dry_run:  # where the real run would stop for want of weights, said now
+        the_plan.notes += weights_note(req)
+    else:
         # only the cells that will train: a finished grid builds nothing and notes no cache
         todo = [c for c in the_plan.cells if req.force or not finished(req.results, c.run_id)]
         the_plan.notes = preflight_builds(todo, the_plan.datasets, the_plan.source)
