@@ -9,15 +9,8 @@ import torch
 from torch import nn
 
 from bench.errors import UserError
+from bench.option_values import HEAD_INITS
 
-# Head initialisations a cell may name, with where each comes from.
-HEAD_INITS: dict[str, str] = {
-    "timm": "timm's ViT init: weights truncated-normal (std 0.02), bias 0",
-    "mmcls": "MMClassification's LinearClsHead/MultiLabelLinearClsHead (EPT's MedFMC configs): "
-    "weights normal (std 0.01), bias 0",
-    "kmnp": "KMnP/vpt src/models/mlp.py: weights kaiming-normal (fan_out), bias -log(99), the "
-    "'prior probability 0.01' trick",
-}
 # The dropout modules of a timm ViT that `dropout` sets: after the position embedding, after
 # the attention projection, and the MLP's two (timm's pos_drop_rate and proj_drop_rate). The
 # attention-probability dropout stays 0, as in VPT's and MMClassification's ViTs.

@@ -11,3 +11,25 @@ CLUSTERS = ("slurm", "local")  # local: submitit runs the jobs as processes here
 # AISTATS 2016; Li et al., Hyperband, JMLR 2018): all `budget` configurations train a short
 # schedule, the best 1/eta go on to eta times the epochs, and so on up to the full epochs.
 SCHEDULERS = ("none", "halving")
+
+# Training settings every method declares, and the optimizers a method or `--set` may name.
+OPTIMIZERS = ("adamw", "sgd")
+TRAIN_KEYS = ("optimizer", "lr", "weight_decay")
+# Training settings of a cell beside TRAIN_KEYS: the request's (--warmup-epochs, --grad-clip)
+# unless a protocol or --set gives a method its own.
+LOOP_KEYS = ("warmup_epochs", "grad_clip", "dropout", "head_init", "lr_step", "decay")
+# Head initialisations a cell may name (`head_init`), with where each comes from.
+HEAD_INITS = {
+    "timm": "timm's ViT init: weights truncated-normal (std 0.02), bias 0",
+    "mmcls": "MMClassification's LinearClsHead/MultiLabelLinearClsHead (EPT's MedFMC configs): "
+    "weights normal (std 0.01), bias 0",
+    "kmnp": "KMnP/vpt src/models/mlp.py: weights kaiming-normal (fan_out), bias -log(99), the "
+    "'prior probability 0.01' trick",
+}
+# Which trainable tensors weight decay reaches (`decay`): nanoGPT's rule (matrices, not biases,
+# norms or other vectors), or every one, as torch's optimizers do by default (the EPT and FPT
+# references).
+DECAY_RULES = ("matrices", "all")
+LR_STEPS = ("iteration", "epoch")  # when the cosine moves (`lr_step`)
+# The training augmentation presets (bench.transforms.AUGMENTATIONS, which a test holds equal).
+AUGMENT_NAMES = ("rrc-flip", "ept", "fpt", "flip", "none")

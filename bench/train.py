@@ -20,14 +20,11 @@ from torch.utils.data import (
 )
 
 from bench.config import CellConfig
+from bench.option_values import DECAY_RULES
 from bench.precision import MIN_LOSS_SCALE, autocast, backward_and_step, grad_scaler
 from bench.transforms import Preprocess
 
 MOMENTUM = 0.9
-# Which trainable tensors weight decay reaches: nanoGPT's rule (matrices, not biases, norms or
-# other vectors), or every one, as torch's optimizers do by default (the EPT and FPT references).
-DECAY_RULES: tuple[str, ...] = ("matrices", "all")
-LR_STEPS: tuple[str, ...] = ("iteration", "epoch")
 
 
 class Diverged(RuntimeError):

@@ -12,39 +12,16 @@ from bench.config import CellConfig, coerce
 from bench.errors import UserError
 from bench.grid import lr_note, method_settings
 from bench.grid.preflight import preflight_builds
-from bench.option_values import SCHEDULERS
+
+# Re-exported: the search request is built, and checked, before torch is imported.
+from bench.tuning_request import DEFAULT_BUDGET as DEFAULT_BUDGET
+from bench.tuning_request import TuneRequest as TuneRequest
 
 if TYPE_CHECKING:
     from methods.search import SearchSpace
 
-DEFAULT_BUDGET = 8
 # A product of grids this large is a typo in --space, not a search anyone will run.
 MAX_SPACE = 1_000_000
-
-
-@dataclass
-class TuneRequest:
-    """What `bench tune` / `bench run --tune` asked for."""
-
-    budget: int = DEFAULT_BUDGET
-    seed: int = 0  # shuffles each space and trains the trials
-    # method -> axis -> raw comma-separated values (--space METHOD.KEY=a,b,c)
-    spaces: dict[str, dict[str, str]] = field(default_factory=dict)
-    scheduler: str = "none"  # SCHEDULERS
-    eta: int = 3  # successive halving: keep the best 1/eta of each rung
-
-    def __post_init__(self) -> None:
-        """Bad values fail here, as the command line builds the request, before any data loads."""
-        if self.budget < 1:
-            raise UserError(f"--budget must be >= 1, got {self.budget}")
-        if self.seed < 0:
-            raise UserError(f"--tune-seed must be >= 0, got {self.seed}")
-        if self.scheduler not in SCHEDULERS:
-            raise UserError(
-                f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {self.scheduler!r}"
-            )
-        if self.eta < 2:
-            raise UserError(f"--eta must be >= 2 (successive halving keeps 1/eta), got {self.eta}")
 
 
 def rungs(configs: int, epochs: int, scheduler: str, eta: int) -> list[tuple[int, int]]:

@@ -14,6 +14,9 @@ from typing import Any
 
 from torch import nn
 
+# The optimizers and training keys live with the other option values, which the command line
+# checks before importing torch.
+from bench.option_values import OPTIMIZERS, TRAIN_KEYS
 from methods.search import DEFAULT_SPACE_SOURCE, LrRule, SearchSpace, lr_around
 
 Builder = Callable[..., nn.Module]
@@ -24,9 +27,6 @@ Merge = Callable[[nn.Module], nn.Module]
 
 # The six methods of the product card, in the order tables show them.
 CORE_METHODS: tuple[str, ...] = ("full", "linear", "vpt", "lora", "ept", "fpt")
-OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
-# Training hyperparameters every method declares; the rest come from the builder's signature.
-TRAIN_KEYS: tuple[str, ...] = ("optimizer", "lr", "weight_decay")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 from bench.cli.data import data_app
 from bench.cli.export import export
-from bench.cli.help import PlainHelpCommand
+from bench.cli.help import PlainHelpCommand, PlainHelpGroup
 from bench.cli.list import list_
 from bench.cli.profile import profile
 from bench.cli.report import report
@@ -24,6 +24,7 @@ from bench.cli.status import status
 
 app = typer.Typer(
     name="bench",
+    cls=PlainHelpGroup,
     help="Benchmark parameter-efficient fine-tuning of Vision Transformers on medical images.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -55,9 +56,10 @@ def package_version() -> str:
         return bench.__version__
 
 
+# Registered in the order `bench --help` lists them (PlainHelpGroup keeps it: typer would list
+# the `data` group last).
 app.add_typer(data_app, name="data")
-app.command(cls=PlainHelpCommand)(profile)
-app.command(cls=PlainHelpCommand)(status)
+app.command("list", cls=PlainHelpCommand)(list_)
 app.command(cls=PlainHelpCommand)(run)
 app.command(
     "tune",
@@ -66,8 +68,9 @@ app.command(
     "configuration at every seed (`bench run --tune`; the same options). Every trial is a "
     "record, so a stopped search resumes.",
 )(run)
-app.command("list", cls=PlainHelpCommand)(list_)
+app.command(cls=PlainHelpCommand)(status)
 app.command(cls=PlainHelpCommand)(report)
+app.command(cls=PlainHelpCommand)(profile)
 app.command(cls=PlainHelpCommand)(export)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 
@@ -50,7 +51,7 @@ def grid_clash(ctx: typer.Context) -> list[str]:
     return [f"--{name.replace('_', '-')}" for name in GRID_OPTIONS if name in given]
 
 
-def grid_request(
+def parse_grid(
     *,
     methods: str,
     datasets: str,
@@ -58,21 +59,34 @@ def grid_request(
     shots: str | None,
     split_seeds: str | None,
     set_: list[str] | None,
-    no_pretrained: bool,
-    **settings,
-):
-    """The GridRequest `bench run` and `bench status` build from their grid options: lists parsed
-    from the command-line strings (a UserError says which option is wrong), the rest as given."""
+) -> dict[str, Any]:
+    """The grid's lists parsed from the command-line strings (a UserError says which option is
+    wrong), under GridRequest's field names."""
     from bench.config import parse_int_list, parse_name_list, parse_sets
+
+    return {
+        "methods": parse_name_list(methods),
+        "datasets": parse_name_list(datasets),
+        "seeds": parse_int_list(seeds, option="--seeds"),
+        "shots": parse_int_list(shots, option="--shots") if shots else None,
+        "split_seeds": (
+            parse_int_list(split_seeds, option="--split-seeds") if split_seeds else None
+        ),
+        "sets": parse_sets(set_ or []),
+    }
+
+
+def precheck_grid(grid: dict[str, Any], protocol: Any = None, **settings: Any) -> None:
+    """The early, torch-free check of the grid (bench.precheck): call it before anything imports
+    bench.grid, so a typo fails at once. `settings`: the EarlyRequest fields beside the grid's."""
+    from bench.precheck import EarlyRequest, precheck
+
+    precheck(EarlyRequest(**grid, **settings), protocol)
+
+
+def grid_request(grid: dict[str, Any], *, no_pretrained: bool, **settings: Any) -> Any:
+    """The GridRequest `bench run` and `bench status` build from their parsed grid options
+    (`parse_grid`) and the rest, as given."""
     from bench.grid import GridRequest
 
-    return GridRequest(
-        methods=parse_name_list(methods),
-        datasets=parse_name_list(datasets),
-        seeds=parse_int_list(seeds, option="--seeds"),
-        shots=parse_int_list(shots, option="--shots") if shots else None,
-        split_seeds=parse_int_list(split_seeds, option="--split-seeds") if split_seeds else None,
-        sets=parse_sets(set_ or []),
-        pretrained=not no_pretrained,
-        **settings,
-    )
+    return GridRequest(**grid, pretrained=not no_pretrained, **settings)

@@ -10,11 +10,12 @@ import typer
 
 from bench.cli.common import fail
 from bench.cli.complete import complete_datasets
-from bench.cli.help import PlainHelpCommand
+from bench.cli.help import PlainHelpCommand, PlainHelpGroup
 from bench.cli.options import DataRoot
 from bench.console import console, progress_bar, table
 
 data_app = typer.Typer(
+    cls=PlainHelpGroup,
     help="Inspect, check and fetch the datasets of the catalog.",
     no_args_is_help=True,
     add_completion=False,

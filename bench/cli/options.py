@@ -106,6 +106,7 @@ Set = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
+        metavar="<method.key=value>",  # typer would show <list[str]> for a repeatable option
         help="A method hyperparameter, METHOD.KEY=VALUE (repeatable), e.g. linear.lr=0.01.",
         rich_help_panel=GRID,
     ),
@@ -209,6 +210,7 @@ Space = Annotated[
     list[str] | None,
     typer.Option(
         "--space",
+        metavar="<method.key=a,b>",
         help="--tune: search these values instead of the declared grid, METHOD.KEY=a,b,c "
         "(repeatable), e.g. vpt.prompt_length=1,10; lr values are base values where the "
         "method declares a batch rule (`bench list spaces`). --set pins a key instead.",

@@ -44,7 +44,11 @@ def profile(
     ] = False,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="METHOD.KEY=VALUE method hyperparameter (repeatable)."),
+        typer.Option(
+            "--set",
+            metavar="<method.key=value>",
+            help="METHOD.KEY=VALUE method hyperparameter (repeatable).",
+        ),
     ] = None,
     results: Annotated[
         Path, typer.Option(help="Folder the profile records go to (`bench report` shows them).")

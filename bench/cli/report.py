@@ -41,8 +41,9 @@ def report(
     where: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="<key=value>",
             help="Only records whose config has KEY=VALUE (or KEY!=VALUE; KEY=a,b for any of "
-            "several; dotted keys reach hyperparameters: hparams.rank=8; shots=full). Repeatable."
+            "several; dotted keys reach hyperparameters: hparams.rank=8; shots=full). Repeatable.",
         ),
     ] = None,
     baseline: Annotated[

@@ -8,7 +8,14 @@ from pathlib import Path
 import typer
 
 import bench.cli.options as o
-from bench.cli.common import fail, grid_clash, grid_request, stop_when_unsaved
+from bench.cli.common import (
+    fail,
+    grid_clash,
+    grid_request,
+    parse_grid,
+    precheck_grid,
+    stop_when_unsaved,
+)
 from bench.cli.render import print_grid, print_protocol_settings, print_summary
 from bench.cli.tune import run_search, tune_request
 from bench.console import console
@@ -84,26 +91,19 @@ def run(
             gpus_per_job=gpus_per_job, max_concurrent=max_concurrent, slurm_config=slurm_config,
             slurm_cluster=slurm_cluster, wait=wait,
         )  # fmt: skip
-        req = grid_request(
+        grid = parse_grid(
             methods=methods, datasets=datasets, seeds=seeds, shots=shots,
-            split_seeds=split_seeds, set_=set_, no_pretrained=no_pretrained, augment=augment,
-            backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
-            img_size=img_size, device=device, precision=precision, compile=compile_,
-            results=results, data_root=data_root, warmup_epochs=warmup_epochs,
-            grad_clip=grad_clip, force=force, oom_retry=oom_retry, artefacts=artefacts,
+            split_seeds=split_seeds, set_=set_,
         )  # fmt: skip
         from bench.claims import stale_after_s
         from bench.trackers import parse_trackers
 
-        req = req.replace(
-            stale_claim_s=stale_after_s(),  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
-            tune=tune_request(tune, budget, tune_seed, space, scheduler, eta),
-            # an unknown tracker or a missing package fails here, on one line
-            trackers=parse_trackers(tracker, tracker_dir=tracker_dir),
-            tracker_dir=tracker_dir,
-        )
+        stale_claim_s = stale_after_s()  # a bad $MEDPEFT_STALE_CLAIM_HOURS fails here
+        tune_req = tune_request(tune, budget, tune_seed, space, scheduler, eta)
+        # an unknown tracker or a missing package fails here, on one line
+        trackers = parse_trackers(tracker, tracker_dir=tracker_dir)
         if protocol is not None:
-            from bench.protocols import apply_protocol, find_protocol
+            from bench.protocols import find_protocol
 
             given = grid_clash(ctx)
             if given:
@@ -112,6 +112,23 @@ def run(
                     "without --protocol)"
                 )
             paper = find_protocol(protocol)
+        # everything so far is torch-free; a typo in the grid fails here too, before the imports
+        precheck_grid(
+            grid, paper, augment=augment, backbone=backbone, epochs=epochs,
+            batch_size=batch_size, lr=lr, img_size=img_size, warmup_epochs=warmup_epochs,
+            grad_clip=grad_clip, precision=precision,
+        )  # fmt: skip
+        req = grid_request(
+            grid, no_pretrained=no_pretrained, augment=augment, backbone=backbone,
+            weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, img_size=img_size,
+            device=device, precision=precision, compile=compile_, results=results,
+            data_root=data_root, warmup_epochs=warmup_epochs, grad_clip=grad_clip, force=force,
+            oom_retry=oom_retry, artefacts=artefacts, stale_claim_s=stale_claim_s,
+            tune=tune_req, trackers=trackers, tracker_dir=tracker_dir,
+        )  # fmt: skip
+        if paper is not None:
+            from bench.protocols import apply_protocol
+
             req = apply_protocol(paper, req).replace(protocol=protocol)
         from bench.grid import plan
 

@@ -10,7 +10,14 @@ import typer
 
 import bench.cli.options as o
 from bench.cli.choices import Device
-from bench.cli.common import fail, given_options, grid_clash, grid_request
+from bench.cli.common import (
+    fail,
+    given_options,
+    grid_clash,
+    grid_request,
+    parse_grid,
+    precheck_grid,
+)
 from bench.console import console, table
 from bench.status import STATES, Summary, expected_cells, summarise
 
@@ -72,21 +79,34 @@ def status(
     grid = None
     try:
         if given_options(ctx) - _NOT_GRID:
-            req = grid_request(
+            values = parse_grid(
                 methods=methods, datasets=datasets, seeds=seeds, shots=shots,
-                split_seeds=split_seeds, set_=set_, no_pretrained=no_pretrained,
-                augment=augment, backbone=backbone, weights=weights, epochs=epochs,
-                batch_size=batch_size, lr=lr, img_size=img_size, compile=compile_,
-                results=results, data_root=data_root, warmup_epochs=warmup_epochs,
-                grad_clip=grad_clip,
+                split_seeds=split_seeds, set_=set_,
             )  # fmt: skip
+            paper = None
             if protocol is not None:
-                from bench.protocols import apply_protocol, find_protocol
+                from bench.protocols import find_protocol
 
                 clash = grid_clash(ctx)
                 if clash:
                     raise UserError(f"--protocol {protocol} sets the grid; drop {', '.join(clash)}")
-                req = apply_protocol(find_protocol(protocol), req)
+                paper = find_protocol(protocol)
+            # torch-free: a typo in the grid fails here, before bench.status imports the grid
+            precheck_grid(
+                values, paper, augment=augment, backbone=backbone, epochs=epochs,
+                batch_size=batch_size, lr=lr, img_size=img_size, warmup_epochs=warmup_epochs,
+                grad_clip=grad_clip, precision=precision,
+            )  # fmt: skip
+            req = grid_request(
+                values, no_pretrained=no_pretrained, augment=augment, backbone=backbone,
+                weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
+                img_size=img_size, compile=compile_, results=results, data_root=data_root,
+                warmup_epochs=warmup_epochs, grad_clip=grad_clip,
+            )  # fmt: skip
+            if paper is not None:
+                from bench.protocols import apply_protocol
+
+                req = apply_protocol(paper, req)
             grid = expected_cells(req, device, precision)
         elif not results.is_dir():
             raise UserError(

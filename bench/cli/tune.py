@@ -11,7 +11,7 @@ from bench.cli.render import print_grid, print_summary
 from bench.console import Console
 
 if TYPE_CHECKING:  # imported when a command runs, so `bench --help` stays instant
-    from bench.tuning_plan import TuneRequest
+    from bench.tuning_request import TuneRequest
 
 
 def tune_request(
@@ -26,7 +26,7 @@ def tune_request(
     without --tune are an error rather than silently ignored."""
     from bench.config import parse_sets
     from bench.errors import UserError
-    from bench.tuning_plan import DEFAULT_BUDGET, TuneRequest
+    from bench.tuning_request import DEFAULT_BUDGET, TuneRequest
 
     options = {"--budget": budget, "--tune-seed": seed, "--space": space,
                "--scheduler": scheduler, "--eta": eta}  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,15 +10,14 @@ from typing import Any
 import torch
 
 from bench.catalog import get_card
-from bench.config import coerce
 from bench.errors import UserError
 
 # Re-exported beside DEVICES and resolve_device: the precision rules live in bench.precision.
 from bench.option_values import DEVICES
+from bench.precheck import check_numbers, settings_for
 from bench.precision import resolve_precision as resolve_precision
 from bench.transforms import get_augmentation
 from methods import CORE_METHODS, get_method, list_methods
-from methods.registry import OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -85,36 +83,11 @@ class GridRequest:
             raise UserError("no datasets selected; see `bench list`")
         for name in req.datasets:
             get_card(name)  # an unknown name fails here, listing the catalog
-        req._check_numbers()
+        check_numbers(req)
         get_augmentation(req.augment)  # an unknown name fails here, listing the valid ones
         for method in methods:
             method_settings(method, req)
         return req
-
-    def _check_numbers(self) -> None:
-        if not self.seeds or min(self.seeds) < 0:
-            raise UserError("--seeds: give one or more integers >= 0, e.g. --seeds 0,1,2")
-        if self.epochs is not None and self.epochs < 1:
-            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.lr is not None and not 0 < self.lr < math.inf:
-            raise UserError(f"--lr must be > 0 and finite, got {self.lr}")
-        if self.img_size is not None and self.img_size < 8:
-            raise UserError(f"--img-size must be >= 8, got {self.img_size}")
-        # NaN fails every comparison, so `x < 0` would let it through; `not 0 <= x` does not
-        if not (0 <= self.warmup_epochs < math.inf and 0 <= self.grad_clip < math.inf):
-            raise UserError(
-                "--warmup-epochs and --grad-clip must be >= 0 and finite, got "
-                f"{self.warmup_epochs} and {self.grad_clip}"
-            )
-        if self.shots is not None and (not self.shots or min(self.shots) < 1):
-            raise UserError("--shots: give one or more integers >= 1, e.g. --shots 1,5,10")
-        if self.split_seeds is not None:
-            if self.shots is None:
-                raise UserError("--split-seeds chooses few-shot samples; it needs --shots")
-            if not self.split_seeds or min(self.split_seeds) < 0:
-                raise UserError("--split-seeds: give one or more integers >= 0, e.g. 0-4")
 
 
 def resolve_methods(names: list[str]) -> list[str]:
@@ -184,76 +157,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-# Training settings of a cell beside TRAIN_KEYS: the request's (--warmup-epochs, --grad-clip)
-# unless a protocol or --set gives a method its own.
-LOOP_KEYS: tuple[str, ...] = (
-    "warmup_epochs",
-    "grad_clip",
-    "dropout",
-    "head_init",
-    "lr_step",
-    "decay",
-)
-
-
 def method_settings(method: str, req: GridRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     """(training settings, builder hyperparameters) for a method: its defaults, then what the
-    request's protocol pins for it, then --lr, then --set."""
+    request's protocol pins for it, then --lr, then --set (the rules: bench.precheck)."""
     spec = get_method(method)
     # A method that declares its lr for a reference batch (VPT: base x batch/256) gets it scaled
     # to this batch size; a protocol, --lr and --set give the rate used as it is.
-    defaults = {
-        **spec.train_defaults,
-        "warmup_epochs": req.warmup_epochs,
-        "grad_clip": req.grad_clip,
-        "dropout": None,
-        "head_init": "timm",
-        "lr_step": "iteration",
-        "decay": "matrices",
-    }
-    train = {**defaults, "lr": spec.default_lr(req.batch_size), **req.method_train.get(method, {})}
-    if req.lr is not None:
-        train["lr"] = req.lr
-    pinned = req.method_hparams.get(method, {})
-    unknown = sorted(set(pinned) - set(spec.hparams))
-    if unknown:
-        raise UserError(
-            f"the protocol pins {method} hyperparameter(s) {unknown} it does not have; valid: "
-            f"{', '.join(spec.hparams)}"
-        )
-    hparams = {**spec.hparams, **pinned}
-    for key, raw in req.sets.get(method, {}).items():
-        if key in defaults:
-            train[key] = coerce(raw, defaults[key], what=f"{method}.{key}")
-        elif key in spec.hparams:
-            hparams[key] = coerce(raw, spec.hparams[key], what=f"{method}.{key}")
-        else:
-            valid = ", ".join(sorted({*spec.all_defaults, *LOOP_KEYS}))
-            raise UserError(
-                f"--set {method}.{key}: {method!r} has no hyperparameter {key!r}; valid: {valid}"
-            )
-    _check_train(method, train)
-    return train, hparams
-
-
-def _check_train(method: str, train: dict[str, Any]) -> None:
-    from bench.model_init import HEAD_INITS
-    from bench.train import DECAY_RULES, LR_STEPS
-
-    if train["optimizer"] not in OPTIMIZERS:
-        raise UserError(
-            f"{method}.optimizer={train['optimizer']!r}: expected one of {', '.join(OPTIMIZERS)}"
-        )
-    if not train["lr"] > 0:
-        raise UserError(f"{method}: learning rate must be > 0, got {train['lr']}")
-    if train["weight_decay"] < 0:
-        raise UserError(f"{method}: weight_decay must be >= 0, got {train['weight_decay']}")
-    for key in ("warmup_epochs", "grad_clip"):
-        if not (isinstance(train[key], (int, float)) and 0 <= train[key] < math.inf):
-            raise UserError(f"{method}.{key} must be >= 0 and finite, got {train[key]!r}")
-    dropout = train["dropout"]
-    if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise UserError(f"{method}.dropout must be in [0, 1) or none, got {dropout!r}")
-    for key, valid in (("head_init", HEAD_INITS), ("lr_step", LR_STEPS), ("decay", DECAY_RULES)):
-        if train[key] not in valid:
-            raise UserError(f"{method}.{key}={train[key]!r}: expected one of {', '.join(valid)}")
+    return settings_for(
+        method,
+        train_defaults=spec.train_defaults,
+        default_lr=spec.default_lr(req.batch_size),
+        hparams=spec.hparams,
+        req=req,
+    )

@@ -1,0 +1,267 @@
+"""The grid options checked before torch, timm and peft are imported, so a typo fails in a second
+rather than after the heavy imports: method names and `--set` against the method manifest
+(bench.method_manifest), datasets against the catalog, the numbers, the augmentation and a
+--protocol's grid. The same rules and messages as `GridRequest.checked()`, which still runs
+later and stays the truth: the rules shared with it (`check_numbers`, `settings_for`) live
+here, once. With a manifest written from other method files (a user's own method added), or
+with the registry already imported, the method and `--set` checks wait for the registry, so a
+valid new method is never refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.catalog import get_card
+from bench.config import coerce
+from bench.errors import UserError
+from bench.method_manifest import load_manifest, unavailable
+from bench.option_values import (
+    AUGMENT_NAMES,
+    DECAY_RULES,
+    HEAD_INITS,
+    LOOP_KEYS,
+    LR_STEPS,
+    OPTIMIZERS,
+)
+
+
+class Settings(typing.Protocol):
+    """What `settings_for` reads of a request (a GridRequest or an EarlyRequest)."""
+
+    lr: float | None
+    warmup_epochs: float
+    grad_clip: float
+    sets: dict[str, dict[str, str]]
+    method_train: dict[str, dict[str, Any]]
+    method_hparams: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EarlyRequest:
+    """The grid options as the command line parsed them, before the registry is imported: the
+    GridRequest fields the early checks read (bench.protocols.apply_protocol fills them too)."""
+
+    methods: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    backbone: str = "demo-vit"
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = None
+    img_size: int | None = None
+    sets: dict[str, dict[str, str]] = field(default_factory=dict)
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    shots: list[int] | None = None
+    split_seeds: list[int] | None = None
+    augment: str = "rrc-flip"
+    precision: str = "auto"
+    dataset_lr: dict[tuple[str, str], float] = field(default_factory=dict)
+    method_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> EarlyRequest:
+        return dataclasses.replace(self, **changes)
+
+
+def precheck(req: EarlyRequest, protocol: Any = None) -> None:
+    """Raise the UserError `GridRequest.checked()` would raise for these options (a --protocol's
+    grid applied first), where it can be told without the registry; None when nothing is wrong
+    that can be told yet."""
+    if protocol is not None:
+        from bench.protocols import apply_protocol
+
+        req = apply_protocol(protocol, req)
+    methods = early_methods()
+    if methods is not None:
+        names = methods.resolve(req.methods)
+        req = req.replace(methods=names, sets=methods.canonical_sets(req.sets, names))
+    if not req.datasets:
+        raise UserError("no datasets selected; see `bench list`")
+    for name in req.datasets:
+        get_card(name)  # an unknown name fails here, listing the catalog
+    check_numbers(req)
+    if req.augment not in AUGMENT_NAMES:  # bench.transforms.get_augmentation's message
+        raise UserError(
+            f"unknown augmentation {req.augment!r}; choose one of: {', '.join(AUGMENT_NAMES)}"
+        )
+    if methods is not None:
+        for name in req.methods:
+            entry = methods.entry(name)
+            settings_for(
+                name,
+                train_defaults={k: entry[k] for k in ("optimizer", "lr", "weight_decay")},
+                default_lr=methods.default_lr(entry, req.batch_size),
+                hparams=entry["hparams"],
+                req=req,
+            )
+
+
+def early_methods() -> Methods | None:
+    """The manifest's methods; None when it is stale, or when this process already holds the
+    registry (a notebook, a test that registers a method): the registry may then have methods
+    no file declares, and the full check, cheap by now, is the one to trust."""
+    if "methods.registry" in sys.modules:
+        return None
+    manifest = load_manifest()
+    return Methods(manifest["methods"]) if manifest is not None else None
+
+
+class Methods:
+    """The manifest's methods, looked up as `methods.get_method` looks up the registry's."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self.entries = {e["name"]: e for e in entries}
+        self.aliases = {a: e["name"] for e in entries for a in e["aliases"]}
+        # in the registry's order (core first), as `list_methods()` gives them
+        self.available = [e["name"] for e in entries if not unavailable(e)]
+
+    def entry(self, name: str) -> dict[str, Any]:
+        """A method's entry by name or alias; a KeyError with the registry's message otherwise."""
+        key = self.aliases.get(name, name)
+        if key not in self.entries:
+            raise KeyError(f"unknown method {name!r}; available: {', '.join(self.available)}")
+        reason = unavailable(self.entries[key])
+        if reason:
+            raise KeyError(reason)
+        return self.entries[key]
+
+    def resolve(self, names: list[str]) -> list[str]:
+        """bench.grid.resolve_methods: canonical names, 'all' and 'core' expanded."""
+        out: list[str] = []
+        for name in names:
+            if name == "all":
+                expanded = list(self.available)
+            elif name == "core":
+                expanded = [m for m in self.available if self.entries[m]["core"]]
+            else:
+                try:
+                    expanded = [self.entry(name)["name"]]
+                except KeyError as exc:
+                    raise UserError(exc.args[0]) from None
+            out += [m for m in expanded if m not in out]
+        if not out:
+            raise UserError("no methods selected; see `bench list`")
+        return out
+
+    def canonical_sets(
+        self, sets: dict[str, dict[str, str]], methods: list[str]
+    ) -> dict[str, dict[str, str]]:
+        """bench.grid.request's --set values keyed by canonical method name."""
+        canonical: dict[str, dict[str, str]] = {}
+        for method, values in sets.items():
+            try:
+                name = self.entry(method)["name"]
+            except KeyError as exc:
+                raise UserError(f"--set {method}.…: {exc.args[0]}") from None
+            if name not in methods:
+                raise UserError(
+                    f"--set {method}.…: method {method!r} is not in --methods "
+                    f"({', '.join(methods)})"
+                )
+            canonical.setdefault(name, {}).update(values)
+        return canonical
+
+    @staticmethod
+    def default_lr(entry: dict[str, Any], batch_size: int) -> float:
+        """methods.search.LrRule.scale: a base rate for a reference batch, scaled linearly."""
+        reference = entry.get("lr_reference_batch")
+        return entry["lr"] * batch_size / reference if reference else entry["lr"]
+
+
+def check_numbers(req: Any) -> None:
+    """The request's numbers (GridRequest or EarlyRequest); a UserError names the bad option."""
+    if not req.seeds or min(req.seeds) < 0:
+        raise UserError("--seeds: give one or more integers >= 0, e.g. --seeds 0,1,2")
+    if req.epochs is not None and req.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {req.epochs}")
+    if req.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {req.batch_size}")
+    if req.lr is not None and not 0 < req.lr < math.inf:
+        raise UserError(f"--lr must be > 0 and finite, got {req.lr}")
+    if req.img_size is not None and req.img_size < 8:
+        raise UserError(f"--img-size must be >= 8, got {req.img_size}")
+    # NaN fails every comparison, so `x < 0` would let it through; `not 0 <= x` does not
+    if not (0 <= req.warmup_epochs < math.inf and 0 <= req.grad_clip < math.inf):
+        raise UserError(
+            "--warmup-epochs and --grad-clip must be >= 0 and finite, got "
+            f"{req.warmup_epochs} and {req.grad_clip}"
+        )
+    if req.shots is not None and (not req.shots or min(req.shots) < 1):
+        raise UserError("--shots: give one or more integers >= 1, e.g. --shots 1,5,10")
+    if req.split_seeds is not None:
+        if req.shots is None:
+            raise UserError("--split-seeds chooses few-shot samples; it needs --shots")
+        if not req.split_seeds or min(req.split_seeds) < 0:
+            raise UserError("--split-seeds: give one or more integers >= 0, e.g. 0-4")
+
+
+def settings_for(
+    method: str,
+    *,
+    train_defaults: Mapping[str, Any],
+    default_lr: float,
+    hparams: Mapping[str, Any],
+    req: Settings,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training settings, builder hyperparameters) for a method with these defaults: its
+    defaults, then what the request's protocol pins for it, then --lr, then --set."""
+    defaults = {
+        **train_defaults,
+        "warmup_epochs": req.warmup_epochs,
+        "grad_clip": req.grad_clip,
+        "dropout": None,
+        "head_init": "timm",
+        "lr_step": "iteration",
+        "decay": "matrices",
+    }
+    train = {**defaults, "lr": default_lr, **req.method_train.get(method, {})}
+    if req.lr is not None:
+        train["lr"] = req.lr
+    pinned = req.method_hparams.get(method, {})
+    unknown = sorted(set(pinned) - set(hparams))
+    if unknown:
+        raise UserError(
+            f"the protocol pins {method} hyperparameter(s) {unknown} it does not have; valid: "
+            f"{', '.join(hparams)}"
+        )
+    out = {**hparams, **pinned}
+    for key, raw in req.sets.get(method, {}).items():
+        if key in defaults:
+            train[key] = coerce(raw, defaults[key], what=f"{method}.{key}")
+        elif key in hparams:
+            out[key] = coerce(raw, hparams[key], what=f"{method}.{key}")
+        else:
+            valid = ", ".join(sorted({*train_defaults, *hparams, *LOOP_KEYS}))
+            raise UserError(
+                f"--set {method}.{key}: {method!r} has no hyperparameter {key!r}; valid: {valid}"
+            )
+    check_train(method, train)
+    return train, out
+
+
+def check_train(method: str, train: dict[str, Any]) -> None:
+    """A method's training settings: optimizer, rate, decay and the loop's settings."""
+    if train["optimizer"] not in OPTIMIZERS:
+        raise UserError(
+            f"{method}.optimizer={train['optimizer']!r}: expected one of {', '.join(OPTIMIZERS)}"
+        )
+    if not train["lr"] > 0:
+        raise UserError(f"{method}: learning rate must be > 0, got {train['lr']}")
+    if train["weight_decay"] < 0:
+        raise UserError(f"{method}: weight_decay must be >= 0, got {train['weight_decay']}")
+    for key in ("warmup_epochs", "grad_clip"):
+        if not (isinstance(train[key], (int, float)) and 0 <= train[key] < math.inf):
+            raise UserError(f"{method}.{key} must be >= 0 and finite, got {train[key]!r}")
+    dropout = train["dropout"]
+    if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        raise UserError(f"{method}.dropout must be in [0, 1) or none, got {dropout!r}")
+    for key, valid in (("head_init", HEAD_INITS), ("lr_step", LR_STEPS), ("decay", DECAY_RULES)):
+        if train[key] not in valid:
+            raise UserError(f"{method}.{key}={train[key]!r}: expected one of {', '.join(valid)}")

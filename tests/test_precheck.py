@@ -1,0 +1,167 @@
+"""Bad grid options fail before torch is imported (bench.precheck), with the message the full
+check (`GridRequest.checked()`) gives, and the early check never refuses what the full one takes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench import method_manifest, precheck
+from bench.errors import UserError
+from bench.option_values import AUGMENT_NAMES
+from bench.precheck import EarlyRequest
+
+ROOT = Path(__file__).resolve().parents[1]
+EARLY_METHODS = precheck.early_methods  # before the autouse fixture below replaces it
+
+# (argv, a fragment of the one `error:` line); every one fails before torch is imported
+BAD_INPUT: list[tuple[list[str], str]] = [
+    (["run", "--methods", "lora", "--set", "lora.rank=abc"], "lora.rank='abc': expected a value"),
+    (["run", "--methods", "lorax"], "unknown method 'lorax'; available: full,"),
+    (["run", "--datasets", "nope"], "unknown dataset 'nope'; available:"),
+    (["run", "--methods", "lora", "--set", "lora.nope=1"], "'lora' has no hyperparameter 'nope'"),
+    (["run", "--set", "vera.rank=4"], "method 'vera' is not in --methods"),
+    (["run", "--augment", "nope"], "unknown augmentation 'nope'; choose one of: rrc-flip"),
+    (["run", "--shots", "0"], "--shots: give one or more integers >= 1"),
+    (["run", "--protocol", "nope"], "unknown protocol 'nope'; available:"),
+    (["run", "--protocol", "no/such.toml"], "--protocol no/such.toml: no such protocol file"),
+    (["run", "--protocol", "fptplus", "--set", "vera.rank=4"], "'vera' is not in --methods"),
+    (["run", "--protocol", "fptplus", "--set", "lora.rank=x"], "lora.rank='x': expected"),
+    (["run", "--protocol", "fptplus", "--seeds", "1"], "drop --seeds (or run without"),
+    (["run", "--seeds", "3-1"], "range '3-1' runs backwards"),
+    (["run", "--methods", "lora", "--set", "lora.head_init=x"], "expected one of timm, mmcls"),
+    (["run", "--methods", "vpt", "--set", "vpt.decay=x"], "vpt.decay='x': expected one of"),
+    (["run", "--set", "full.optimizer=adam"], "full.optimizer='adam': expected one of adamw, sgd"),
+    (["run", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["run", "--grad-clip", "nan"], "--warmup-epochs and --grad-clip must be >= 0"),
+    (["run", "--launcher", "local", "--gpus", "0"], "--gpus needs --launcher subprocess"),
+    (["run", "--budget", "0", "--tune"], "--budget must be >= 1, got 0"),
+    (["tune", "--methods", "lora", "--set", "lora.rank=abc"], "lora.rank='abc': expected"),
+    (["status", "--methods", "lorax"], "unknown method 'lorax'"),
+    (["status", "--methods", "lora", "--set", "lora.nope=1"], "has no hyperparameter 'nope'"),
+]
+
+_RUN_ALL = textwrap.dedent(
+    """
+    import json, sys
+    from typer.testing import CliRunner
+    from bench.cli import app
+
+    out = []
+    for argv in json.loads(sys.argv[1]):
+        res = CliRunner().invoke(app, argv)
+        out.append([res.exit_code, res.stderr.strip(), "torch" in sys.modules])
+    print(json.dumps(out))
+    """
+)
+
+
+def test_bad_input_fails_before_torch_is_imported(tmp_path) -> None:
+    # one fresh interpreter for the table: torch seen after a case means that case imported it
+    argv = [[*a, "--results", str(tmp_path / "r")] for a, _ in BAD_INPUT]
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_ALL, json.dumps(argv)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (args, fragment), (code, err, torch_loaded) in zip(BAD_INPUT, results, strict=True):
+        assert code == 2, (args, code, err)
+        assert err.startswith("error: ") and "\n" not in err, (args, err)
+        assert fragment in err, (args, err)
+        assert not torch_loaded, f"{args} imported torch before failing"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(autouse=True)
+def _manifest(monkeypatch) -> None:
+    """The manifest's methods even though this process holds the registry (the CLI's case)."""
+    manifest = method_manifest.load_manifest()
+    assert manifest is not None, "stale: regenerate it with `python -m bench.method_manifest`"
+    monkeypatch.setattr(precheck, "early_methods", lambda: precheck.Methods(manifest["methods"]))
+
+
+def _grid(**changes) -> EarlyRequest:
+    return EarlyRequest(methods=["core"], datasets=["demo"], seeds=[0]).replace(**changes)
+
+
+# GridRequest fields -> the same change to both requests; each one is wrong somewhere
+SAME_MESSAGE = [
+    {"methods": ["all", "nope"]},
+    {"methods": []},
+    {"datasets": []},
+    {"methods": ["fpt"], "sets": {"fpt": {"head_init": "x"}}},
+    {"methods": ["vpt"], "sets": {"vpt": {"dropout": "1.5"}}},
+    {"methods": ["vpt"], "sets": {"vpt": {"prompt_length": "1e3"}}},
+    {"methods": ["lora"], "sets": {"lora": {"lr": "-1"}}},
+    {"methods": ["lora"], "sets": {"lora": {"weight_decay": "inf"}}},
+    {"methods": ["lora"], "sets": {"lora": {"lr_step": "batch"}}},
+    {"methods": ["lora"], "sets": {"lora": {"warmup_epochs": "none"}}},
+    {"methods": ["linear"], "sets": {"linear": {"preload": "maybe"}}},
+    {"methods": ["lora"], "sets": {"core": {"lr": "1"}}},
+    {"split_seeds": [0]},
+    {"img_size": 4},
+    {"batch_size": 0},
+    {"warmup_epochs": -1.0},
+]
+
+
+@pytest.mark.parametrize("changes", SAME_MESSAGE)
+def test_the_early_message_is_the_full_checks(changes) -> None:
+    from bench.grid import GridRequest
+
+    with pytest.raises(UserError) as full:
+        GridRequest(methods=["core"], datasets=["demo"], seeds=[0], backbone="demo-vit").replace(
+            **changes
+        ).checked()
+    with pytest.raises(UserError) as early:
+        precheck.precheck(_grid(**changes))
+    assert str(early.value) == str(full.value)
+
+
+def test_what_the_full_check_takes_the_early_one_takes() -> None:
+    from bench.protocols import find_protocol
+
+    precheck.precheck(_grid(methods=["all", "fpt", "core"]))
+    precheck.precheck(_grid(methods=["fpt"], sets={"fpt": {"lr": "0.1", "dropout": "0.1"}}))
+    precheck.precheck(_grid(methods=["vpt"], sets={"vpt": {"head_init": "kmnp", "decay": "all"}}))
+    precheck.precheck(_grid(datasets=["pathmnist_224"], shots=[1, 5], split_seeds=[0, 1]))
+    for name in ("ept-table1", "fptplus"):
+        precheck.precheck(_grid(), find_protocol(name))
+
+
+def test_a_method_the_manifest_does_not_know_waits_for_the_registry(monkeypatch) -> None:
+    # a user's own method file sets the manifest aside: nothing about methods is refused early
+    monkeypatch.setattr(precheck, "early_methods", EARLY_METHODS)
+    monkeypatch.delitem(sys.modules, "methods.registry", raising=False)  # as in a fresh CLI
+    monkeypatch.setattr(precheck, "load_manifest", lambda: None)
+    precheck.precheck(_grid(methods=["my-method"], sets={"my-method": {"knob": "x"}}))
+    with pytest.raises(UserError, match="unknown dataset"):
+        precheck.precheck(_grid(methods=["my-method"], datasets=["nope"]))
+
+
+def test_a_process_holding_the_registry_trusts_it(monkeypatch) -> None:
+    # a method registered in this process (a notebook's, a test's) is in no file: not refused
+    import methods  # noqa: F401
+
+    monkeypatch.setattr(precheck, "early_methods", EARLY_METHODS)
+    assert precheck.early_methods() is None
+    precheck.precheck(_grid(methods=["registered-here"]))
+
+
+def test_an_unavailable_method_says_what_it_needs(monkeypatch) -> None:
+    monkeypatch.setattr(method_manifest.metadata, "version", lambda name: "0.7.0")
+    with pytest.raises(UserError, match=r"^oft needs peft >= 0\.16\.0; installed 0\.7\.0"):
+        precheck.precheck(_grid(methods=["oft"]))
+    # 'all' leaves it out, as the registry's list_methods() does
+    precheck.precheck(_grid(methods=["all"]))
+
+
+def test_the_augmentation_names_are_the_presets() -> None:
+    from bench.transforms import AUGMENTATIONS
+
+    assert tuple(AUGMENTATIONS) == AUGMENT_NAMES
