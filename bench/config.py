@@ -18,7 +18,7 @@ CONFIG_VERSION = 2  # 2: few-shot (shots, split_seed) and augmentation joined th
 LATE_DEFAULTS: dict[str, Any] = {
     "compile": False,
     "tuning": None,
-    "dropout": None,
+    "backbone_dropout": None,
     "head_init": "timm",
     "lr_step": "iteration",
     "decay": "matrices",
@@ -65,7 +65,7 @@ class CellConfig:
     tuning: dict[str, Any] | None = None
     # The backbone's dropout on its tokens, attention output and MLP (timm's pos_drop_rate and
     # proj_drop_rate); None: as timm builds it (0 for its ViTs). Only trained modules run it.
-    dropout: float | None = None  # a LATE_DEFAULTS field
+    backbone_dropout: float | None = None  # a LATE_DEFAULTS field
     head_init: str = "timm"  # how the fresh head starts (bench.model_init.HEAD_INITS)
     lr_step: str = "iteration"  # when the cosine moves: every "iteration" or every "epoch"
     decay: str = "matrices"  # which tensors weight decay reaches (bench.train.DECAY_RULES)

@@ -358,7 +358,7 @@ def build_model(cell: CellConfig, source: BackboneSource, num_classes: int):
     modules_to_save) starts from the same tensor."""
     model = create_backbone(source, num_classes=num_classes, img_size=cell.img_size)
     init_head(model, cell.head_init)
-    set_dropout(model, cell.dropout)
+    set_dropout(model, cell.backbone_dropout)
     return (*adapt(model, cell.method, cell.hparams), dict(model.pretrained_cfg))
 
 

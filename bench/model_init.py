@@ -11,7 +11,7 @@ from torch import nn
 from bench.errors import UserError
 from bench.option_values import HEAD_INITS
 
-# The dropout modules of a timm ViT that `dropout` sets: after the position embedding, after
+# The dropout modules of a timm ViT that `backbone_dropout` sets: after the position embedding, after
 # the attention projection, and the MLP's two (timm's pos_drop_rate and proj_drop_rate). The
 # attention-probability dropout stays 0, as in VPT's and MMClassification's ViTs.
 _DROPOUT_NAMES = ("pos_drop", "proj_drop", "drop1", "drop2")
@@ -42,13 +42,13 @@ def set_dropout(model: nn.Module, p: float | None) -> None:
     if p is None:
         return
     if not 0 <= p < 1:
-        raise UserError(f"dropout must be in [0, 1), got {p}")
+        raise UserError(f"backbone_dropout must be in [0, 1), got {p}")
     hits = [
         m
         for name, m in model.named_modules()
         if isinstance(m, nn.Dropout) and name.rsplit(".", 1)[-1] in _DROPOUT_NAMES
     ]
     if not hits:
-        raise UserError("dropout: this backbone has no timm ViT dropout layers to set")
+        raise UserError("backbone_dropout: this backbone has no timm ViT dropout layers to set")
     for m in hits:
         m.p = p

@@ -17,7 +17,7 @@ OPTIMIZERS = ("adamw", "sgd")
 TRAIN_KEYS = ("optimizer", "lr", "weight_decay")
 # Training settings of a cell beside TRAIN_KEYS: the request's (--warmup-epochs, --grad-clip)
 # unless a protocol or --set gives a method its own.
-LOOP_KEYS = ("warmup_epochs", "grad_clip", "dropout", "head_init", "lr_step", "decay")
+LOOP_KEYS = ("warmup_epochs", "grad_clip", "backbone_dropout", "head_init", "lr_step", "decay")
 # Head initialisations a cell may name (`head_init`), with where each comes from.
 HEAD_INITS = {
     "timm": "timm's ViT init: weights truncated-normal (std 0.02), bias 0",

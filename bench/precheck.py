@@ -216,7 +216,7 @@ def settings_for(
         **train_defaults,
         "warmup_epochs": req.warmup_epochs,
         "grad_clip": req.grad_clip,
-        "dropout": None,
+        "backbone_dropout": None,
         "head_init": "timm",
         "lr_step": "iteration",
         "decay": "matrices",
@@ -259,9 +259,9 @@ def check_train(method: str, train: dict[str, Any]) -> None:
     for key in ("warmup_epochs", "grad_clip"):
         if not (isinstance(train[key], (int, float)) and 0 <= train[key] < math.inf):
             raise UserError(f"{method}.{key} must be >= 0 and finite, got {train[key]!r}")
-    dropout = train["dropout"]
+    dropout = train["backbone_dropout"]
     if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise UserError(f"{method}.dropout must be in [0, 1) or none, got {dropout!r}")
+        raise UserError(f"{method}.backbone_dropout must be in [0, 1) or none, got {dropout!r}")
     for key, valid in (("head_init", HEAD_INITS), ("lr_step", LR_STEPS), ("decay", DECAY_RULES)):
         if train[key] not in valid:
             raise UserError(f"{method}.{key}={train[key]!r}: expected one of {', '.join(valid)}")

@@ -52,7 +52,7 @@ class Protocol:
     training: dict[str, Any] = field(default_factory=dict)
     method_training: dict[str, dict[str, Any]] = field(default_factory=dict)
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # {method: {key: value}}
-    # where each value comes from: "lr", "full.dropout", "lora.targets", "epochs", ...
+    # where each value comes from: "lr", "full.backbone_dropout", "lora.targets", "epochs", ...
     sources: dict[str, str] = field(default_factory=dict)
     # what this protocol cannot match or chose otherwise, stated beside the paper's table
     differences: tuple[str, ...] = ()
@@ -122,7 +122,7 @@ TRAINING_KEYS: dict[str, str] = {
     "weight_decay": "a number",
     "warmup_epochs": "a number",
     "grad_clip": "a number",
-    "dropout": "a number",
+    "backbone_dropout": "a number",
     "head_init": "a string",
     "lr_step": "a string",
     "decay": "a string",

@@ -44,7 +44,7 @@ def _record_types() -> dict[str, str]:
         types[f"config.{key}"] = "number"
     for key in ("optimizer", "head_init", "lr_step", "decay"):  # the recipe a protocol checks
         types[f"config.{key}"] = "str"
-    types["config.dropout"] = "number?"
+    types["config.backbone_dropout"] = "number?"
     types |= {"config.shots": "int?", "config.pretrained": "bool", "config.hparams": "dict"}
     types |= {"config.tuning": "dict?", "trial": "dict?", "tuning": "dict?"}
     types |= {"precision_requested": "str?", "precision_reason": "str?"}

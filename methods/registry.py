@@ -16,7 +16,7 @@ from torch import nn
 
 # The optimizers and training keys live with the other option values, which the command line
 # checks before importing torch.
-from bench.option_values import OPTIMIZERS, TRAIN_KEYS
+from bench.option_values import LOOP_KEYS, OPTIMIZERS, TRAIN_KEYS
 from methods.search import DEFAULT_SPACE_SOURCE, LrRule, SearchSpace, lr_around
 
 Builder = Callable[..., nn.Module]
@@ -130,6 +130,11 @@ def register(
             if p.name in TRAIN_KEYS:
                 raise TypeError(
                     f"method {name!r}: {p.name!r} is a training key, declare it in @register"
+                )
+            if p.name in LOOP_KEYS:  # `--set METHOD.KEY` would reach the harness's, not this
+                raise TypeError(
+                    f"method {name!r}: {p.name!r} is a harness setting of every method; name "
+                    "the hyperparameter otherwise"
                 )
             hparams[p.name] = p.default
         for space in spaces.values():

@@ -95,7 +95,7 @@ SAME_MESSAGE = [
     {"methods": []},
     {"datasets": []},
     {"methods": ["fpt"], "sets": {"fpt": {"head_init": "x"}}},
-    {"methods": ["vpt"], "sets": {"vpt": {"dropout": "1.5"}}},
+    {"methods": ["vpt"], "sets": {"vpt": {"backbone_dropout": "1.5"}}},
     {"methods": ["vpt"], "sets": {"vpt": {"prompt_length": "1e3"}}},
     {"methods": ["lora"], "sets": {"lora": {"lr": "-1"}}},
     {"methods": ["lora"], "sets": {"lora": {"weight_decay": "inf"}}},

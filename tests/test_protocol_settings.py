@@ -33,8 +33,8 @@ EPT = [
     ("grad_clip", ALL, 0.0, f"{EPT_CONFIG}: grad_clip=None"),
     ("lr_step", ALL, "epoch", "mmcv LrUpdaterHook: by_epoch=True by default"),
     ("head_init", ALL, "mmcls", "EPT configs: LinearClsHead / MultiLabelLinearClsHead, std 0.01"),
-    ("dropout", ("full",), 0.1, "EPT configs/ablation_exp/vitb16_*.py: drop_rate 0.1"),
-    ("dropout", ("linear", "ept", "lora", "vpt"), None, "EPT configs: ViT drop_rate 0"),
+    ("backbone_dropout", ("full",), 0.1, "EPT configs/ablation_exp/vitb16_*.py: drop_rate 0.1"),
+    ("backbone_dropout", ("linear", "ept", "lora", "vpt"), None, "EPT configs: ViT drop_rate 0"),
     ("precision", ALL, "fp32", "EPT configs: no fp16 optimizer hook"),
     ("epochs", ALL, 20, "EPT paper A.1.1: 20 epochs"),
     ("batch_size", ALL, 4, "EPT paper A.1.1: batch 4"),
@@ -161,9 +161,9 @@ def test_late_fields_at_their_defaults_keep_old_run_ids() -> None:
                       device="cpu", precision="fp32", optimizer="adamw", lr=1e-3,
                       weight_decay=0.0, warmup_epochs=0.0, grad_clip=0.0)  # fmt: skip
     old = {k: v for k, v in cell.to_dict().items()
-           if k not in ("dropout", "head_init", "lr_step", "decay")}  # fmt: skip
+           if k not in ("backbone_dropout", "head_init", "lr_step", "decay")}  # fmt: skip
     assert identity_fields(cell.to_dict()) == identity_fields(old)
-    for change in ({"dropout": 0.1}, {"head_init": "mmcls"}, {"lr_step": "epoch"},
+    for change in ({"backbone_dropout": 0.1}, {"head_init": "mmcls"}, {"lr_step": "epoch"},
                    {"decay": "all"}):  # fmt: skip
         assert dataclasses.replace(cell, **change).run_id != cell.run_id
 
@@ -248,7 +248,7 @@ def test_paper_table_counts_only_the_papers_recipe_and_its_caption_says_what_dif
     assert "Settings that differ from the paper: input 224 px" in caption.split("}\n")[0]
     # a record from before the recipe fields existed trained with the suite's defaults
     old = _ept_record(3, 0.9)
-    for key in ("head_init", "lr_step", "decay", "dropout"):
+    for key in ("head_init", "lr_step", "decay", "backbone_dropout"):
         old["config"].pop(key, None)
     alone = paper_table(get_protocol("ept-table4"), records_frame([old])).set_index("method")
     assert math.isnan(alone.loc["EPT", "ISIC2018 1 ours"])
@@ -283,7 +283,7 @@ grad_clip = 0
 lr_step = "epoch"
 head_init = "mmcls"
 [training.full]
-dropout = 0.1
+backbone_dropout = 0.1
 [hparams.lora]
 targets = "q,v"
 [sources]
@@ -295,7 +295,7 @@ warmup_epochs = "a"
 grad_clip = "a"
 lr_step = "a"
 head_init = "a"
-"full.dropout" = "a"
+"full.backbone_dropout" = "a"
 "lora.targets" = "a"
 """)
     results = tmp_path / "results"
@@ -309,7 +309,8 @@ head_init = "a"
         cfg = r["config"]
         assert (cfg["optimizer"], cfg["decay"], cfg["lr_step"], cfg["head_init"],
                 cfg["precision"]) == ("sgd", "all", "epoch", "mmcls", "fp32")  # fmt: skip
-    assert recs["full"]["config"]["dropout"] == 0.1 and recs["lora"]["config"]["dropout"] is None
+    assert recs["full"]["config"]["backbone_dropout"] == 0.1
+    assert recs["lora"]["config"]["backbone_dropout"] is None
     assert recs["lora"]["config"]["hparams"]["targets"] == "q,v"
     # test_vit: 6 blocks of width 64, rank 8: q and v each 8 x (64 + 64), plus a 2-class head
     assert recs["lora"]["params"]["trainable_params"] == 6 * 2 * 8 * (64 + 64) + 64 * 2 + 2

@@ -25,7 +25,7 @@ RECIPE_KEYS = (
     "optimizer",
     "warmup_epochs",
     "grad_clip",
-    "dropout",
+    "backbone_dropout",
     "head_init",
     "lr_step",
     "decay",
