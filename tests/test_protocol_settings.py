@@ -314,3 +314,13 @@ head_init = "a"
     assert recs["lora"]["config"]["hparams"]["targets"] == "q,v"
     # test_vit: 6 blocks of width 64, rank 8: q and v each 8 x (64 + 64), plus a 2-class head
     assert recs["lora"]["params"]["trainable_params"] == 6 * 2 * 8 * (64 + 64) + 64 * 2 + 2
+
+
+def test_a_methods_own_dropout_stays_its_own_beside_the_backbones() -> None:
+    from bench.grid import method_settings
+
+    req = GridRequest(methods=["lora", "full"], datasets=["demo"], seeds=[0], backbone="x",
+                      sets={"lora": {"dropout": "0.1"}, "full": {"backbone_dropout": "0.2"}})  # fmt: skip
+    train, hparams = method_settings("lora", req)
+    assert hparams["dropout"] == 0.1 and train["backbone_dropout"] is None
+    assert method_settings("full", req)[0]["backbone_dropout"] == 0.2
