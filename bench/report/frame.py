@@ -11,6 +11,7 @@ import pandas as pd
 
 from bench.config import LATE_DEFAULTS, identity_fields
 from bench.metric_table import TEST_METRICS
+from bench.option_values import LOOP_KEYS
 from bench.predictions import predictions_file
 from bench.report.conditions import record_conditions
 from bench.report.formats import OPTIONAL_COSTS
@@ -20,16 +21,8 @@ from bench.report.tuning import is_trial, role, row_name
 # Costs newer records carry (FLOPs and latency from bench.measure; energy on a GPU): NaN in older
 # ones, and a table leaves out a column no record fills.
 COST_COLUMNS = tuple(col for col, _, _ in OPTIONAL_COSTS)
-# A cell's training settings beside its lr and weight decay (bench.protocols.TRAINING_KEYS).
-RECIPE_KEYS = (
-    "optimizer",
-    "warmup_epochs",
-    "grad_clip",
-    "backbone_dropout",
-    "head_init",
-    "lr_step",
-    "decay",
-)
+# A cell's training settings beside its lr and weight decay (what a paper protocol pins).
+RECIPE_KEYS = ("optimizer", *LOOP_KEYS)
 
 
 def _setting(cfg: dict[str, Any]) -> str:
