@@ -13,7 +13,7 @@ import dataclasses
 import math
 import sys
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,26 @@ def early_methods() -> Methods | None:
     return Methods(manifest["methods"]) if manifest is not None else None
 
 
+def expand_method_names(
+    names: list[str], *, every: list[str], core: list[str], canonical: Callable[[str], str]
+) -> list[str]:
+    """Canonical method names in order, without repeats: 'all' is `every`, 'core' is `core`,
+    any other name `canonical(name)` (whose KeyError says what is wrong with it)."""
+    out: list[str] = []
+    for name in names:
+        if name in ("all", "core"):
+            expanded = every if name == "all" else core
+        else:
+            try:
+                expanded = [canonical(name)]
+            except KeyError as exc:
+                raise UserError(exc.args[0]) from None
+        out += [m for m in expanded if m not in out]
+    if not out:
+        raise UserError("no methods selected; see `bench list`")
+    return out
+
+
 class Methods:
     """The manifest's methods, looked up as `methods.get_method` looks up the registry's."""
 
@@ -134,21 +154,10 @@ class Methods:
 
     def resolve(self, names: list[str]) -> list[str]:
         """bench.grid.resolve_methods: canonical names, 'all' and 'core' expanded."""
-        out: list[str] = []
-        for name in names:
-            if name == "all":
-                expanded = list(self.available)
-            elif name == "core":
-                expanded = [m for m in self.available if self.entries[m]["core"]]
-            else:
-                try:
-                    expanded = [self.entry(name)["name"]]
-                except KeyError as exc:
-                    raise UserError(exc.args[0]) from None
-            out += [m for m in expanded if m not in out]
-        if not out:
-            raise UserError("no methods selected; see `bench list`")
-        return out
+        core = [m for m in self.available if self.entries[m]["core"]]
+        return expand_method_names(
+            names, every=self.available, core=core, canonical=lambda n: self.entry(n)["name"]
+        )
 
     def canonical_sets(
         self, sets: dict[str, dict[str, str]], methods: list[str]

@@ -76,12 +76,27 @@ def parse_grid(
     }
 
 
-def precheck_grid(grid: dict[str, Any], protocol: Any = None, **settings: Any) -> None:
-    """The early, torch-free check of the grid (bench.precheck): call it before anything imports
-    bench.grid, so a typo fails at once. `settings`: the EarlyRequest fields beside the grid's."""
+def precheck_grid(
+    ctx: typer.Context, grid: dict[str, Any], protocol: str | None, **settings: Any
+) -> Any:
+    """Read --protocol (refusing the grid options it sets) and check the grid early, torch-free
+    (bench.precheck): call it before anything imports bench.grid, so a typo fails at once.
+    `settings`: the EarlyRequest fields beside the grid's. Returns the Protocol, or None."""
+    from bench.errors import UserError
     from bench.precheck import EarlyRequest, precheck
+    from bench.protocols import find_protocol
 
-    precheck(EarlyRequest(**grid, **settings), protocol)
+    paper = None
+    if protocol is not None:
+        given = grid_clash(ctx)
+        if given:
+            raise UserError(
+                f"--protocol {protocol} sets the grid; drop {', '.join(given)} (or run without "
+                "--protocol)"
+            )
+        paper = find_protocol(protocol)
+    precheck(EarlyRequest(**grid, **settings), paper)
+    return paper
 
 
 def grid_request(grid: dict[str, Any], *, no_pretrained: bool, **settings: Any) -> Any:

@@ -10,7 +10,6 @@ import typer
 import bench.cli.options as o
 from bench.cli.common import (
     fail,
-    grid_clash,
     grid_request,
     parse_grid,
     precheck_grid,
@@ -102,19 +101,9 @@ def run(
         tune_req = tune_request(tune, budget, tune_seed, space, scheduler, eta)
         # an unknown tracker or a missing package fails here, on one line
         trackers = parse_trackers(tracker, tracker_dir=tracker_dir)
-        if protocol is not None:
-            from bench.protocols import find_protocol
-
-            given = grid_clash(ctx)
-            if given:
-                raise UserError(
-                    f"--protocol {protocol} sets the grid; drop {', '.join(given)} (or run "
-                    "without --protocol)"
-                )
-            paper = find_protocol(protocol)
         # everything so far is torch-free; a typo in the grid fails here too, before the imports
-        precheck_grid(
-            grid, paper, augment=augment, backbone=backbone, epochs=epochs,
+        paper = precheck_grid(
+            ctx, grid, protocol, augment=augment, backbone=backbone, epochs=epochs,
             batch_size=batch_size, lr=lr, img_size=img_size, warmup_epochs=warmup_epochs,
             grad_clip=grad_clip, precision=precision,
         )  # fmt: skip

@@ -13,7 +13,6 @@ from bench.cli.choices import Device
 from bench.cli.common import (
     fail,
     given_options,
-    grid_clash,
     grid_request,
     parse_grid,
     precheck_grid,
@@ -83,17 +82,9 @@ def status(
                 methods=methods, datasets=datasets, seeds=seeds, shots=shots,
                 split_seeds=split_seeds, set_=set_,
             )  # fmt: skip
-            paper = None
-            if protocol is not None:
-                from bench.protocols import find_protocol
-
-                clash = grid_clash(ctx)
-                if clash:
-                    raise UserError(f"--protocol {protocol} sets the grid; drop {', '.join(clash)}")
-                paper = find_protocol(protocol)
             # torch-free: a typo in the grid fails here, before bench.status imports the grid
-            precheck_grid(
-                values, paper, augment=augment, backbone=backbone, epochs=epochs,
+            paper = precheck_grid(
+                ctx, values, protocol, augment=augment, backbone=backbone, epochs=epochs,
                 batch_size=batch_size, lr=lr, img_size=img_size, warmup_epochs=warmup_epochs,
                 grad_clip=grad_clip, precision=precision,
             )  # fmt: skip

@@ -14,7 +14,7 @@ from bench.errors import UserError
 
 # Re-exported beside DEVICES and resolve_device: the precision rules live in bench.precision.
 from bench.option_values import DEVICES
-from bench.precheck import check_numbers, settings_for
+from bench.precheck import check_numbers, expand_method_names, settings_for
 from bench.precision import resolve_precision as resolve_precision
 from bench.transforms import get_augmentation
 from methods import CORE_METHODS, get_method, list_methods
@@ -91,23 +91,13 @@ class GridRequest:
 
 
 def resolve_methods(names: list[str]) -> list[str]:
-    """Canonical method names; 'all' means every registered method, 'core' the six core methods (CORE_METHODS)."""
-    out: list[str] = []
-    for name in names:
-        if name == "all":
-            expanded = list_methods()
-        elif name == "core":
-            # Canonical names (fpt -> fpt-plus), so records and run ids do not depend on spelling.
-            expanded = [get_method(m).name for m in CORE_METHODS if _known(m)]
-        else:
-            try:
-                expanded = [get_method(name).name]
-            except KeyError as exc:
-                raise UserError(exc.args[0]) from None
-        out += [m for m in expanded if m not in out]
-    if not out:
-        raise UserError("no methods selected; see `bench list`")
-    return out
+    """Canonical method names; 'all' means every registered method, 'core' the six core methods
+    (CORE_METHODS), by their canonical names (fpt -> fpt-plus), so records and run ids do not
+    depend on spelling."""
+    core = [get_method(m).name for m in CORE_METHODS if _known(m)]
+    return expand_method_names(
+        names, every=list_methods(), core=core, canonical=lambda n: get_method(n).name
+    )
 
 
 def _known(name: str) -> bool:
