@@ -16,8 +16,9 @@ def print_grid(out: Console, the_plan, results: Path) -> None:
     # run ids whole, never cut with an ellipsis: they are what a user copies (or use --json)
     widest = max((len(c.run_id) for c in the_plan.cells), default=6)
     grid.add_column("run id", no_wrap=True, min_width=widest)
-    for col in ("method", "dataset", "seed", "epochs", "lr", "img", "hyperparameters", "state"):
+    for col in ("method", "dataset", "seed", "epochs", "lr", "img", "hyperparameters"):
         grid.add_column(col)
+    grid.add_column("state", no_wrap=True, min_width=len("to run"))
     for c in the_plan.cells:
         state = "done" if finished(results, c.run_id) else "to run"
         hp = ", ".join(f"{k}={v}" for k, v in c.hparams.items()) or "-"
