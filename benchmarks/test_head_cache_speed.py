@@ -49,6 +49,7 @@ def timed_run(cell: CellConfig, data, source) -> tuple[dict[str, Any], float]:
     return record, seconds
 
 
+@pytest.mark.slow
 @pytest.mark.benchmark(group="head-cache")
 def test_linear_cached_vs_naive(benchmark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDPEFT_CACHE", str(tmp_path / "cache"))  # a cold cache, not the user's

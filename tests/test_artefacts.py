@@ -101,6 +101,7 @@ def images_of(the_plan, cell) -> torch.Tensor:
     return the_plan.datasets[data_key(cell)].splits["test"].images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_the_rebuilt_model_gives_the_recorded_test_logits(grid, method: str) -> None:
     the_plan, req = grid

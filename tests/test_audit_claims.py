@@ -234,6 +234,7 @@ def test_runners_of_one_job_never_run_a_cell_twice(tmp_path, in_job) -> None:
 # ----------------------------------------------------------------- SIGTERM to the launcher
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_subprocess_launcher_stops_its_worker(tmp_path, tiny_data_root) -> None:
     """SIGTERM (scancel, kill) to `bench run --launcher subprocess` mid-cell: the worker stops
     within seconds, releasing its claim, and the launcher exits 130 with no record written."""

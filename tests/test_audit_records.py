@@ -104,6 +104,7 @@ def test_record_without_identity_is_skipped(tmp_path: Path) -> None:
     assert "(1 record(s))" in res.output
 
 
+@pytest.mark.slow
 def test_ci_profile_draws_the_same_cases(tmp_path: Path) -> None:
     """Under CI=true the suite's Hypothesis profile is derandomised: two processes draw the same
     cases, and the settings the test modules build inherit it."""
@@ -210,6 +211,7 @@ def _in_subprocess(*args: str, timeout: float = 120) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_special_files_are_never_read(tmp_path: Path, tiny_data_root: Path) -> None:
     """A FIFO (no writer: opening it blocking would hang) and a link to /dev/zero (endless):
     listed as unreadable, never opened for reading; run refuses to start over them."""

@@ -59,6 +59,7 @@ def test_version_prints_the_installed_version(monkeypatch) -> None:
     assert bench("--version").output == f"medpeft-bench {package.__version__}\n"
 
 
+@pytest.mark.slow
 def test_run_skip_force_report(tmp_path, tiny_data_root) -> None:
     results = tmp_path / "results"
     first = tiny_run(tiny_data_root, results, "--seeds", "0,1")
@@ -113,6 +114,7 @@ def test_run_skip_force_report(tmp_path, tiny_data_root) -> None:
     assert "Holm-Bonferroni" in page and "PPT" in page
 
 
+@pytest.mark.slow
 def test_cpu_runs_are_deterministic(tmp_path, tiny_data_root) -> None:
     a = tiny_run(tiny_data_root, tmp_path / "a")
     b = tiny_run(tiny_data_root, tmp_path / "b")

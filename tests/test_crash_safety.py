@@ -81,6 +81,7 @@ def holds_claim(results: Path, pid: int) -> bool:
 # ----------------------------------------------------------------------------- kill and resume
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume(tmp_path, tiny_data_root) -> None:
     """A real grid in a subprocess, SIGKILLed KILLS times at random points (mid-cell, mid-write,
     between cells), rerun until it finishes: every cell ends with exactly one whole record, no
@@ -264,6 +265,7 @@ def race(tmp_path: Path, mode: str) -> tuple[list[list[str]], list[dict], Path]:
     return lines, [o for o, _ in outcomes], results
 
 
+@pytest.mark.slow
 def test_runners_sharing_a_folder_never_run_a_cell_twice(tmp_path) -> None:
     """Every cell runs exactly once, in one runner, and has one record, from that runner."""
     lines, outcomes, results = race(tmp_path, "race")
@@ -274,6 +276,7 @@ def test_runners_sharing_a_folder_never_run_a_cell_twice(tmp_path) -> None:
     assert sum(o["ran"] for o in outcomes) == RACE_CELLS
 
 
+@pytest.mark.slow
 def test_runners_never_run_a_failed_cell_at_the_same_time(tmp_path) -> None:
     """A failed record is retried by a runner that finds it when it starts (failures are often
     environmental), but never by two runners at once: the runs of one cell do not overlap, and
@@ -296,6 +299,7 @@ def test_runners_never_run_a_failed_cell_at_the_same_time(tmp_path) -> None:
     assert all(rec["status"] == "failed" for rec in records.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM, signal.SIGTERM]])
 def test_first_ctrl_c_abandons_the_cell_in_progress(tmp_path, signals) -> None:
     """Ctrl-C, or SIGTERM (scancel, kill; a repeated one, as scancel and a launcher both send,
@@ -346,6 +350,7 @@ def test_record_written_between_stamp_and_read_is_not_run_again(tmp_path, monkey
     assert (out.ran, out.skipped) == (0, 1) and out.records == [record]
 
 
+@pytest.mark.slow
 def test_first_ctrl_c_while_a_record_is_written_keeps_it(tmp_path) -> None:
     results = tmp_path / "results"
     ids = fake_ids(2)
@@ -360,6 +365,7 @@ def test_first_ctrl_c_while_a_record_is_written_keeps_it(tmp_path) -> None:
     assert claim_files(results) == []
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_stops_at_once_and_a_rerun_takes_over(tmp_path) -> None:
     results = tmp_path / "results"
     proc = start_driver(tmp_path, results, "hang", 2)
@@ -506,6 +512,7 @@ def fake_oom_fit(monkeypatch, limit: int) -> list[int]:
     return seen
 
 
+@pytest.mark.slow
 def test_oom_record_then_oom_retry_halves_the_batch(tmp_path, tiny_data_root, monkeypatch) -> None:
     results = tmp_path / "results"
     (run_id,) = planned_ids(tiny_data_root, results, ["linear"], [0])

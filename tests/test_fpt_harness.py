@@ -205,6 +205,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
 
 
 # ---------------------------------------------------------------- 1. cached == live
+@pytest.mark.slow
 def test_cached_and_live_features_train_identically(runs: Runs) -> None:
     a, b = runs.cached, runs.live
     ca, cb = copy.deepcopy(a.record["config"]), copy.deepcopy(b.record["config"])
@@ -339,6 +340,7 @@ def _records(results: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
 
 
+@pytest.mark.slow
 def test_cli_cached_and_live(tmp_path: Path, tiny_data_root: Path, monkeypatch) -> None:
     monkeypatch.setenv("MEDPEFT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COLUMNS", "400")  # rich wraps at the terminal width otherwise
@@ -442,6 +444,7 @@ def test_corrupt_cache_file_is_rebuilt_with_identical_results(
 
 
 # ---------------------------------------------------------------- 7. the resolution rule
+@pytest.mark.slow
 def test_resolution_rule_reaches_the_record(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MEDPEFT_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "data"
@@ -474,6 +477,7 @@ def test_resolution_rule_reaches_the_record(tmp_path: Path, monkeypatch) -> None
 
 
 # ---------------------------------------------------------------- regressions found in review
+@pytest.mark.slow
 def test_random_lpm_features_are_not_shared_across_seeds(
     tmp_path: Path, tiny_data_root: Path, monkeypatch
 ) -> None:

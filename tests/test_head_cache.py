@@ -216,6 +216,7 @@ def final_head(run: Run) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------- 1. cached == naive
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_cached_and_naive_runs_train_identically(runs: Runs, name: str) -> None:
     a, b = runs.cached[name], runs.naive[name]

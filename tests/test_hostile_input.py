@@ -913,6 +913,7 @@ def _leaf_paths(table: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=40)
 @given(dotted=st.sampled_from(_leaf_paths(good_record())), value=VALUES | st.none())
 def test_mutated_records_never_crash_report(scratch: Path, dotted: str, value: Any) -> None:

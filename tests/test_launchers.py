@@ -55,6 +55,7 @@ def texts(results: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------- subprocess launcher
 
 
+@pytest.mark.slow
 def test_subprocess_launcher_runs_each_cell_in_a_fresh_process(tmp_path, tiny_data_root) -> None:
     """2 methods x 2 seeds: four records with the planned run ids, each written by its own
     process (not this one); a rerun starts no process and leaves the records untouched."""
@@ -79,6 +80,7 @@ def test_subprocess_launcher_runs_each_cell_in_a_fresh_process(tmp_path, tiny_da
     assert texts(results) == before
 
 
+@pytest.mark.slow
 def test_killed_worker_leaves_the_grid_resumable(tmp_path, tiny_data_root) -> None:
     """SIGKILL the worker of the first cell mid-cell: the launcher reports it, runs the other
     cell, exits 1; the killed cell has no record and a rerun runs exactly that cell."""
@@ -120,6 +122,7 @@ def test_killed_worker_leaves_the_grid_resumable(tmp_path, tiny_data_root) -> No
 # ------------------------------------------------------------------------------ Slurm launcher
 
 
+@pytest.mark.slow
 def test_slurm_launcher_on_the_local_cluster(tmp_path, tiny_data_root) -> None:
     """The Slurm code path through submitit's local executor: one job per cell, one record per
     cell written inside its job; a rerun submits nothing."""

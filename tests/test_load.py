@@ -171,6 +171,7 @@ def test_records_carry_the_conditions_and_their_types_are_checked() -> None:
                                                  "conditions": {"torch_threads": 1.5}}})  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_grid_run_under_load_is_flagged_in_the_report(tmp_path, tiny_data_root) -> None:
     """The user's case: a grid ran while another job loaded the CPU; its record says so and the
     report's tables mark the row and warn that its timing is not comparable."""

@@ -43,6 +43,7 @@ def test_profile_uses_fpt_resolution_for_every_method() -> None:
     assert common_img_size(["full", "linear"], "test_vit", {}) == 160
 
 
+@pytest.mark.slow
 def test_profile_cli_prints_saves_and_report_shows(tmp_path) -> None:
     results = tmp_path / "results"
     res = runner.invoke(

@@ -76,6 +76,7 @@ def harness_records(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return texts
 
 
+@pytest.mark.slow
 def test_every_record_the_harness_writes_round_trips(harness_records: list[str]) -> None:
     records = [json.loads(text) for text in harness_records]
     statuses = {r["status"] for r in records}

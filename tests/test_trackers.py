@@ -219,6 +219,7 @@ def test_tracker_reaches_the_subprocess_worker(tmp_path, tiny_data_root) -> None
     assert_curves_match(scalars(elsewhere / "tensorboard" / rec["run_id"]), rec)
 
 
+@pytest.mark.slow
 def test_default_grid_imports_no_tracker(tmp_path, tiny_data_root) -> None:
     """Without --tracker, a whole grid run loads none of the trackers' packages."""
     args = grid_args(tiny_data_root, tmp_path / "results", "--methods", "linear", "--epochs", "1")

@@ -61,6 +61,7 @@ def selected(finals: dict[str, dict]) -> list[tuple]:
     )
 
 
+@pytest.mark.slow
 def test_launched_tunes_match_the_local_tune(tiny_data_root, tmp_path) -> None:
     """The same search here, in fresh processes and as Slurm arrays (--wait): the same trial
     and final run ids, the same selection; each launched record was written by a worker. The
@@ -99,6 +100,7 @@ def test_launched_tunes_match_the_local_tune(tiny_data_root, tmp_path) -> None:
     assert {p.name: p.read_text() for p in (tmp_path / "subprocess").glob("*.json")} == before
 
 
+@pytest.mark.slow
 def test_halving_through_the_launcher_runs_its_rungs_in_order(tiny_data_root, tmp_path) -> None:
     """Budget 2, eta 2, 2 epochs: two trials at 1 epoch, the better at 2, then the final; each
     rung starts only after the one before has finished, and the ids match the local search's."""
@@ -120,6 +122,7 @@ def test_halving_through_the_launcher_runs_its_rungs_in_order(tiny_data_root, tm
     assert [len(r["trials"]) for r in final["tuning"]["scheduler"]["rungs"]] == [2, 1]
 
 
+@pytest.mark.slow
 def test_slurm_without_wait_submits_one_stage_per_call(tiny_data_root, tmp_path) -> None:
     """Without --wait each call submits what the records allow and says what comes next: a
     trial a live runner holds is left to it; once it is released, the next call submits it;

@@ -294,6 +294,7 @@ class Tripwire:
         return len(self._split)
 
 
+@pytest.mark.slow
 def test_the_test_split_is_never_read_during_the_search(tiny_data_root, tmp_path):
     # linear on cached features (--augment none) preloads frozen features per split, and vpt
     # trains end to end: neither may reach test before its final evaluation.
@@ -328,6 +329,7 @@ def test_the_test_split_is_never_read_during_the_search(tiny_data_root, tmp_path
         real_run_cell(the_plan.cells[0], data, the_plan.source)
 
 
+@pytest.mark.slow
 def test_real_search_selects_the_planted_lr_and_a_rerun_picks_the_same(tiny_data_root, tmp_path):
     # 1e-7 leaves the head at its initialisation; 0.03 learns the planted brightness signal
     spaces = {"linear": {"lr": "1e-7,0.03,3e-7"}}
@@ -401,6 +403,7 @@ def test_an_optimizer_without_a_declared_space_needs_a_space(tiny_data_root, tmp
     assert space.axes["lr"] == (0.1, 1.0) and space.lr_rule is None
 
 
+@pytest.mark.slow
 def test_bench_tune_end_to_end_and_the_report_shows_the_search(tiny_data_root, tmp_path):
     results, out = tmp_path / "r", tmp_path / "rep"
     args = tune_args(tiny_data_root, results, "--budget", "2", "--seeds", "0,1")
