@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.catalog import get_card
-from bench.config import coerce
+from bench.config import LATE_DEFAULTS, coerce
 from bench.errors import UserError
 from bench.method_manifest import load_manifest, unavailable
 from bench.option_values import (
@@ -225,10 +225,8 @@ def settings_for(
         **train_defaults,
         "warmup_epochs": req.warmup_epochs,
         "grad_clip": req.grad_clip,
-        "backbone_dropout": None,
-        "head_init": "timm",
-        "lr_step": "iteration",
-        "decay": "matrices",
+        # the other harness settings start at the cell's defaults, which keep old run ids
+        **{k: LATE_DEFAULTS[k] for k in LOOP_KEYS if k in LATE_DEFAULTS},
     }
     train = {**defaults, "lr": default_lr, **req.method_train.get(method, {})}
     if req.lr is not None:
