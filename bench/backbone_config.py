@@ -61,7 +61,13 @@ def backbone_config(name: str) -> BackboneConfig:
     if repo is None:
         import timm
 
-        cfg = timm.models.get_pretrained_cfg(name)
+        try:
+            cfg = timm.models.get_pretrained_cfg(name)
+        except RuntimeError as exc:  # timm's 'Invalid pretrained tag (...)'
+            arch = name.split(".", 1)[0]
+            tags = timm.list_pretrained(f"{arch}.*")
+            have = f"; its tags: {', '.join(tags)}" if tags else "; it has no pretrained tags"
+            raise UserError(f"backbone {name!r}: {exc}".rstrip(".") + have) from None
         return BackboneConfig(name, name, pretrained_cfg=cfg.to_dict() if cfg else {})
     return _hub_config(name, repo)
 

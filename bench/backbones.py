@@ -5,12 +5,12 @@ local file, or the suite's demo-vit."""
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.backbone_config import backbone_config, hub_repo, meta_build
+from bench.backbone_options import check_backbone_options, unknown_backbone
 from bench.errors import UserError
 from bench.hub_access import (
     HUB_WEIGHT_FILES,
@@ -52,15 +52,10 @@ def resolve_backbone(
     """Check the backbone name and its weights; fetch or build the weights now, not mid-grid."""
     import timm
 
-    if weights is not None and not pretrained:
-        raise UserError("--weights and --no-pretrained contradict each other; drop one of them")
+    check_backbone_options(name, pretrained=pretrained, weights=weights)
+    # a name the source scan could not judge (an unusual timm install) is judged by timm
     if name != DEMO_BACKBONE and hub_repo(name) is None and not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.6)
-        hint = f" Similar timm models: {', '.join(close)}." if close else ""
-        raise UserError(
-            f"unknown backbone {name!r}: not a timm model name, hf-hub:ORG/NAME nor "
-            f"{DEMO_BACKBONE!r}.{hint}"
-        )
+        raise unknown_backbone(name, timm.list_models())
     if name != DEMO_BACKBONE:
         _check_adaptable(name)  # a hub name's config.json is read here: its architecture
         _check_eval_view(name)

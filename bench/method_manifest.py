@@ -85,6 +85,7 @@ def build_manifest() -> dict[str, Any]:
             "weight_decay": spec.weight_decay,
             "trainable": counts.get(name),
             "hparams": dict(spec.hparams),
+            "search": list(spec.search),  # the optimizers it declares a search space for
             "summary": spec.summary,
             "paper": spec.paper,
             "min_peft": min_peft.get(name),

@@ -15,6 +15,8 @@ SCHEDULERS = ("none", "halving")
 # Training settings every method declares, and the optimizers a method or `--set` may name.
 OPTIMIZERS = ("adamw", "sgd")
 TRAIN_KEYS = ("optimizer", "lr", "weight_decay")
+# The training keys a search space searches beside a method's own hyperparameters.
+TRAIN_AXES = ("lr", "weight_decay")
 # Training settings of a cell beside TRAIN_KEYS: the request's (--warmup-epochs, --grad-clip)
 # unless a protocol or --set gives a method its own.
 LOOP_KEYS = ("warmup_epochs", "grad_clip", "backbone_dropout", "head_init", "lr_step", "decay")

@@ -15,9 +15,11 @@ import sys
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bench.catalog import get_card
+from bench.backbone_options import check_backbone_options
+from bench.catalog import data_root, get_card
 from bench.config import LATE_DEFAULTS, coerce
 from bench.errors import UserError
 from bench.method_manifest import load_manifest, unavailable
@@ -28,7 +30,11 @@ from bench.option_values import (
     LOOP_KEYS,
     LR_STEPS,
     OPTIMIZERS,
+    TRAIN_AXES,
+    TRAIN_KEYS,
 )
+from bench.space_options import canonical_spaces, declared_space, no_space, searched_values
+from bench.tuning_request import TuneRequest
 
 
 class Settings(typing.Protocol):
@@ -65,15 +71,19 @@ class EarlyRequest:
     dataset_lr: dict[tuple[str, str], float] = field(default_factory=dict)
     method_train: dict[str, dict[str, Any]] = field(default_factory=dict)
     method_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: str | None = None
+    pretrained: bool = True
+    data_root: str | Path | None = None
+    tune: TuneRequest | None = None
 
     def replace(self, **changes: Any) -> EarlyRequest:
         return dataclasses.replace(self, **changes)
 
 
-def precheck(req: EarlyRequest, protocol: Any = None) -> None:
-    """Raise the UserError `GridRequest.checked()` would raise for these options (a --protocol's
-    grid applied first), where it can be told without the registry; None when nothing is wrong
-    that can be told yet."""
+def precheck(req: EarlyRequest, protocol: Any = None, *, data: bool = False) -> None:
+    """Raise the UserError planning the grid would raise for these options (a --protocol's grid
+    applied first), where it can be told without the registry; None when nothing is wrong that
+    can be told yet. `data`: the datasets' files must be here (a real run on this machine)."""
     if protocol is not None:
         from bench.protocols import apply_protocol
 
@@ -84,23 +94,63 @@ def precheck(req: EarlyRequest, protocol: Any = None) -> None:
         req = req.replace(methods=names, sets=methods.canonical_sets(req.sets, names))
     if not req.datasets:
         raise UserError("no datasets selected; see `bench list`")
-    for name in req.datasets:
-        get_card(name)  # an unknown name fails here, listing the catalog
+    cards = [get_card(name) for name in req.datasets]  # an unknown name lists the catalog
     check_numbers(req)
     if req.augment not in AUGMENT_NAMES:  # bench.transforms.get_augmentation's message
         raise UserError(
             f"unknown augmentation {req.augment!r}; choose one of: {', '.join(AUGMENT_NAMES)}"
         )
     if methods is not None:
-        for name in req.methods:
-            entry = methods.entry(name)
-            settings_for(
-                name,
-                train_defaults={k: entry[k] for k in ("optimizer", "lr", "weight_decay")},
-                default_lr=methods.default_lr(entry, req.batch_size),
-                hparams=entry["hparams"],
-                req=req,
-            )
+        check_methods(req, methods)
+    # then, as in planning: the data on this machine, the backbone
+    if data:
+        from bench.formats import get_format
+
+        root = data_root(req.data_root)
+        for card in cards:
+            get_format(card.format).check_available(card, root)
+    check_backbone_options(req.backbone, pretrained=req.pretrained, weights=req.weights)
+
+
+def precheck_methods(names: list[str], sets: dict[str, dict[str, str]], backbone: str) -> None:
+    """`bench profile`'s methods, --set and --backbone, checked as `precheck` checks a grid's."""
+    check_backbone_options(backbone, pretrained=False, weights=None)
+    methods = early_methods()
+    if methods is not None:
+        names = methods.resolve(names)
+        req = EarlyRequest(methods=names, datasets=[], seeds=[0], backbone=backbone)
+        check_methods(req.replace(sets=methods.canonical_sets(sets, names)), methods)
+
+
+def check_methods(req: EarlyRequest, methods: Methods) -> None:
+    """Each method's settings (defaults, protocol, --lr, --set) and --space (canonical names)."""
+    optimizers = {}
+    for name in req.methods:
+        entry = methods.entry(name)
+        train, _ = settings_for(
+            name,
+            train_defaults={k: entry[k] for k in TRAIN_KEYS},
+            default_lr=methods.default_lr(entry, req.batch_size),
+            hparams=entry["hparams"],
+            req=req,
+        )
+        optimizers[name] = train["optimizer"]
+    if req.tune is not None:
+        spaces = canonical_spaces(req.tune.spaces, req.methods, lambda n: methods.entry(n)["name"])
+        for name, optimizer in optimizers.items():
+            check_space(name, methods.entry(name), optimizer, spaces.get(name, {}), req)
+
+
+def check_space(
+    name: str, entry: dict[str, Any], optimizer: str, overrides: dict[str, str], req: EarlyRequest
+) -> None:
+    """A method's --space against its manifest entry, by bench.tuning_plan's rules."""
+    pins = [k for k in TRAIN_AXES if k in req.method_train.get(name, {})]
+    if declared_space(optimizer, entry["search"], pins) is None and "lr" not in overrides:
+        raise no_space(name, optimizer, entry["search"])
+    defaults = {k: entry[k] for k in TRAIN_AXES} | entry["hparams"]
+    sets = req.sets.get(name, {})
+    searched_values(name, overrides, defaults=defaults, sets=sets, lr_pinned=req.lr is not None)
 
 
 def early_methods() -> Methods | None:

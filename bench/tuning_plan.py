@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bench.backbones import method_img_size
-from bench.config import CellConfig, coerce
+from bench.config import CellConfig
 from bench.errors import UserError
 from bench.grid import lr_note, method_settings
 from bench.grid.preflight import preflight_builds
+from bench.option_values import TRAIN_AXES
+from bench.space_options import canonical_spaces, declared_space, no_space, searched_values
 
 # Re-exported: the search request is built, and checked, before torch is imported.
 from bench.tuning_request import DEFAULT_BUDGET as DEFAULT_BUDGET
@@ -47,59 +48,29 @@ def resolve_space(method: str, req: Any, tune: TuneRequest) -> SearchSpace:
     # Inner: `methods` imports torch, and this module must not: tuning_select imports it, and
     # the report reads tuning_select's TIE_RULE without torch.
     from methods import get_method
-    from methods.registry import TRAIN_KEYS
     from methods.search import SearchSpace
 
     spec = get_method(method)
     train, _ = method_settings(method, req)
     optimizer = train["optimizer"]
-    declared = spec.space_for(optimizer)
     overrides = tune.spaces.get(method, {})
-    # a protocol that pins the paper's rate (EPT: 6e-4 for every method) searches only the
-    # method's own hyperparameters, which do not depend on the optimizer
-    protocol_pins = [k for k in ("lr", "weight_decay") if k in req.method_train.get(method, {})]
-    if declared is None and "lr" in protocol_pins and spec.search:
-        declared = next(iter(spec.search.values()))
+    protocol_pins = [k for k in TRAIN_AXES if k in req.method_train.get(method, {})]
+    space_of = declared_space(optimizer, list(spec.search), protocol_pins)
+    declared = spec.search[space_of] if space_of else None
     if declared is None and "lr" not in overrides:
-        have = ", ".join(spec.search) or "none"
-        raise UserError(
-            f"{method} declares no search space for optimizer {optimizer} (declared for: {have});"
-            f" give one with --space {method}.lr=A,B,C (and --space {method}.weight_decay=...)"
-        )
+        raise no_space(method, optimizer, list(spec.search))
     axes: dict[str, tuple[Any, ...]] = dict(declared.axes) if declared else {}
     axes.setdefault("weight_decay", (train["weight_decay"],))
     sets = req.sets.get(method, {})
-    for key, raw in overrides.items():
-        if key == "optimizer":
-            raise UserError(
-                f"--space {method}.optimizer: the optimizer is not searched (its learning rates "
-                f"differ in scale); fix it with --set {method}.optimizer=..."
-            )
-        if key not in TRAIN_KEYS and key not in spec.hparams:
-            valid = ", ".join(["lr", "weight_decay", *spec.hparams])
-            raise UserError(f"--space {method}.{key}: no such hyperparameter; valid: {valid}")
-        if key in sets:
-            raise UserError(
-                f"{method}.{key} is both pinned (--set) and searched (--space); keep one"
-            )
-        default = spec.train_defaults[key] if key in TRAIN_KEYS else spec.hparams[key]
-        values = [
-            coerce(v.strip(), default, what=f"--space {method}.{key}") for v in raw.split(",")
-        ]
-        axes[key] = tuple(dict.fromkeys(values))  # duplicates would only repeat trials
+    defaults = {k: spec.train_defaults[k] for k in TRAIN_AXES} | dict(spec.hparams)
+    axes |= searched_values(
+        method, overrides, defaults=defaults, sets=sets, lr_pinned=req.lr is not None
+    )
     pinned = [k for k in axes if k in sets or (k in protocol_pins and k not in overrides)]
     if req.lr is not None:
-        if "lr" in overrides:
-            raise UserError("--lr pins every method's learning rate; drop it or --space *.lr")
         pinned.append("lr")
     for key in dict.fromkeys(pinned):
         axes.pop(key)
-    for value in axes.get("lr", ()):
-        if not (isinstance(value, (int, float)) and 0 < value < math.inf):
-            raise UserError(f"{method}: every learning rate in the space must be > 0, got {value}")
-    for value in axes.get("weight_decay", ()):
-        if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
-            raise UserError(f"{method}: every weight decay in the space must be >= 0, got {value}")
     space = SearchSpace(
         axes,
         lr_rule=declared.lr_rule if declared and "lr" in axes else None,
@@ -175,16 +146,7 @@ def search_groups(plan_: Any, req: Any) -> list[Group]:
     tune: TuneRequest = req.tune
 
     grid = list(dict.fromkeys(c.method for c in plan_.cells))
-    canonical: dict[str, dict[str, str]] = {}
-    for name, values in tune.spaces.items():
-        try:  # an alias (fpt) names the method it stands for (fpt-plus)
-            method = get_method(name).name
-        except KeyError as exc:
-            raise UserError(f"--space {name}.…: {exc.args[0]}") from None
-        if method not in grid:
-            raise UserError(f"--space {name}.…: not a method of this grid ({', '.join(grid)})")
-        canonical.setdefault(method, {}).update(values)
-    tune.spaces = canonical
+    tune.spaces = canonical_spaces(tune.spaces, grid, lambda name: get_method(name).name)
     spaces: dict[str, SearchSpace] = {}
     groups: list[Group] = []
     seen: set[tuple] = set()

@@ -16,14 +16,19 @@ from bench.errors import UserError
 DEMO_BACKBONE = "demo-vit"
 
 
-def check_weights_file(path: Path, backbone: str | None = None) -> None:
-    """Open a weights file safely (safetensors, or torch.load with weights_only) before training,
-    and check it holds what timm's loaders take: tensors under text names (numeric arrays in an
-    .npz) and, given the backbone, tensors of its parameters' ranks."""
+def check_weights_path(path: Path) -> None:
+    """A --weights path that names a file."""
     if not path.is_file():
         raise UserError(
             f"weights file {path} does not exist; pass a safetensors or timm state-dict file"
         )
+
+
+def check_weights_file(path: Path, backbone: str | None = None) -> None:
+    """Open a weights file safely (safetensors, or torch.load with weights_only) before training,
+    and check it holds what timm's loaders take: tensors under text names (numeric arrays in an
+    .npz) and, given the backbone, tensors of its parameters' ranks."""
+    check_weights_path(path)
     try:
         if path.suffix == ".safetensors":
             import torch

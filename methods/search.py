@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# The training keys a space searches beside a method's own hyperparameters.
-TRAIN_AXES: tuple[str, ...] = ("lr", "weight_decay")
+from bench.option_values import TRAIN_AXES
+
 # KMnP/vpt's weight-decay grid (`tune_fgvc.py`), used by every declared space unless a paper
 # searched another.
 WD_GRID: tuple[float, ...] = (0.01, 1e-3, 1e-4, 0.0)

@@ -15,6 +15,7 @@ from bench import method_manifest, precheck
 from bench.errors import UserError
 from bench.option_values import AUGMENT_NAMES
 from bench.precheck import EarlyRequest
+from bench.tuning_request import TuneRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 EARLY_METHODS = precheck.early_methods  # before the autouse fixture below replaces it
@@ -44,6 +45,20 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["tune", "--methods", "lora", "--set", "lora.rank=abc"], "lora.rank='abc': expected"),
     (["status", "--methods", "lorax"], "unknown method 'lorax'"),
     (["status", "--methods", "lora", "--set", "lora.nope=1"], "has no hyperparameter 'nope'"),
+    (["run", "--backbone", "vit_bse_patch16_224"], "unknown backbone 'vit_bse_patch16_224'"),
+    (["status", "--backbone", "vit_bse"], "unknown backbone 'vit_bse': not a timm model name"),
+    (["run", "--weights", "no/such.pt"], "weights file no/such.pt does not exist"),
+    (["run", "--weights", "w.pt", "--no-pretrained"], "--weights and --no-pretrained contradict"),
+    (["run", "--datasets", "chestmnist", "--data-root", "no/such"], "chestmnist.npz not found"),
+    (["tune", "--methods", "lora", "--space", "lora.rank=a"], "--space lora.rank='a': expected"),
+    (["tune", "--methods", "lora", "--space", "lora.nope=1"], "--space lora.nope: no such"),
+    (["tune", "--methods", "lora", "--space", "vpt.lr=1"], "not a method of this grid (lora)"),
+    (["tune", "--methods", "lora", "--space", "lora.lr=-1"], "every learning rate in the space"),
+    (["tune", "--methods", "vpt", "--set", "vpt.optimizer=adamw"], "no search space for optim"),
+    (["tune", "--methods", "lora", "--lr", "0.1", "--space", "lora.lr=1"], "--lr pins every"),
+    (["profile", "--methods", "lorax"], "unknown method 'lorax'; available: full,"),
+    (["profile", "--backbone", "vit_bse"], "unknown backbone 'vit_bse'"),
+    (["profile", "--methods", "lora", "--set", "lora.rank=x"], "lora.rank='x': expected"),
 ]
 
 _RUN_ALL = textwrap.dedent(
@@ -123,6 +138,34 @@ def test_the_early_message_is_the_full_checks(changes) -> None:
     assert str(early.value) == str(full.value)
 
 
+# method -> its --space and --set; each one is wrong somewhere
+SAME_SPACE_MESSAGE = [
+    ("lora", {"rank": "1,abc"}, {}),
+    ("lora", {"nope": "1"}, {}),
+    ("lora", {"optimizer": "sgd,adamw"}, {}),
+    ("lora", {"rank": "2,4"}, {"rank": "4"}),
+    ("lora", {"lr": "0.1,-1"}, {}),
+    ("lora", {"weight_decay": "nan"}, {}),
+    ("vpt", {"prompt_length": "5"}, {"optimizer": "adamw"}),
+]
+
+
+@pytest.mark.parametrize(("method", "space", "sets"), SAME_SPACE_MESSAGE)
+def test_the_early_space_message_is_the_full_checks(method, space, sets) -> None:
+    from bench.grid import GridRequest
+    from bench.tuning_plan import resolve_space
+
+    tune = TuneRequest(spaces={method: space})
+    req = GridRequest(
+        methods=[method], datasets=["demo"], seeds=[0], backbone="demo-vit", sets={method: sets}
+    )
+    with pytest.raises(UserError) as full:
+        resolve_space(method, req.checked(), tune)
+    with pytest.raises(UserError) as early:
+        precheck.precheck(_grid(methods=[method], sets={method: sets}, tune=tune))
+    assert str(early.value) == str(full.value)
+
+
 def test_what_the_full_check_takes_the_early_one_takes() -> None:
     from bench.protocols import find_protocol
 
@@ -132,6 +175,12 @@ def test_what_the_full_check_takes_the_early_one_takes() -> None:
     precheck.precheck(_grid(datasets=["pathmnist_224"], shots=[1, 5], split_seeds=[0, 1]))
     for name in ("ept-table1", "fptplus"):
         precheck.precheck(_grid(), find_protocol(name))
+    spaces = {"fpt": {"lr": "0.1,0.01"}, "vpt": {"prompt_length": "5,10"}}
+    precheck.precheck(_grid(tune=TuneRequest(spaces=spaces)))
+    # EPT's protocol pins the rate for every method: only the methods' own knobs are searched
+    precheck.precheck(_grid(tune=TuneRequest()), find_protocol("ept-table1"))
+    precheck.precheck(_grid(backbone="vit_base_patch16_224.augreg_in21k", datasets=["demo"]))
+    precheck.precheck(_grid(backbone="hf-hub:MahmoodLab/UNI"), data=True)  # demo: generated
 
 
 def test_a_method_the_manifest_does_not_know_waits_for_the_registry(monkeypatch) -> None:

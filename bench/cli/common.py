@@ -76,15 +76,24 @@ def parse_grid(
     }
 
 
-def precheck_grid(
-    ctx: typer.Context, grid: dict[str, Any], protocol: str | None, **settings: Any
-) -> Any:
-    """Read --protocol (refusing the grid options it sets) and check the grid early, torch-free
-    (bench.precheck): call it before anything imports bench.grid, so a typo fails at once.
-    `settings`: the EarlyRequest fields beside the grid's. Returns the Protocol, or None."""
+def checked_request(
+    ctx: typer.Context,
+    grid: dict[str, Any],
+    protocol: str | None,
+    *,
+    no_pretrained: bool,
+    data: bool,
+    **settings: Any,
+) -> tuple[Any, Any]:
+    """(GridRequest, Protocol or None) of `bench run` and `bench status`, from their parsed grid
+    options (`parse_grid`) and the rest as given, --protocol applied. The grid is checked first
+    without torch (bench.precheck), so a typo fails at once: call this before anything imports
+    bench.grid. `data`: the datasets' files must be on this machine (a local, real run)."""
+    import dataclasses
+
     from bench.errors import UserError
     from bench.precheck import EarlyRequest, precheck
-    from bench.protocols import find_protocol
+    from bench.protocols import apply_protocol, find_protocol
 
     paper = None
     if protocol is not None:
@@ -95,13 +104,19 @@ def precheck_grid(
                 "--protocol)"
             )
         paper = find_protocol(protocol)
-    precheck(EarlyRequest(**grid, **settings), paper)
-    return paper
-
-
-def grid_request(grid: dict[str, Any], *, no_pretrained: bool, **settings: Any) -> Any:
-    """The GridRequest `bench run` and `bench status` build from their parsed grid options
-    (`parse_grid`) and the rest, as given."""
+    early = {f.name for f in dataclasses.fields(EarlyRequest)}
+    precheck(
+        EarlyRequest(
+            **grid,
+            pretrained=not no_pretrained,
+            **{k: v for k, v in settings.items() if k in early},
+        ),
+        paper,
+        data=data,
+    )
     from bench.grid import GridRequest
 
-    return GridRequest(**grid, pretrained=not no_pretrained, **settings)
+    req = GridRequest(**grid, pretrained=not no_pretrained, **settings)
+    if paper is not None:
+        req = apply_protocol(paper, req).replace(protocol=protocol)
+    return req, paper

@@ -3,7 +3,7 @@
 The file's keys are the command's option names (snake_case or dashed); its values become click's
 `default_map` (https://click.palletsprojects.com/en/stable/commands/#context-defaults), so an
 option given on the command line wins, and every value then goes through the same conversion and
-the same checks (`common.grid_request`, `launch_options`, `tune_request`) as the flag would.
+the same checks (`common.checked_request`, `launch_options`, `tune_request`) as the flag would.
 Here only the file's shape is checked: unknown keys and TOML types that fit no option.
 """
 

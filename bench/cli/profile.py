@@ -60,6 +60,16 @@ def profile(
     relative to the first method (full fine-tuning by default)."""
     from bench.config import parse_name_list, parse_sets
     from bench.errors import UserError
+    from bench.precheck import precheck_methods
+
+    out = console()
+    try:
+        sets = parse_sets(set_ or [])
+        if batch_size < 1 or steps < 1 or repeats < 1:
+            raise UserError("--batch-size, --steps and --repeats must be >= 1")
+        precheck_methods(parse_name_list(methods), sets, backbone)  # torch-free: fails at once
+    except UserError as exc:
+        fail(str(exc))
     from bench.grid import (
         GridRequest,
         method_settings,
@@ -71,12 +81,8 @@ def profile(
     from bench.profiling import common_img_size, profile_in_subprocess, profile_record
     from bench.records import save_record
 
-    out = console()
     try:
         names = resolve_methods(parse_name_list(methods))
-        sets = parse_sets(set_ or [])
-        if batch_size < 1 or steps < 1 or repeats < 1:
-            raise UserError("--batch-size, --steps and --repeats must be >= 1")
         dev = resolve_device(device)
         resolved = resolve_precision(precision, dev)  # the same rule and messages as bench run
         from bench.backbones import resolve_backbone

@@ -8,13 +8,7 @@ from pathlib import Path
 import typer
 
 import bench.cli.options as o
-from bench.cli.common import (
-    fail,
-    grid_request,
-    parse_grid,
-    precheck_grid,
-    stop_when_unsaved,
-)
+from bench.cli.common import checked_request, fail, parse_grid, stop_when_unsaved
 from bench.cli.render import print_grid, print_protocol_settings, print_summary
 from bench.cli.tune import run_search, tune_request
 from bench.console import console
@@ -102,23 +96,15 @@ def run(
         # an unknown tracker or a missing package fails here, on one line
         trackers = parse_trackers(tracker, tracker_dir=tracker_dir)
         # everything so far is torch-free; a typo in the grid fails here too, before the imports
-        paper = precheck_grid(
-            ctx, grid, protocol, augment=augment, backbone=backbone, epochs=epochs,
-            batch_size=batch_size, lr=lr, img_size=img_size, warmup_epochs=warmup_epochs,
-            grad_clip=grad_clip, precision=precision,
-        )  # fmt: skip
-        req = grid_request(
-            grid, no_pretrained=no_pretrained, augment=augment, backbone=backbone,
+        req, paper = checked_request(
+            ctx, grid, protocol, no_pretrained=no_pretrained,
+            data=not dry_run and launch.kind == "local", augment=augment, backbone=backbone,
             weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, img_size=img_size,
             device=device, precision=precision, compile=compile_, results=results,
             data_root=data_root, warmup_epochs=warmup_epochs, grad_clip=grad_clip, force=force,
             oom_retry=oom_retry, artefacts=artefacts, stale_claim_s=stale_claim_s,
             tune=tune_req, trackers=trackers, tracker_dir=tracker_dir,
         )  # fmt: skip
-        if paper is not None:
-            from bench.protocols import apply_protocol
-
-            req = apply_protocol(paper, req).replace(protocol=protocol)
         from bench.grid import plan
 
         search = None

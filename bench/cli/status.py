@@ -11,11 +11,10 @@ import typer
 import bench.cli.options as o
 from bench.cli.choices import Device
 from bench.cli.common import (
+    checked_request,
     fail,
     given_options,
-    grid_request,
     parse_grid,
-    precheck_grid,
 )
 from bench.console import console, table
 from bench.status import STATES, Summary, expected_cells, summarise
@@ -83,21 +82,12 @@ def status(
                 split_seeds=split_seeds, set_=set_,
             )  # fmt: skip
             # torch-free: a typo in the grid fails here, before bench.status imports the grid
-            paper = precheck_grid(
-                ctx, values, protocol, augment=augment, backbone=backbone, epochs=epochs,
-                batch_size=batch_size, lr=lr, img_size=img_size, warmup_epochs=warmup_epochs,
-                grad_clip=grad_clip, precision=precision,
-            )  # fmt: skip
-            req = grid_request(
-                values, no_pretrained=no_pretrained, augment=augment, backbone=backbone,
-                weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
+            req, _ = checked_request(
+                ctx, values, protocol, no_pretrained=no_pretrained, data=False, augment=augment,
+                backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
                 img_size=img_size, compile=compile_, results=results, data_root=data_root,
                 warmup_epochs=warmup_epochs, grad_clip=grad_clip,
             )  # fmt: skip
-            if paper is not None:
-                from bench.protocols import apply_protocol
-
-                req = apply_protocol(paper, req)
             grid = expected_cells(req, device, precision)
         elif not results.is_dir():
             raise UserError(
