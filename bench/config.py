@@ -22,6 +22,7 @@ LATE_DEFAULTS: dict[str, Any] = {
     "head_init": "timm",
     "lr_step": "iteration",
     "decay": "matrices",
+    "select": "best",
 }
 # Method hyperparameters added after records existed, at the value that keeps the old behaviour:
 # at that value they stay out of the run id (a method's hparams are part of it), so an old
@@ -69,6 +70,7 @@ class CellConfig:
     head_init: str = "timm"  # how the fresh head starts (bench.model_init.HEAD_INITS)
     lr_step: str = "iteration"  # when the cosine moves: every "iteration" or every "epoch"
     decay: str = "matrices"  # which tensors weight decay reaches (bench.train.DECAY_RULES)
+    select: str = "best"  # which epoch's weights are tested (bench.option_values.SELECT_RULES)
 
     @property
     def role(self) -> str | None:

@@ -51,6 +51,7 @@ from bench.metrics import compute_metrics, reliability_bins
 from bench.model_init import init_head, set_dropout
 from bench.predictions import PENDING
 from bench.record import Record
+from bench.selection import selection_record
 from bench.train import Diverged, FitResult, TrainSettings, fit, image_free, predict
 from bench.transforms import Preprocess
 from methods import get_method
@@ -116,7 +117,7 @@ def run_cell(
                 "test": {},
                 "val": best_val,
             }
-            record.training = _training(result, cell, model, sources)
+            record.training = _training(result, cell, model, sources, primary)
             record.cost = {"train_step": train.timer.summary(), "memory": memory,
                            "conditions": train.conditions, **counted}  # fmt: skip
             return _finish(record, t0, watch)
@@ -135,7 +136,7 @@ def run_cell(
         # likewise the trainable tensors that gave these logits (fit restored the selected epoch)
         kept = trained(model, cell, source, data.num_classes)
         record.metrics = _test_metrics(logits, labels, data.card, best_val)
-        record.training = _training(result, cell, model, sources)
+        record.training = _training(result, cell, model, sources, primary)
         record.cost = _cost(cell, train.timer, evaluation.timer, memory, energy)
         record.cost |= {"conditions": train.conditions, **counted}
     except Diverged as exc:
@@ -232,13 +233,14 @@ def _scorer(card: DatasetCard):
     return score
 
 
-def _training(result: FitResult, cell: CellConfig, model, sources) -> dict[str, Any]:
+def _training(result: FitResult, cell: CellConfig, model, sources, primary: str) -> dict[str, Any]:
     training = {
         # What the training views really were: a head on cached features gets none.
         "augment_applied": "none"
         if image_free(model, sources["train"] if sources else None)
         else cell.augment,
-        "best_epoch": result.best_epoch,
+        "best_epoch": result.best_epoch,  # the epoch `selection` kept, whatever its rule
+        "selection": selection_record(cell.select, primary, result.history, result.best_epoch),
         "epochs": cell.epochs,
         "steps": result.steps,
         "history": result.history,

@@ -19,7 +19,9 @@ TRAIN_KEYS = ("optimizer", "lr", "weight_decay")
 TRAIN_AXES = ("lr", "weight_decay")
 # Training settings of a cell beside TRAIN_KEYS: the request's (--warmup-epochs, --grad-clip)
 # unless a protocol or --set gives a method its own.
-LOOP_KEYS = ("warmup_epochs", "grad_clip", "backbone_dropout", "head_init", "lr_step", "decay")
+LOOP_KEYS = (
+    "warmup_epochs", "grad_clip", "backbone_dropout", "head_init", "lr_step", "decay", "select",
+)  # fmt: skip
 # Head initialisations a cell may name (`head_init`), with where each comes from.
 HEAD_INITS = {
     "timm": "timm's ViT init: weights truncated-normal (std 0.02), bias 0",
@@ -33,5 +35,13 @@ HEAD_INITS = {
 # references).
 DECAY_RULES = ("matrices", "all")
 LR_STEPS = ("iteration", "epoch")  # when the cosine moves (`lr_step`)
+# Which epoch's weights a cell keeps and tests (`select`, bench.selection), declared before
+# training; the test split is read once, on the weights the rule chose.
+SELECT_RULES = {
+    "best": "the epoch with the best validation score (the earliest among ties)",
+    "last": "the final epoch, whatever validation says",
+    "smooth": "the best epoch of the validation curve smoothed by a trailing 3-epoch mean (less "
+    "swayed by one lucky epoch on a small validation set)",
+}
 # The training augmentation presets (bench.transforms.AUGMENTATIONS, which a test holds equal).
 AUGMENT_NAMES = ("rrc-flip", "ept", "fpt", "flip", "none")

@@ -30,6 +30,7 @@ from bench.option_values import (
     LOOP_KEYS,
     LR_STEPS,
     OPTIMIZERS,
+    SELECT_RULES,
     TRAIN_AXES,
     TRAIN_KEYS,
 )
@@ -43,6 +44,7 @@ class Settings(typing.Protocol):
     lr: float | None
     warmup_epochs: float
     grad_clip: float
+    select: str
     sets: dict[str, dict[str, str]]
     method_train: dict[str, dict[str, Any]]
     method_hparams: dict[str, dict[str, Any]]
@@ -64,6 +66,7 @@ class EarlyRequest:
     sets: dict[str, dict[str, str]] = field(default_factory=dict)
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
+    select: str = "best"
     shots: list[int] | None = None
     split_seeds: list[int] | None = None
     augment: str = "rrc-flip"
@@ -275,6 +278,7 @@ def settings_for(
         **train_defaults,
         "warmup_epochs": req.warmup_epochs,
         "grad_clip": req.grad_clip,
+        "select": req.select,
         # the other harness settings start at the cell's defaults, which keep old run ids
         **{k: LATE_DEFAULTS[k] for k in LOOP_KEYS if k in LATE_DEFAULTS},
     }
@@ -319,6 +323,9 @@ def check_train(method: str, train: dict[str, Any]) -> None:
     dropout = train["backbone_dropout"]
     if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
         raise UserError(f"{method}.backbone_dropout must be in [0, 1) or none, got {dropout!r}")
-    for key, valid in (("head_init", HEAD_INITS), ("lr_step", LR_STEPS), ("decay", DECAY_RULES)):
+    for key, valid in (
+        ("head_init", HEAD_INITS), ("lr_step", LR_STEPS), ("decay", DECAY_RULES),
+        ("select", SELECT_RULES),
+    ):  # fmt: skip
         if train[key] not in valid:
             raise UserError(f"{method}.{key}={train[key]!r}: expected one of {', '.join(valid)}")

@@ -126,6 +126,7 @@ TRAINING_KEYS: dict[str, str] = {
     "head_init": "a string",
     "lr_step": "a string",
     "decay": "a string",
+    "select": "a string",
 }
 # The smallest value each integer setting may take.
 _MINIMUM = {"img_size": 8, "epochs": 1, "batch_size": 1, "seeds": 0, "shots": 1, "split_seeds": 0}

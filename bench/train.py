@@ -22,6 +22,7 @@ from torch.utils.data import (
 from bench.config import CellConfig
 from bench.option_values import DECAY_RULES
 from bench.precision import MIN_LOSS_SCALE, autocast, backward_and_step, grad_scaler
+from bench.selection import epoch_key
 from bench.transforms import Preprocess
 
 MOMENTUM = 0.9
@@ -231,6 +232,7 @@ class TrainSettings:
     multilabel: bool = False
     decay: str = "matrices"
     lr_step: str = "iteration"
+    select: str = "best"  # which epoch's weights are kept (bench.selection)
 
     @classmethod
     def for_cell(
@@ -247,6 +249,7 @@ class TrainSettings:
             seed=cell.seed,
             decay=cell.decay,
             lr_step=cell.lr_step,
+            select=cell.select,
             device=torch.device(cell.device),
             precision=cell.precision,
             preprocess=preprocess,
@@ -295,6 +298,7 @@ def fit(
 
     best: dict[str, torch.Tensor] | None = None
     best_key = -math.inf
+    values: list[float] = []  # the validation curve, signed so that higher is better
     result = FitResult(best_epoch=-1, best_value=-math.inf, steps=0)
     step, skipped = 0, 0
     for epoch in range(epochs):
@@ -345,8 +349,8 @@ def fit(
         )
         if on_epoch is not None:
             on_epoch({**result.history[-1], "lr": opt.param_groups[0]["lr"]})
-        # NaN never counts as an improvement (e.g. AUC undefined on a one-class val split).
-        key = -math.inf if math.isnan(value) else value
+        values.append(value)
+        key = epoch_key(st.select, values)
         if best is None or key > best_key:
             best_key = key
             result.best_epoch, result.best_value = epoch, value

@@ -59,6 +59,8 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["profile", "--methods", "lorax"], "unknown method 'lorax'; available: full,"),
     (["profile", "--backbone", "vit_bse"], "unknown backbone 'vit_bse'"),
     (["profile", "--methods", "lora", "--set", "lora.rank=x"], "lora.rank='x': expected"),
+    (["run", "--methods", "lora", "--set", "lora.select=x"], "lora.select='x': expected one of"),
+    (["run", "--protocol", "fptplus", "--select", "last"], "drop --select (or run without"),
 ]
 
 _RUN_ALL = textwrap.dedent(

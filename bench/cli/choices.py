@@ -1,5 +1,5 @@
 """The fixed choices of `bench` options (--device, --precision, --launcher, --slurm-cluster,
---scheduler) as `typing.Literal` types, which typer turns into choices shown in help and checked
+--scheduler, --select) as `typing.Literal` types, which typer turns into choices shown in help and checked
 by click, listing the valid ones. The members are the constants the checks themselves use
 (bench.option_values), so a value added there appears here; the values stay plain strings, so
 run ids do not change."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from bench.option_values import CLUSTERS, DEVICES, LAUNCHERS, PRECISIONS, SCHEDULERS
+from bench.option_values import CLUSTERS, DEVICES, LAUNCHERS, PRECISIONS, SCHEDULERS, SELECT_RULES
 
 
 def choice(values: tuple[str, ...]) -> Any:
@@ -21,3 +21,4 @@ Precision = choice(PRECISIONS)
 Launcher = choice(LAUNCHERS)
 Cluster = choice(CLUSTERS)
 Scheduler = choice(SCHEDULERS)
+Select = choice(tuple(SELECT_RULES))

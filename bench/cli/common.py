@@ -12,7 +12,7 @@ import typer
 # Options that define a grid; --protocol sets them all, so they cannot be given beside it.
 GRID_OPTIONS = ("methods", "datasets", "seeds", "backbone", "epochs", "batch_size", "lr",
                 "img_size", "shots", "split_seeds", "augment", "warmup_epochs",
-                "grad_clip")  # fmt: skip
+                "grad_clip", "select")  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import typer
 from bench.cli import choices
 from bench.cli.complete import complete_datasets, complete_methods
 from bench.cli.config_file import load_config
+from bench.option_values import SELECT_RULES
 
 GRID = "Grid"
 TRAINING = "Training"
@@ -148,6 +149,16 @@ WarmupEpochs = Annotated[
     float,
     typer.Option(
         help="Linear warm-up length in epochs before the cosine decay.", rich_help_panel=TRAINING
+    ),
+]
+Select = Annotated[
+    choices.Select,
+    typer.Option(
+        help="Which epoch's weights each cell tests, chosen on validation before the test split "
+        "is read: "
+        + "; ".join(f"{name}: {what}" for name, what in SELECT_RULES.items())
+        + ". Other than best, it joins the run id.",
+        rich_help_panel=TRAINING,
     ),
 ]
 GradClip = Annotated[

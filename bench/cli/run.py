@@ -40,6 +40,7 @@ def run(
     data_root: o.DataRoot = None,
     warmup_epochs: o.WarmupEpochs = 1.0,
     grad_clip: o.GradClip = 1.0,
+    select: o.Select = "best",
     force: o.Force = False,
     oom_retry: o.OomRetry = False,
     allow_failures: o.AllowFailures = False,
@@ -101,8 +102,8 @@ def run(
             data=not dry_run and launch.kind == "local", augment=augment, backbone=backbone,
             weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, img_size=img_size,
             device=device, precision=precision, compile=compile_, results=results,
-            data_root=data_root, warmup_epochs=warmup_epochs, grad_clip=grad_clip, force=force,
-            oom_retry=oom_retry, artefacts=artefacts, stale_claim_s=stale_claim_s,
+            data_root=data_root, warmup_epochs=warmup_epochs, grad_clip=grad_clip, select=select,
+            force=force, oom_retry=oom_retry, artefacts=artefacts, stale_claim_s=stale_claim_s,
             tune=tune_req, trackers=trackers, tracker_dir=tracker_dir,
         )  # fmt: skip
         from bench.grid import plan

@@ -56,6 +56,7 @@ def status(
     data_root: o.DataRoot = None,
     warmup_epochs: o.WarmupEpochs = 1.0,
     grad_clip: o.GradClip = 1.0,
+    select: o.Select = "best",
     protocol: o.Protocol = None,
     json_: Annotated[
         bool,
@@ -86,7 +87,7 @@ def status(
                 ctx, values, protocol, no_pretrained=no_pretrained, data=False, augment=augment,
                 backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
                 img_size=img_size, compile=compile_, results=results, data_root=data_root,
-                warmup_epochs=warmup_epochs, grad_clip=grad_clip,
+                warmup_epochs=warmup_epochs, grad_clip=grad_clip, select=select,
             )  # fmt: skip
             grid = expected_cells(req, device, precision)
         elif not results.is_dir():

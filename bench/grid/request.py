@@ -41,6 +41,7 @@ class GridRequest:
     data_root: Path | None = None
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
+    select: str = "best"  # which epoch's weights each cell tests (bench.selection)
     force: bool = False
     shots: list[int] | None = None  # None: full data
     split_seeds: list[int] | None = None  # few-shot samples; default [0]
