@@ -84,6 +84,10 @@ def feature_mode(model: Any, cell: CellConfig) -> tuple[str | None, dict[str, An
     every step) or None (not a frozen-feature model, or the cache would change what it trains
     on), with the record's `feature_cache` entry when there is one to write before training."""
     frozen = uses_frozen_features(model)
+    if frozen and getattr(model, "training_free", False):
+        # nothing trains, so there is no augmented view to keep: the un-augmented features, as
+        # the k-NN evaluations use them, are the cell whatever --augment says
+        return "preload", None
     if frozen and getattr(model, "image_free", False) and cell.augment != "none":
         # A head on cached features never sees the augmented view: caching would silently
         # drop the cell's augmentation. The cache is an exact shortcut only without it.

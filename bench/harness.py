@@ -53,6 +53,7 @@ from bench.predictions import PENDING
 from bench.record import Record
 from bench.selection import selection_record
 from bench.train import Diverged, FitResult, TrainSettings, fit, image_free, predict
+from bench.train_free import remember, training_free
 from bench.transforms import Preprocess
 from methods import get_method
 
@@ -102,10 +103,16 @@ def run_cell(
         # A compiled forward would recompile under the op counter: its phase peak is kept.
         train = Phase(device, baseline, step_at=None if cell.compile else 1, load=True)
         with train, watch.phase("train"):
-            result = fit(model, _split(data, "train"), _split(data, "val"), settings,
-                         score=_scorer(data.card), timer=train.timer, memory=train.steps,
-                         on_step=on_step, on_epoch=on_epoch,
-                         features=(sources["train"], sources["val"]) if sources else None)  # fmt: skip
+            splits = _split(data, "train"), _split(data, "val")
+            features = (sources["train"], sources["val"]) if sources else None
+            if training_free(model):  # k-NN: the training split becomes its memory
+                result = remember(model, *splits, settings, score=_scorer(data.card),
+                                  features=features, timer=train.timer, memory=train.steps,
+                                  on_epoch=on_epoch)  # fmt: skip
+            else:
+                result = fit(model, *splits, settings, score=_scorer(data.card),
+                             timer=train.timer, memory=train.steps, on_step=on_step,
+                             on_epoch=on_epoch, features=features)  # fmt: skip
         memory["train"], energy["train"] = train.memory, train.joules
         primary, best_val = data.card.primary_metric, result.history[result.best_epoch]["val"]
         if trial:
@@ -343,7 +350,7 @@ def adapt(model, method: str, hparams: dict[str, Any]):
         adapted = get_method(method).build(model, **hparams)
     except (ValueError, TypeError) as exc:
         raise UserError(f"method {method!r} with {hparams}: {exc}") from exc
-    if not any(p.requires_grad for p in adapted.parameters()):
+    if not any(p.requires_grad for p in adapted.parameters()) and not training_free(adapted):
         raise UserError(f"method {method!r} left no parameter trainable")
     # A method may replace the head (an MLP head) or wrap the model; wrappers expose
     # get_classifier() so "trainable without the head" stays meaningful.

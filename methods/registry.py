@@ -25,8 +25,9 @@ InputSizeRule = Callable[[int, int, "int | None", dict[str, Any]], int]
 # A trained adapted model (a copy, changed in place) -> the same function in the backbone's layers
 Merge = Callable[[nn.Module], nn.Module]
 
-# The six methods of the product card, in the order tables show them.
-CORE_METHODS: tuple[str, ...] = ("full", "linear", "vpt", "lora", "ept", "fpt")
+# The six methods of the product card, and the training-free k-NN baseline beside the linear
+# probe, in the order tables show them.
+CORE_METHODS: tuple[str, ...] = ("full", "linear", "knn", "vpt", "lora", "ept", "fpt")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import torch
 
 import methods
 from bench.train import build_optimizer, set_train_mode
+from bench.train_free import training_free
 from tests.conftest import skip_if_unavailable, tiny_vit
 
 # Every registered method; one the installed peft cannot build is skipped with what it needs.
@@ -34,6 +35,10 @@ def test_output_shape_and_finite(name: str) -> None:
 def test_gradients_reach_exactly_the_trainable_tensors(name: str) -> None:
     model = adapted(name)
     set_train_mode(model)
+    if training_free(model):  # k-NN: nothing trains, and no gradient can flow
+        assert not any(p.requires_grad for p in model.parameters())
+        assert not model(torch.randn(4, 3, 32, 32)).requires_grad
+        return
     loss = torch.nn.functional.cross_entropy(
         model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 0])
     )
@@ -49,6 +54,8 @@ def test_gradients_reach_exactly_the_trainable_tensors(name: str) -> None:
 @pytest.mark.parametrize("name", ALL)
 def test_step_leaves_frozen_tensors_bit_identical(name: str, optimizer: str) -> None:
     model = adapted(name)
+    if training_free(model):
+        pytest.skip(f"{name} trains nothing: no step to take")
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     opt = build_optimizer(model, optimizer, lr=0.1, weight_decay=0.1)
@@ -72,6 +79,8 @@ def test_trainable_count_in_range(name: str) -> None:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if name == "full":
         assert trainable == total
+    elif training_free(model):
+        assert trainable == 0
     else:
         assert 0 < trainable < total
 

@@ -18,6 +18,8 @@ import methods
 from bench.cli import app
 
 PINNED = Path(__file__).with_name("run_ids_pinned.json")
+# Methods registered after the ids were pinned (`core` and `all` plan them too)
+ADDED_AFTER_PIN = ("knn",)
 RUN_ID = re.compile(r"\b[a-z0-9][a-z0-9_.-]*-s\d+-[0-9a-f]{12}\b")
 TINY = ["--datasets", "pneumoniamnist", "--backbone", "test_vit", "--no-pretrained",
         "--device", "cpu"]  # fmt: skip
@@ -58,6 +60,8 @@ def test_run_ids_are_those_of_older_results_folders(name: str, tiny_data_root, t
         # `all` is what this install has: an older peft lacks some tuners (CI's floors run)
         pinned = [i for i in pinned if not any(f"-{m}-s" in i for m in unavailable)]
     got = planned_ids(SCENARIOS[name], tiny_data_root, tmp_path / "results")
+    # a method registered after the pin adds cells of its own; every pinned id must stay
+    got = [i for i in got if not any(f"-{m}-s" in i for m in ADDED_AFTER_PIN)]
     assert len(got) == len(pinned) > 0
     assert got == pinned, {
         "new": sorted(set(got) - set(pinned)),

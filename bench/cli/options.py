@@ -22,7 +22,7 @@ OUTPUT = "Output"
 Methods = Annotated[
     str,
     typer.Option(
-        help="Comma-separated methods; 'core' = full, linear, vpt, lora, ept, fpt (the "
+        help="Comma-separated methods; 'core' = full, linear, knn, vpt, lora, ept, fpt (the "
         "default), 'all' = every registered method; `bench list methods` lists them.",
         rich_help_panel=GRID,
         autocompletion=complete_methods,

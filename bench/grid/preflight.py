@@ -21,7 +21,7 @@ from bench.feature_cache import (
     feature_cache_dir,
     human_bytes,
 )
-from bench.frozen_features import feature_identity, uses_frozen_features
+from bench.frozen_features import feature_identity, feature_mode
 from bench.grid.expand import data_key
 from bench.harness import build_model
 from bench.records import read_record, record_path
@@ -77,7 +77,9 @@ def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) 
         if key not in seen:
             seen.add(key)
             model, *_, cfg = build_model(cell, source, data.num_classes)
-            if uses_frozen_features(model) and model.preload and (key, cell.dataset) not in caches:
+            # only where the cell will use the cache: not a head trained on augmented views
+            cached = feature_mode(model, cell)[0] == "preload"
+            if cached and (key, cell.dataset) not in caches:
                 caches.add((key, cell.dataset))
                 notes.append(cache_estimate(model, cell, data, cfg))
     return notes
@@ -100,8 +102,10 @@ def cache_estimate(model, cell: CellConfig, data, cfg: dict) -> str:
     return (
         f"{cell.method} on {cell.dataset}: frozen-feature cache of {human_bytes(total)} "
         f"({human_bytes(per_image)} per image, {model.cache_dtype}; {state}) in "
-        f"{feature_cache_dir()}; --set {cell.method}.preload=false runs without it"
-    )
+        f"{feature_cache_dir()}"
+        + (f"; --set {cell.method}.preload=false runs without it" if "preload" in cell.hparams
+           else "")
+    )  # fmt: skip
 
 
 def check_foreign_files(cells: list[CellConfig], results: Path) -> None:

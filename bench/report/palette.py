@@ -36,7 +36,7 @@ REGISTERED: tuple[str, ...] = (
     "full", "linear", "vpt", "lora", "ept", "fpt-plus", "adapter", "bitfit", "boft", "c3a",
     "delora", "dora", "fourierft", "fpt-v1", "hra", "ia3", "ln_tuning", "loha", "lokr", "miss",
     "mlp-head", "oft", "partial", "randlora", "road", "shira", "ssf", "vera", "vfpt", "vp",
-    "vpt-shallow", "waveft",
+    "vpt-shallow", "waveft", "knn",
 )  # fmt: skip
 # Registry aliases older records may carry.
 ALIASES: dict[str, str] = {"fpt": "fpt-plus"}
