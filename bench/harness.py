@@ -52,6 +52,7 @@ from bench.model_init import init_head, set_dropout
 from bench.predictions import PENDING
 from bench.record import Record
 from bench.selection import selection_record
+from bench.split_sizes import split_counts
 from bench.train import Diverged, FitResult, TrainSettings, fit, image_free, predict
 from bench.train_free import remember, training_free
 from bench.transforms import Preprocess
@@ -317,6 +318,7 @@ def base_record(cell: CellConfig, data: LoadedDataset, source: BackboneSource) -
             "classes": list(card.classes),
             "primary_metric": card.primary_metric,
             "sizes": {k: len(v) for k, v in data.splits.items()},
+            "class_counts": split_counts(data),  # what a score's uncertainty depends on
             "fingerprint": data.fingerprint,
             "synthetic": card.synthetic,
             # carved val, few-shot sample (indices or file names): enough to audit and rerun

@@ -24,7 +24,12 @@ ABSENT = Absent.ABSENT
 # ----------------------------------------------------------------------- parts (JSON objects)
 
 
-class DatasetEntry(TypedDict):
+class _DatasetLater(TypedDict, total=False):
+    # split -> images per class (positives per label, multi-label): bench.uncertainty's input
+    class_counts: dict[str, list[int]]
+
+
+class DatasetEntry(_DatasetLater):
     name: str
     task: str
     num_classes: int

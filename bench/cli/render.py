@@ -59,18 +59,53 @@ def print_protocol_settings(out: Console, protocol) -> None:
             out.print(f"  - {as_written(line)}")
 
 
+def print_split_sizes(out: Console, rows) -> None:
+    """Each dataset's validation and test sizes and the primary metric's 95 % interval there
+    (bench.split_sizes), before training; a warning where validation is too small to select on."""
+    from bench.split_sizes import wide_warnings
+    from bench.uncertainty import ASSUMED_SCORE
+
+    if not rows:
+        return
+    grid = table(f"what the splits can resolve (95 % intervals at a score of {ASSUMED_SCORE:g})")
+    for col in ("dataset", "metric", "val n", "val ±", "test n", "test ±", "test Δ"):
+        grid.add_column(col, no_wrap=True)
+
+    def pm(u) -> str:
+        return "-" if u is None else f"{u.half_width:.3f}"
+
+    for r in rows:
+        resolves = "-" if r.test is None else f"{r.test.resolvable:.3f}"
+        test_n = "sealed" if r.n_test is None else str(r.n_test)
+        grid.add_row(r.dataset, r.metric, str(r.n_val), pm(r.val), test_n, pm(r.test), resolves)
+    out.print(grid)
+    out.print(
+        "test Δ: the smallest difference between two methods' scores this test split tells "
+        "apart (unpaired, 5 %)",
+        markup=False,
+    )
+    for line in wide_warnings(rows):
+        out.print(f"[yellow]warning[/] {line}")
+
+
 def print_summary(out: Console, records: list[dict], *, hide_times: bool = False) -> None:
     """The score tables of these records, one per block with the notes on its timings, and the
     demo notice where it applies; `hide_times`: blocks whose timings are not comparable show
     none."""
     from bench.demo import DEMO_NOTICE
     from bench.report import blocks, records_frame, summarize
+    from bench.report.summary import UNRANKED
 
     df = records_frame(records)
     if df.empty:
         return
     for title, table_df, notes in blocks(summarize(df), hide_times=hide_times):
-        out.print(frame_table(title, table_df, left=("method", "runs")))
+        # 80 columns hold the scores and costs; the selection goes on a line of its own
+        out.print(
+            frame_table(title, table_df.drop(columns=list(UNRANKED)), left=("method", "runs"))
+        )
+        kept = ", ".join(f"{r.method} {r.gap} at {r.epoch}" for r in table_df.itertuples())
+        out.print(f"validation minus test score, at the epoch kept: {kept}", markup=False)
         for note in notes:
             out.print(note, markup=False)
     if df["demo"].any():

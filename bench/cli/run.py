@@ -9,7 +9,12 @@ import typer
 
 import bench.cli.options as o
 from bench.cli.common import checked_request, fail, parse_grid, stop_when_unsaved
-from bench.cli.render import print_grid, print_protocol_settings, print_summary
+from bench.cli.render import (
+    print_grid,
+    print_protocol_settings,
+    print_split_sizes,
+    print_summary,
+)
 from bench.cli.tune import run_search, tune_request
 from bench.console import console
 
@@ -150,6 +155,9 @@ def run(
         return
     for note in the_plan.notes:
         out.print(f"[cyan]note[/] {note}")
+    from bench.split_sizes import split_rows
+
+    print_split_sizes(out, split_rows(the_plan.datasets))
     from bench.console import grid_progress
     from bench.execute import run_grid
 

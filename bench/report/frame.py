@@ -86,6 +86,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         flops = cost.get("flops") or {}
         energy = cost.get("energy") or {}
         dataset = r.get("dataset") or {}
+        training = r.get("training") or {}
+        primary = metrics.get("primary_metric") or dataset.get("primary_metric")
         predictions = predictions_file(r)
         rows.append(
             {
@@ -119,8 +121,16 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "device": cfg.get("device"),
                 "setting": _setting(cfg),
                 "demo": bool(r.get("demo")),
-                "primary_metric": metrics.get("primary_metric") or dataset.get("primary_metric"),
+                "primary_metric": primary,
                 "primary": metrics.get("primary"),
+                # the validation score at the epoch the cell's rule selected, and that epoch
+                "val_primary": (metrics.get("val") or {}).get(primary),
+                "selected_epoch": training.get("best_epoch"),
+                "epochs_run": len(training["history"]) if training.get("history") else None,
+                "select": cfg.get("select", "best"),
+                # the test split behind the score (class counts: records since they were kept)
+                "n_test": (dataset.get("sizes") or {}).get("test"),
+                "test_counts": (dataset.get("class_counts") or {}).get("test"),
                 **{k: test.get(k) for k in TEST_METRICS},
                 "trainable_params": params.get("trainable_params"),
                 "trainable_pct": params.get("trainable_pct"),
@@ -157,7 +167,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         # (file names would sort them alphabetically); records without a time keep their place.
         frame = frame.sort_values("started_at", kind="stable", na_position="last")
         frame = frame.reset_index(drop=True)
-    numbers = ["primary", *TEST_METRICS, "trainable_pct", "trainable_pct_no_head",
+    numbers = ["primary", "val_primary", "selected_epoch", "epochs_run", "n_test", *TEST_METRICS, "trainable_pct", "trainable_pct_no_head",
                "peak_train_mem_mb", "peak_preload_mem_mb", "peak_eval_mem_mb", "train_s",
                "wall_s", "train_img_s", "others_cpu_share", "torch_threads", "cpu_count",
                *COST_COLUMNS]  # fmt: skip

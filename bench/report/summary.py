@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from bench.metric_table import LOWER_IS_BETTER
+from bench.metric_table import LOWER_IS_BETTER, scale
 from bench.records import write_atomic
 from bench.report.conditions import timed_table, timing_note
 from bench.report.demo_mark import DEMO_LINE, is_demo
@@ -17,6 +18,7 @@ from bench.report.frame import memory_words
 from bench.report.missing import MISSING_NOTE, missing_in_grid
 from bench.report.missing import lines as missing_lines
 from bench.report.names import block_title
+from bench.report.resolution import resolution_note
 from bench.report.stats import prepare
 from bench.report.tables import mark_shown, score_table
 from bench.report.tuning import budget_note, tuning_markdown
@@ -37,21 +39,42 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
              "contended", "contention_reason"]  # fmt: skip
     out = scores.merge(efficiency_table(df)[keys + costs], on=keys, how="left")
     group = ["dataset", "shots_key", "backbone", "method", "setting"]
-    extra = prepare(df).assign(
-        accuracy=pd.to_numeric(df["accuracy"], errors="coerce").to_numpy() * 100,
-        ece=pd.to_numeric(df["ece"], errors="coerce").to_numpy() * 100,
+    p = prepare(df)
+    val = _numbers(df, "val_primary") * p["metric"].map(scale).astype(float).to_numpy()
+    extra = p.assign(
+        accuracy=_numbers(df, "accuracy") * 100,
+        ece=_numbers(df, "ece") * 100,
         demo=df["demo"].astype(bool).to_numpy(),
+        # validation flattery: the selected epoch's validation score minus its test score
+        gap=val - p["value"].to_numpy(dtype=float),
+        # the epoch kept, counted from 1, out of the epochs trained
+        kept=_numbers(df, "selected_epoch") + 1,
+        epochs=_numbers(df, "epochs_run"),
     )
     ok = extra["status"] == "ok"
-    means = extra[ok].groupby(group, sort=False)[["accuracy", "ece"]].mean()
+    means = extra[ok].groupby(group, sort=False)[["accuracy", "ece", "gap"]].mean()
+    epochs = extra[ok].groupby(group, sort=False)[["kept", "epochs"]].median()
     flags = extra.groupby(group, sort=False)[["demo"]].any()
     out["shots_key"] = out["shots"].fillna(0).astype(int)
-    out = out.join(means, on=group).join(flags, on=group).drop(columns="shots_key")
+    out = out.join(means, on=group).join(epochs, on=group).join(flags, on=group)
+    out = out.drop(columns="shots_key")
     keys = zip(extra["dataset"], extra["shots_key"], extra["backbone"], strict=True)
     run_block = pd.Series([block_title(*k) for k in keys], index=df.index)
     notes = {b: timing_note(df[run_block == b]) for b in out["block"].unique()}
     out["timing_note"] = [notes[b] for b in out["block"]]
+    sizes = {
+        b: resolution_note(df[run_block == b], out.loc[out["block"] == b, "mean"].median())
+        for b in out["block"].unique()
+    }
+    out["resolution_note"] = [sizes[b] for b in out["block"]]
     return out.rename(columns={"n_total": "seeds"})
+
+
+def _numbers(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A column of the records frame as floats (NaN where absent: older records, hand frames)."""
+    if column not in df:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
 
 
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -66,6 +89,8 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
         row = {"method": name, "runs": s["status"], s["metric"]: score}
         if s["metric"] != "accuracy":
             row["acc %"] = fmt(s["accuracy"], ".2f")
+        row["gap"] = fmt(s["gap"], "+.2f")
+        row["epoch"] = _epoch(s["kept"], s["epochs"])
         row.update(
             {
                 "ECE %": fmt(s["ece"], ".2f"),
@@ -79,6 +104,15 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _epoch(kept: float, epochs: float) -> str:
+    """The kept epoch out of those trained, '4/10' (the median over seeds)."""
+    if pd.isna(kept) or pd.isna(epochs):
+        return "—"
+    return f"{kept:g}/{epochs:g}"
+
+
+# Columns that describe a row rather than rank it.
+UNRANKED = ("gap", "epoch")
 # Block summary columns where more is better: the scores (`display_table` names them by their
 # metric) and throughput; every other shown number is a cost or an error, better lower.
 LOWER_SHOWN = frozenset({"ECE %", "train %", "train mem MB", "train s", *LOWER_IS_BETTER})
@@ -88,7 +122,7 @@ def summary_marks(table: pd.DataFrame) -> pd.DataFrame:
     """Best and second best per column of one block's display table (1 best, 2 second), on
     the numbers as shown: scores and img/s highest, ECE and costs lowest."""
     ranks = pd.DataFrame(0, index=table.index, columns=table.columns)
-    columns = [c for c in table.columns if c not in ("method", "runs")]
+    columns = [c for c in table.columns if c not in ("method", "runs", *UNRANKED)]
     mark_shown(table, ranks, columns, higher={c for c in columns if c not in LOWER_SHOWN})
     return ranks
 
@@ -107,7 +141,8 @@ def blocks(
         table, notes = timed_table(
             table, TIME_COLUMNS, part, table["method"], note, hide=hide_times
         )
-        out.append((title, table, notes))
+        sizes = part["resolution_note"].iloc[0]
+        out.append((title, table, [sizes, *notes] if isinstance(sizes, str) else notes))
     return out
 
 
@@ -127,7 +162,10 @@ def render_markdown(
         lines += [line for note in notes for line in (note, "")]
     lines += [
         "Scores are test-split percentages, evaluated once with the epoch selected on validation; "
-        "mean ± std over seeds, few-shot split seeds pooled in (sample std). `train %`: trainable parameters as a percentage of the "
+        "mean ± std over seeds, few-shot split seeds pooled in (sample std). `gap`: the "
+        "selected epoch's validation score minus its test score (mean over seeds; positive: "
+        "validation flattered the method). `epoch`: the epoch kept of those trained (median "
+        "over seeds), by the rule each cell declared (`--select`). `train %`: trainable parameters as a percentage of the "
         "backbone without its head. `img/s`: steady-state training throughput. `train mem MB`: "
         + memory_words(df)
         + ".",
