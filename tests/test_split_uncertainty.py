@@ -43,7 +43,9 @@ def test_a_small_validation_split_is_said_wide_before_training() -> None:
     assert row.test.resolvable == pytest.approx(0.022131, abs=1e-6)
     (line,) = wide_warnings(rows)
     assert "derma: 100 validation images give accuracy ±0.070" in line
-    assert not wide_warnings(split_rows({("d", None, 0): _data("binary", "accuracy", large, large)}))
+    assert not wide_warnings(
+        split_rows({("d", None, 0): _data("binary", "accuracy", large, large)})
+    )
 
 
 def test_auc_uses_the_class_counts_and_few_shot_views_share_validation() -> None:
@@ -63,11 +65,20 @@ def _record(method: str, seed: int, *, val: float, test: float, kept: int, count
         "schema": 1,
         "run_id": f"{method}-{seed}",
         "status": "ok",
-        "config": {"dataset": "breast", "method": method, "backbone": "vit_s", "seed": seed,
-                   "epochs": 10},  # fmt: skip
+        "config": {
+            "dataset": "breast",
+            "method": method,
+            "backbone": "vit_s",
+            "seed": seed,
+            "epochs": 10,
+        },
         "dataset": dataset,
-        "metrics": {"primary_metric": "auc", "primary": test, "test": {"auc": test},
-                    "val": {"auc": val}},  # fmt: skip
+        "metrics": {
+            "primary_metric": "auc",
+            "primary": test,
+            "test": {"auc": test},
+            "val": {"auc": val},
+        },
         "training": {"best_epoch": kept, "history": [{"epoch": i} for i in range(10)]},
         "params": {"trainable_params": 1000, "trainable_pct": 1.0},
     }
@@ -79,7 +90,7 @@ def test_the_summary_shows_the_gap_and_the_epoch_kept() -> None:
         _record("lora", 1, val=0.92, test=0.89, kept=5, counts=True),
         _record("full", 0, val=0.81, test=0.77, kept=0, counts=True),
     ]
-    (title, table, notes) = blocks(summarize(records_frame(records)))[0]
+    (_title, table, notes) = blocks(summarize(records_frame(records)))[0]
     rows = table.set_index("method")
     # mean of (94 - 89, 92 - 89) points; the epoch kept counted from 1, median over seeds
     assert rows.loc["lora", "gap"] == "+4.00" and rows.loc["lora", "epoch"] == "5/10"
