@@ -32,8 +32,19 @@ def split_counts(data: Any) -> dict[str, list[int]]:
     }
 
 
-def _at(metric: str, task: str, counts: list[int], n: int) -> MetricUncertainty | None:
-    return metric_uncertainty(metric, task, counts, n, ASSUMED_SCORE)
+def split_row(
+    label: str, card: Any, counts: Mapping[str, list[int]], sizes: Mapping[str, int]
+) -> SplitRow:
+    """The row of one dataset whose splits hold these class counts and images."""
+
+    def at(split: str) -> MetricUncertainty | None:
+        if split not in counts:
+            return None
+        return metric_uncertainty(card.primary_metric, card.task, counts[split], sizes[split],
+                                  ASSUMED_SCORE)  # fmt: skip
+
+    return SplitRow(dataset=label, metric=card.primary_metric, val=at("val"), test=at("test"),
+                    n_val=sizes["val"], n_test=sizes.get("test"))  # fmt: skip
 
 
 def split_rows(datasets: Mapping[tuple, Any]) -> list[SplitRow]:
@@ -42,26 +53,30 @@ def split_rows(datasets: Mapping[tuple, Any]) -> list[SplitRow]:
     rows, seen = [], set()
     for (name, shots, split_seed), data in datasets.items():
         counts = split_counts(data)
-        n_val = len(data.splits["val"])
         key = (name, tuple(counts["val"]))
         if key in seen:  # few-shot views share the full validation split
             continue
         seen.add(key)
         label = name if shots is None else f"{name} {shots}-shot x{split_seed}"
-        card = data.card
-        test = counts.get("test")
-        n_test = None if test is None else len(data.splits["test"])
-        rows.append(
-            SplitRow(
-                dataset=label,
-                metric=card.primary_metric,
-                val=_at(card.primary_metric, card.task, counts["val"], n_val),
-                test=None if test is None else _at(card.primary_metric, card.task, test, n_test),
-                n_val=n_val,
-                n_test=n_test,
-            )
-        )
+        sizes = {split: len(part) for split, part in data.splits.items()}
+        rows.append(split_row(label, data.card, counts, sizes))
     return rows
+
+
+def dry_run_rows(cards: list[Any], root: Any) -> tuple[list[SplitRow], list[str]]:
+    """(rows, datasets it cannot tell without reading the images) for a dry run, from the
+    labels the formats read alone (bench.formats.Format.split_labels)."""
+    from bench.formats import get_format
+
+    rows, unknown = [], []
+    for card in cards:
+        labels = get_format(card.format).split_labels(card, root)
+        if not labels or "val" not in labels:
+            unknown.append(card.name)
+            continue
+        counts = {s: class_counts(a, card.task, len(card.classes)) for s, a in labels.items()}
+        rows.append(split_row(card.name, card, counts, {s: len(a) for s, a in labels.items()}))
+    return rows, unknown
 
 
 def wide_warnings(rows: list[SplitRow]) -> list[str]:

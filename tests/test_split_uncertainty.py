@@ -113,3 +113,23 @@ def test_records_without_class_counts_still_read() -> None:
     assert resolution_note(old, 85.0) is None  # AUC needs the counts older records lack
     (_, table, notes) = blocks(summarize(old))[0]
     assert table.loc[0, "gap"] == "+5.00" and not any("test images" in n for n in notes)
+
+
+def test_a_dry_run_says_it_from_the_labels_alone(tiny_data_root, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from bench.catalog import get_card
+    from bench.cli import app
+    from bench.split_sizes import dry_run_rows
+    from tests.conftest import grid_args
+
+    (row,), unknown = dry_run_rows([get_card("pneumoniamnist")], tiny_data_root)
+    assert (row.n_val, row.n_test, unknown) == (24, 24, [])
+    # 24 images, 12 per class, AUC at 0.85 by Hanley-McNeil: wide
+    assert row.metric == "auc" and row.val.method == "Hanley-McNeil" and row.val.wide
+    res = CliRunner().invoke(app, [*grid_args(tiny_data_root, tmp_path / "r"), "--dry-run"],
+                             env={"COLUMNS": "200"})  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "what the splits can resolve" in res.output
+    assert "pneumoniamnist: 24 validation images give auc ±" in res.output
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing

@@ -185,6 +185,17 @@ def _print_dry_run(out, the_plan, results: Path) -> None:
     print_grid(out, the_plan, results)
     for note in the_plan.notes:
         out.print(f"[cyan]note[/] {note}")
+    from bench.catalog import data_root, get_card
+    from bench.split_sizes import dry_run_rows
+
+    req = the_plan.request
+    rows, unknown = dry_run_rows([get_card(n) for n in req.datasets], data_root(req.data_root))
+    print_split_sizes(out, rows)
+    if unknown:
+        out.print(
+            f"[cyan]note[/] what the splits of {', '.join(unknown)} resolve is said once "
+            "`bench run` has read them"
+        )
     images, unknown = training_images(the_plan.cells, the_plan.datasets)
     out.print(
         f"compute: {len(the_plan.cells)} cell(s), {images:,} training images passed"

@@ -78,6 +78,11 @@ class Format(ABC):
     ) -> dict[str, SplitArrays]:
         """{split: SplitArrays} for the splits the files provide (`check_available` done)."""
 
+    def split_labels(self, card: DatasetCard, root: Path) -> dict[str, np.ndarray] | None:
+        """{split: labels} read without the images, for a dry run's statement of what the
+        splits can resolve; None where that needs the images read (the default)."""
+        return None
+
     def train_labels_where(self, card: DatasetCard, root: Path) -> tuple[str, str]:
         """(where, hint) for a single-label class without a training image."""
         return f"dataset {card.name!r}", "add training images of it or fix the card's classes"
