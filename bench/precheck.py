@@ -276,11 +276,11 @@ def settings_for(
     defaults, then what the request's protocol pins for it, then --lr, then --set."""
     defaults = {
         **train_defaults,
+        # the other harness settings start at the cell's defaults, which keep old run ids
+        **{k: LATE_DEFAULTS[k] for k in LOOP_KEYS if k in LATE_DEFAULTS},
         "warmup_epochs": req.warmup_epochs,
         "grad_clip": req.grad_clip,
         "select": req.select,
-        # the other harness settings start at the cell's defaults, which keep old run ids
-        **{k: LATE_DEFAULTS[k] for k in LOOP_KEYS if k in LATE_DEFAULTS},
     }
     train = {**defaults, "lr": default_lr, **req.method_train.get(method, {})}
     if req.lr is not None:

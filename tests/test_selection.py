@@ -108,3 +108,24 @@ def test_only_a_rule_other_than_best_changes_the_run_id() -> None:
     # a record written before the rule existed has no `select`: it reads as best
     old = {k: v for k, v in _cell().to_dict().items() if k != "select"}
     assert CellConfig(**old).run_id == _cell().run_id
+
+
+def test_select_last_runs_end_to_end_and_keeps_the_final_epoch(tiny_data_root, tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from tests.conftest import grid_args
+
+    results = tmp_path / "r"
+    args = grid_args(tiny_data_root, results, "--methods", "linear", "--epochs", "3")
+    res = CliRunner().invoke(app, [*args, "--select", "last"])
+    assert res.exit_code == 0, res.output
+    (path,) = results.glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["config"]["select"] == "last"
+    selection = record["training"]["selection"]
+    assert selection["rule"] == "last" and selection["epoch"] == 2
+    assert record["training"]["best_epoch"] == 2 and len(selection["curve"]) == 3
+    assert selection["val"] == record["metrics"]["val"]["auc"] == selection["curve"][2]
