@@ -22,6 +22,7 @@ D, DEPTH = 768, 12
 VIT_B16_DEFAULTS: dict[str, int] = {
     "full": 85_804_039,  # every parameter: 85,798,656 backbone + head
     "linear": HEAD,
+    "knn": 0,  # trains nothing: its training split is its memory
     "vpt": 97_543,  # deep, 10 prompts: 12·10·768 + 5,383
     "vpt-shallow": 13_063,  # 10 prompts at the input: 10·768 + 5,383
     "vfpt": 97_543,  # VPT-deep's prompts (half of them Fourier-transformed) + 5,383
