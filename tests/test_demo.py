@@ -196,9 +196,10 @@ def test_the_shipped_weights_are_what_the_recipe_makes(pretrained) -> None:
     assert _is_current(shipped) and load_file(str(shipped)).keys() == load_file(str(path)).keys()
     for demo_seed in (0, 1):
         ours, fresh = probe_weights(shipped, demo_seed), probe_weights(path, demo_seed)
-        # within the recipe's spread across pretraining runs (87-92 % over seeds; another timm
-        # or CPU changes the bits, and so the run)
-        assert abs(ours["pretrained"] - fresh["pretrained"]) <= 0.06, (ours, fresh)
+        # within the recipe's spread across pretraining runs: another timm or CPU changes the
+        # bits, and so the run; seen from 0.868 (timm 1.0.9) to 0.932 (the shipped file) on demo
+        # seed 0. A file of another recipe or a random init (about 0.2) is far outside it.
+        assert abs(ours["pretrained"] - fresh["pretrained"]) <= 0.08, (ours, fresh)
         assert ours["pretrained"] - ours["random_init"] >= 0.10, ours
 
 
