@@ -20,6 +20,7 @@ from torch import nn
 from bench.frozen_features import uses_frozen_features
 from bench.harness import adapt
 from bench.train import build_optimizer, set_train_mode
+from bench.train_free import training_free
 from methods import get_method, list_methods
 
 NATIVE, PATCH, CLASSES, BATCH = 32, 8, 5, 8
@@ -33,6 +34,8 @@ def test_train_step(benchmark, method: str) -> None:
     size = method_input_size(method, hparams, native=NATIVE, patch=PATCH)
     backbone = tiny_vit(img_size=size, patch_size=PATCH, num_classes=CLASSES)
     model, *_ = adapt(backbone, method, hparams)
+    if training_free(model):
+        pytest.skip(f"{method} trains nothing: there is no training step to time")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, 3, size, size, generator=g)
     y = torch.randint(0, CLASSES, (BATCH,), generator=g)

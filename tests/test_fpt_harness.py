@@ -387,10 +387,12 @@ def test_cli_cached_and_live(tmp_path: Path, tiny_data_root: Path, monkeypatch) 
 def _grid_img(output: str) -> dict[str, str]:
     """method -> the dry-run table's img column."""
     lines = output.splitlines()
-    header = next(line for line in lines if "run id" in line)
-    cols = [c.strip() for c in header.split("┃")]
+    start = next(i for i, line in enumerate(lines) if "run id" in line)
+    cols = [c.strip() for c in lines[start].split("┃")]
     method, img = cols.index("method"), cols.index("img")
-    rows = [[c.strip() for c in line.split("│")] for line in lines if line.startswith("│")]
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("└"))  # its table only
+    rows = [[c.strip() for c in line.split("│")] for line in lines[start:end]
+            if line.startswith("│")]  # fmt: skip
     return {row[method]: row[img] for row in rows if row[method]}
 
 

@@ -95,7 +95,9 @@ def test_the_summary_shows_the_gap_and_the_epoch_kept() -> None:
     # mean of (94 - 89, 92 - 89) points; the epoch kept counted from 1, median over seeds
     assert rows.loc["lora", "gap"] == "+4.00" and rows.loc["lora", "epoch"] == "5/10"
     assert rows.loc["full", "gap"] == "+4.00" and rows.loc["full", "epoch"] == "1/10"
-    assert notes[0].startswith("Each score stands on 156 test images: auc ±")
+    assert notes[0].startswith(
+        "Each score stands on 156 test images (its epoch chosen on 78 validation images): auc ±"
+    )
     assert "Hanley-McNeil" in notes[0]
 
 

@@ -130,6 +130,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "select": cfg.get("select", "best"),
                 # the test split behind the score (class counts: records since they were kept)
                 "n_test": (dataset.get("sizes") or {}).get("test"),
+                "n_val": (dataset.get("sizes") or {}).get("val"),
                 "test_counts": (dataset.get("class_counts") or {}).get("test"),
                 **{k: test.get(k) for k in TEST_METRICS},
                 "trainable_params": params.get("trainable_params"),
@@ -167,7 +168,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         # (file names would sort them alphabetically); records without a time keep their place.
         frame = frame.sort_values("started_at", kind="stable", na_position="last")
         frame = frame.reset_index(drop=True)
-    numbers = ["primary", "val_primary", "selected_epoch", "epochs_run", "n_test", *TEST_METRICS, "trainable_pct", "trainable_pct_no_head",
+    numbers = ["primary", "val_primary", "selected_epoch", "epochs_run", "n_test", "n_val", *TEST_METRICS, "trainable_pct", "trainable_pct_no_head",
                "peak_train_mem_mb", "peak_preload_mem_mb", "peak_eval_mem_mb", "train_s",
                "wall_s", "train_img_s", "others_cpu_share", "torch_threads", "cpu_count",
                *COST_COLUMNS]  # fmt: skip

@@ -36,8 +36,10 @@ def resolution_note(runs: pd.DataFrame, score: float) -> str | None:
     if u is None or not math.isfinite(u.se):
         return None
     unit = " points" if factor == 100 else ""
+    n_val = pd.to_numeric(pd.Series([row.get("n_val")]), errors="coerce").iloc[0]
+    chosen = f" (its epoch chosen on {int(n_val)} validation images)" if n_val == n_val else ""
     return (
-        f"Each score stands on {n} test images: {metric} ±{u.half_width * factor:.1f}{unit} "
+        f"Each score stands on {n} test images{chosen}: {metric} ±{u.half_width * factor:.1f}{unit} "
         f"(95 %, {u.method}) around {score:.1f}; two methods closer than "
         f"{u.resolvable * factor:.1f}{unit} cannot be told apart on this test split (unpaired; "
         "paired tests on the saved predictions resolve less where methods agree)."
