@@ -79,8 +79,11 @@ def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) 
             model, *_, cfg = build_model(cell, source, data.num_classes)
             # only where the cell will use the cache: not a head trained on augmented views
             cached = feature_mode(model, cell)[0] == "preload"
-            if cached and (key, cell.dataset) not in caches:
-                caches.add((key, cell.dataset))
+            # methods reading the same features (linear, knn, mlp-head) share one cache
+            cache = (repr(model.feature_identity()) if cached else None, cell.dataset,
+                     cell.img_size)  # fmt: skip
+            if cached and cache not in caches:
+                caches.add(cache)
                 notes.append(cache_estimate(model, cell, data, cfg))
     return notes
 
