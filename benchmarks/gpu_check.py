@@ -99,10 +99,12 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 def costs(device: torch.device, size: dict[str, Any], *, all_methods: bool, deadline: float,
           log: list[str]) -> list[dict[str, Any]]:  # fmt: skip
     rows = []
-    core = [get_method(m).name for m in CORE_METHODS]  # "fpt" is an alias of "fpt-plus"
+    # "fpt" is an alias of "fpt-plus"; a training-free method (knn) has no training step to time
+    core = [get_method(m).name for m in CORE_METHODS if not get_method(m).training_free]
     plan = [(m, p) for p in size["precisions"] for m in core]
     if all_methods:
-        plan += [(m, size["precisions"][0]) for m in list_methods() if m not in core]
+        plan += [(m, size["precisions"][0]) for m in list_methods()
+                 if m not in core and not get_method(m).training_free]  # fmt: skip
     for method, precision in plan:
         if time.monotonic() > deadline:
             log.append(f"costs: out of time before {method} ({precision}); skipped the rest")

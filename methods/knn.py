@@ -87,6 +87,7 @@ class KnnClassifier(CachedFrozenBackboneHead):
     summary="k-NN on frozen features: cosine similarity, softmax(sim/T)-weighted votes of the "
     "k nearest training images; trains nothing",
     paper="https://arxiv.org/abs/2104.14294",
+    training_free=True,
 )
 def build(model: nn.Module, *, k: int = 20, temperature: float = 0.07) -> nn.Module:
     """k-NN classifier on the frozen backbone's pre-logits features (DINO/DINOv2 evaluation)."""

@@ -58,6 +58,9 @@ class MethodSpec:
     # Why this install cannot build the method ("lokr needs peft >= …"); "" when it can. An
     # unavailable method stays registered, so `bench list` can say what it needs.
     unavailable: str = ""
+    # Trains nothing (k-NN): the harness fills the model's memory instead of training it, so
+    # there is no training step to profile. Its model says so too (`training_free`).
+    training_free: bool = False
 
     @property
     def train_defaults(self) -> dict[str, Any]:
@@ -98,6 +101,7 @@ def register(
     lr_rule: LrRule | None = None,
     merge: Merge | None = None,
     unavailable: str = "",
+    training_free: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Register `build(model, *, hparam=default, ...)` under `name` with its training defaults
     and its search space (one SearchSpace for `optimizer`, or one per optimizer). Without one,
@@ -164,6 +168,7 @@ def register(
             lr_rule=lr_rule,
             merge=merge,
             unavailable=unavailable,
+            training_free=training_free,
         )
         _ALIASES.update({alias: name for alias in aliases})
         return fn

@@ -35,6 +35,7 @@ def test_output_shape_and_finite(name: str) -> None:
 def test_gradients_reach_exactly_the_trainable_tensors(name: str) -> None:
     model = adapted(name)
     set_train_mode(model)
+    assert training_free(model) == methods.get_method(name).training_free
     if training_free(model):  # k-NN: nothing trains, and no gradient can flow
         assert not any(p.requires_grad for p in model.parameters())
         assert not model(torch.randn(4, 3, 32, 32)).requires_grad

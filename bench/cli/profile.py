@@ -80,9 +80,17 @@ def profile(
     from bench.measure import environment, gpu_busy_processes
     from bench.profiling import common_img_size, profile_in_subprocess, profile_record
     from bench.records import save_record
+    from methods import get_method
 
     try:
         names = resolve_methods(parse_name_list(methods))
+        free = [m for m in names if get_method(m).training_free]
+        if free:
+            out.print(f"[cyan]note[/] {', '.join(free)} trains nothing: no training step to "
+                      "profile (its cost is in `bench run`'s records)")  # fmt: skip
+            names = [m for m in names if m not in free]
+        if not names:
+            raise UserError("no method left to profile; choose methods that train")
         dev = resolve_device(device)
         resolved = resolve_precision(precision, dev)  # the same rule and messages as bench run
         from bench.backbones import resolve_backbone
