@@ -14,6 +14,7 @@ from bench.config import CellConfig
 from bench.data import LoadedDataset
 from bench.feature_cache import CachedFeatures, LiveFeatures, load_or_build
 from bench.precision import autocast
+from bench.train_free import training_free
 from bench.transforms import Preprocess
 
 
@@ -84,7 +85,7 @@ def feature_mode(model: Any, cell: CellConfig) -> tuple[str | None, dict[str, An
     every step) or None (not a frozen-feature model, or the cache would change what it trains
     on), with the record's `feature_cache` entry when there is one to write before training."""
     frozen = uses_frozen_features(model)
-    if frozen and getattr(model, "training_free", False):
+    if frozen and training_free(model):
         # nothing trains, so there is no augmented view to keep: the un-augmented features, as
         # the k-NN evaluations use them, are the cell whatever --augment says
         return "preload", None

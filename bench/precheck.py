@@ -121,8 +121,9 @@ def precheck_methods(names: list[str], sets: dict[str, dict[str, str]], backbone
     methods = early_methods()
     if methods is not None:
         names = methods.resolve(names)
-        req = EarlyRequest(methods=names, datasets=[], seeds=[0], backbone=backbone)
-        check_methods(req.replace(sets=methods.canonical_sets(sets, names)), methods)
+        sets = methods.canonical_sets(sets, names)
+        check_methods(EarlyRequest(methods=names, datasets=[], seeds=[0], backbone=backbone,
+                                   sets=sets), methods)  # fmt: skip
 
 
 def check_methods(req: EarlyRequest, methods: Methods) -> None:

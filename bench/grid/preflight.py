@@ -78,11 +78,11 @@ def preflight_builds(cells: list[CellConfig], datasets: dict[str, Any], source) 
             seen.add(key)
             model, *_, cfg = build_model(cell, source, data.num_classes)
             # only where the cell will use the cache: not a head trained on augmented views
-            cached = feature_mode(model, cell)[0] == "preload"
+            if feature_mode(model, cell)[0] != "preload":
+                continue
             # methods reading the same features (linear, knn, mlp-head) share one cache
-            cache = (repr(model.feature_identity()) if cached else None, cell.dataset,
-                     cell.img_size)  # fmt: skip
-            if cached and cache not in caches:
+            cache = (repr(model.feature_identity()), cell.dataset, cell.img_size)
+            if cache not in caches:
                 caches.add(cache)
                 notes.append(cache_estimate(model, cell, data, cfg))
     return notes

@@ -62,11 +62,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     run_block = pd.Series([block_title(*k) for k in keys], index=df.index)
     notes = {b: timing_note(df[run_block == b]) for b in out["block"].unique()}
     out["timing_note"] = [notes[b] for b in out["block"]]
-    sizes = {
+    resolution = {
         b: resolution_note(df[run_block == b], out.loc[out["block"] == b, "mean"].median())
         for b in out["block"].unique()
     }
-    out["resolution_note"] = [sizes[b] for b in out["block"]]
+    out["resolution_note"] = [resolution[b] for b in out["block"]]
     return out.rename(columns={"n_total": "seeds"})
 
 
