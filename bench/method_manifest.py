@@ -1,5 +1,6 @@
 """What the command line needs to know about every registered method before it imports torch:
-names, aliases, defaults, what each does, and its trainable count on the demo backbone. Written
+names, aliases, defaults, the values each hyperparameter may take, what each does, and its
+trainable count on the demo backbone. Written
 from the registry into `methods_manifest.json` (`python -m bench.method_manifest`), and trusted
 only while `methods/*.py` are byte for byte the files it was written from: a method added or
 changed since (a user's own file included) sends every caller back to the registry itself.
@@ -64,6 +65,7 @@ def unavailable(entry: dict[str, Any]) -> str:
 def build_manifest() -> dict[str, Any]:
     """The manifest from the registry (imports torch, timm and peft; builds every method once on
     the demo backbone, without weights, to count what it trains)."""
+    from bench.hparam_limits import to_json
     from bench.method_counts import trainable_counts
     from methods import CORE_METHODS, get_method, list_methods
     from methods.peft_tuners import TUNERS
@@ -85,6 +87,7 @@ def build_manifest() -> dict[str, Any]:
             "weight_decay": spec.weight_decay,
             "trainable": counts.get(name),
             "hparams": dict(spec.hparams),
+            "limits": {k: to_json(limit) for k, limit in spec.limits.items()},
             "search": list(spec.search),  # the optimizers it declares a search space for
             "summary": spec.summary,
             "paper": spec.paper,

@@ -22,6 +22,7 @@ from bench.backbone_options import check_backbone_options
 from bench.catalog import data_root, get_card
 from bench.config import LATE_DEFAULTS, coerce
 from bench.errors import UserError
+from bench.hparam_limits import Limit, check_values, limits_from_json
 from bench.method_manifest import load_manifest, unavailable
 from bench.option_values import (
     AUGMENT_NAMES,
@@ -136,25 +137,34 @@ def check_methods(req: EarlyRequest, methods: Methods) -> None:
             train_defaults={k: entry[k] for k in TRAIN_KEYS},
             default_lr=methods.default_lr(entry, req.batch_size),
             hparams=entry["hparams"],
+            limits=methods.limits(entry),
             req=req,
         )
         optimizers[name] = train["optimizer"]
     if req.tune is not None:
         spaces = canonical_spaces(req.tune.spaces, req.methods, lambda n: methods.entry(n)["name"])
         for name, optimizer in optimizers.items():
-            check_space(name, methods.entry(name), optimizer, spaces.get(name, {}), req)
+            check_space(name, methods, optimizer, spaces.get(name, {}), req)
 
 
 def check_space(
-    name: str, entry: dict[str, Any], optimizer: str, overrides: dict[str, str], req: EarlyRequest
+    name: str, methods: Methods, optimizer: str, overrides: dict[str, str], req: EarlyRequest
 ) -> None:
     """A method's --space against its manifest entry, by bench.tuning_plan's rules."""
+    entry = methods.entry(name)
     pins = [k for k in TRAIN_AXES if k in req.method_train.get(name, {})]
     if declared_space(optimizer, entry["search"], pins) is None and "lr" not in overrides:
         raise no_space(name, optimizer, entry["search"])
     defaults = {k: entry[k] for k in TRAIN_AXES} | entry["hparams"]
     sets = req.sets.get(name, {})
-    searched_values(name, overrides, defaults=defaults, sets=sets, lr_pinned=req.lr is not None)
+    searched_values(
+        name,
+        overrides,
+        defaults=defaults,
+        limits=methods.limits(entry),
+        sets=sets,
+        lr_pinned=req.lr is not None,
+    )
 
 
 def early_methods() -> Methods | None:
@@ -232,6 +242,11 @@ class Methods:
         return canonical
 
     @staticmethod
+    def limits(entry: dict[str, Any]) -> dict[str, Limit]:
+        """The values each of the method's hyperparameters may take."""
+        return limits_from_json(entry["limits"])
+
+    @staticmethod
     def default_lr(entry: dict[str, Any], batch_size: int) -> float:
         """methods.search.LrRule.scale: a base rate for a reference batch, scaled linearly."""
         reference = entry.get("lr_reference_batch")
@@ -271,10 +286,12 @@ def settings_for(
     train_defaults: Mapping[str, Any],
     default_lr: float,
     hparams: Mapping[str, Any],
+    limits: Mapping[str, Limit],
     req: Settings,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(training settings, builder hyperparameters) for a method with these defaults: its
-    defaults, then what the request's protocol pins for it, then --lr, then --set."""
+    defaults, then what the request's protocol pins for it, then --lr, then --set; each
+    hyperparameter within its `limits`."""
     defaults = {
         **train_defaults,
         # the other harness settings start at the cell's defaults, which keep old run ids
@@ -305,6 +322,7 @@ def settings_for(
                 f"--set {method}.{key}: {method!r} has no hyperparameter {key!r}; valid: {valid}"
             )
     check_train(method, train)
+    check_values(method, limits, out)
     return train, out
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from bench.config import coerce
 from bench.errors import UserError
+from bench.hparam_limits import Limit, problem
 
 
 def canonical_spaces(
@@ -34,12 +35,13 @@ def searched_values(
     overrides: Mapping[str, str],
     *,
     defaults: Mapping[str, Any],
+    limits: Mapping[str, Limit],
     sets: Mapping[str, str],
     lr_pinned: bool,
 ) -> dict[str, tuple[Any, ...]]:
-    """Each --space key's values, coerced to the type of its default. `defaults`: the method's
-    learning rate, weight decay and hyperparameters; `sets`: its --set keys; `lr_pinned`: --lr
-    was given."""
+    """Each --space key's values, coerced to the type of its default and within its limit.
+    `defaults`: the method's learning rate, weight decay and hyperparameters; `limits`: the
+    values its hyperparameters may take; `sets`: its --set keys; `lr_pinned`: --lr was given."""
     axes: dict[str, tuple[Any, ...]] = {}
     for key, raw in overrides.items():
         if key == "optimizer":
@@ -57,6 +59,9 @@ def searched_values(
         values = [
             coerce(v.strip(), defaults[key], what=f"--space {method}.{key}") for v in raw.split(",")
         ]
+        for value in values:
+            if key in limits and (wrong := problem(limits[key], value)):
+                raise UserError(f"--space {method}.{key}: each value {wrong}")
         axes[key] = tuple(dict.fromkeys(values))  # duplicates would only repeat trials
     if lr_pinned and "lr" in axes:
         raise UserError("--lr pins every method's learning rate; drop it or --space *.lr")

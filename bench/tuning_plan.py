@@ -64,7 +64,12 @@ def resolve_space(method: str, req: Any, tune: TuneRequest) -> SearchSpace:
     sets = req.sets.get(method, {})
     defaults = {k: spec.train_defaults[k] for k in TRAIN_AXES} | dict(spec.hparams)
     axes |= searched_values(
-        method, overrides, defaults=defaults, sets=sets, lr_pinned=req.lr is not None
+        method,
+        overrides,
+        defaults=defaults,
+        limits=spec.limits,
+        sets=sets,
+        lr_pinned=req.lr is not None,
     )
     pinned = [k for k in axes if k in sets or (k in protocol_pins and k not in overrides)]
     if req.lr is not None:

@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from bench.hparam_limits import OneOf, fraction, positive, whole
 from methods.registry import register
 from methods.search import SearchSpace, lr_around
 
@@ -70,6 +71,12 @@ class AdaptedMLP(nn.Module):
     ),
     summary="AdaptFormer: ReLU bottleneck adapter parallel to every MLP (scale 0.1) + head",
     paper="https://arxiv.org/abs/2205.13535",
+    limits={
+        "style": OneOf(STYLES),
+        "bottleneck": whole(1),
+        "scale": positive(),
+        "dropout": fraction(),
+    },
 )
 def build(
     model: nn.Module,
@@ -85,14 +92,6 @@ def build(
     sequential (KMnP/vpt `Pfeiffer_Block`): after the MLP output, GELU; the VPT repo uses
     bottleneck = dim / 8 (96 for ViT-B), no scale and no dropout, i.e. `scale=1.0, dropout=0.0`.
     """
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, not {style!r}")
-    if bottleneck < 1:
-        raise ValueError(f"bottleneck must be >= 1, not {bottleneck}")
-    if scale <= 0:
-        raise ValueError(f"scale must be > 0, not {scale}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), not {dropout}")
     act = nn.ReLU if style == "parallel" else nn.GELU
     dim = model.embed_dim
     ref = next(model.parameters())  # new tensors live where the backbone does

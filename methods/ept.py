@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Attention
 from torch import nn
 
+from bench.hparam_limits import non_negative, whole
 from methods.registry import register
 from methods.search import SearchSpace, lr_around
 
@@ -177,6 +176,7 @@ def token_count(model: nn.Module) -> int:
     summary="EPT: per-layer learnable prompt logits (N x d_p) widen the attention softmax; "
     "dropped before V",
     paper="https://arxiv.org/abs/2407.01003",
+    limits={"prompt_length": whole(1), "init_std": non_negative()},
 )
 def build(
     model: nn.Module,
@@ -187,10 +187,6 @@ def build(
     fused: bool = True,
 ) -> nn.Module:
     """Wrap the attention of every block (`deep`) or of block 0 only (EPT-shallow) in place."""
-    if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or prompt_length < 1:
-        raise ValueError(f"prompt_length must be a positive integer, not {prompt_length!r}")
-    if not math.isfinite(init_std) or init_std < 0:
-        raise ValueError(f"init_std must be a finite number >= 0, not {init_std!r}")
     num_tokens = token_count(model)
     img_size = getattr(model.patch_embed, "img_size", None)
     blocks = list(model.blocks) if deep else list(model.blocks)[:1]

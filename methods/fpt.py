@@ -50,6 +50,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from bench.hparam_limits import Limit, Number, OneOf, fraction, whole
 from methods.fpt_layers import FusionModule, KVTap
 from methods.fpt_model import (
     FineGrainedPromptTuning,
@@ -192,16 +193,6 @@ def build_fpt(
     cache_dtype: str,
     hf_style: bool = False,
 ) -> FineGrainedPromptTuning:
-    if importance not in IMPORTANCE:
-        raise ValueError(f"importance must be one of {IMPORTANCE}, not {importance!r}")
-    if cache_dtype not in CACHE_DTYPES:
-        raise ValueError(f"cache_dtype must be one of {CACHE_DTYPES}, not {cache_dtype!r}")
-    if not 0 < token_ratio <= 1:
-        raise ValueError(f"token_ratio must be in (0, 1], got {token_ratio}")
-    if layers < 1 or num_prompts < 1 or side_reduction < 1 or prompt_reduction < 1:
-        raise ValueError("layers, num_prompts, side_reduction and prompt_reduction must be >= 1")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if not hasattr(model, "pos_embed") or not hasattr(model.blocks[0].attn, "qkv"):
         raise ValueError("FPT needs a timm VisionTransformer with fused qkv attention")
     patch, size = patch_size(model), input_size(model)
@@ -315,6 +306,21 @@ FPT_V1_DEFAULTS: dict[str, Any] = {
 FPT_PLUS_DEFAULTS: dict[str, Any] = {
     k: v for k, v in FPT_V1_DEFAULTS.items() if k != "prompt_reduction"
 } | {"layers": 6}
+# What each knob may be; the widths' divisibility and the side size's patch grid depend on the
+# backbone, so build_fpt checks those.
+FPT_V1_LIMITS: dict[str, Limit] = {
+    "layers": whole(1, note="more than the depth means every block"),
+    "num_prompts": whole(1),
+    "token_ratio": Number(low=0, high=1, low_open=True),
+    "importance": OneOf(IMPORTANCE),
+    "side_reduction": whole(1),
+    "prompt_reduction": whole(1),
+    "dropout": fraction(),
+    "lpm_size": whole(0, note="0 = the method's rule"),
+    "side_size": whole(0, note="0 = the variant's default"),
+    "cache_dtype": OneOf(CACHE_DTYPES),
+}
+FPT_PLUS_LIMITS = {k: v for k, v in FPT_V1_LIMITS.items() if k in FPT_PLUS_DEFAULTS}
 
 
 def _build_plus(model: nn.Module, **hparams: Any) -> FineGrainedPromptTuning:
@@ -334,6 +340,7 @@ register(
     paper="https://arxiv.org/abs/2408.02426",
     aliases=("fpt",),
     input_size=lpm_input_size,
+    limits=FPT_PLUS_LIMITS,
 )(keyword_builder("fpt-plus", FPT_PLUS_DEFAULTS, _build_plus))
 register(
     "fpt-v1",
@@ -343,4 +350,5 @@ register(
     summary="FPT (MICCAI 2024): every LPM layer, side-width prompts projected to queries",
     paper="https://arxiv.org/abs/2403.07576",
     input_size=lpm_input_size,
+    limits=FPT_V1_LIMITS,
 )(keyword_builder("fpt-v1", FPT_V1_DEFAULTS, _build_v1))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bench.hparam_limits import positive, whole
 from methods.frozen_head import FEATURE, CachedFrozenBackboneHead
 from methods.registry import register
 from methods.search import SearchSpace
@@ -88,12 +89,9 @@ class KnnClassifier(CachedFrozenBackboneHead):
     "k nearest training images; trains nothing",
     paper="https://arxiv.org/abs/2104.14294",
     training_free=True,
+    limits={"k": whole(1), "temperature": positive()},
 )
 def build(model: nn.Module, *, k: int = 20, temperature: float = 0.07) -> nn.Module:
     """k-NN classifier on the frozen backbone's pre-logits features (DINO/DINOv2 evaluation)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, not {k}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, not {temperature}")
     model.requires_grad_(False)
     return KnnClassifier(model, k=k, temperature=temperature)

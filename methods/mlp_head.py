@@ -3,6 +3,7 @@ Jia et al., ECCV 2022, https://arxiv.org/abs/2203.12119)."""
 
 from torch import nn
 
+from bench.hparam_limits import OneOf, fraction, whole
 from methods.frozen_head import frozen_head
 from methods.registry import register
 
@@ -45,6 +46,12 @@ def mlp_head(
     lr=3e-4,  # demo, 10 epochs: 1e-4 gave 76% test, 3e-4 84-85%, 1e-3 71%
     summary="MLP-k head (k Linear layers) on frozen CLS features; backbone frozen",
     paper="https://arxiv.org/abs/2203.12119",
+    limits={
+        "layers": whole(1, note="1 is a linear probe"),
+        "hidden": whole(0, note="0 = the embedding width"),
+        "dropout": fraction(),
+        "norm": OneOf(NORMS),
+    },
 )
 def build(
     model: nn.Module,
@@ -65,14 +72,6 @@ def build(
     head's own dropout still applies); with an augmenting preset, or `preload=False`, the frozen
     backbone runs at every step on the augmented view.
     """
-    if layers < 1:
-        raise ValueError(f"layers must be >= 1 (1 is a linear probe), not {layers}")
-    if hidden < 0:
-        raise ValueError(f"hidden must be >= 0 (0 = embedding width), not {hidden}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), not {dropout}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
     old = model.get_classifier()
     if not isinstance(old, nn.Linear):
         raise ValueError(f"mlp-head needs a Linear classifier head, found {type(old).__name__}")

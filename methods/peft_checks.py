@@ -9,10 +9,10 @@ from typing import Any
 
 from torch import nn
 
+from bench.hparam_limits import Names
 from methods.peft_inject import (
     LINEAR_TARGETS,
     inject_peft,
-    positive_int,
     target_regex,
     targeted_linears,
 )
@@ -21,40 +21,14 @@ from methods.qkv_split import QKV_PATH, SPLIT_TARGETS, split_qkv
 # LoRA's vocabulary: the shared Linear names, plus q, k and v, the fused qkv's three parts as
 # independent layers (the LoRA paper's W_q and W_v: `targets="q,v"`).
 LORA_TARGETS = {**LINEAR_TARGETS, **SPLIT_TARGETS}
-
-
-def lokr_factor(label: str, value: int) -> int:
-    if int(value) != value or value == 0 or value < -1:
-        raise ValueError(f"{label} must be -1 or a positive integer, got {value}")
-    return int(value)
-
-
-def hra_rank(label: str, value: int) -> int:
-    value = positive_int(label, value)
-    if value % 2:
-        raise ValueError(
-            f"{label} must be even (reflections are initialised in cancelling pairs), got {value}"
-        )
-    return value
-
-
-def road_variant(label: str, value: str) -> str:
-    if value not in ("road_1", "road_2", "road_4"):
-        raise ValueError(f"{label} must be road_1, road_2 or road_4, got {value!r}")
-    return value
-
-
-def road_group_size(label: str, value: int) -> int:
-    value = positive_int(label, value)
-    if value % 2:
-        raise ValueError(f"{label} must be even, got {value}")
-    return value
-
-
-def c3a_block_size(label: str, value: int) -> int:
-    if int(value) != value or value < 0:
-        raise ValueError(f"{label} must be 0 (auto) or a positive integer, got {value}")
-    return int(value)
+_FUSED = tuple(t for t, paths in LORA_TARGETS.items() if QKV_PATH in paths)  # qkv, attn, all
+# Split and fused qkv cannot mix: the fused layer no longer exists once split, and adapting it
+# too would be a third form.
+LORA_TARGET_NAMES = Names(
+    tuple(LORA_TARGETS),
+    apart=(tuple(SPLIT_TARGETS), _FUSED),
+    why="q, k and v adapt the parts of qkv separately; qkv, attn and all adapt the fused qkv",
+)
 
 
 def ia3_feedforward(name: str, model: nn.Module, values: dict[str, Any]) -> dict[str, Any]:
@@ -157,20 +131,11 @@ def inject_split_lora(
     vocabulary: Mapping[str, tuple[str, ...]],
     **config: Any,
 ) -> nn.Module:
-    """LoRA whose targets may name q, k or v: split every block's fused qkv into three Linears
-    first (methods/qkv_split.py), so W_q and W_v get independent updates and W_k none (LoRA,
-    Hu et al., ICLR 2022, section 4.2). Targets without them inject on the fused qkv as before."""
-    target_regex(targets, vocabulary)  # unknown or empty targets raise before the model changes
+    """LoRA whose targets may name q, k or v (`LORA_TARGET_NAMES`, checked by the registry): split
+    every block's fused qkv into three Linears first (methods/qkv_split.py), so W_q and W_v get
+    independent updates and W_k none (LoRA, Hu et al., ICLR 2022, section 4.2). Targets without
+    them inject on the fused qkv as before."""
     names = {t.strip() for t in targets.split(",") if t.strip()}
-    split = sorted(names & set(SPLIT_TARGETS))
-    if split:
-        fused = sorted(t for t in names if QKV_PATH in vocabulary[t])  # qkv, attn, all
-        if fused:
-            # the fused layer no longer exists once split; adapting it too would be a third form
-            raise ValueError(
-                f"lora targets {', '.join(split)} adapt qkv's parts separately and cannot be "
-                f"combined with {', '.join(fused)}, which adapt the fused qkv; valid names: "
-                f"{', '.join(vocabulary)}"
-            )
+    if names & set(SPLIT_TARGETS):
         split_qkv(model)
     return inject_peft(model, config_cls, targets=targets, vocabulary=vocabulary, **config)

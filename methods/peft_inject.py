@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from bench.hparam_limits import Limit, Names
 from methods.qkv_split import fuse_qkv
 from methods.registry import keyword_builder, register
 from methods.search import SearchSpace
@@ -52,15 +52,9 @@ def target_regex(targets: str, vocabulary: Mapping[str, tuple[str, ...]] = LINEA
     "qkv,proj" gives the spec's R1, "qkv,proj,fc1,fc2" (= "all") R2 and "mlp" R3: the same
     module sets, written as one alternation of anchored block paths.
     """
-    names = [t.strip() for t in str(targets).split(",") if t.strip()]
-    if not names:
-        raise ValueError(f"targets is empty; choose from {', '.join(vocabulary)}")
-    unknown = [t for t in names if t not in vocabulary]
-    if unknown:
-        raise ValueError(
-            f"unknown target(s) {', '.join(unknown)}; choose comma-separated names from "
-            f"{', '.join(vocabulary)}"
-        )
+    if wrong := Names(tuple(vocabulary)).problem(targets):
+        raise ValueError(f"targets {wrong}")
+    names = [t.strip() for t in targets.split(",") if t.strip()]
     patterns = list(dict.fromkeys(p for t in names for p in vocabulary[t]))  # ordered, no repeats
     return "(?:" + "|".join(patterns) + ")"
 
@@ -118,30 +112,6 @@ def merge_peft(model: nn.Module) -> nn.Module:
     return fuse_qkv(model)
 
 
-def positive_int(label: str, value: int) -> int:
-    if int(value) != value or value < 1:
-        raise ValueError(f"{label} must be a positive integer, got {value}")
-    return int(value)
-
-
-def positive(label: str, value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{label} must be a positive number, got {value}")
-    return float(value)
-
-
-def probability(label: str, value: float) -> float:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{label} must be in [0, 1), got {value}")
-    return float(value)
-
-
-def flag(label: str, value: bool) -> bool:
-    return bool(value)
-
-
-# (error-message label, value) -> the value to use; raises ValueError on a bad one.
-Check = Callable[[str, Any], Any]
 # (tuner name, model, checked hyperparameters) -> config fields to set or override; raises
 # ValueError when a value cannot hold on this model's layers.
 Prepare = Callable[[str, nn.Module, dict[str, Any]], dict[str, Any]]
@@ -150,17 +120,18 @@ Prepare = Callable[[str, nn.Module, dict[str, Any]], dict[str, Any]]
 @dataclass(frozen=True)
 class Knob:
     """One hyperparameter of a tuner: its default, the peft config field it sets (None: only the
-    row's `prepare`, or the injection's `targets`, reads it) and the check that validates it."""
+    row's `prepare`, or the injection's `targets`, reads it) and the values it may take (the
+    registry checks them before the row builds)."""
 
     name: str
     default: Any
     config: str | None = None
-    check: Check | None = None
-    label: str = ""  # its name in error messages, after the tuner's (default: `name`)
+    limit: Limit | None = None
 
 
 def targets(default: str = "qkv") -> Knob:
-    """The target-module rule: comma-separated names of `LINEAR_TARGETS` (or the row's vocabulary)."""
+    """The target-module rule: comma-separated names of `LINEAR_TARGETS` (or the row's vocabulary,
+    which sets its limit: `PeftTuner.limits`)."""
     return Knob("targets", default)
 
 
@@ -181,6 +152,8 @@ class PeftTuner:
     notes: str = ""
     fixed: Mapping[str, Any] = field(default_factory=dict)
     vocabulary: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: LINEAR_TARGETS)
+    # the rule for `targets` when it is more than "names of the vocabulary" (LoRA's q, k, v)
+    target_names: Names | None = None
     search: SearchSpace | None = None
     prepare: Prepare | None = None
     inject: Callable[..., nn.Module] = inject_peft  # a bespoke one wraps inject_peft
@@ -190,14 +163,17 @@ class PeftTuner:
     def defaults(self) -> dict[str, Any]:
         return {k.name: k.default for k in self.knobs}
 
-    def build(self, model: nn.Module, *, config_cls: type[PeftConfig], **hparams: Any) -> nn.Module:
-        """Check every hyperparameter and inject the tuner (`config_cls`: the row's config)."""
-        values = {}
-        for knob in self.knobs:
-            label = f"{self.name} {knob.label or knob.name}"
-            values[knob.name] = (
-                knob.check(label, hparams[knob.name]) if knob.check else hparams[knob.name]
-            )
+    @property
+    def limits(self) -> dict[str, Limit]:
+        """Each knob's limit; `targets` names from the row's vocabulary."""
+        limits = {k.name: k.limit for k in self.knobs if k.limit is not None}
+        if "targets" in self.defaults:
+            limits["targets"] = self.target_names or Names(tuple(self.vocabulary))
+        return limits
+
+    def build(self, model: nn.Module, *, config_cls: type[PeftConfig], **values: Any) -> nn.Module:
+        """Inject the tuner (`config_cls`: the row's config) with hyperparameters the registry
+        has checked against `limits`."""
         config = {**self.fixed, **{k.config: values[k.name] for k in self.knobs if k.config}}
         if self.prepare is not None:
             config |= self.prepare(self.name, model, values)
@@ -232,4 +208,5 @@ def register_tuners(rows: tuple[PeftTuner, ...], peft_module: ModuleType = peft)
             paper=row.paper,
             merge=merge_peft,
             unavailable=needs_peft(row, peft_module),
+            limits=row.limits,
         )(build)

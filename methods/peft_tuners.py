@@ -35,33 +35,20 @@ peft 0.21.2 tuners NOT registered, and why:
 
 from __future__ import annotations
 
+from bench.hparam_limits import Limit, Names, OneOf, fraction, positive, whole
 from methods.peft_checks import (
+    LORA_TARGET_NAMES,
     LORA_TARGETS,
     c3a_auto_block,
-    c3a_block_size,
-    hra_rank,
     ia3_feedforward,
     inject_boft,
     inject_ln_tuning,
     inject_split_lora,
-    lokr_factor,
     miss_fits,
-    road_group_size,
-    road_variant,
     shira_fits,
     spectrum_fits,
 )
-from methods.peft_inject import (
-    Check,
-    Knob,
-    PeftTuner,
-    flag,
-    positive,
-    positive_int,
-    probability,
-    register_tuners,
-    targets,
-)
+from methods.peft_inject import LINEAR_TARGETS, Knob, PeftTuner, register_tuners, targets
 from methods.search import SearchSpace, lr_around
 
 # LayerNorms of a timm ViT, for LN-tuning: each block's two and the final one (top-level `norm`).
@@ -73,16 +60,20 @@ NORM_TARGETS: dict[str, tuple[str, ...]] = {
 
 
 # The knobs most tuners share, with the peft config field each sets.
-def rank(default: int, config: str = "r", check: Check = positive_int) -> Knob:
-    return Knob("rank", default, config, check)
+def rank(default: int, config: str = "r", limit: Limit | None = None) -> Knob:
+    return Knob("rank", default, config, limit or whole(1))
+
+
+# HRA initialises its reflections in cancelling pairs: an even count.
+HRA_RANK = whole(2, even=True)
 
 
 def alpha(default: float, config: str) -> Knob:
-    return Knob("alpha", default, config, positive)
+    return Knob("alpha", default, config, positive())
 
 
 def dropout(config: str) -> Knob:
-    return Knob("dropout", 0.0, config, probability)
+    return Knob("dropout", 0.0, config, fraction())
 
 
 TUNERS: tuple[PeftTuner, ...] = (
@@ -102,6 +93,7 @@ TUNERS: tuple[PeftTuner, ...] = (
         knobs=(rank(8), alpha(8.0, "lora_alpha"), dropout("lora_dropout"), targets()),
         fixed={"bias": "none"},
         vocabulary=LORA_TARGETS,
+        target_names=LORA_TARGET_NAMES,
         inject=inject_split_lora,
         search=SearchSpace.grid(
             lr=lr_around(1e-3),
@@ -141,7 +133,9 @@ TUNERS: tuple[PeftTuner, ...] = (
         knobs=(
             rank(8),
             alpha(8.0, "alpha"),
-            Knob("decompose_factor", -1, "decompose_factor", lokr_factor),
+            Knob(
+                "decompose_factor", -1, "decompose_factor", whole(1, also=(-1,), note="-1 = auto")
+            ),
             targets(),
         ),
     ),
@@ -156,7 +150,10 @@ TUNERS: tuple[PeftTuner, ...] = (
         "peft scales a targeted layer's OUTPUT, or its INPUT for those listed in `feedforward`. So "
         "`qkv` gives l_k and l_v (and, since timm fuses qkv, a scale on q too) and `fc2` as a "
         "feed-forward module gives the paper's l_ff on the 4·D hidden units after GELU.",
-        knobs=(targets("qkv,fc2"), Knob("feedforward", "fc2")),
+        knobs=(
+            targets("qkv,fc2"),
+            Knob("feedforward", "fc2", limit=Names(tuple(LINEAR_TARGETS), empty=True)),
+        ),
         prepare=ia3_feedforward,
     ),
     PeftTuner(
@@ -170,7 +167,7 @@ TUNERS: tuple[PeftTuner, ...] = (
         notes="ΔW = Λ_b·B·Λ_d·A with A, B frozen random (seeded, shared by all layers), b = 0.",
         knobs=(
             rank(256),
-            Knob("d_initial", 0.1, "d_initial", positive),
+            Knob("d_initial", 0.1, "d_initial", positive()),
             dropout("vera_dropout"),
             targets(),
         ),
@@ -191,9 +188,9 @@ TUNERS: tuple[PeftTuner, ...] = (
         "is linear in S). With AdamW, `scaling` sets the step size of ΔW independently of the "
         "head's learning rate.",
         knobs=(
-            Knob("n_frequency", 1000, "n_frequency", positive_int),
-            Knob("scaling", 150.0, "scaling", positive),
-            Knob("zero_init", True, "init_weights", flag),
+            Knob("n_frequency", 1000, "n_frequency", whole(1)),
+            Knob("scaling", 150.0, "scaling", positive()),
+            Knob("zero_init", True, "init_weights"),
             targets(),
         ),
         prepare=spectrum_fits,
@@ -209,8 +206,8 @@ TUNERS: tuple[PeftTuner, ...] = (
         notes="W' = (W·R)·diag(s), R a product of `butterfly_factor` block-diagonal Cayley "
         "rotations (R = I, s = 1 at init); peft's defaults (block 4, one factor).",
         knobs=(
-            Knob("block_size", 4, "boft_block_size", positive_int),
-            Knob("butterfly_factor", 1, "boft_n_butterfly_factor", positive_int),
+            Knob("block_size", 4, "boft_block_size", whole(1)),
+            Knob("butterfly_factor", 1, "boft_n_butterfly_factor", whole(1)),
             dropout("boft_dropout"),
             targets(),
         ),
@@ -226,7 +223,7 @@ TUNERS: tuple[PeftTuner, ...] = (
         notes="W' = W·R, R block-diagonal with skew-symmetric-parametrised blocks (R = I at init). "
         "peft's default block size 32 divides every ViT width used here (32, 96, 768); r is "
         "derived from it.",
-        knobs=(Knob("block_size", 32, "oft_block_size", positive_int), targets()),
+        knobs=(Knob("block_size", 32, "oft_block_size", whole(1)), targets()),
         fixed={"r": 0},
     ),
     PeftTuner(
@@ -238,7 +235,7 @@ TUNERS: tuple[PeftTuner, ...] = (
         paper="https://arxiv.org/abs/2405.17484",
         notes="W' = W·Π(I − 2 u_i u_iᵀ/||u_i||²); peft starts with pairs of equal u's, so the "
         "product is I.",
-        knobs=(rank(8, check=hra_rank), Knob("gram_schmidt", False, "apply_GS", flag), targets()),
+        knobs=(rank(8, limit=HRA_RANK), Knob("gram_schmidt", False, "apply_GS"), targets()),
     ),
     PeftTuner(
         "ln_tuning",
@@ -293,7 +290,7 @@ TUNERS: tuple[PeftTuner, ...] = (
         "sizes, peft's suggested starting point (768 on ViT-B/16 qkv, 96 on demo-vit). peft's "
         "xavier-uniform kernel init is kept, so the model does not start exactly at the pretrained "
         "function.",
-        knobs=(Knob("block_size", 0, check=c3a_block_size), targets()),
+        knobs=(Knob("block_size", 0, limit=whole(0, note="0 = auto")), targets()),
         prepare=c3a_auto_block,
     ),
     PeftTuner(
@@ -306,8 +303,8 @@ TUNERS: tuple[PeftTuner, ...] = (
         notes="y' = R(θ)·α ⊙ y on feature pairs; θ = 0, α = 1 at init (identity). group_size 32 "
         "(peft: 64) divides every output width used here (96, 288, 2304, 32, ...).",
         knobs=(
-            Knob("variant", "road_1", "variant", road_variant),
-            Knob("group_size", 32, "group_size", road_group_size),
+            Knob("variant", "road_1", "variant", OneOf(("road_1", "road_2", "road_4"))),
+            Knob("group_size", 32, "group_size", whole(2, even=True)),
             targets(),
         ),
     ),
@@ -338,7 +335,7 @@ TUNERS: tuple[PeftTuner, ...] = (
         "λ = 1: 85 %). λ = 3 gives 0.04 on ViT-B/16.",
         knobs=(
             rank(8),
-            Knob("delora_lambda", 3.0, "delora_lambda", positive, label="lambda"),
+            Knob("delora_lambda", 3.0, "delora_lambda", positive()),
             targets(),
         ),
     ),
@@ -356,8 +353,8 @@ TUNERS: tuple[PeftTuner, ...] = (
         "lr 1e-2 (42 %) and gave 83 % at 1e-3; scaling 2.5 at lr 1e-3 (the adapter steps of 25 at "
         "1e-4) gave 84 %.",
         knobs=(
-            Knob("n_frequency", 2592, "n_frequency", positive_int),
-            Knob("scaling", 2.5, "scaling", positive),
+            Knob("n_frequency", 2592, "n_frequency", whole(1)),
+            Knob("scaling", 2.5, "scaling", positive()),
             targets(),
         ),
         prepare=spectrum_fits,

@@ -7,6 +7,7 @@ returned module is the single record of what trains.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from torch import nn
 
 # The optimizers and training keys live with the other option values, which the command line
 # checks before importing torch.
+from bench.hparam_limits import Limit, problem
 from bench.option_values import LOOP_KEYS, OPTIMIZERS, TRAIN_KEYS
 from methods.search import DEFAULT_SPACE_SOURCE, LrRule, SearchSpace, lr_around
 
@@ -61,6 +63,9 @@ class MethodSpec:
     # Trains nothing (k-NN): the harness fills the model's memory instead of training it, so
     # there is no training step to profile. Its model says so too (`training_free`).
     training_free: bool = False
+    # The values each hyperparameter may take (bench.hparam_limits), checked before `build` runs
+    # and, through the method manifest, by the command line before torch is imported.
+    limits: Mapping[str, Limit] = field(default_factory=dict)
 
     @property
     def train_defaults(self) -> dict[str, Any]:
@@ -102,13 +107,16 @@ def register(
     merge: Merge | None = None,
     unavailable: str = "",
     training_free: bool = False,
+    limits: Mapping[str, Limit] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Register `build(model, *, hparam=default, ...)` under `name` with its training defaults
     and its search space (one SearchSpace for `optimizer`, or one per optimizer). Without one,
     `bench tune` searches the learning rate around the default (`lr_around`) and the weight
     decays every method shares. `merge` is given by a method whose trained tensors fold into the
     backbone's weights (see `MethodSpec.merge`). `unavailable` registers a method this install
-    cannot build, with the reason `get_method` refuses it with."""
+    cannot build, with the reason `get_method` refuses it with. `limits`: the values each
+    hyperparameter may take; the builder returned checks them before it runs, so it needs no
+    copy of those checks, and every default and searched value must hold them."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(
             f"method {name!r}: optimizer must be one of {OPTIMIZERS}, not {optimizer!r}"
@@ -116,6 +124,7 @@ def register(
     if search is None:
         search = SearchSpace.grid(lr_around(lr), source=DEFAULT_SPACE_SOURCE)
     spaces = dict(search) if isinstance(search, Mapping) else {optimizer: search}
+    limits = dict(limits or {})
     if set(spaces) - set(OPTIMIZERS):
         raise ValueError(f"method {name!r}: search spaces are keyed by optimizer {OPTIMIZERS}")
 
@@ -150,12 +159,14 @@ def register(
                     f"method {name!r}: search space names unknown hyperparameters "
                     f"{sorted(unknown)} or has empty grids {empty}"
                 )
+        _check_limits(name, limits, hparams, spaces)
+        checked = _checked_builder(fn, limits)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise ValueError(f"method name {key!r} is registered twice")
         _REGISTRY[name] = MethodSpec(
             name=name,
-            build=fn,
+            build=checked,
             hparams=hparams,
             optimizer=optimizer,
             lr=lr,
@@ -169,11 +180,45 @@ def register(
             merge=merge,
             unavailable=unavailable,
             training_free=training_free,
+            limits=limits,
         )
         _ALIASES.update({alias: name for alias in aliases})
-        return fn
+        return checked
 
     return decorator
+
+
+def _check_limits(
+    name: str,
+    limits: Mapping[str, Limit],
+    hparams: Mapping[str, Any],
+    spaces: Mapping[str, SearchSpace],
+) -> None:
+    """A method's limits name its hyperparameters, and its defaults and searched values hold them."""
+    unknown = sorted(set(limits) - set(hparams))
+    if unknown:
+        raise TypeError(f"method {name!r}: limits name unknown hyperparameters {unknown}")
+    for key, limit in limits.items():
+        values = [hparams[key], *(v for s in spaces.values() for v in s.axes.get(key, ()))]
+        for value in values:
+            if wrong := problem(limit, value):
+                raise TypeError(f"method {name!r}: default or searched {key} {wrong}")
+
+
+def _checked_builder(fn: Builder, limits: Mapping[str, Limit]) -> Builder:
+    """`fn` that first checks its keyword arguments against `limits` (ValueError names the first
+    out of bounds), keeping its name, docstring and signature."""
+    if not limits:
+        return fn
+
+    @functools.wraps(fn)
+    def build(model: nn.Module, **hparams: Any) -> nn.Module:
+        for key, limit in limits.items():
+            if key in hparams and (wrong := problem(limit, hparams[key])):
+                raise ValueError(f"{key} {wrong}")
+        return fn(model, **hparams)
+
+    return build
 
 
 def keyword_builder(name: str, defaults: Mapping[str, Any], build: Builder) -> Builder:

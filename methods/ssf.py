@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bench.hparam_limits import non_negative
 from methods.registry import register
 
 
@@ -58,6 +59,7 @@ def merge(model: nn.Module) -> nn.Module:
     summary="SSF: per-channel scale+shift after every LN/linear, patch-embed, final norm + head",
     paper="https://arxiv.org/abs/2210.08823",
     merge=merge,
+    limits={"init_std": non_negative()},
 )
 def build(model: nn.Module, *, init_std: float = 0.02) -> nn.Module:
     """Replace each target submodule `m` by `nn.Sequential(m, ScaleShift(out_dim))`.
@@ -65,8 +67,6 @@ def build(model: nn.Module, *, init_std: float = 0.02) -> nn.Module:
     Targets (dongzelian/SSF `models/vision_transformer.py`): norm1, attn.qkv, attn.proj, norm2,
     mlp.fc1, mlp.fc2 in every block, the patch embedding output and the final norm.
     """
-    if init_std < 0:
-        raise ValueError(f"init_std must be >= 0, not {init_std}")
     dim = model.embed_dim
     ref = next(model.parameters())
 

@@ -7,8 +7,9 @@ import math
 import torch
 from torch import nn
 
+from bench.hparam_limits import fraction
 from methods.registry import register
-from methods.vpt import PROMPT_LENGTH, SGD_LR, VPT_LR_RULE, VPT_SPACE, prompted
+from methods.vpt import PROMPT_LENGTH, PROMPT_LIMITS, SGD_LR, VPT_LR_RULE, VPT_SPACE, prompted
 
 
 class FourierPrompts(nn.Module):
@@ -40,6 +41,7 @@ class FourierPrompts(nn.Module):
     lr_rule=VPT_LR_RULE,
     search=VPT_SPACE,  # VFPT tunes as VPT does (its repo is a fork)
     paper="https://arxiv.org/abs/2411.01327",
+    limits={**PROMPT_LIMITS, "fourier_fraction": fraction(include_one=True)},
 )
 def build(
     model: nn.Module,
@@ -49,10 +51,7 @@ def build(
     dropout: float = 0.0,
 ) -> nn.Module:
     """Visual Fourier Prompt Tuning: VPT-deep with 2-D FFT'd prompts (fraction alpha), plus the head"""
-    if not 0.0 <= fourier_fraction <= 1.0:
-        raise ValueError(f"fourier_fraction must be in [0, 1], got {fourier_fraction!r}")
-    # floor(alpha * p) as the reference; validate p first so the message names the right key.
-    num_fourier = math.floor(prompt_length * fourier_fraction) if prompt_length >= 1 else 0
+    num_fourier = math.floor(prompt_length * fourier_fraction)  # floor(alpha * p), as the reference
     return prompted(
         model,
         prompt_length=prompt_length,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bench.hparam_limits import non_negative, whole
 from methods.registry import register
 
 # Bahng et al.'s default: a 30-pixel frame on 224-pixel images.
@@ -76,6 +77,8 @@ def default_pad(height: int, width: int) -> int:
     lr=1e-3,
     summary="Visual prompting: learnable pixel frame (pad 30 at 224 px) added to the input, plus the head",
     paper="https://arxiv.org/abs/2203.17274",
+    # below half the image: the builder sees the backbone's input size
+    limits={"pad": whole(0, note="0 = the scaled default"), "init_std": non_negative()},
 )
 def build(model: nn.Module, *, pad: int = 0, init_std: float = 0.0) -> nn.Module:
     """`pad` is the frame width in pixels; 0 means round(30/224 * image size), the paper's share.
@@ -89,8 +92,6 @@ def build(model: nn.Module, *, pad: int = 0, init_std: float = 0.0) -> nn.Module
     if img_size is None:
         raise ValueError("vp needs a ViT with a fixed input size (patch_embed.img_size)")
     height, width = img_size
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise ValueError(f"pad must be an integer >= 0 (0 = scaled default), got {pad!r}")
     if pad == 0:
         pad = default_pad(height, width)
     if 2 * pad >= min(height, width):
@@ -98,8 +99,6 @@ def build(model: nn.Module, *, pad: int = 0, init_std: float = 0.0) -> nn.Module
             f"pad {pad} leaves no interior in {height}x{width} images: it must be < "
             f"{min(height, width) / 2:g} (half the image size)"
         )
-    if not init_std >= 0.0:
-        raise ValueError(f"init_std must be >= 0, got {init_std!r}")
     in_chans = model.patch_embed.proj.in_channels
     wrapped = VisualPrompting(model, PadPrompter(height, width, pad, init_std, in_chans))
     wrapped.get_classifier().requires_grad_(True)

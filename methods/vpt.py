@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bench.hparam_limits import fraction, whole
 from methods.registry import register
 from methods.search import LrRule, SearchSpace
 
@@ -101,13 +102,6 @@ class PromptedViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def validate(prompt_length: int, dropout: float) -> None:
-    if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or prompt_length < 1:
-        raise ValueError(f"prompt_length must be an integer >= 1, got {prompt_length!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-
-
 def prompted(
     model: nn.Module,
     *,
@@ -117,7 +111,6 @@ def prompted(
     transform: PromptTransform | None = None,
 ) -> PromptedViT:
     """Wrap a frozen ViT with prompts; the prompts and the head train, nothing else."""
-    validate(prompt_length, dropout)
     wrapped = PromptedViT(
         model, prompt_length=prompt_length, deep=deep, dropout=dropout, transform=transform
     )
@@ -136,6 +129,8 @@ PROMPT_LENGTH = 10
 # is 0.0625 at this suite's default batch of 32.
 VPT_LR_RULE = LrRule(256)
 SGD_LR = 0.5
+# What VPT's knobs (and VFPT's shared ones) may be.
+PROMPT_LIMITS = {"prompt_length": whole(1), "dropout": fraction()}
 VPT_SPACE = SearchSpace.grid(
     # The paper's order; `bench tune` shuffles it with its seed.
     lr=(5.0, 2.5, 1.0, 50.0, 25.0, 10.0, 0.5, 0.25, 0.1),
@@ -157,6 +152,7 @@ def _variant(name: str, *, deep: bool, summary: str) -> None:
         search=VPT_SPACE,
         summary=summary,
         paper="https://arxiv.org/abs/2203.12119",
+        limits=PROMPT_LIMITS,
     )
     def build(
         model: nn.Module, *, prompt_length: int = PROMPT_LENGTH, dropout: float = 0.0

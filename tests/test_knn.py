@@ -76,8 +76,8 @@ def test_nothing_trains_and_the_answer_does_not_change() -> None:
     assert torch.allclose(first, model.forward_with(None, query), atol=1e-6)
 
 
-@pytest.mark.parametrize(("hparams", "match"), [({"k": 0}, "k must be >= 1"),
-                                                ({"temperature": 0.0}, "temperature must be > 0")])  # fmt: skip
+@pytest.mark.parametrize(("hparams", "match"), [({"k": 0}, "k must be an integer >= 1, got 0"),
+                                                ({"temperature": 0.0}, "temperature must be a number > 0")])  # fmt: skip
 def test_bad_values_are_refused(hparams, match) -> None:
     with pytest.raises(ValueError, match=match):
         _knn(**hparams)

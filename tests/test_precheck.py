@@ -61,6 +61,14 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["profile", "--methods", "lora", "--set", "lora.rank=x"], "lora.rank='x': expected"),
     (["run", "--methods", "lora", "--set", "lora.select=x"], "lora.select='x': expected one of"),
     (["run", "--protocol", "fptplus", "--select", "last"], "drop --select (or run without"),
+    (["run", "--methods", "lora", "--set", "lora.rank=0"], "lora.rank must be an integer >= 1"),
+    (["run", "--methods", "lora", "--set", "lora.targets=q,x"], "unknown name(s) x; choose"),
+    (["run", "--methods", "lora", "--set", "lora.targets=q,qkv"], "cannot combine q with qkv"),
+    (["run", "--methods", "vpt", "--set", "vpt.prompt_length=0"], "vpt.prompt_length must be"),
+    (["run", "--methods", "knn", "--set", "knn.k=0"], "knn.k must be an integer >= 1, got 0"),
+    (["run", "--methods", "fpt", "--set", "fpt.token_ratio=0"], "must be a number in (0, 1]"),
+    (["tune", "--methods", "lora", "--space", "lora.rank=0,8"], "--space lora.rank: each value"),
+    (["profile", "--methods", "hra", "--set", "hra.rank=3"], "an even integer >= 2, got 3"),
 ]
 
 _RUN_ALL = textwrap.dedent(
@@ -120,6 +128,10 @@ SAME_MESSAGE = [
     {"methods": ["lora"], "sets": {"lora": {"warmup_epochs": "none"}}},
     {"methods": ["linear"], "sets": {"linear": {"preload": "maybe"}}},
     {"methods": ["lora"], "sets": {"core": {"lr": "1"}}},
+    {"methods": ["lora"], "sets": {"lora": {"rank": "0"}}},
+    {"methods": ["lora"], "sets": {"lora": {"targets": "v,attn"}}},
+    {"methods": ["fpt"], "sets": {"fpt": {"importance": "local"}}},
+    {"methods": ["mlp-head"], "sets": {"mlp-head": {"dropout": "1"}}},
     {"split_seeds": [0]},
     {"img_size": 4},
     {"batch_size": 0},
@@ -148,6 +160,8 @@ SAME_SPACE_MESSAGE = [
     ("lora", {"rank": "2,4"}, {"rank": "4"}),
     ("lora", {"lr": "0.1,-1"}, {}),
     ("lora", {"weight_decay": "nan"}, {}),
+    ("lora", {"rank": "8,0"}, {}),
+    ("adapter", {"style": "parallel,series"}, {}),
     ("vpt", {"prompt_length": "5"}, {"optimizer": "adamw"}),
 ]
 

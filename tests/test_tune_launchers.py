@@ -182,7 +182,7 @@ LORA = ("--methods", "lora", "--space", "lora.rank=0", "--space", "lora.lr=1e-3"
         ((*SEARCH, "--budget", "0"), "--budget must be >= 1"),
         ((*SEARCH, "--set", "linear.lr=0.2"), "both pinned (--set) and searched"),
         ((*SEARCH, "--space", "vpt.lr=1"), "not a method of this grid"),
-        (LORA, "lora rank must be a positive integer, got 0"),
+        (LORA, "--space lora.rank: each value must be an integer >= 1, got 0"),
     ],
 )
 @pytest.mark.parametrize("launcher", ["subprocess", "slurm"])

@@ -501,7 +501,7 @@ def test_a_trial_value_the_method_refuses_fails_before_any_training(tiny_data_ro
     args[args.index("linear")] = "lora"
     result = invoke(*args)
     assert result.exit_code == 2, result.output
-    assert "lora rank must be a positive integer, got 0" in result.output
+    assert "--space lora.rank: each value must be an integer >= 1, got 0" in result.output
     assert not list((tmp_path / "r").glob("*.json"))  # no trial record, failed or otherwise
 
 

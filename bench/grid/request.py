@@ -159,5 +159,6 @@ def method_settings(method: str, req: GridRequest) -> tuple[dict[str, Any], dict
         train_defaults=spec.train_defaults,
         default_lr=spec.default_lr(req.batch_size),
         hparams=spec.hparams,
+        limits=spec.limits,
         req=req,
     )
