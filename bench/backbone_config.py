@@ -8,7 +8,7 @@ Everything that asks a backbone about itself before it is built asks here."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -63,13 +63,20 @@ def backbone_config(name: str) -> BackboneConfig:
 
         try:
             cfg = timm.models.get_pretrained_cfg(name)
-        except RuntimeError as exc:  # timm's 'Invalid pretrained tag (...)'
+        except RuntimeError:  # timm's 'Invalid pretrained tag (...)'
             arch = name.split(".", 1)[0]
-            tags = timm.list_pretrained(f"{arch}.*")
-            have = f"; its tags: {', '.join(tags)}" if tags else "; it has no pretrained tags"
-            raise UserError(f"backbone {name!r}: {exc}".rstrip(".") + have) from None
+            raise unknown_tag(name, timm.list_pretrained(f"{arch}.*")) from None
         return BackboneConfig(name, name, pretrained_cfg=cfg.to_dict() if cfg else {})
     return _hub_config(name, repo)
+
+
+def unknown_tag(name: str, tags: Iterable[str]) -> UserError:
+    """The error for 'ARCH.TAG' whose architecture has no such pretrained tag; `tags`: the
+    architecture's names with tags ('ARCH.TAG2', ...)."""
+    arch, _, tag = name.partition(".")
+    tags = list(tags)
+    have = f"; its tags: {', '.join(tags)}" if tags else "; it has no pretrained tags"
+    return UserError(f"backbone {name!r}: {arch} has no pretrained tag {tag!r}{have}")
 
 
 def _demo_config() -> BackboneConfig:

@@ -1,17 +1,21 @@
 """--backbone, --weights and --no-pretrained checked without importing timm (which imports
-torch): timm's model names are read from its installed source files, so a typo fails in a
-second. bench.backbones.resolve_backbone runs these checks too, then the ones that need timm."""
+torch): timm's model names and pretrained tags are read from its installed source files, and
+the timm files that build no ViT from `timm_not_vit.json` (bench.timm_layouts), so a typo or a
+CNN fails in a second. bench.backbones.resolve_backbone runs these checks too, then the ones that need timm."""
 
 from __future__ import annotations
 
 import difflib
 import functools
 import importlib.util
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
-from bench.backbone_config import hub_repo
+from bench.backbone_config import hub_repo, unknown_tag
 from bench.errors import UserError
 from bench.weights import DEMO_BACKBONE, check_weights_path
 
@@ -20,29 +24,78 @@ from bench.weights import DEMO_BACKBONE, check_weights_path
 _REGISTERED = re.compile(r"^@register_model\b[^\n]*\n(?:@[^\n]*\n)*def (\w+)\(", re.M)
 _DEPRECATIONS = re.compile(r"register_model_deprecations\(\s*__name__\s*,\s*\{(.*?)\}\s*\)", re.S)
 _KEY = re.compile(r"['\"](\w+)['\"]\s*:")
+# Pretrained configs are keys 'ARCH.TAG' of each file's `default_cfgs` dict. The scan also picks
+# up other dotted keys (checkpoint names) and untrained configs: more tags than timm lists,
+# never fewer, so the early check only refuses a tag timm does not have either.
+_TAGGED = re.compile(r"['\"]([\w-]+)\.([\w-]+)['\"]\s*:")
+# The timm files whose every architecture lacks the ViT layout, for the timm version named there.
+NOT_VIT = Path(__file__).with_name("timm_not_vit.json")
 # Fewer names than this means the scan no longer understands timm's layout: trust timm instead.
 _MIN_NAMES = 500
 
 
+@dataclass(frozen=True)
+class TimmNames:
+    """What the installed timm registers: architectures, deprecated names, the pretrained tags
+    found for each architecture (none found: the scan cannot judge its tags), and the file (its
+    module name under timm.models) that registers each."""
+
+    registered: frozenset[str]
+    deprecated: frozenset[str]
+    tags: Mapping[str, frozenset[str]]
+    modules: Mapping[str, str]
+
+
 @functools.cache
-def timm_source_names() -> tuple[frozenset[str], frozenset[str]] | None:
-    """(architectures, deprecated names) of the installed timm, read from its source files
-    without importing it; None when timm is not installed or its layout is not understood."""
+def timm_source_names() -> TimmNames | None:
+    """The installed timm's names, read from its source files without importing it; None when
+    timm is not installed or its layout is not understood."""
     spec = importlib.util.find_spec("timm")  # locates the package without running it
     if spec is None or not spec.submodule_search_locations:
         return None
     registered: set[str] = set()
     deprecated: set[str] = set()
+    tags: dict[str, set[str]] = {}
+    modules: dict[str, str] = {}
     for path in (Path(spec.submodule_search_locations[0]) / "models").rglob("*.py"):
         text = path.read_text(encoding="utf-8", errors="replace")
         if "register_model" not in text:
             continue
-        registered.update(_REGISTERED.findall(text))
+        archs = _REGISTERED.findall(text)
+        registered.update(archs)
+        modules.update(dict.fromkeys(archs, path.stem))
         for block in _DEPRECATIONS.findall(text):
             deprecated.update(_KEY.findall(block))
+        for arch, tag in _TAGGED.findall(text):
+            tags.setdefault(arch, set()).add(tag)
     if len(registered) < _MIN_NAMES:
         return None
-    return frozenset(registered), frozenset(deprecated)
+    return TimmNames(
+        frozenset(registered),
+        frozenset(deprecated),
+        {a: frozenset(t) for a, t in tags.items()},
+        modules,
+    )
+
+
+@functools.cache
+def not_vit_modules() -> frozenset[str]:
+    """The timm modules that build no model the methods can adapt, when `timm_not_vit.json` was
+    written for the installed timm; empty otherwise (nothing is refused early)."""
+    try:
+        data = json.loads(NOT_VIT.read_text(encoding="utf-8"))
+        same = data["timm"] == metadata.version("timm")
+    except (OSError, ValueError, KeyError, metadata.PackageNotFoundError):
+        return frozenset()
+    return frozenset(data["modules"]) if same else frozenset()
+
+
+def not_vit_like(what: str) -> UserError:
+    """The error for a backbone (`what`: its quoted name) without the ViT layout."""
+    return UserError(
+        f"backbone {what} is not a timm VisionTransformer-like model the methods can adapt "
+        "(they need its `blocks` and classifier); choose a ViT backbone"
+    )
 
 
 def unknown_backbone(name: str, candidates: Iterable[str]) -> UserError:
@@ -56,17 +109,22 @@ def unknown_backbone(name: str, candidates: Iterable[str]) -> UserError:
 
 
 def check_backbone_name(name: str) -> None:
-    """Refuse a --backbone that is no timm architecture (with or without a pretrained tag), no
-    hf-hub:ORG/NAME and not the demo ViT; a name it cannot judge is left to the full check."""
+    """Refuse a --backbone that is no timm architecture, or one with a pretrained tag timm does
+    not have, no hf-hub:ORG/NAME and not the demo ViT; a name it cannot judge is left to the
+    full check."""
     if name == DEMO_BACKBONE or hub_repo(name) is not None:
         return
     names = timm_source_names()
     if names is None:
         return
-    registered, deprecated = names
-    arch = name.split(".", 1)[0]  # timm's rule: 'ARCH.TAG'
-    if arch not in registered and arch not in deprecated:
-        raise unknown_backbone(name, registered)
+    arch, dot, tag = name.partition(".")  # timm's rule: 'ARCH.TAG'
+    if arch not in names.registered and arch not in names.deprecated:
+        raise unknown_backbone(name, names.registered)
+    found = names.tags.get(arch, frozenset())
+    if dot and found and tag not in found:
+        raise unknown_tag(name, (f"{arch}.{t}" for t in sorted(found)))
+    if names.modules.get(arch) in not_vit_modules():
+        raise not_vit_like(repr(name))
 
 
 def check_backbone_options(name: str, *, pretrained: bool, weights: str | Path | None) -> None:

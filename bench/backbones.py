@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.backbone_config import backbone_config, hub_repo, meta_build
-from bench.backbone_options import check_backbone_options, unknown_backbone
+from bench.backbone_options import check_backbone_options, not_vit_like, unknown_backbone
 from bench.errors import UserError
 from bench.hub_access import (
     HUB_WEIGHT_FILES,
@@ -208,16 +208,16 @@ def backbone_patch_size(name: str) -> int:
     return int(patch[0] if isinstance(patch, (tuple, list)) else patch)
 
 
-def _check_vit_like(model, name: str) -> None:
+def vit_like(model) -> bool:
     """The methods adapt timm's VisionTransformer layout: transformer `blocks` and a classifier
     they can replace."""
-    if not hasattr(model, "blocks") or not hasattr(model, "get_classifier"):
+    return hasattr(model, "blocks") and hasattr(model, "get_classifier")
+
+
+def _check_vit_like(model, name: str) -> None:
+    if not vit_like(model):
         arch = backbone_config(name).architecture
-        what = f"{name!r} (timm architecture {arch!r})" if arch != name else repr(name)
-        raise UserError(
-            f"backbone {what} is not a timm VisionTransformer-like model the methods can adapt "
-            "(they need its `blocks` and classifier); choose a ViT backbone"
-        )
+        raise not_vit_like(f"{name!r} (timm architecture {arch!r})" if arch != name else repr(name))
 
 
 def _check_adaptable(name: str) -> None:

@@ -1,5 +1,6 @@
 """--backbone names judged without importing timm: the names read from timm's source files are
-exactly the ones timm registers, so the early check refuses no model timm has."""
+exactly the ones timm registers, and the pretrained tags found there include every one timm
+lists, so the early check refuses no model or tag timm has."""
 
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ from bench.errors import UserError
 def test_the_source_scan_finds_every_model_timm_registers() -> None:
     names = timm_source_names()
     assert names is not None, "the scan no longer understands timm's layout"
-    registered, deprecated = names
-    assert registered == set(timm.list_models())
-    assert all(timm.is_model(name) for name in deprecated)
+    assert names.registered == set(timm.list_models())
+    assert all(timm.is_model(name) for name in names.deprecated)
+
+
+def test_every_pretrained_tag_timm_lists_passes(monkeypatch) -> None:
+    monkeypatch.setattr(backbone_options, "not_vit_modules", frozenset)  # CNNs' tags too
+    listed = timm.list_pretrained()
+    assert len(listed) > 1000
+    for name in listed:
+        check_backbone_name(name)
 
 
 @pytest.mark.parametrize(
@@ -45,9 +53,73 @@ def test_a_timm_the_scan_cannot_read_is_left_to_timm(monkeypatch) -> None:
         resolve_backbone("nope_vit", pretrained=False, weights=None)
 
 
-def test_an_unknown_pretrained_tag_lists_the_architectures_tags() -> None:
-    with pytest.raises(UserError) as exc:
-        resolve_backbone("vit_base_patch16_224.nosuchtag", pretrained=False, weights=None)
-    message = str(exc.value)
-    assert message.startswith("backbone 'vit_base_patch16_224.nosuchtag': Invalid pretrained tag")
-    assert "vit_base_patch16_224.augreg_in21k" in message and "\n" not in message
+def test_an_unknown_pretrained_tag_lists_the_architectures_tags(monkeypatch) -> None:
+    name = "vit_base_patch16_224.nosuchtag"
+    with pytest.raises(UserError) as early:
+        check_backbone_name(name)
+    monkeypatch.setattr(backbone_options, "timm_source_names", lambda: None)  # timm's own answer
+    with pytest.raises(UserError) as full:
+        resolve_backbone(name, pretrained=False, weights=None)
+    for exc in (early, full):
+        message = str(exc.value)
+        assert message.startswith(
+            "backbone 'vit_base_patch16_224.nosuchtag': vit_base_patch16_224 has no pretrained "
+            "tag 'nosuchtag'; its tags: "
+        )
+        assert "vit_base_patch16_224.augreg_in21k" in message and "\n" not in message
+
+
+def _not_vit_written_for_this_timm() -> bool:
+    return bool(backbone_options.not_vit_modules())
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50.a1_in1k", "convnext_tiny"])
+def test_a_cnn_is_refused_early_as_the_full_check_refuses_it(name: str, monkeypatch) -> None:
+    if not _not_vit_written_for_this_timm():
+        pytest.skip("timm_not_vit.json was written for another timm version")
+    with pytest.raises(UserError) as early:
+        check_backbone_name(name)
+    monkeypatch.setattr(backbone_options, "not_vit_modules", frozenset)  # the full check alone
+    with pytest.raises(UserError) as full:
+        resolve_backbone(name, pretrained=False, weights=None)
+    assert str(early.value) == str(full.value)
+    assert "is not a timm VisionTransformer-like model" in str(full.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["deit_small_patch16_224", "eva02_tiny_patch14_224", "beit_base_patch16_224", "cait_xxs24_224"]
+)  # fmt: skip
+def test_vit_families_pass_the_early_check(name: str) -> None:
+    check_backbone_name(name)
+
+
+def test_each_listed_timm_module_builds_no_vit() -> None:
+    # one architecture per module (every one: `python -m bench.timm_layouts`, a few minutes)
+    import torch
+
+    from bench.backbones import vit_like
+
+    listed = backbone_options.not_vit_modules()
+    if not listed:
+        pytest.skip("timm_not_vit.json was written for another timm version")
+    names = timm_source_names()
+    first = {}
+    for arch, module in sorted(names.modules.items()):
+        first.setdefault(module, arch)
+    assert listed <= set(first), "a listed module registers nothing in this timm"
+    for module in sorted(listed):
+        with torch.device("meta"):
+            assert not vit_like(timm.create_model(first[module], pretrained=False)), module
+    assert "vision_transformer" not in listed and "deit" not in listed
+
+
+def test_another_timm_version_refuses_nothing_early(tmp_path, monkeypatch) -> None:
+    other = tmp_path / "timm_not_vit.json"
+    other.write_text('{"timm": "0.0.1", "modules": ["resnet"]}', encoding="utf-8")
+    monkeypatch.setattr(backbone_options, "NOT_VIT", other)
+    backbone_options.not_vit_modules.cache_clear()
+    try:
+        assert backbone_options.not_vit_modules() == frozenset()
+        check_backbone_name("resnet50")  # left to the full check
+    finally:
+        backbone_options.not_vit_modules.cache_clear()
