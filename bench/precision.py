@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.device_options import cpu_autocast
 from bench.errors import UserError
 from bench.option_values import PRECISIONS
 
@@ -79,7 +80,7 @@ def choose_precision(precision: str, device: str, *, elsewhere: bool = False) ->
         raise UserError("--precision fp16 on mps: this torch has no MPS autocast; use fp32")
     if kind == "mps":  # MPS bf16 needs macOS 14 and a recent torch: not a path the suite tests
         raise UserError("--precision bf16 runs on CUDA GPUs; on mps use fp16 or fp32 (or auto)")
-    raise UserError(f"--precision {precision} is a GPU autocast; on CPU use fp32 (or auto)")
+    raise cpu_autocast(precision)
 
 
 def _choose_cuda(

@@ -59,6 +59,7 @@ def profile(
     batch-1 latency, per method on one synthetic batch, each method in a fresh process; memory
     relative to the first method (full fine-tuning by default)."""
     from bench.config import parse_name_list, parse_sets
+    from bench.device_options import check_device_options
     from bench.errors import UserError
     from bench.precheck import precheck_methods
 
@@ -68,6 +69,7 @@ def profile(
         if batch_size < 1 or steps < 1 or repeats < 1:
             raise UserError("--batch-size, --steps and --repeats must be >= 1")
         precheck_methods(parse_name_list(methods), sets, backbone)  # torch-free: fails at once
+        check_device_options(device, precision)
     except UserError as exc:
         fail(str(exc))
     from bench.grid import (

@@ -83,6 +83,7 @@ def run(
     try:
         if json_ and not dry_run:
             raise UserError("--json prints the plan: add --dry-run (or see `bench status --json`)")
+        from bench.device_options import check_device_options
         from bench.launchers import launch_options
 
         launch = launch_options(
@@ -90,6 +91,8 @@ def run(
             gpus_per_job=gpus_per_job, max_concurrent=max_concurrent, slurm_config=slurm_config,
             slurm_cluster=slurm_cluster, wait=wait,
         )  # fmt: skip
+        if launch.kind != "slurm":  # the cells run on this machine
+            check_device_options(device, precision)
         grid = parse_grid(
             methods=methods, datasets=datasets, seeds=seeds, shots=shots,
             split_seeds=split_seeds, set_=set_,

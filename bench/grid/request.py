@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from bench.catalog import get_card
+from bench.device_options import no_cuda, no_mps, unknown_device
 from bench.errors import UserError
 
 # Re-exported beside DEVICES and resolve_device: the precision rules live in bench.precision.
@@ -132,19 +133,14 @@ def resolve_device(device: str) -> str:
     """auto: cuda when torch sees a GPU, else mps (Apple silicon) when available, else cpu; cuda
     or mps without one is refused."""
     if device not in DEVICES:
-        raise UserError(f"--device {device!r}: expected auto, cpu, cuda or mps")
+        raise unknown_device(device)
     mps = torch.backends.mps.is_available()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            "--device cuda: no CUDA device is visible to torch; use --device cpu or auto"
-        )
+        raise no_cuda()
     if device == "mps" and not mps:
-        raise UserError(
-            "--device mps: torch has no MPS device here (Apple silicon, macOS 12.3+); use "
-            "--device cpu or auto"
-        )
+        raise no_mps()
     return device
 
 
