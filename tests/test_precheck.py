@@ -68,7 +68,7 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["run", "--methods", "knn", "--set", "knn.k=0"], "knn.k must be an integer >= 1, got 0"),
     (["run", "--methods", "fpt", "--set", "fpt.token_ratio=0"], "must be a number in (0, 1]"),
     (["tune", "--methods", "lora", "--space", "lora.rank=0,8"], "--space lora.rank: each value"),
-    (["profile", "--methods", "hra", "--set", "hra.rank=3"], "an even integer >= 2, got 3"),
+    (["profile", "--methods", "adapter", "--set", "adapter.style=x"], "must be one of parallel"),
     (["run", "--device", "cpu", "--precision", "bf16"], "--precision bf16 is a GPU autocast"),
     (["profile", "--device", "cpu", "--precision", "fp16"], "fp16 is a GPU autocast; on CPU"),
 ]
