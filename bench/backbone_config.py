@@ -80,7 +80,8 @@ def unknown_tag(name: str, tags: Iterable[str]) -> UserError:
 
 
 def _demo_config() -> BackboneConfig:
-    from bench.demo_vit import DEMO_VIT_KWARGS, DEMO_VIT_MEAN, DEMO_VIT_STD
+    from bench.backbone_geometry import DEMO_VIT_KWARGS
+    from bench.demo_vit import DEMO_VIT_MEAN, DEMO_VIT_STD
 
     size = int(DEMO_VIT_KWARGS["img_size"])
     return BackboneConfig(

@@ -1,6 +1,6 @@
 """--backbone, --weights and --no-pretrained checked without importing timm (which imports
 torch): timm's model names and pretrained tags are read from its installed source files, and
-the timm files that build no ViT from `timm_not_vit.json` (bench.timm_layouts), so a typo or a
+the timm files that build no ViT from `timm_layouts.json` (bench.timm_layouts), so a typo or a
 CNN fails in a second. bench.backbones.resolve_backbone runs these checks too, then the ones that need timm."""
 
 from __future__ import annotations
@@ -8,14 +8,13 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib.util
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from bench.backbone_config import hub_repo, unknown_tag
+from bench.backbone_geometry import timm_layouts
 from bench.errors import UserError
 from bench.weights import DEMO_BACKBONE, check_weights_path
 
@@ -28,8 +27,6 @@ _KEY = re.compile(r"['\"](\w+)['\"]\s*:")
 # up other dotted keys (checkpoint names) and untrained configs: more tags than timm lists,
 # never fewer, so the early check only refuses a tag timm does not have either.
 _TAGGED = re.compile(r"['\"]([\w-]+)\.([\w-]+)['\"]\s*:")
-# The timm files whose every architecture lacks the ViT layout, for the timm version named there.
-NOT_VIT = Path(__file__).with_name("timm_not_vit.json")
 # Fewer names than this means the scan no longer understands timm's layout: trust timm instead.
 _MIN_NAMES = 500
 
@@ -78,16 +75,10 @@ def timm_source_names() -> TimmNames | None:
     )
 
 
-@functools.cache
 def not_vit_modules() -> frozenset[str]:
-    """The timm modules that build no model the methods can adapt, when `timm_not_vit.json` was
+    """The timm modules that build no model the methods can adapt, when `timm_layouts.json` was
     written for the installed timm; empty otherwise (nothing is refused early)."""
-    try:
-        data = json.loads(NOT_VIT.read_text(encoding="utf-8"))
-        same = data["timm"] == metadata.version("timm")
-    except (OSError, ValueError, KeyError, metadata.PackageNotFoundError):
-        return frozenset()
-    return frozenset(data["modules"]) if same else frozenset()
+    return frozenset(timm_layouts().get("not_vit", ()))
 
 
 def not_vit_like(what: str) -> UserError:

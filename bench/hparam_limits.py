@@ -1,9 +1,10 @@
 """The values a method's hyperparameter may take, declared once in `@register(limits=...)`.
 
 The registry checks them before a builder runs; the method manifest carries them as JSON, so the
-command line refuses `--set lora.rank=0` or a bad `--space` value before importing torch. What
-depends on the backbone (a block count past its depth, a side size off its patch grid) stays in
-the builder, which alone sees the model. Torch-free.
+command line refuses `--set lora.rank=0` or a bad `--space` value before importing torch. A bound
+may name the backbone's shape (`at_most="depth"`, `multiple_of="patch"`: bench.backbone_geometry),
+checked wherever that shape is known: always on the built model, before torch when the backbone
+is demo-vit or a timm ViT of the version `timm_layouts.json` was written for. Torch-free.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from typing import Any
 
 from bench.errors import UserError
 
+Geometry = Mapping[str, int]  # bench.backbone_geometry: "depth", "patch"
+# How a message names each geometry key.
+_SHAPE = {"depth": "the backbone's depth", "patch": "the backbone's patch size"}
+
 
 def _show(value: float) -> str:
     return f"{value:g}"
@@ -24,7 +29,9 @@ def _show(value: float) -> str:
 class Number:
     """A finite number between `low` and `high` (None: unbounded; `*_open`: the bound itself is
     excluded), a whole one if `integer` (an even one if `even`), or one of the values `also`
-    allows besides. `note` says what a special value means ("0 = the embedding width")."""
+    allows besides. `note` says what a special value means ("0 = the embedding width").
+    `at_most` and `multiple_of` name a key of the backbone's geometry ("depth", "patch"); they
+    are checked when the geometry is given."""
 
     low: float | None = None
     high: float | None = None
@@ -34,8 +41,10 @@ class Number:
     even: bool = False
     also: tuple[float, ...] = ()
     note: str = ""
+    at_most: str = ""
+    multiple_of: str = ""
 
-    def describe(self) -> str:
+    def describe(self, geometry: Geometry | None = None) -> str:
         kind = ("an even integer" if self.even else "an integer") if self.integer else "a number"
         if self.low is not None and self.high is not None:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
@@ -46,11 +55,16 @@ class Number:
             text = f"{kind} {'<' if self.high_open else '<='} {_show(self.high)}"
         else:
             text = kind
+        geometry = geometry or {}
+        if self.at_most in geometry:
+            text += f" and at most {_SHAPE[self.at_most]} {geometry[self.at_most]}"
+        if self.multiple_of in geometry:
+            text += f", a multiple of {_SHAPE[self.multiple_of]} {geometry[self.multiple_of]}"
         if self.also:
             text = " or ".join([*(_show(v) for v in self.also), text])
         return f"{text} ({self.note})" if self.note else text
 
-    def allows(self, value: Any) -> bool:
+    def allows(self, value: Any, geometry: Geometry | None = None) -> bool:
         # bool is an int to Python, never a count or a rate here
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
@@ -62,7 +76,14 @@ class Number:
             return False
         if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
             return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+        if self.high is not None and not (
+            value < self.high if self.high_open else value <= self.high
+        ):
+            return False
+        geometry = geometry or {}
+        if self.at_most in geometry and value > geometry[self.at_most]:
+            return False
+        return self.multiple_of not in geometry or value % geometry[self.multiple_of] == 0
 
 
 @dataclass(frozen=True)
@@ -71,10 +92,10 @@ class OneOf:
 
     choices: tuple[str, ...]
 
-    def describe(self) -> str:
+    def describe(self, geometry: Geometry | None = None) -> str:
         return f"one of {', '.join(self.choices)}"
 
-    def allows(self, value: Any) -> bool:
+    def allows(self, value: Any, geometry: Geometry | None = None) -> bool:
         return value in self.choices
 
 
@@ -88,11 +109,11 @@ class Names:
     apart: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     why: str = ""
 
-    def describe(self) -> str:
+    def describe(self, geometry: Geometry | None = None) -> str:
         many = f"comma-separated names from {', '.join(self.vocabulary)}"
         return f"{many} (or none)" if self.empty else many
 
-    def allows(self, value: Any) -> bool:
+    def allows(self, value: Any, geometry: Geometry | None = None) -> bool:
         return self.problem(value) is None
 
     def problem(self, value: Any) -> str | None:
@@ -140,18 +161,35 @@ def fraction(*, include_one: bool = False) -> Number:
     return Number(low=0, high=1, high_open=not include_one)
 
 
-def problem(limit: Limit, value: Any) -> str | None:
-    """What is wrong with `value` under `limit` ("must be an integer >= 1, got 0"), or None."""
+def problem(limit: Limit, value: Any, geometry: Geometry | None = None) -> str | None:
+    """What is wrong with `value` under `limit` ("must be an integer >= 1, got 0"), or None;
+    `geometry`: the backbone's shape, when known."""
     if isinstance(limit, Names):
         return limit.problem(value)
-    return None if limit.allows(value) else f"must be {limit.describe()}, got {value!r}"
+    if limit.allows(value, geometry):
+        return None
+    return f"must be {limit.describe(geometry)}, got {value!r}"
 
 
-def check_values(method: str, limits: Mapping[str, Limit], values: Mapping[str, Any]) -> None:
-    """Every value of `values` that has a limit, within it; a UserError names the first that is not."""
+def first_problem(
+    limits: Mapping[str, Limit], values: Mapping[str, Any], geometry: Geometry | None = None
+) -> str | None:
+    """ "KEY must be ..., got ..." for the first of `values` outside its limit, or None."""
     for key, limit in limits.items():
-        if key in values and (wrong := problem(limit, values[key])):
-            raise UserError(f"{method}.{key} {wrong}")
+        if key in values and (wrong := problem(limit, values[key], geometry)):
+            return f"{key} {wrong}"
+    return None
+
+
+def check_values(
+    method: str,
+    limits: Mapping[str, Limit],
+    values: Mapping[str, Any],
+    geometry: Geometry | None = None,
+) -> None:
+    """Every value of `values` that has a limit, within it; a UserError names the first that is not."""
+    if wrong := first_problem(limits, values, geometry):
+        raise UserError(f"{method}.{wrong}")
 
 
 def to_json(limit: Limit) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.backbone_geometry import named_geometry
 from bench.backbone_options import check_backbone_options
 from bench.catalog import data_root, get_card
 from bench.config import LATE_DEFAULTS, coerce
@@ -42,6 +43,7 @@ from bench.tuning_request import TuneRequest
 class Settings(typing.Protocol):
     """What `settings_for` reads of a request (a GridRequest or an EarlyRequest)."""
 
+    backbone: str
     lr: float | None
     warmup_epochs: float
     grad_clip: float
@@ -291,7 +293,7 @@ def settings_for(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(training settings, builder hyperparameters) for a method with these defaults: its
     defaults, then what the request's protocol pins for it, then --lr, then --set; each
-    hyperparameter within its `limits`."""
+    hyperparameter within its `limits` (on the backbone's shape where it is known)."""
     defaults = {
         **train_defaults,
         # the other harness settings start at the cell's defaults, which keep old run ids
@@ -322,7 +324,7 @@ def settings_for(
                 f"--set {method}.{key}: {method!r} has no hyperparameter {key!r}; valid: {valid}"
             )
     check_train(method, train)
-    check_values(method, limits, out)
+    check_values(method, limits, out, named_geometry(req.backbone))
     return train, out
 
 

@@ -1,8 +1,10 @@
-"""Which timm modules build no model the methods can adapt (`bench.backbones.vit_like`: no
-transformer `blocks` or no classifier), so `--backbone resnet50` is refused before timm is
-imported. `python -m bench.timm_layouts` builds every architecture of the installed timm on the
-meta device (a few minutes) and writes `timm_not_vit.json` for that timm version;
-bench.backbone_options trusts the file only under the same version."""
+"""What the early checks know of timm's architectures without importing it: the modules that
+build no model the methods can adapt (`bench.backbones.vit_like`: no transformer `blocks` or no
+classifier), so `--backbone resnet50` is refused at once, and each ViT-like architecture's depth
+and patch size (`bench.backbone_geometry`), so `--set partial.blocks=99` is too.
+`python -m bench.timm_layouts` builds every architecture of the installed timm on the meta device
+(a few minutes) and writes `timm_layouts.json` for that timm version; the early checks trust it
+only under the same version."""
 
 from __future__ import annotations
 
@@ -12,14 +14,15 @@ import warnings
 from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from bench.backbone_options import NOT_VIT
+from bench.backbone_geometry import LAYOUTS, model_geometry
 
 
-def module_layouts() -> dict[str, list[bool]]:
-    """For each timm module (its name under timm.models), whether each architecture it registers
-    builds a ViT-like model; an architecture that does not build counts as ViT-like (never
-    refused early: the full check decides)."""
+def survey() -> dict[str, Any]:
+    """{"not_vit": modules whose every architecture lacks the ViT layout, "vit": {architecture:
+    its geometry}}. An architecture that does not build without arguments counts as ViT-like
+    with no geometry: the full check judges it."""
     import timm
     import torch
     from timm.models import get_arch_name
@@ -28,24 +31,29 @@ def module_layouts() -> dict[str, list[bool]]:
     from bench.backbones import vit_like
 
     layouts: dict[str, list[bool]] = defaultdict(list)
+    geometry: dict[str, dict[str, int]] = {}
     for name in timm.list_models():
         try:
             with warnings.catch_warnings(), torch.device("meta"):
                 warnings.simplefilter("ignore")
-                ok = vit_like(timm.create_model(name, pretrained=False))
+                model = timm.create_model(name, pretrained=False)
         except Exception:  # some architectures need arguments: the full check judges them
-            ok = True
+            model = None
+        ok = model is None or vit_like(model)
+        if model is not None and ok:
+            geometry[name] = model_geometry(model)
         layouts[_model_to_module[get_arch_name(name)]].append(ok)
-    return dict(layouts)
+    return {
+        "not_vit": sorted(m for m, found in layouts.items() if not any(found)),
+        "vit": geometry,
+    }
 
 
-def write_not_vit(path: Path = NOT_VIT) -> Path:
-    layouts = module_layouts()
-    modules = sorted(m for m, found in layouts.items() if not any(found))
-    data = {"timm": metadata.version("timm"), "modules": modules}
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+def write_layouts(path: Path = LAYOUTS) -> Path:
+    data = {"timm": metadata.version("timm"), **survey()}
+    path.write_text(json.dumps(data, indent=None, sort_keys=True) + "\n", encoding="utf-8")
     return path
 
 
 if __name__ == "__main__":  # python -m bench.timm_layouts
-    print(f"wrote {write_not_vit()}", file=sys.stderr)
+    print(f"wrote {write_layouts()}", file=sys.stderr)

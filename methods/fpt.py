@@ -225,8 +225,6 @@ def build_fpt(
             if variant == "fpt-plus"
             else _round_to_patch(min(FPT_V1_SIDE_PATCHES * patch, size), patch)
         )
-    if side_size % patch:
-        raise ValueError(f"side_size={side_size} must be a multiple of the patch size {patch}")
     tokens = (size // patch) ** 2 + model.num_prefix_tokens
     for i in layer_ids:
         model.blocks[i].attn = KVTap(
@@ -306,8 +304,8 @@ FPT_V1_DEFAULTS: dict[str, Any] = {
 FPT_PLUS_DEFAULTS: dict[str, Any] = {
     k: v for k, v in FPT_V1_DEFAULTS.items() if k != "prompt_reduction"
 } | {"layers": 6}
-# What each knob may be; the widths' divisibility and the side size's patch grid depend on the
-# backbone, so build_fpt checks those.
+# What each knob may be; the widths' divisibility depends on the backbone's width and heads,
+# so build_fpt checks it.
 FPT_V1_LIMITS: dict[str, Limit] = {
     "layers": whole(1, note="more than the depth means every block"),
     "num_prompts": whole(1),
@@ -317,7 +315,7 @@ FPT_V1_LIMITS: dict[str, Limit] = {
     "prompt_reduction": whole(1),
     "dropout": fraction(),
     "lpm_size": whole(0, note="0 = the method's rule"),
-    "side_size": whole(0, note="0 = the variant's default"),
+    "side_size": Number(low=0, integer=True, multiple_of="patch", note="0 = the variant's default"),
     "cache_dtype": OneOf(CACHE_DTYPES),
 }
 FPT_PLUS_LIMITS = {k: v for k, v in FPT_V1_LIMITS.items() if k in FPT_PLUS_DEFAULTS}

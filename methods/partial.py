@@ -3,7 +3,7 @@ Partial-1 baseline, Jia et al., ECCV 2022, https://arxiv.org/abs/2203.12119)."""
 
 from torch import nn
 
-from bench.hparam_limits import whole
+from bench.hparam_limits import Number
 from methods.registry import register
 
 
@@ -13,7 +13,7 @@ from methods.registry import register
     weight_decay=0.05,
     summary="Partial-k: last k blocks + final norm + head train, the rest frozen",
     paper="https://arxiv.org/abs/2203.12119",
-    limits={"blocks": whole(1)},  # at most the depth: the builder sees the backbone
+    limits={"blocks": Number(low=1, integer=True, at_most="depth")},
 )
 def build(model: nn.Module, *, blocks: int = 1) -> nn.Module:
     """Unfreeze `model.blocks[-blocks:]`, the final norm and the head.
@@ -23,8 +23,6 @@ def build(model: nn.Module, *, blocks: int = 1) -> nn.Module:
     between the tuned blocks and the head, so it belongs to the tuned top of the network.
     """
     depth = len(model.blocks)
-    if blocks > depth:
-        raise ValueError(f"blocks must be between 1 and the backbone depth {depth}, not {blocks}")
     model.blocks[depth - blocks :].requires_grad_(True)
     # timm applies `norm` after the blocks for token pooling and `fc_norm` after pooling for
     # avg-pool models (where `norm` is Identity); whichever holds the final LN trains.

@@ -17,7 +17,8 @@ from torch import nn
 
 # The optimizers and training keys live with the other option values, which the command line
 # checks before importing torch.
-from bench.hparam_limits import Limit, problem
+from bench.backbone_geometry import model_geometry
+from bench.hparam_limits import Limit, first_problem, problem
 from bench.option_values import LOOP_KEYS, OPTIMIZERS, TRAIN_KEYS
 from methods.search import DEFAULT_SPACE_SOURCE, LrRule, SearchSpace, lr_around
 
@@ -206,16 +207,15 @@ def _check_limits(
 
 
 def _checked_builder(fn: Builder, limits: Mapping[str, Limit]) -> Builder:
-    """`fn` that first checks its keyword arguments against `limits` (ValueError names the first
-    out of bounds), keeping its name, docstring and signature."""
+    """`fn` that first checks its keyword arguments against `limits`, on the model's geometry
+    (ValueError names the first out of bounds), keeping its name, docstring and signature."""
     if not limits:
         return fn
 
     @functools.wraps(fn)
     def build(model: nn.Module, **hparams: Any) -> nn.Module:
-        for key, limit in limits.items():
-            if key in hparams and (wrong := problem(limit, hparams[key])):
-                raise ValueError(f"{key} {wrong}")
+        if wrong := first_problem(limits, hparams, model_geometry(model)):
+            raise ValueError(wrong)
         return fn(model, **hparams)
 
     return build

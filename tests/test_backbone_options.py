@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import timm
 
-from bench import backbone_options
+from bench import backbone_geometry, backbone_options
+from bench.backbone_geometry import model_geometry, named_geometry
 from bench.backbone_options import check_backbone_name, timm_source_names
 from bench.backbones import resolve_backbone
 from bench.errors import UserError
@@ -76,7 +77,7 @@ def _not_vit_written_for_this_timm() -> bool:
 @pytest.mark.parametrize("name", ["resnet50", "resnet50.a1_in1k", "convnext_tiny"])
 def test_a_cnn_is_refused_early_as_the_full_check_refuses_it(name: str, monkeypatch) -> None:
     if not _not_vit_written_for_this_timm():
-        pytest.skip("timm_not_vit.json was written for another timm version")
+        pytest.skip("timm_layouts.json was written for another timm version")
     with pytest.raises(UserError) as early:
         check_backbone_name(name)
     monkeypatch.setattr(backbone_options, "not_vit_modules", frozenset)  # the full check alone
@@ -101,7 +102,7 @@ def test_each_listed_timm_module_builds_no_vit() -> None:
 
     listed = backbone_options.not_vit_modules()
     if not listed:
-        pytest.skip("timm_not_vit.json was written for another timm version")
+        pytest.skip("timm_layouts.json was written for another timm version")
     names = timm_source_names()
     first = {}
     for arch, module in sorted(names.modules.items()):
@@ -114,12 +115,37 @@ def test_each_listed_timm_module_builds_no_vit() -> None:
 
 
 def test_another_timm_version_refuses_nothing_early(tmp_path, monkeypatch) -> None:
-    other = tmp_path / "timm_not_vit.json"
-    other.write_text('{"timm": "0.0.1", "modules": ["resnet"]}', encoding="utf-8")
-    monkeypatch.setattr(backbone_options, "NOT_VIT", other)
-    backbone_options.not_vit_modules.cache_clear()
+    other = tmp_path / "timm_layouts.json"
+    other.write_text(
+        '{"timm": "0.0.1", "not_vit": ["resnet"], "vit": {"vit_tiny_patch16_224": {"depth": 1}}}',
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(backbone_geometry, "LAYOUTS", other)
+    backbone_geometry.timm_layouts.cache_clear()
     try:
         assert backbone_options.not_vit_modules() == frozenset()
+        assert named_geometry("vit_tiny_patch16_224") is None
         check_backbone_name("resnet50")  # left to the full check
     finally:
-        backbone_options.not_vit_modules.cache_clear()
+        backbone_geometry.timm_layouts.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "name", ["demo-vit", "vit_base_patch16_224.augreg_in21k", "deit_small_patch16_224",
+             "eva02_tiny_patch14_224", "vit_large_patch14_clip_224"],
+)  # fmt: skip
+def test_the_named_geometry_is_the_built_models(name: str) -> None:
+    import torch
+
+    from bench.backbone_config import meta_build
+
+    if name != "demo-vit" and not _not_vit_written_for_this_timm():
+        pytest.skip("timm_layouts.json was written for another timm version")
+    with torch.device("meta"):
+        built = model_geometry(meta_build(name))
+    assert named_geometry(name) == built
+    assert set(built) == {"depth", "patch"}
+
+
+def test_a_hub_backbone_has_no_named_geometry() -> None:
+    assert named_geometry("hf-hub:MahmoodLab/UNI") is None

@@ -384,7 +384,7 @@ def test_release_frozen_keeps_cached_path() -> None:
         ("fpt", {"token_ratio": 0}, "token_ratio"),
         ("fpt", {"token_ratio": 1.5}, "token_ratio"),
         ("fpt", {"cache_dtype": "int8"}, "cache_dtype"),
-        ("fpt", {"side_size": 36}, "multiple of the patch"),
+        ("fpt", {"side_size": 36}, "a multiple of the backbone.s patch size"),
         ("fpt", {"side_reduction": 5}, "heads"),  # 48 / 5 is not whole
         ("fpt", {"side_reduction": 12}, "heads"),  # width 4 for 3 heads
         ("fpt", {"layers": 0}, ">= 1"),

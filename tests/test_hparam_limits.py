@@ -54,6 +54,31 @@ def test_each_kind_allows_what_it_says(limit, good, bad, says) -> None:
         assert problem(limit, value) == f"must be {says}, got {value!r}", value
 
 
+def test_geometry_bounds_apply_where_the_shape_is_known() -> None:
+    blocks = Number(low=1, integer=True, at_most="depth")
+    side = Number(low=0, integer=True, multiple_of="patch", note="0 = default")
+    assert problem(blocks, 99) is None  # no geometry: not judged
+    assert problem(blocks, 12, {"depth": 12, "patch": 16}) is None
+    assert problem(blocks, 13, {"depth": 12}) == (
+        "must be an integer >= 1 and at most the backbone's depth 12, got 13"
+    )
+    assert problem(side, 0, {"patch": 16}) is None and problem(side, 128, {"patch": 16}) is None
+    assert problem(side, 120, {"patch": 16}) == (
+        "must be an integer >= 0, a multiple of the backbone's patch size 16 (0 = default), got 120"
+    )
+
+
+def test_a_builder_checks_the_geometry_of_the_model_it_is_given() -> None:
+    build = methods.get_method("partial").build
+    with pytest.raises(
+        ValueError, match=r"^blocks must be .* at most the backbone's depth 2, got 3$"
+    ):
+        build(tiny_vit(3, depth=2), blocks=3)
+    build(tiny_vit(3, depth=2), blocks=2)
+    with pytest.raises(ValueError, match=r"side_size must be .* patch size 16"):
+        methods.get_method("fpt").build(tiny_vit(3), side_size=12)
+
+
 def test_names_refuse_unknown_empty_and_mixed_groups() -> None:
     names = Names(("q", "v", "qkv", "all"), apart=(("q", "v"), ("qkv", "all")), why="split or not")
     assert problem(names, "q, v") is None

@@ -70,6 +70,14 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["tune", "--methods", "lora", "--space", "lora.rank=0,8"], "--space lora.rank: each value"),
     (["profile", "--methods", "adapter", "--set", "adapter.style=x"], "must be one of parallel"),
     (["run", "--device", "cpu", "--precision", "bf16"], "--precision bf16 is a GPU autocast"),
+    (
+        ["run", "--methods", "partial", "--set", "partial.blocks=5"],
+        "at most the backbone's depth 4",
+    ),
+    (
+        ["run", "--methods", "fpt", "--set", "fpt.side_size=20"],
+        "a multiple of the backbone's patch",
+    ),
     (["profile", "--device", "cpu", "--precision", "fp16"], "fp16 is a GPU autocast; on CPU"),
 ]
 
@@ -134,6 +142,8 @@ SAME_MESSAGE = [
     {"methods": ["lora"], "sets": {"lora": {"targets": "v,attn"}}},
     {"methods": ["fpt"], "sets": {"fpt": {"importance": "local"}}},
     {"methods": ["mlp-head"], "sets": {"mlp-head": {"dropout": "1"}}},
+    {"methods": ["partial"], "sets": {"partial": {"blocks": "5"}}},
+    {"methods": ["fpt"], "sets": {"fpt": {"side_size": "60"}}},
     {"split_seeds": [0]},
     {"img_size": 4},
     {"batch_size": 0},

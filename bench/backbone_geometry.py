@@ -1,0 +1,62 @@
+"""A backbone's shape as hyperparameter limits read it (`Number(at_most="depth")`): its number of
+transformer blocks and its patch size. From a built model, or before torch is imported from the
+name: demo-vit's constants, or a timm architecture's entry in `timm_layouts.json` (written by
+`python -m bench.timm_layouts` for one timm version). Torch-free."""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.backbone_config import hub_repo
+from bench.weights import DEMO_BACKBONE
+
+LAYOUTS = Path(__file__).with_name("timm_layouts.json")
+# The demo backbone's timm build arguments (bench.demo_vit builds and pretrains it).
+DEMO_VIT_KWARGS: dict[str, Any] = {
+    "img_size": 64,
+    "patch_size": 8,
+    "embed_dim": 96,
+    "depth": 4,
+    # Head dim 16: six heads learnt the cross-patch relations (alignment, rims) much faster
+    # than three at the same cost; a narrow MLP cut the time by a quarter at no loss.
+    "num_heads": 6,
+    "mlp_ratio": 2.0,
+}
+
+Geometry = dict[str, int]  # the keys bench.hparam_limits names
+
+
+def model_geometry(model: Any) -> Geometry:
+    """The shape of a built timm ViT (what it lacks is left out)."""
+    out: Geometry = {}
+    if hasattr(model, "blocks"):
+        out["depth"] = len(model.blocks)
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if patch is not None:
+        out["patch"] = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+    return out
+
+
+@functools.cache
+def timm_layouts() -> dict[str, Any]:
+    """`timm_layouts.json` when it was written for the installed timm; empty otherwise."""
+    try:
+        data = json.loads(LAYOUTS.read_text(encoding="utf-8"))
+        same = data["timm"] == metadata.version("timm")
+    except (OSError, ValueError, KeyError, metadata.PackageNotFoundError):
+        return {}
+    return data if same else {}
+
+
+def named_geometry(name: str) -> Geometry | None:
+    """The shape of --backbone `name` without building it; None when it cannot be told here (a
+    hub model, a timm version the layouts were not written for)."""
+    if name == DEMO_BACKBONE:
+        return {"depth": DEMO_VIT_KWARGS["depth"], "patch": DEMO_VIT_KWARGS["patch_size"]}
+    if hub_repo(name) is not None:
+        return None
+    return timm_layouts().get("vit", {}).get(name.split(".", 1)[0])
