@@ -1,5 +1,5 @@
 """A backbone's shape as hyperparameter limits read it (`Number(at_most="depth")`): its number of
-transformer blocks and its patch size. From a built model, or before torch is imported from the
+transformer blocks, its patch size and the width of one attention head. From a built model, or before torch is imported from the
 name: demo-vit's constants, or a timm architecture's entry in `timm_layouts.json` (written by
 `python -m bench.timm_layouts` for one timm version). Torch-free."""
 
@@ -38,6 +38,9 @@ def model_geometry(model: Any) -> Geometry:
     patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
     if patch is not None:
         out["patch"] = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+    attn = getattr(model.blocks[0], "attn", None) if out.get("depth") else None
+    if hasattr(attn, "num_heads") and hasattr(model, "embed_dim"):
+        out["head_dim"] = int(model.embed_dim) // int(attn.num_heads)
     return out
 
 
@@ -56,7 +59,9 @@ def named_geometry(name: str) -> Geometry | None:
     """The shape of --backbone `name` without building it; None when it cannot be told here (a
     hub model, a timm version the layouts were not written for)."""
     if name == DEMO_BACKBONE:
-        return {"depth": DEMO_VIT_KWARGS["depth"], "patch": DEMO_VIT_KWARGS["patch_size"]}
+        kwargs = DEMO_VIT_KWARGS
+        head_dim = kwargs["embed_dim"] // kwargs["num_heads"]
+        return {"depth": kwargs["depth"], "patch": kwargs["patch_size"], "head_dim": head_dim}
     if hub_repo(name) is not None:
         return None
     return timm_layouts().get("vit", {}).get(name.split(".", 1)[0])

@@ -2,7 +2,8 @@
 
 The registry checks them before a builder runs; the method manifest carries them as JSON, so the
 command line refuses `--set lora.rank=0` or a bad `--space` value before importing torch. A bound
-may name the backbone's shape (`at_most="depth"`, `multiple_of="patch"`: bench.backbone_geometry),
+may name the backbone's shape (`at_most="depth"`, `multiple_of="patch"`, `divides="head_dim"`:
+bench.backbone_geometry),
 checked wherever that shape is known: always on the built model, before torch when the backbone
 is demo-vit or a timm ViT of the version `timm_layouts.json` was written for. Torch-free.
 """
@@ -16,9 +17,13 @@ from typing import Any
 
 from bench.errors import UserError
 
-Geometry = Mapping[str, int]  # bench.backbone_geometry: "depth", "patch"
+Geometry = Mapping[str, int]  # bench.backbone_geometry: "depth", "patch", "head_dim"
 # How a message names each geometry key.
-_SHAPE = {"depth": "the backbone's depth", "patch": "the backbone's patch size"}
+_SHAPE = {
+    "depth": "the backbone's depth",
+    "patch": "the backbone's patch size",
+    "head_dim": "the backbone's head width",
+}
 
 
 def _show(value: float) -> str:
@@ -30,8 +35,8 @@ class Number:
     """A finite number between `low` and `high` (None: unbounded; `*_open`: the bound itself is
     excluded), a whole one if `integer` (an even one if `even`), or one of the values `also`
     allows besides. `note` says what a special value means ("0 = the embedding width").
-    `at_most` and `multiple_of` name a key of the backbone's geometry ("depth", "patch"); they
-    are checked when the geometry is given."""
+    `at_most`, `multiple_of` and `divides` name a key of the backbone's geometry ("depth",
+    "patch", "head_dim"); they are checked when the geometry is given."""
 
     low: float | None = None
     high: float | None = None
@@ -43,6 +48,7 @@ class Number:
     note: str = ""
     at_most: str = ""
     multiple_of: str = ""
+    divides: str = ""
 
     def describe(self, geometry: Geometry | None = None) -> str:
         kind = ("an even integer" if self.even else "an integer") if self.integer else "a number"
@@ -60,6 +66,8 @@ class Number:
             text += f" and at most {_SHAPE[self.at_most]} {geometry[self.at_most]}"
         if self.multiple_of in geometry:
             text += f", a multiple of {_SHAPE[self.multiple_of]} {geometry[self.multiple_of]}"
+        if self.divides in geometry:
+            text += f" that divides {_SHAPE[self.divides]} {geometry[self.divides]}"
         if self.also:
             text = " or ".join([*(_show(v) for v in self.also), text])
         return f"{text} ({self.note})" if self.note else text
@@ -83,7 +91,9 @@ class Number:
         geometry = geometry or {}
         if self.at_most in geometry and value > geometry[self.at_most]:
             return False
-        return self.multiple_of not in geometry or value % geometry[self.multiple_of] == 0
+        if self.multiple_of in geometry and value % geometry[self.multiple_of]:
+            return False
+        return self.divides not in geometry or (value > 0 and geometry[self.divides] % value == 0)
 
 
 @dataclass(frozen=True)

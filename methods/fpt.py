@@ -205,10 +205,6 @@ def build_fpt(
     heads = model.blocks[0].attn.num_heads
     side_dim = width // side_reduction
     prompt_dim = width // prompt_reduction
-    if side_dim * side_reduction != width or side_dim % heads:
-        raise ValueError(
-            f"side width {width}/{side_reduction} must be a whole multiple of the {heads} heads"
-        )
     if prompt_dim * prompt_reduction != width:
         raise ValueError(f"prompt width {width}/{prompt_reduction} is not a whole number")
     if prompt_dim not in (width, side_dim):
@@ -304,14 +300,15 @@ FPT_V1_DEFAULTS: dict[str, Any] = {
 FPT_PLUS_DEFAULTS: dict[str, Any] = {
     k: v for k, v in FPT_V1_DEFAULTS.items() if k != "prompt_reduction"
 } | {"layers": 6}
-# What each knob may be; the widths' divisibility depends on the backbone's width and heads,
-# so build_fpt checks it.
+# What each knob may be; which prompt reductions fit depends on the side reduction, so build_fpt
+# checks that.
 FPT_V1_LIMITS: dict[str, Limit] = {
     "layers": whole(1, note="more than the depth means every block"),
     "num_prompts": whole(1),
     "token_ratio": Number(low=0, high=1, low_open=True),
     "importance": OneOf(IMPORTANCE),
-    "side_reduction": whole(1),
+    # the side ViT keeps the heads: width / r must split into them, i.e. r divides a head's width
+    "side_reduction": Number(low=1, integer=True, divides="head_dim"),
     "prompt_reduction": whole(1),
     "dropout": fraction(),
     "lpm_size": whole(0, note="0 = the method's rule"),

@@ -141,7 +141,7 @@ def test_the_named_geometry_is_the_built_models(name: str) -> None:
         pytest.skip("timm_layouts.json was written for another timm version")
     built = model_geometry(meta_build(name))
     assert named_geometry(name) == built
-    assert set(built) == {"depth", "patch"}
+    assert set(built) == {"depth", "patch", "head_dim"}
 
 
 def test_a_hub_backbone_has_no_named_geometry() -> None:

@@ -385,8 +385,9 @@ def test_release_frozen_keeps_cached_path() -> None:
         ("fpt", {"token_ratio": 1.5}, "token_ratio"),
         ("fpt", {"cache_dtype": "int8"}, "cache_dtype"),
         ("fpt", {"side_size": 36}, "a multiple of the backbone.s patch size"),
-        ("fpt", {"side_reduction": 5}, "heads"),  # 48 / 5 is not whole
-        ("fpt", {"side_reduction": 12}, "heads"),  # width 4 for 3 heads
+        ("fpt", {"side_reduction": 5}, "divides the backbone's head width 16"),  # 48 / 5
+        ("fpt", {"side_reduction": 12}, "head width 16, got 12"),  # width 4 for 3 heads
+        ("fpt", {"side_reduction": 3}, "head width 16, got 3"),  # width 16 for 3 heads
         ("fpt", {"layers": 0}, ">= 1"),
         ("fpt", {"dropout": 1.0}, "dropout"),
         ("fpt", {"lpm_size": 64}, "lpm_size"),  # the backbone was built for 32 px

@@ -63,6 +63,17 @@ def test_geometry_bounds_apply_where_the_shape_is_known() -> None:
         "must be an integer >= 1 and at most the backbone's depth 12, got 13"
     )
     assert problem(side, 0, {"patch": 16}) is None and problem(side, 128, {"patch": 16}) is None
+    reduction = Number(low=1, integer=True, divides="head_dim")
+    assert [r for r in range(1, 20) if problem(reduction, r, {"head_dim": 16}) is None] == [
+        1,
+        2,
+        4,
+        8,
+        16,
+    ]
+    assert problem(reduction, 3, {"head_dim": 64}) == (
+        "must be an integer >= 1 that divides the backbone's head width 64, got 3"
+    )
     assert problem(side, 120, {"patch": 16}) == (
         "must be an integer >= 0, a multiple of the backbone's patch size 16 (0 = default), got 120"
     )

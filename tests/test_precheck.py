@@ -144,6 +144,7 @@ SAME_MESSAGE = [
     {"methods": ["mlp-head"], "sets": {"mlp-head": {"dropout": "1"}}},
     {"methods": ["partial"], "sets": {"partial": {"blocks": "5"}}},
     {"methods": ["fpt"], "sets": {"fpt": {"side_size": "60"}}},
+    {"methods": ["fpt"], "sets": {"fpt": {"side_reduction": "3"}}},
     {"split_seeds": [0]},
     {"img_size": 4},
     {"batch_size": 0},
