@@ -115,7 +115,26 @@ def precheck(req: EarlyRequest, protocol: Any = None, *, data: bool = False) -> 
         root = data_root(req.data_root)
         for card in cards:
             get_format(card.format).check_available(card, root)
+        if req.shots:
+            check_shots(cards, root, req.shots, req.split_seeds or [0])
     check_backbone_options(req.backbone, pretrained=req.pretrained, weights=req.weights)
+
+
+def check_shots(cards: list[Any], root: Path, shots: list[int], split_seeds: list[int]) -> None:
+    """Draw every few-shot sample from the training labels a format reads without its images
+    (bench.formats.Format.split_labels), so too many shots fail before torch with the sampler's
+    own message. Only where the real pool is that array: the format gives a validation split
+    (none carved from train) and no patient groups."""
+    from bench.formats import get_format
+    from bench.splits import sample_shots
+
+    for card in cards:
+        labels = get_format(card.format).split_labels(card, root)
+        if not labels or "val" not in labels:
+            continue
+        for k in shots:
+            for seed in split_seeds:
+                sample_shots(labels["train"], k, seed, task=card.task, classes=card.classes)
 
 
 def precheck_methods(names: list[str], sets: dict[str, dict[str, str]], backbone: str) -> None:

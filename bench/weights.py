@@ -16,12 +16,29 @@ from bench.errors import UserError
 DEMO_BACKBONE = "demo-vit"
 
 
+# The first bytes of what torch.load reads: torch.save's zip archive, the legacy format's pickle.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+_NOT_A_STATE_DICT = "not a tensor state dict that loading with weights_only=True can read"
+
+
 def check_weights_path(path: Path) -> None:
-    """A --weights path that names a file."""
+    """A --weights path that names a file, which (unless .safetensors or .npz) starts as a file
+    torch.load reads does; told from its first bytes, without importing torch."""
     if not path.is_file():
         raise UserError(
             f"weights file {path} does not exist; pass a safetensors or timm state-dict file"
         )
+    if path.suffix not in (".safetensors", ".npz"):
+        with path.open("rb") as f:
+            if not f.read(4).startswith(_TORCH_MAGIC):
+                raise _refused(path, _NOT_A_STATE_DICT)
+
+
+def _refused(path: Path, what: str) -> UserError:
+    return UserError(
+        f"cannot read weights file {path}: it is {what}. Give a .safetensors file or a "
+        "timm/torch state dict; if you trust the file's source, convert it to .safetensors"
+    )
 
 
 def check_weights_file(path: Path, backbone: str | None = None) -> None:
@@ -73,12 +90,9 @@ def check_weights_file(path: Path, backbone: str | None = None) -> None:
                 f"a pickle that calls {found[1]}, which loading with weights_only=True refuses "
                 "(unpickling it could run code)"
                 if found
-                else "not a tensor state dict that loading with weights_only=True can read"
+                else _NOT_A_STATE_DICT
             )
-            raise UserError(
-                f"cannot read weights file {path}: it is {what}. Give a .safetensors file or a "
-                "timm/torch state dict; if you trust the file's source, convert it to .safetensors"
-            ) from None
+            raise _refused(path, what) from None
         raise UserError(
             f"cannot read weights file {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
             "Give a .safetensors file, a timm/torch state dict (.pth/.bin/.pt) or a Google ViT .npz"

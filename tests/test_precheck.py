@@ -70,6 +70,8 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["tune", "--methods", "lora", "--space", "lora.rank=0,8"], "--space lora.rank: each value"),
     (["profile", "--methods", "adapter", "--set", "adapter.style=x"], "must be one of parallel"),
     (["run", "--device", "cpu", "--precision", "bf16"], "--precision bf16 is a GPU autocast"),
+    (["run", "--shots", "100000"], "cannot sample 100000 shots per class: class"),
+    (["run", "--weights", "README.md"], "README.md: it is not a tensor state dict"),
     (
         ["run", "--methods", "partial", "--set", "partial.blocks=5"],
         "at most the backbone's depth 4",
@@ -243,3 +245,17 @@ def test_the_augmentation_names_are_the_presets() -> None:
     from bench.transforms import AUGMENTATIONS
 
     assert tuple(AUGMENTATIONS) == AUGMENT_NAMES
+
+
+def test_too_many_shots_fail_early_with_the_samplers_message(tiny_data_root) -> None:
+    from bench.catalog import get_card
+    from bench.data import few_shot, load_dataset
+
+    req = _grid(datasets=["pneumoniamnist"], data_root=tiny_data_root, shots=[1, 500])
+    with pytest.raises(UserError) as early:
+        precheck.precheck(req, data=True)
+    with pytest.raises(UserError) as full:
+        few_shot(load_dataset(get_card("pneumoniamnist"), tiny_data_root), 500, 0, tiny_data_root)
+    assert str(early.value) == str(full.value)
+    assert str(early.value).startswith("cannot sample 500 shots per class: class 'normal' has")
+    precheck.precheck(req.replace(shots=[1, 2]), data=True)  # what the sampler takes passes
