@@ -106,6 +106,21 @@ def _demo_config() -> BackboneConfig:
     )
 
 
+def hub_config_missing(name: str, repo: str) -> UserError | None:
+    """The error for a hub backbone whose config.json is neither in the local cache nor
+    downloadable now; None when it is either. Torch-free."""
+    if cached_file(repo, "config.json") is not None:
+        return None
+    why = unavailable_reason()
+    if why is None:
+        return None
+    return UserError(
+        f"backbone {name!r} is not in the local Hugging Face cache and {why}: connect to "
+        "the internet once (the first run caches it, later runs work offline), or pass a "
+        "local checkpoint as --backbone TIMM_ARCHITECTURE --weights FILE"
+    )
+
+
 @functools.lru_cache(maxsize=32)
 def _hub_config(name: str, repo: str) -> BackboneConfig:
     """A hub backbone's config.json through timm (cached: asking the hub again is a request)."""
@@ -114,14 +129,8 @@ def _hub_config(name: str, repo: str) -> BackboneConfig:
     problem = timm_hub_problem()
     if problem is not None:
         raise UserError(f"backbone {name!r} is read from the Hugging Face hub, but {problem}")
-    if cached_file(repo, "config.json") is None:
-        why = unavailable_reason()
-        if why is not None:
-            raise UserError(
-                f"backbone {name!r} is not in the local Hugging Face cache and {why}: connect to "
-                "the internet once (the first run caches it, later runs work offline), or pass a "
-                "local checkpoint as --backbone TIMM_ARCHITECTURE --weights FILE"
-            )
+    if missing := hub_config_missing(name, repo):
+        raise missing
     try:
         # timm 1.0.9 and later return (pretrained_cfg, architecture, model_args)
         cfg, arch, model_args = load_model_config_from_hf(repo)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.backbone_config import hub_config_missing, hub_repo
 from bench.backbone_geometry import named_geometry
 from bench.backbone_options import check_backbone_options
 from bench.catalog import data_root, get_card
@@ -117,6 +118,9 @@ def precheck(req: EarlyRequest, protocol: Any = None, *, data: bool = False) -> 
             get_format(card.format).check_available(card, root)
         if req.shots:
             check_shots(cards, root, req.shots, req.split_seeds or [0])
+        repo = hub_repo(req.backbone)  # a hub backbone's config must be here or reachable
+        if repo is not None and (missing := hub_config_missing(req.backbone, repo)):
+            raise missing
     check_backbone_options(req.backbone, pretrained=req.pretrained, weights=req.weights)
 
 

@@ -165,6 +165,21 @@ def test_cli_runs_a_hub_backbone_cell_offline_and_records_it(
     assert pre["resize_to"] == 35  # floor(32 / 0.9): resized, then the centre 32 px
 
 
+def test_a_real_run_checks_the_hub_cache_before_torch(hub_cache: Path) -> None:
+    from bench.precheck import EarlyRequest, precheck
+
+    name = "hf-hub:medpeft-test/absent"
+    req = EarlyRequest(methods=["linear"], datasets=["demo"], seeds=[0], backbone=name)
+    with pytest.raises(UserError) as early:
+        precheck(req, data=True)
+    with pytest.raises(UserError) as full:
+        resolve_backbone(name, pretrained=True, weights=None)
+    assert str(early.value) == str(full.value)
+    precheck(req)  # a dry run plans without it
+    write_hub_repo(hub_cache, "medpeft-test/absent", hub_config_json(), None)
+    precheck(req, data=True)  # cached: the full check reads it
+
+
 def test_missing_from_cache_offline_is_one_line_naming_weights(hub_cache: Path) -> None:
     start = time.perf_counter()
     with pytest.raises(UserError) as err:

@@ -211,7 +211,7 @@ def test_what_the_full_check_takes_the_early_one_takes() -> None:
     # EPT's protocol pins the rate for every method: only the methods' own knobs are searched
     precheck.precheck(_grid(tune=TuneRequest()), find_protocol("ept-table1"))
     precheck.precheck(_grid(backbone="vit_base_patch16_224.augreg_in21k", datasets=["demo"]))
-    precheck.precheck(_grid(backbone="hf-hub:MahmoodLab/UNI"), data=True)  # demo: generated
+    precheck.precheck(_grid(backbone="hf-hub:MahmoodLab/UNI"))  # its cache: tests/test_hf_hub.py
 
 
 def test_a_method_the_manifest_does_not_know_waits_for_the_registry(monkeypatch) -> None:
