@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import math
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.claims import claims_dir
+from bench.errors import UserError
 from bench.record import is_record
 from bench.record_types import wrong_types
 
@@ -262,3 +266,34 @@ def finished(results: Path, run_id: str) -> dict[str, Any] | None:
         return None
     rec = read_record(path, run_id=run_id)
     return rec if rec is not None and rec.get("status") in FINISHED else None
+
+
+def check_results_folder(results: Path, *, write: bool) -> None:
+    """The results folder is a folder; for a real run, one this process can write records and
+    claims into (checked by writing, which also covers a read-only mount and a full disk)."""
+    if results.exists() and not results.is_dir():
+        raise UserError(f"--results {results} exists and is not a folder")
+    if not write:
+        return
+    claims = claims_dir(results)
+    if claims.exists() and not claims.is_dir():
+        raise UserError(
+            f"{claims} is a file; runners keep their claims in that folder: move the file away"
+        )
+    probe = results / f".write-check.{uuid.uuid4().hex[:8]}.tmp"
+    # folders made only for the check are removed again: bad input later leaves nothing behind
+    made = list(itertools.takewhile(lambda d: not d.exists(), [results, *results.parents]))
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        # a record's size: a full disk fails here, not after training
+        probe.write_bytes(b"0" * 4096)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write records in --results {results}: {exc.strerror or exc}; choose a "
+            "writable folder with free space"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+            for folder in made:
+                folder.rmdir()

@@ -72,6 +72,7 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["run", "--device", "cpu", "--precision", "bf16"], "--precision bf16 is a GPU autocast"),
     (["run", "--shots", "100000"], "cannot sample 100000 shots per class: class"),
     (["run", "--weights", "README.md"], "README.md: it is not a tensor state dict"),
+    (["run", "--results", "README.md"], "--results README.md exists and is not a folder"),
     (
         ["run", "--methods", "partial", "--set", "partial.blocks=5"],
         "at most the backbone's depth 4",
@@ -100,7 +101,7 @@ _RUN_ALL = textwrap.dedent(
 
 def test_bad_input_fails_before_torch_is_imported(tmp_path) -> None:
     # one fresh interpreter for the table: torch seen after a case means that case imported it
-    argv = [[*a, "--results", str(tmp_path / "r")] for a, _ in BAD_INPUT]
+    argv = [a if "--results" in a else [*a, "--results", str(tmp_path / "r")] for a, _ in BAD_INPUT]
     proc = subprocess.run(
         [sys.executable, "-c", _RUN_ALL, json.dumps(argv)],
         capture_output=True, text=True, check=True, cwd=ROOT,

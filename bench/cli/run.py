@@ -85,6 +85,7 @@ def run(
             raise UserError("--json prints the plan: add --dry-run (or see `bench status --json`)")
         from bench.device_options import check_device_options
         from bench.launchers import launch_options
+        from bench.records import check_results_folder
 
         launch = launch_options(
             launcher, device=device, gpus=gpus, partition=partition, time_min=time_,
@@ -93,6 +94,7 @@ def run(
         )  # fmt: skip
         if launch.kind != "slurm":  # the cells run on this machine
             check_device_options(device, precision)
+        check_results_folder(results, write=not dry_run and launch.kind == "local")
         grid = parse_grid(
             methods=methods, datasets=datasets, seeds=seeds, shots=shots,
             split_seeds=split_seeds, set_=set_,

@@ -11,10 +11,10 @@ from bench.catalog import data_root, get_card
 from bench.config import CellConfig
 from bench.grid.expand import Resolved, annotations, expand
 from bench.grid.inputs import check_data, load_inputs, weights_id, weights_note
-from bench.grid.preflight import check_foreign_files, check_results_folder, preflight_builds
+from bench.grid.preflight import check_foreign_files, preflight_builds
 from bench.grid.request import GridRequest, resolve_device
 from bench.precision import choose_precision
-from bench.records import finished
+from bench.records import check_results_folder, finished
 
 
 @dataclass

@@ -20,8 +20,9 @@ from bench.errors import UserError
 from bench.execute import run_grid
 from bench.grid import GridRequest, Plan, load_inputs
 from bench.grid.inputs import weights_id
-from bench.grid.preflight import check_results_folder, preflight_builds
+from bench.grid.preflight import preflight_builds
 from bench.precision import choose_precision
+from bench.records import check_results_folder
 from bench.trackers import require_trackers
 
 
