@@ -14,7 +14,6 @@ so a rebuild under other versions is refused."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.metadata
 import json
 from dataclasses import dataclass
@@ -35,14 +34,13 @@ from bench.artefacts import (
 from bench.backbones import BackboneSource, resolve_backbone
 from bench.config import CellConfig
 from bench.errors import UserError
+from bench.export_checks import SPEC_FILE, check_out_folder, finished_record, out_folder
 from bench.harness import build_model
-from bench.records import read_record, record_path
 from bench.transforms import Preprocess
 from bench.weights import DEMO_BACKBONE
 
 EXPORT_FORMAT = 1
 MODEL_FILE = "model.safetensors"
-SPEC_FILE = "model.json"
 ADAPTER_FOLDER = "adapter"
 
 
@@ -57,32 +55,12 @@ class Rebuilt:
     source: BackboneSource
 
 
-def find_record(run_id: str, results: Path) -> dict[str, Any]:
-    """The record of `run_id` in `results`; UserError saying how to find run ids otherwise."""
-    record = read_record(record_path(results, run_id), run_id=run_id)
-    if record is not None:
-        return record
-    ids = [p.stem for p in results.glob("*.json")] if results.is_dir() else []
-    close = difflib.get_close_matches(run_id, ids, n=3, cutoff=0.6)
-    hint = f" Similar: {', '.join(close)}." if close else ""
-    raise UserError(
-        f"no record of run {run_id!r} in {results}/: run ids are the record files' names without "
-        f".json (`ls {results}/*.json`; `bench status --results {results}` summarises the "
-        f"folder).{hint}"
-    )
-
-
 def rebuild(
     run_id: str, results: Path = Path("results"), *, weights: Path | None = None
 ) -> Rebuilt:
     """Rebuild run `run_id` of `results` (see the module docstring). `weights`: where the
     pretrained weights file is now, when it moved since the run (its sha256 is still checked)."""
-    record = find_record(run_id, results)
-    if record.get("status") != "ok":
-        raise UserError(
-            f"run {run_id} is {record.get('status')!r}, not ok: only a finished run keeps what it "
-            "trained (a trial keeps nothing; rerun a failed cell)"
-        )
+    record = finished_record(run_id, results)
     tensors = load_trainable(results, record)
     try:
         cell = CellConfig(**record["config"])
@@ -164,9 +142,8 @@ def export_run(
     or not at all: the adapted model's whole state dict (model.safetensors), how to build it
     (model.json, read by `load_export`) and, for a peft method, `adapter/` for
     `PeftModel.from_pretrained` or `push_to_hub`. Returns the folder."""
-    out = out if out is not None else Path("exports") / run_id
-    if out.exists() and not (out / SPEC_FILE).is_file():
-        raise UserError(f"{out} exists and is not an export; choose another --out")
+    out = out_folder(run_id, out)
+    check_out_folder(out)
     built = rebuild(run_id, results, weights=weights)
     kept: Trained = trained(
         built.model, built.cell, built.source, built.record["dataset"]["num_classes"]

@@ -242,6 +242,11 @@ def test_export_refuses_a_folder_that_is_not_an_export(grid, tmp_path: Path) -> 
     with pytest.raises(UserError, match="not an export; choose another --out"):
         export_run(cell_of(the_plan, "linear").run_id, req.results, tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "user file"
+    run_id = cell_of(the_plan, "linear").run_id
+    argv = ["export", run_id, "--results", str(req.results), "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2 and "not an export; choose another --out" in result.output
+    assert (tmp_path / "mine.txt").read_text() == "user file"
 
 
 # ---------------------------------------------------------------- damaged or missing artefacts

@@ -33,9 +33,14 @@ def export(
     model.safetensors (the whole adapted model), model.json (how to build it) and, for peft
     methods, adapter/ (PeftModel.from_pretrained, push_to_hub)."""
     from bench.errors import UserError
-    from bench.export import export_run
+    from bench.export_checks import check_out_folder, finished_record, out_folder
 
     try:
+        # torch-free: a wrong run id or --out fails at once, not after the imports
+        finished_record(run_id, results)
+        check_out_folder(out_folder(run_id, out))
+        from bench.export import export_run
+
         folder = export_run(run_id, results, out, weights=weights)
     except UserError as exc:
         fail(str(exc))
