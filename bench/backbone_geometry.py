@@ -1,7 +1,8 @@
 """A backbone's shape as hyperparameter limits read it (`Number(at_most="depth")`): its number of
-transformer blocks, its patch size and the width of one attention head. From a built model, or before torch is imported from the
-name: demo-vit's constants, or a timm architecture's entry in `timm_layouts.json` (written by
-`python -m bench.timm_layouts` for one timm version). Torch-free."""
+transformer blocks, its patch size, the width of one attention head and its input size. From a
+built model, or before torch is imported from the name: demo-vit's constants, or a timm
+architecture's entry in `timm_layouts.json` (written by `python -m bench.timm_layouts` for one
+timm version). Torch-free."""
 
 from __future__ import annotations
 
@@ -31,13 +32,18 @@ Geometry = dict[str, int]  # the keys bench.hparam_limits names
 
 
 def model_geometry(model: Any) -> Geometry:
-    """The shape of a built timm ViT (what it lacks is left out)."""
+    """The shape of a built timm ViT (what it lacks is left out); "img_size": the shorter side
+    of the input it was built for."""
     out: Geometry = {}
     if hasattr(model, "blocks"):
         out["depth"] = len(model.blocks)
-    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    embed = getattr(model, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
     if patch is not None:
         out["patch"] = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+    size = getattr(embed, "img_size", None)
+    if size is not None:
+        out["img_size"] = int(min(size) if isinstance(size, (tuple, list)) else size)
     attn = getattr(model.blocks[0], "attn", None) if out.get("depth") else None
     if hasattr(attn, "num_heads") and hasattr(model, "embed_dim"):
         out["head_dim"] = int(model.embed_dim) // int(attn.num_heads)
@@ -56,12 +62,25 @@ def timm_layouts() -> dict[str, Any]:
 
 
 def named_geometry(name: str) -> Geometry | None:
-    """The shape of --backbone `name` without building it; None when it cannot be told here (a
-    hub model, a timm version the layouts were not written for)."""
+    """The shape of --backbone `name` without building it ("img_size": its native input size,
+    its pretrained config's); None when it cannot be told here (a hub model, a timm
+    version the layouts were not written for)."""
     if name == DEMO_BACKBONE:
         kwargs = DEMO_VIT_KWARGS
         head_dim = kwargs["embed_dim"] // kwargs["num_heads"]
-        return {"depth": kwargs["depth"], "patch": kwargs["patch_size"], "head_dim": head_dim}
+        return {"depth": kwargs["depth"], "patch": kwargs["patch_size"], "head_dim": head_dim,
+                "img_size": kwargs["img_size"]}  # fmt: skip
     if hub_repo(name) is not None:
         return None
     return timm_layouts().get("vit", {}).get(name.split(".", 1)[0])
+
+
+def cell_geometry(name: str, *, own_input_size: bool, img_size: int | None) -> Geometry | None:
+    """The shape of the model a method is built on: `named_geometry`, at --img-size when given;
+    without the input size when the method chooses its own (FPT's high-resolution rule)."""
+    geometry = dict(named_geometry(name) or {})
+    if own_input_size:
+        geometry.pop("img_size", None)
+    elif img_size is not None:
+        geometry["img_size"] = img_size
+    return geometry or None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.backbone_config import backbone_config, hub_repo, meta_build
+from bench.backbone_geometry import model_geometry
 from bench.backbone_options import check_backbone_options, not_vit_like, unknown_backbone
 from bench.errors import UserError
 from bench.hub_access import (
@@ -204,8 +205,7 @@ def default_img_size(name: str) -> int:
 
 def backbone_patch_size(name: str) -> int:
     """The patch size of a backbone, read from a weightless build on the meta device."""
-    patch = meta_build(name).patch_embed.patch_size
-    return int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+    return model_geometry(meta_build(name))["patch"]
 
 
 def vit_like(model) -> bool:

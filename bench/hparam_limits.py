@@ -5,7 +5,8 @@ command line refuses `--set lora.rank=0` or a bad `--space` value before importi
 may name the backbone's shape (`at_most="depth"`, `multiple_of="patch"`, `divides="head_dim"`:
 bench.backbone_geometry),
 checked wherever that shape is known: always on the built model, before torch when the backbone
-is demo-vit or a timm ViT of the version `timm_layouts.json` was written for. Torch-free.
+is demo-vit or a timm ViT of the version `timm_layouts.json` was written for. A bound may also
+name another hyperparameter of the method (`same_as="side_reduction"`). Torch-free.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any
 
 from bench.errors import UserError
 
-Geometry = Mapping[str, int]  # bench.backbone_geometry: "depth", "patch", "head_dim"
+Geometry = Mapping[str, int]  # bench.backbone_geometry: "depth", "patch", "head_dim", "img_size"
 # How a message names each geometry key.
 _SHAPE = {
     "depth": "the backbone's depth",
     "patch": "the backbone's patch size",
     "head_dim": "the backbone's head width",
+    "img_size": "the input size",
 }
 
 
@@ -35,8 +37,10 @@ class Number:
     """A finite number between `low` and `high` (None: unbounded; `*_open`: the bound itself is
     excluded), a whole one if `integer` (an even one if `even`), or one of the values `also`
     allows besides. `note` says what a special value means ("0 = the embedding width").
-    `at_most`, `multiple_of` and `divides` name a key of the backbone's geometry ("depth",
-    "patch", "head_dim"); they are checked when the geometry is given."""
+    `at_most`, `multiple_of`, `divides` and `below_half_of` name a key of the backbone's geometry
+    ("depth", "patch", "head_dim", "img_size"); they are checked when the geometry is given.
+    `same_as` names another hyperparameter the value must equal (unless `also` allows it),
+    checked when the method's other values are given."""
 
     low: float | None = None
     high: float | None = None
@@ -49,10 +53,16 @@ class Number:
     at_most: str = ""
     multiple_of: str = ""
     divides: str = ""
+    below_half_of: str = ""
+    same_as: str = ""
 
-    def describe(self, geometry: Geometry | None = None) -> str:
+    def describe(
+        self, geometry: Geometry | None = None, others: Mapping[str, Any] | None = None
+    ) -> str:
         kind = ("an even integer" if self.even else "an integer") if self.integer else "a number"
-        if self.low is not None and self.high is not None:
+        if others and self.same_as in others:
+            text = f"equal to {self.same_as} ({others[self.same_as]!r})"
+        elif self.low is not None and self.high is not None:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
             text = f"{kind} in {left}{_show(self.low)}, {_show(self.high)}{right}"
         elif self.low is not None:
@@ -68,16 +78,22 @@ class Number:
             text += f", a multiple of {_SHAPE[self.multiple_of]} {geometry[self.multiple_of]}"
         if self.divides in geometry:
             text += f" that divides {_SHAPE[self.divides]} {geometry[self.divides]}"
+        if self.below_half_of in geometry:
+            text += f" and below half {_SHAPE[self.below_half_of]} {geometry[self.below_half_of]}"
         if self.also:
             text = " or ".join([*(_show(v) for v in self.also), text])
         return f"{text} ({self.note})" if self.note else text
 
-    def allows(self, value: Any, geometry: Geometry | None = None) -> bool:
+    def allows(
+        self, value: Any, geometry: Geometry | None = None, others: Mapping[str, Any] | None = None
+    ) -> bool:
         # bool is an int to Python, never a count or a rate here
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         if value in self.also:
             return True
+        if others and self.same_as in others and value != others[self.same_as]:
+            return False
         if self.integer and not isinstance(value, int):
             return False
         if not math.isfinite(value) or (self.even and value % 2):
@@ -93,6 +109,8 @@ class Number:
             return False
         if self.multiple_of in geometry and value % geometry[self.multiple_of]:
             return False
+        if self.below_half_of in geometry and not 2 * value < geometry[self.below_half_of]:
+            return False
         return self.divides not in geometry or (value > 0 and geometry[self.divides] % value == 0)
 
 
@@ -102,10 +120,10 @@ class OneOf:
 
     choices: tuple[str, ...]
 
-    def describe(self, geometry: Geometry | None = None) -> str:
+    def describe(self, geometry: Geometry | None = None, others: Any = None) -> str:
         return f"one of {', '.join(self.choices)}"
 
-    def allows(self, value: Any, geometry: Geometry | None = None) -> bool:
+    def allows(self, value: Any, geometry: Geometry | None = None, others: Any = None) -> bool:
         return value in self.choices
 
 
@@ -119,11 +137,11 @@ class Names:
     apart: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     why: str = ""
 
-    def describe(self, geometry: Geometry | None = None) -> str:
+    def describe(self, geometry: Geometry | None = None, others: Any = None) -> str:
         many = f"comma-separated names from {', '.join(self.vocabulary)}"
         return f"{many} (or none)" if self.empty else many
 
-    def allows(self, value: Any, geometry: Geometry | None = None) -> bool:
+    def allows(self, value: Any, geometry: Geometry | None = None, others: Any = None) -> bool:
         return self.problem(value) is None
 
     def problem(self, value: Any) -> str | None:
@@ -171,22 +189,32 @@ def fraction(*, include_one: bool = False) -> Number:
     return Number(low=0, high=1, high_open=not include_one)
 
 
-def problem(limit: Limit, value: Any, geometry: Geometry | None = None) -> str | None:
+def problem(
+    limit: Limit,
+    value: Any,
+    geometry: Geometry | None = None,
+    others: Mapping[str, Any] | None = None,
+) -> str | None:
     """What is wrong with `value` under `limit` ("must be an integer >= 1, got 0"), or None;
-    `geometry`: the backbone's shape, when known."""
+    `geometry`: the backbone's shape, `others`: the method's other values, when known."""
     if isinstance(limit, Names):
         return limit.problem(value)
-    if limit.allows(value, geometry):
+    if limit.allows(value, geometry, others):
         return None
-    return f"must be {limit.describe(geometry)}, got {value!r}"
+    return f"must be {limit.describe(geometry, others)}, got {value!r}"
 
 
 def first_problem(
-    limits: Mapping[str, Limit], values: Mapping[str, Any], geometry: Geometry | None = None
+    limits: Mapping[str, Limit],
+    values: Mapping[str, Any],
+    geometry: Geometry | None = None,
+    others: Mapping[str, Any] | None = None,
 ) -> str | None:
-    """ "KEY must be ..., got ..." for the first of `values` outside its limit, or None."""
+    """ "KEY must be ..., got ..." for the first of `values` outside its limit, or None.
+    `others`: the values a `same_as` bound reads (default: `values`)."""
+    others = values if others is None else others
     for key, limit in limits.items():
-        if key in values and (wrong := problem(limit, values[key], geometry)):
+        if key in values and (wrong := problem(limit, values[key], geometry, others)):
             return f"{key} {wrong}"
     return None
 

@@ -88,6 +88,8 @@ def build_manifest() -> dict[str, Any]:
             "trainable": counts.get(name),
             "hparams": dict(spec.hparams),
             "limits": {k: to_json(limit) for k, limit in spec.limits.items()},
+            # the method picks its backbone's input size (FPT's high-resolution frozen model)
+            "own_input_size": spec.input_size is not None,
             "search": list(spec.search),  # the optimizers it declares a search space for
             "summary": spec.summary,
             "paper": spec.paper,

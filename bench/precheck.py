@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backbone_config import hub_config_missing, hub_repo
-from bench.backbone_geometry import named_geometry
+from bench.backbone_geometry import cell_geometry
 from bench.backbone_options import check_backbone_options
 from bench.catalog import data_root, get_card
 from bench.config import LATE_DEFAULTS, coerce
@@ -45,6 +45,7 @@ class Settings(typing.Protocol):
     """What `settings_for` reads of a request (a GridRequest or an EarlyRequest)."""
 
     backbone: str
+    img_size: int | None
     lr: float | None
     warmup_epochs: float
     grad_clip: float
@@ -163,6 +164,7 @@ def check_methods(req: EarlyRequest, methods: Methods) -> None:
             default_lr=methods.default_lr(entry, req.batch_size),
             hparams=entry["hparams"],
             limits=methods.limits(entry),
+            own_input_size=entry["own_input_size"],
             req=req,
         )
         optimizers[name] = train["optimizer"]
@@ -312,11 +314,13 @@ def settings_for(
     default_lr: float,
     hparams: Mapping[str, Any],
     limits: Mapping[str, Limit],
+    own_input_size: bool,
     req: Settings,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(training settings, builder hyperparameters) for a method with these defaults: its
     defaults, then what the request's protocol pins for it, then --lr, then --set; each
-    hyperparameter within its `limits` (on the backbone's shape where it is known)."""
+    hyperparameter within its `limits` (on the backbone's shape where it is known;
+    `own_input_size`: the method picks the size the backbone is built at)."""
     defaults = {
         **train_defaults,
         # the other harness settings start at the cell's defaults, which keep old run ids
@@ -347,7 +351,8 @@ def settings_for(
                 f"--set {method}.{key}: {method!r} has no hyperparameter {key!r}; valid: {valid}"
             )
     check_train(method, train)
-    check_values(method, limits, out, named_geometry(req.backbone))
+    geometry = cell_geometry(req.backbone, own_input_size=own_input_size, img_size=req.img_size)
+    check_values(method, limits, out, geometry)
     return train, out
 
 

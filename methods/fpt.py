@@ -205,14 +205,6 @@ def build_fpt(
     heads = model.blocks[0].attn.num_heads
     side_dim = width // side_reduction
     prompt_dim = width // prompt_reduction
-    if prompt_dim * prompt_reduction != width:
-        raise ValueError(f"prompt width {width}/{prompt_reduction} is not a whole number")
-    if prompt_dim not in (width, side_dim):
-        # The residual adds the prompts before out_proj (LPM width) or after it (side width).
-        raise ValueError(
-            f"prompt width {prompt_dim} must equal the LPM width {width} or the side width "
-            f"{side_dim} (prompt_reduction 1 or {side_reduction})"
-        )
     depth = len(model.blocks)
     layer_ids = list(range(max(depth - layers, 0), depth))
     if not side_size:
@@ -300,8 +292,7 @@ FPT_V1_DEFAULTS: dict[str, Any] = {
 FPT_PLUS_DEFAULTS: dict[str, Any] = {
     k: v for k, v in FPT_V1_DEFAULTS.items() if k != "prompt_reduction"
 } | {"layers": 6}
-# What each knob may be; which prompt reductions fit depends on the side reduction, so build_fpt
-# checks that.
+# What each knob may be.
 FPT_V1_LIMITS: dict[str, Limit] = {
     "layers": whole(1, note="more than the depth means every block"),
     "num_prompts": whole(1),
@@ -309,7 +300,8 @@ FPT_V1_LIMITS: dict[str, Limit] = {
     "importance": OneOf(IMPORTANCE),
     # the side ViT keeps the heads: width / r must split into them, i.e. r divides a head's width
     "side_reduction": Number(low=1, integer=True, divides="head_dim"),
-    "prompt_reduction": whole(1),
+    # the residual adds the prompts before out_proj (the LPM's width) or after it (the side's)
+    "prompt_reduction": Number(low=1, integer=True, same_as="side_reduction", also=(1,)),
     "dropout": fraction(),
     "lpm_size": whole(0, note="0 = the method's rule"),
     "side_size": Number(low=0, integer=True, multiple_of="patch", note="0 = the variant's default"),

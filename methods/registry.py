@@ -161,7 +161,7 @@ def register(
                     f"{sorted(unknown)} or has empty grids {empty}"
                 )
         _check_limits(name, limits, hparams, spaces)
-        checked = _checked_builder(fn, limits)
+        checked = _checked_builder(fn, limits, hparams)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise ValueError(f"method name {key!r} is registered twice")
@@ -202,19 +202,23 @@ def _check_limits(
     for key, limit in limits.items():
         values = [hparams[key], *(v for s in spaces.values() for v in s.axes.get(key, ()))]
         for value in values:
-            if wrong := problem(limit, value):
+            if wrong := problem(limit, value, others=hparams):
                 raise TypeError(f"method {name!r}: default or searched {key} {wrong}")
 
 
-def _checked_builder(fn: Builder, limits: Mapping[str, Limit]) -> Builder:
+def _checked_builder(
+    fn: Builder, limits: Mapping[str, Limit], defaults: Mapping[str, Any]
+) -> Builder:
     """`fn` that first checks its keyword arguments against `limits`, on the model's geometry
-    (ValueError names the first out of bounds), keeping its name, docstring and signature."""
+    and with `defaults` for the knobs not given (ValueError names the first out of bounds),
+    keeping its name, docstring and signature."""
     if not limits:
         return fn
 
     @functools.wraps(fn)
     def build(model: nn.Module, **hparams: Any) -> nn.Module:
-        if wrong := first_problem(limits, hparams, model_geometry(model)):
+        others = {**defaults, **hparams}
+        if wrong := first_problem(limits, hparams, model_geometry(model), others):
             raise ValueError(wrong)
         return fn(model, **hparams)
 

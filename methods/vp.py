@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.hparam_limits import non_negative, whole
+from bench.hparam_limits import Number, non_negative
 from methods.registry import register
 
 # Bahng et al.'s default: a 30-pixel frame on 224-pixel images.
@@ -77,8 +77,11 @@ def default_pad(height: int, width: int) -> int:
     lr=1e-3,
     summary="Visual prompting: learnable pixel frame (pad 30 at 224 px) added to the input, plus the head",
     paper="https://arxiv.org/abs/2203.17274",
-    # below half the image: the builder sees the backbone's input size
-    limits={"pad": whole(0, note="0 = the scaled default"), "init_std": non_negative()},
+    limits={
+        # a frame of half the image or more leaves no interior
+        "pad": Number(low=0, integer=True, below_half_of="img_size", note="0 = the scaled default"),
+        "init_std": non_negative(),
+    },
 )
 def build(model: nn.Module, *, pad: int = 0, init_std: float = 0.0) -> nn.Module:
     """`pad` is the frame width in pixels; 0 means round(30/224 * image size), the paper's share.
@@ -94,11 +97,6 @@ def build(model: nn.Module, *, pad: int = 0, init_std: float = 0.0) -> nn.Module
     height, width = img_size
     if pad == 0:
         pad = default_pad(height, width)
-    if 2 * pad >= min(height, width):
-        raise ValueError(
-            f"pad {pad} leaves no interior in {height}x{width} images: it must be < "
-            f"{min(height, width) / 2:g} (half the image size)"
-        )
     in_chans = model.patch_embed.proj.in_channels
     wrapped = VisualPrompting(model, PadPrompter(height, width, pad, init_std, in_chans))
     wrapped.get_classifier().requires_grad_(True)

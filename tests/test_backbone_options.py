@@ -8,7 +8,7 @@ import pytest
 import timm
 
 from bench import backbone_geometry, backbone_options
-from bench.backbone_geometry import model_geometry, named_geometry
+from bench.backbone_geometry import cell_geometry, model_geometry, named_geometry
 from bench.backbone_options import check_backbone_name, timm_source_names
 from bench.backbones import resolve_backbone
 from bench.errors import UserError
@@ -141,7 +141,37 @@ def test_the_named_geometry_is_the_built_models(name: str) -> None:
         pytest.skip("timm_layouts.json was written for another timm version")
     built = model_geometry(meta_build(name))
     assert named_geometry(name) == built
-    assert set(built) == {"depth", "patch", "head_dim"}
+    assert set(built) == {"depth", "patch", "head_dim", "img_size"}
+
+
+def test_a_named_input_size_is_the_one_a_run_uses() -> None:
+    # a run's native size is its pretrained config's (bench.backbones.method_img_size)
+    import timm
+
+    from bench.backbone_config import backbone_config
+
+    if not _not_vit_written_for_this_timm():
+        pytest.skip("timm_layouts.json was written for another timm version")
+    sized = [a for a, g in backbone_geometry.timm_layouts()["vit"].items() if "img_size" in g]
+    assert len(sized) > 100
+    for arch in sized:
+        for name in (arch, *timm.list_pretrained(f"{arch}.*")):
+            assert named_geometry(name)["img_size"] == backbone_config(name).img_size, name
+
+
+@pytest.mark.parametrize(
+    ("name", "own", "img_size", "expected"),
+    [
+        ("demo-vit", False, None, {"depth": 4, "patch": 8, "head_dim": 16, "img_size": 64}),
+        ("demo-vit", False, 96, {"depth": 4, "patch": 8, "head_dim": 16, "img_size": 96}),
+        # FPT builds its frozen model at its own size: no input size is known early
+        ("demo-vit", True, 96, {"depth": 4, "patch": 8, "head_dim": 16}),
+        ("hf-hub:MahmoodLab/UNI", False, 224, {"img_size": 224}),
+        ("hf-hub:MahmoodLab/UNI", False, None, None),
+    ],
+)
+def test_the_cell_geometry_follows_the_size_the_method_runs_at(name, own, img_size, expected):
+    assert cell_geometry(name, own_input_size=own, img_size=img_size) == expected
 
 
 def test_a_hub_backbone_has_no_named_geometry() -> None:

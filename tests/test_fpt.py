@@ -391,7 +391,9 @@ def test_release_frozen_keeps_cached_path() -> None:
         ("fpt", {"layers": 0}, ">= 1"),
         ("fpt", {"dropout": 1.0}, "dropout"),
         ("fpt", {"lpm_size": 64}, "lpm_size"),  # the backbone was built for 32 px
-        ("fpt-v1", {"prompt_reduction": 5}, "prompt width"),
+        ("fpt-v1", {"prompt_reduction": 5}, r"1 or equal to side_reduction \(8\), got 5"),
+        # the side reduction given with it is the one compared
+        ("fpt-v1", {"side_reduction": 4, "prompt_reduction": 8}, r"side_reduction \(4\), got 8"),
     ],
 )
 def test_bad_hyperparameters(name: str, hparams: dict, match: str) -> None:

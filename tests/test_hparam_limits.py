@@ -79,6 +79,30 @@ def test_geometry_bounds_apply_where_the_shape_is_known() -> None:
     )
 
 
+def test_a_bound_may_be_half_the_input_size() -> None:
+    pad = Number(low=0, integer=True, below_half_of="img_size", note="0 = default")
+    assert problem(pad, 31, {"img_size": 64}) is None and problem(pad, 100) is None
+    assert problem(pad, 32, {"img_size": 64}) == (
+        "must be an integer >= 0 and below half the input size 64 (0 = default), got 32"
+    )
+
+
+def test_a_bound_may_be_another_knobs_value() -> None:
+    reduction = Number(low=1, integer=True, same_as="side", also=(1,))
+    assert problem(reduction, 1, others={"side": 8}) is None
+    assert problem(reduction, 8, others={"side": 8}) is None
+    assert problem(reduction, 4) is None  # the other knob unknown: not judged
+    assert problem(reduction, 4, others={"side": 8}) == "must be 1 or equal to side (8), got 4"
+    assert problem(reduction, 0) == "must be 1 or an integer >= 1, got 0"
+
+
+def test_a_builder_compares_a_knob_with_the_default_of_one_not_given() -> None:
+    build = methods.get_method("fpt-v1").build  # side_reduction defaults to 8
+    with pytest.raises(ValueError, match=r"^prompt_reduction must be 1 or equal to side_reduction"):
+        build(tiny_vit(3), prompt_reduction=4)
+    assert build(tiny_vit(3), prompt_reduction=4, side_reduction=4).settings["prompt_dim"] == 8
+
+
 def test_a_builder_checks_the_geometry_of_the_model_it_is_given() -> None:
     build = methods.get_method("partial").build
     with pytest.raises(

@@ -82,6 +82,22 @@ BAD_INPUT: list[tuple[list[str], str]] = [
         "a multiple of the backbone's patch",
     ),
     (["profile", "--device", "cpu", "--precision", "fp16"], "fp16 is a GPU autocast; on CPU"),
+    (["run", "--methods", "vp", "--set", "vp.pad=32"], "below half the input size 64"),
+    (["export", "nope-run-id"], "no record of run 'nope-run-id' in"),
+    (
+        # submitit's local cluster runs the jobs on this machine: its device is checked now
+        ["run", "--launcher", "slurm", "--slurm-cluster", "local", "--precision", "bf16"]
+        + ["--device", "cpu"],
+        "--precision bf16 is a GPU autocast",
+    ),
+    (
+        ["run", "--methods", "vp", "--img-size", "96", "--set", "vp.pad=48"],
+        "below half the input size 96 (0 = the scaled default), got 48",
+    ),
+    (
+        ["run", "--methods", "fpt-v1", "--set", "fpt-v1.prompt_reduction=2"],
+        "fpt-v1.prompt_reduction must be 1 or equal to side_reduction (8), got 2",
+    ),
 ]
 
 _RUN_ALL = textwrap.dedent(
@@ -148,6 +164,9 @@ SAME_MESSAGE = [
     {"methods": ["partial"], "sets": {"partial": {"blocks": "5"}}},
     {"methods": ["fpt"], "sets": {"fpt": {"side_size": "60"}}},
     {"methods": ["fpt"], "sets": {"fpt": {"side_reduction": "3"}}},
+    {"methods": ["vp"], "sets": {"vp": {"pad": "32"}}},
+    {"methods": ["vp"], "img_size": 96, "sets": {"vp": {"pad": "48"}}},
+    {"methods": ["fpt-v1"], "sets": {"fpt-v1": {"prompt_reduction": "2"}}},
     {"split_seeds": [0]},
     {"img_size": 4},
     {"batch_size": 0},

@@ -92,7 +92,7 @@ def run(
             gpus_per_job=gpus_per_job, max_concurrent=max_concurrent, slurm_config=slurm_config,
             slurm_cluster=slurm_cluster, wait=wait,
         )  # fmt: skip
-        if launch.kind != "slurm":  # the cells run on this machine
+        if launch.runs_here:
             check_device_options(device, precision)
         check_results_folder(results, write=not dry_run and launch.kind == "local")
         grid = parse_grid(

@@ -156,5 +156,6 @@ def method_settings(method: str, req: GridRequest) -> tuple[dict[str, Any], dict
         default_lr=spec.default_lr(req.batch_size),
         hparams=spec.hparams,
         limits=spec.limits,
+        own_input_size=spec.input_size is not None,
         req=req,
     )

@@ -59,6 +59,11 @@ class LaunchOptions:
     # the --slurm-config keys of SBATCH_KEYS, under submitit's parameter names
     sbatch: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def runs_here(self) -> bool:
+        """The cells run on this machine (Slurm jobs run elsewhere, unless its cluster is local)."""
+        return self.kind != "slurm" or self.cluster == "local"
+
 
 def launch_options(
     launcher: str,
