@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backbone_config import hub_config_missing, hub_repo
-from bench.backbone_geometry import cell_geometry
+from bench.backbone_geometry import cell_geometry, named_geometry
 from bench.backbone_options import check_backbone_options
 from bench.catalog import data_root, get_card
 from bench.config import LATE_DEFAULTS, coerce
@@ -280,6 +280,16 @@ class Methods:
         return entry["lr"] * batch_size / reference if reference else entry["lr"]
 
 
+def check_img_size(img_size: int | None, backbone: str) -> None:
+    """--img-size holds one patch of the backbone at least (8 px where its patch is not known
+    before it is built)."""
+    patch = (named_geometry(backbone) or {}).get("patch", 0)
+    least = max(8, patch)
+    if img_size is not None and img_size < least:
+        which = " (the backbone's patch size)" if patch == least else ""
+        raise UserError(f"--img-size must be >= {least}{which}, got {img_size}")
+
+
 def check_numbers(req: Any) -> None:
     """The request's numbers (GridRequest or EarlyRequest); a UserError names the bad option."""
     if not req.seeds or min(req.seeds) < 0:
@@ -290,8 +300,7 @@ def check_numbers(req: Any) -> None:
         raise UserError(f"--batch-size must be >= 1, got {req.batch_size}")
     if req.lr is not None and not 0 < req.lr < math.inf:
         raise UserError(f"--lr must be > 0 and finite, got {req.lr}")
-    if req.img_size is not None and req.img_size < 8:
-        raise UserError(f"--img-size must be >= 8, got {req.img_size}")
+    check_img_size(req.img_size, req.backbone)
     # NaN fails every comparison, so `x < 0` would let it through; `not 0 <= x` does not
     if not (0 <= req.warmup_epochs < math.inf and 0 <= req.grad_clip < math.inf):
         raise UserError(

@@ -58,3 +58,21 @@ def test_mps_off_macos_and_unknown_devices(monkeypatch) -> None:
     with pytest.raises(UserError) as full:
         resolve_device("tpu")
     assert str(early.value) == str(full.value) == "--device 'tpu': expected auto, cpu, cuda or mps"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--launcher", "subprocess", "--gpus", "0"],  # the cells run on CUDA GPU 0
+        ["--launcher", "slurm", "--slurm-cluster", "local", "--device", "cuda"],  # run here
+    ],
+)
+def test_cells_that_run_here_on_cuda_are_refused_without_a_gpu(monkeypatch, tmp_path, argv):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    monkeypatch.setattr(device_options, "no_gpu_here", lambda: True)
+    res = CliRunner().invoke(app, ["run", *argv, "--results", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    assert "--device cuda: no CUDA device is visible to torch" in res.output

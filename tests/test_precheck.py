@@ -84,6 +84,10 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["profile", "--device", "cpu", "--precision", "fp16"], "fp16 is a GPU autocast; on CPU"),
     (["run", "--methods", "vp", "--set", "vp.pad=32"], "below half the input size 64"),
     (["export", "nope-run-id"], "no record of run 'nope-run-id' in"),
+    (["profile", "--img-size", "4"], "--img-size must be >= 8 (the backbone's patch size), got 4"),
+    (["list", "methods", "--backbone", "resnet50"], "'resnet50' is not a timm VisionTransformer"),
+    (["list", "methods", "--num-classes", "0"], "--num-classes must be >= 1, got 0"),
+    (["data", "pretrain-demo", "--seed", "-1"], "--seed must be >= 0, got -1"),
     (
         # submitit's local cluster runs the jobs on this machine: its device is checked now
         ["run", "--launcher", "slurm", "--slurm-cluster", "local", "--precision", "bf16"]
@@ -117,7 +121,11 @@ _RUN_ALL = textwrap.dedent(
 
 def test_bad_input_fails_before_torch_is_imported(tmp_path) -> None:
     # one fresh interpreter for the table: torch seen after a case means that case imported it
-    argv = [a if "--results" in a else [*a, "--results", str(tmp_path / "r")] for a, _ in BAD_INPUT]
+    own = ("list", "data")  # commands without --results
+    argv = [
+        a if "--results" in a or a[0] in own else [*a, "--results", str(tmp_path / "r")]
+        for a, _ in BAD_INPUT
+    ]
     proc = subprocess.run(
         [sys.executable, "-c", _RUN_ALL, json.dumps(argv)],
         capture_output=True, text=True, check=True, cwd=ROOT,

@@ -143,6 +143,9 @@ def test_cli_bad_filter_fails_before_writing(tmp_path) -> None:
     assert res.exit_code == 2 and "expected KEY=VALUE" in res.output
     res = bench("report", "--results", str(results), "--out", str(out), "--paper", "nope")
     assert res.exit_code == 2 and "unknown protocol 'nope'" in res.output
+    # a misspelt regime is refused even without --paper, where it would do nothing
+    res = bench("report", "--results", str(results), "--out", str(out), "--paper-regime", "tune")
+    assert res.exit_code == 2 and "--paper-regime must be one of fixed, tuned" in res.output
     assert not out.exists()
 
 

@@ -187,6 +187,8 @@ def pretrain_demo(
 ) -> None:
     """Rebuild the demo backbone's weights with the suite's own pretraining (75 s on two idle
     CPU cores), then linear-probe them against random initialisation on the demo task."""
+    if seed < 0:
+        fail(f"--seed must be >= 0, got {seed}")
     from bench.demo_vit import demo_vit_path
     from bench.demo_vit_probe import pretrain_and_probe
     from bench.errors import UserError

@@ -41,7 +41,16 @@ def list_(
     suggested backbones."""
     if what not in KINDS:
         fail(f"`bench list {what}`: expected one of {', '.join(KINDS)}")
+    from bench.backbone_options import check_backbone_name
     from bench.errors import UserError
+
+    if what in ("all", "methods"):  # before the counts import torch
+        if num_classes < 1:
+            fail(f"--num-classes must be >= 1, got {num_classes}")
+        try:
+            check_backbone_name(backbone)
+        except UserError as exc:
+            fail(str(exc))
 
     gather = {"methods": lambda: _method_rows(backbone, num_classes), "spaces": _space_rows,
               "datasets": _dataset_rows, "augmentations": _augmentation_rows,

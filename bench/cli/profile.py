@@ -61,7 +61,7 @@ def profile(
     from bench.config import parse_name_list, parse_sets
     from bench.device_options import check_device_options
     from bench.errors import UserError
-    from bench.precheck import precheck_methods
+    from bench.precheck import check_img_size, precheck_methods
 
     out = console()
     try:
@@ -69,6 +69,7 @@ def profile(
         if batch_size < 1 or steps < 1 or repeats < 1:
             raise UserError("--batch-size, --steps and --repeats must be >= 1")
         precheck_methods(parse_name_list(methods), sets, backbone)  # torch-free: fails at once
+        check_img_size(img_size, backbone)
         check_device_options(device, precision)
     except UserError as exc:
         fail(str(exc))

@@ -104,8 +104,7 @@ def report(
     for path, what in loaded.notes():
         term.print(f"[yellow]skipped[/] {path}: {what}", soft_wrap=True)
     try:
-        if paper is not None:
-            _check_paper(paper, paper_regime)
+        _check_paper(paper, paper_regime)
         only_methods = parse_name_list(methods) if methods else None
         only_backbones = parse_name_list(backbone) if backbone else None
         grid_records = [r for r in loaded.records if not is_profile(r)]
@@ -180,17 +179,19 @@ def filter_folder(
     return slug(" ".join(words))
 
 
-def _check_paper(paper: str, paper_regime: str) -> None:
-    """An unknown --paper or --paper-regime fails before anything is written."""
+def _check_paper(paper: str | None, paper_regime: str) -> None:
+    """An unknown --paper or --paper-regime (even one given without --paper) fails before
+    anything is written."""
     from bench.errors import UserError
     from bench.protocols import get_protocol
     from bench.report import PAPER_REGIMES
 
-    get_protocol(paper)
     if paper_regime not in PAPER_REGIMES:
         raise UserError(
             f"--paper-regime must be one of {', '.join(PAPER_REGIMES)}, not {paper_regime!r}"
         )
+    if paper is not None:
+        get_protocol(paper)
 
 
 def _print_gaps(out, df) -> None:

@@ -92,8 +92,8 @@ def run(
             gpus_per_job=gpus_per_job, max_concurrent=max_concurrent, slurm_config=slurm_config,
             slurm_cluster=slurm_cluster, wait=wait,
         )  # fmt: skip
-        if launch.runs_here:
-            check_device_options(device, precision)
+        if launch.runs_here:  # --gpus runs the cells on those CUDA GPUs
+            check_device_options("cuda" if launch.gpus else device, precision)
         check_results_folder(results, write=not dry_run and launch.kind == "local")
         grid = parse_grid(
             methods=methods, datasets=datasets, seeds=seeds, shots=shots,
