@@ -90,8 +90,7 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["data", "pretrain-demo", "--seed", "-1"], "--seed must be >= 0, got -1"),
     (
         # submitit's local cluster runs the jobs on this machine: its device is checked now
-        ["run", "--launcher", "slurm", "--slurm-cluster", "local", "--precision", "bf16"]
-        + ["--device", "cpu"],
+        ["run", "--launcher", "slurm", "--slurm-cluster", "local", *("--precision", "bf16")],
         "--precision bf16 is a GPU autocast",
     ),
     (
