@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EARLY_METHODS = precheck.early_methods  # before the autouse fixture below replaces it
 
 # (argv, a fragment of the one `error:` line); every one fails before torch is imported
+LOCAL_SLURM = ["run", "--launcher", "slurm", "--slurm-cluster", "local"]
 BAD_INPUT: list[tuple[list[str], str]] = [
     (["run", "--methods", "lora", "--set", "lora.rank=abc"], "lora.rank='abc': expected a value"),
     (["run", "--methods", "lorax"], "unknown method 'lorax'; available: full,"),
@@ -90,7 +91,7 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["data", "pretrain-demo", "--seed", "-1"], "--seed must be >= 0, got -1"),
     (
         # submitit's local cluster runs the jobs on this machine: its device is checked now
-        ["run", "--launcher", "slurm", "--slurm-cluster", "local", *("--precision", "bf16")],
+        [*LOCAL_SLURM, "--precision", "bf16", "--device", "cpu"],
         "--precision bf16 is a GPU autocast",
     ),
     (
