@@ -8,12 +8,19 @@ Everything that asks a backbone about itself before it is built asks here."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bench.errors import UserError
-from bench.hub_access import cached_file, timm_hub_problem, unavailable_reason
+from bench.hub_access import (
+    HUB_WEIGHT_FILES,
+    cached_file,
+    reachable,
+    timm_hub_problem,
+    unavailable_reason,
+    url_cached,
+)
 from bench.weights import DEMO_BACKBONE
 
 HUB_PREFIX = "hf-hub:"
@@ -118,6 +125,34 @@ def hub_config_missing(name: str, repo: str) -> UserError | None:
         f"backbone {name!r} is not in the local Hugging Face cache and {why}: connect to "
         "the internet once (the first run caches it, later runs work offline), or pass a "
         "local checkpoint as --backbone TIMM_ARCHITECTURE --weights FILE"
+    )
+
+
+def weights_missing(name: str, cfg: Mapping[str, Any], architecture: str) -> UserError | None:
+    """The error for pretrained weights of backbone `name` (pretrained config `cfg`, timm
+    architecture `architecture`) that are neither cached nor downloadable now; None when they
+    are either. Torch-free: the early checks pass a config read from `timm_layouts.json`."""
+    repo = hub_repo(name) or cfg.get("hf_hub_id")
+    url = cfg.get("url")
+    if not (repo or url):
+        return UserError(
+            f"timm has no pretrained weights for {name!r}; pass --weights PATH or --no-pretrained"
+        )
+    if repo:
+        files = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else HUB_WEIGHT_FILES
+        if any(cached_file(repo, f) is not None for f in files):
+            return None
+        why = unavailable_reason()
+    else:
+        why = None if url_cached(url) or reachable(url) else f"{url} cannot be reached"
+    if why is None:
+        return None
+    of = f" of timm architecture {architecture}" if architecture != name else ""
+    return UserError(
+        f"pretrained weights for {name!r} are not cached and {why}. Connect to the internet "
+        f"once (timm.create_model({name!r}, pretrained=True) fills the HF cache), or pass a "
+        f"local file with --weights PATH (safetensors or timm state dict{of}), or use "
+        "--no-pretrained"
     )
 
 

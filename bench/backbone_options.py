@@ -81,6 +81,12 @@ def not_vit_modules() -> frozenset[str]:
     return frozenset(timm_layouts().get("not_vit", ()))
 
 
+def weights_source(name: str) -> dict[str, str] | None:
+    """Where the pretrained weights of timm backbone `name` come from (its pretrained config's
+    hub repository and file, or URL), from `timm_layouts.json`; None when not known here."""
+    return timm_layouts().get("weights", {}).get(name)
+
+
 def not_vit_like(what: str) -> UserError:
     """The error for a backbone (`what`: its quoted name) without the ViT layout."""
     return UserError(

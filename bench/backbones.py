@@ -9,16 +9,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.backbone_config import backbone_config, hub_repo, meta_build
+from bench.backbone_config import backbone_config, hub_repo, meta_build, weights_missing
 from bench.backbone_geometry import model_geometry
 from bench.backbone_options import check_backbone_options, not_vit_like, unknown_backbone
 from bench.errors import UserError
 from bench.hub_access import (
-    HUB_WEIGHT_FILES,
-    cached_file,
-    reachable,
     timm_hub_problem,
-    unavailable_reason,
 )
 from bench.weights import DEMO_BACKBONE, check_weights_file
 
@@ -269,33 +265,15 @@ def method_img_size(
 
 def check_weights_reachable(name: str) -> None:
     """Fail fast when hub weights are neither cached nor downloadable (hub clients retry for ~1 min)."""
-    cfg = backbone_config(name).pretrained_cfg
-    repo = hub_repo(name) or cfg.get("hf_hub_id")
-    if not (repo or cfg.get("url")):
-        raise UserError(
-            f"timm has no pretrained weights for {name!r}; pass --weights PATH or --no-pretrained"
-        )
-    if repo:
+    config = backbone_config(name)
+    if hub_repo(name) or config.pretrained_cfg.get("hf_hub_id"):
         problem = timm_hub_problem()
         if problem is not None:
             raise UserError(
                 f"pretrained weights for {name!r} come from the Hugging Face hub, but {problem}"
             )
-        files = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else HUB_WEIGHT_FILES
-        if any(cached_file(repo, f) is not None for f in files):
-            return
-        why = unavailable_reason()
-    else:
-        why = None if reachable(cfg["url"]) else f"{cfg['url']} cannot be reached"
-    if why is not None:
-        arch = backbone_config(name).architecture
-        of = f" of timm architecture {arch}" if arch != name else ""
-        raise UserError(
-            f"pretrained weights for {name!r} are not cached and {why}. Connect to the internet "
-            f"once (timm.create_model({name!r}, pretrained=True) fills the HF cache), or pass a "
-            f"local file with --weights PATH (safetensors or timm state dict{of}), or use "
-            "--no-pretrained"
-        )
+    if missing := weights_missing(name, config.pretrained_cfg, config.architecture):
+        raise missing
 
 
 def file_sha256(path: Path) -> str:

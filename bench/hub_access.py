@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -59,6 +60,18 @@ def cached_file(repo: str, filename: str) -> str | None:
     name, revision = split_revision(repo)
     found = try_to_load_from_cache(name, filename, revision=revision)
     return found if isinstance(found, str) else None
+
+
+def url_cached(url: str) -> bool:
+    """Whether weights timm loads from `url` are in torch's hub cache already (torch.hub.get_dir:
+    $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch; then hub/checkpoints/ and the
+    URL's file name)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    home = os.environ.get("TORCH_HOME") or os.path.join(cache, "torch")
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    return bool(name) and os.path.isfile(
+        os.path.join(os.path.expanduser(home), "hub", "checkpoints", name)
+    )
 
 
 def unavailable_reason() -> str | None:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.backbone_config import hub_config_missing, hub_repo
+from bench.backbone_config import hub_config_missing, hub_repo, weights_missing
 from bench.backbone_geometry import cell_geometry, named_geometry
-from bench.backbone_options import check_backbone_options
+from bench.backbone_options import check_backbone_options, weights_source
 from bench.catalog import data_root, get_card
 from bench.config import LATE_DEFAULTS, coerce
 from bench.errors import UserError
@@ -123,6 +123,10 @@ def precheck(req: EarlyRequest, protocol: Any = None, *, data: bool = False) -> 
         if repo is not None and (missing := hub_config_missing(req.backbone, repo)):
             raise missing
     check_backbone_options(req.backbone, pretrained=req.pretrained, weights=req.weights)
+    if data and req.pretrained and req.weights is None:  # a timm ViT's weights, offline
+        source = weights_source(req.backbone)
+        if source is not None and (missing := weights_missing(req.backbone, source, req.backbone)):
+            raise missing
 
 
 def check_shots(cards: list[Any], root: Path, shots: list[int], split_seeds: list[int]) -> None:

@@ -2,7 +2,8 @@
 build no model the methods can adapt (`bench.backbones.vit_like`: no transformer `blocks` or no
 classifier), so `--backbone resnet50` is refused at once, and each ViT-like architecture's depth,
 patch size, head width and input size (`bench.backbone_geometry`), so `--set partial.blocks=99`
-is too.
+is too; and where each ViT's pretrained weights come from (its pretrained configs' hub
+repository, file or URL), so a real run offline without them fails at once.
 `python -m bench.timm_layouts` builds every architecture of the installed timm on the meta device
 (a few minutes) and writes `timm_layouts.json` for that timm version; the early checks trust it
 only under the same version."""
@@ -19,13 +20,17 @@ from typing import Any
 
 from bench.backbone_geometry import LAYOUTS, model_geometry
 
+# The keys of a timm pretrained config that say where its weights come from.
+SOURCE_KEYS = ("hf_hub_id", "hf_hub_filename", "url")
+
 
 def survey() -> dict[str, Any]:
     """{"not_vit": modules whose every architecture lacks the ViT layout, "vit": {architecture:
-    its geometry}}; its input size only where every pretrained config of the architecture
-    names the size it builds at (a run's native size is its pretrained config's). An
-    architecture that does not build without arguments counts as ViT-like with no geometry: the
-    full check judges it."""
+    its geometry}, "weights": {name (architecture or 'ARCH.TAG'): where its pretrained weights
+    come from (`SOURCE_KEYS` of its pretrained config)}}. An architecture's input size only
+    where every pretrained config of it names the size it builds at (a run's native size is its
+    pretrained config's). An architecture that does not build without arguments counts as
+    ViT-like with no geometry: the full check judges it."""
     import timm
     import torch
     from timm.models import get_arch_name
@@ -36,6 +41,7 @@ def survey() -> dict[str, Any]:
 
     layouts: dict[str, list[bool]] = defaultdict(list)
     geometry: dict[str, dict[str, int]] = {}
+    weights: dict[str, dict[str, str]] = {}
     for name in timm.list_models():
         try:
             with warnings.catch_warnings(), torch.device("meta"):
@@ -46,13 +52,17 @@ def survey() -> dict[str, Any]:
         ok = model is None or vit_like(model)
         if model is not None and ok:
             geometry[name] = model_geometry(model)
-            names = (name, *timm.list_pretrained(f"{name}.*"))
-            if any(backbone_config(n).img_size != geometry[name].get("img_size") for n in names):
+            configs = [backbone_config(n) for n in (name, *timm.list_pretrained(f"{name}.*"))]
+            if any(c.img_size != geometry[name].get("img_size") for c in configs):
                 geometry[name].pop("img_size", None)
+            for c in configs:
+                weights[c.name] = {k: c.pretrained_cfg[k] for k in SOURCE_KEYS
+                                   if c.pretrained_cfg.get(k)}  # fmt: skip
         layouts[_model_to_module[get_arch_name(name)]].append(ok)
     return {
         "not_vit": sorted(m for m, found in layouts.items() if not any(found)),
         "vit": geometry,
+        "weights": weights,
     }
 
 

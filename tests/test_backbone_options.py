@@ -159,6 +159,21 @@ def test_a_named_input_size_is_the_one_a_run_uses() -> None:
             assert named_geometry(name)["img_size"] == backbone_config(name).img_size, name
 
 
+def test_the_named_weights_source_is_the_pretrained_configs() -> None:
+    import timm
+
+    from bench.backbone_config import backbone_config
+    from bench.backbone_options import weights_source
+    from bench.timm_layouts import SOURCE_KEYS
+
+    if not _not_vit_written_for_this_timm():
+        pytest.skip("timm_layouts.json was written for another timm version")
+    for arch in backbone_geometry.timm_layouts()["vit"]:
+        for name in (arch, *timm.list_pretrained(f"{arch}.*")):
+            cfg = backbone_config(name).pretrained_cfg
+            assert weights_source(name) == {k: cfg[k] for k in SOURCE_KEYS if cfg.get(k)}, name
+
+
 @pytest.mark.parametrize(
     ("name", "own", "img_size", "expected"),
     [

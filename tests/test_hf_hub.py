@@ -180,6 +180,45 @@ def test_a_real_run_checks_the_hub_cache_before_torch(hub_cache: Path) -> None:
     precheck(req, data=True)  # cached: the full check reads it
 
 
+def test_a_real_run_checks_a_timm_backbones_weights_before_torch(hub_cache: Path) -> None:
+    from bench.backbone_options import weights_source
+    from bench.precheck import EarlyRequest, precheck
+
+    name = "vit_tiny_patch16_224.augreg_in21k"
+    source = weights_source(name)
+    if source is None:
+        pytest.skip("timm_layouts.json was written for another timm version")
+    req = EarlyRequest(methods=["linear"], datasets=["demo"], seeds=[0], backbone=name)
+    with pytest.raises(UserError) as early:
+        precheck(req, data=True)
+    with pytest.raises(UserError) as full:
+        resolve_backbone(name, pretrained=True, weights=None)
+    assert str(early.value) == str(full.value)
+    assert "are not cached and HF_HUB_OFFLINE is set" in str(early.value)
+    precheck(req)  # a dry run plans without them (its plan says so in a note)
+    precheck(req.replace(pretrained=False), data=True)
+    write_hub_repo(hub_cache, source["hf_hub_id"], {}, tiny_state())
+    precheck(req, data=True)  # cached: the full check loads them
+
+
+def test_url_weights_count_as_there_once_in_torchs_cache(tmp_path, monkeypatch) -> None:
+    from bench.backbone_config import weights_missing
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = "http://weights.medpeft.invalid/vit/B_16.npz"  # the name does not resolve
+    missing = weights_missing("vit_x", {"url": url}, "vit_x")
+    assert str(missing).startswith(
+        f"pretrained weights for 'vit_x' are not cached and {url} cannot"
+    )
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "B_16.npz").write_bytes(b"weights")
+    assert weights_missing("vit_x", {"url": url}, "vit_x") is None
+    assert str(weights_missing("vit_x", {}, "vit_x")) == (
+        "timm has no pretrained weights for 'vit_x'; pass --weights PATH or --no-pretrained"
+    )
+
+
 def test_missing_from_cache_offline_is_one_line_naming_weights(hub_cache: Path) -> None:
     start = time.perf_counter()
     with pytest.raises(UserError) as err:
