@@ -165,28 +165,22 @@ def test_cli_runs_a_hub_backbone_cell_offline_and_records_it(
     assert pre["resize_to"] == 35  # floor(32 / 0.9): resized, then the centre 32 px
 
 
-def test_a_real_run_checks_the_hub_cache_before_torch(hub_cache: Path) -> None:
-    from bench.precheck import EarlyRequest, precheck
-
-    name = "hf-hub:medpeft-test/absent"
-    req = EarlyRequest(methods=["linear"], datasets=["demo"], seeds=[0], backbone=name)
-    with pytest.raises(UserError) as early:
-        precheck(req, data=True)
-    with pytest.raises(UserError) as full:
-        resolve_backbone(name, pretrained=True, weights=None)
-    assert str(early.value) == str(full.value)
-    precheck(req)  # a dry run plans without it
-    write_hub_repo(hub_cache, "medpeft-test/absent", hub_config_json(), None)
-    precheck(req, data=True)  # cached: the full check reads it
-
-
-def test_a_real_run_checks_a_timm_backbones_weights_before_torch(hub_cache: Path) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "hf-hub:medpeft-test/absent",  # its config.json
+        "vit_tiny_patch16_224.augreg_in21k",  # a timm ViT's pretrained weights
+    ],
+)
+def test_a_real_run_checks_the_hub_cache_before_torch(hub_cache: Path, name: str) -> None:
     from bench.backbone_options import weights_source
     from bench.precheck import EarlyRequest, precheck
 
-    name = "vit_tiny_patch16_224.augreg_in21k"
-    source = weights_source(name)
-    if source is None:
+    if name.startswith("hf-hub:"):
+        repo, config, state = name.removeprefix("hf-hub:"), hub_config_json(), None
+    elif (source := weights_source(name)) is not None:
+        repo, config, state = source["hf_hub_id"], {}, tiny_state()
+    else:
         pytest.skip("timm_layouts.json was written for another timm version")
     req = EarlyRequest(methods=["linear"], datasets=["demo"], seeds=[0], backbone=name)
     with pytest.raises(UserError) as early:
@@ -194,11 +188,14 @@ def test_a_real_run_checks_a_timm_backbones_weights_before_torch(hub_cache: Path
     with pytest.raises(UserError) as full:
         resolve_backbone(name, pretrained=True, weights=None)
     assert str(early.value) == str(full.value)
-    assert "are not cached and HF_HUB_OFFLINE is set" in str(early.value)
-    precheck(req)  # a dry run plans without them (its plan says so in a note)
-    precheck(req.replace(pretrained=False), data=True)
-    write_hub_repo(hub_cache, source["hf_hub_id"], {}, tiny_state())
-    precheck(req, data=True)  # cached: the full check loads them
+    assert "not in the local Hugging Face cache" in str(early.value) or (
+        "are not cached and HF_HUB_OFFLINE is set" in str(early.value)
+    )
+    precheck(req)  # a dry run plans without it (its plan says so in a note)
+    if state is not None:  # untrained, a timm ViT needs no file (a hub one its config)
+        precheck(req.replace(pretrained=False), data=True)
+    write_hub_repo(hub_cache, repo, config, state)
+    precheck(req, data=True)  # cached: the full check reads it
 
 
 def test_url_weights_count_as_there_once_in_torchs_cache(tmp_path, monkeypatch) -> None:
