@@ -1,8 +1,8 @@
-"""A backbone's shape as hyperparameter limits read it (`Number(at_most="depth")`): its number of
-transformer blocks, its patch size, the width of one attention head and its input size. From a
-built model, or before torch is imported from the name: demo-vit's constants, or a timm
-architecture's entry in `timm_layouts.json` (written by `python -m bench.timm_layouts` for one
-timm version). Torch-free."""
+"""A backbone's shape as hyperparameter limits (`Number(at_most="depth")`) and the weights check
+read it: its number of transformer blocks, patch size, embedding width, width of one attention
+head and input size. From a built model, or before torch is imported from the name: demo-vit's
+constants, or a timm architecture's entry in `timm_layouts.json` (written by
+`python -m bench.timm_layouts` for one timm version). Torch-free."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ DEMO_VIT_KWARGS: dict[str, Any] = {
     "mlp_ratio": 2.0,
 }
 
-Geometry = dict[str, int]  # the keys bench.hparam_limits names
+Geometry = dict[str, int]  # "depth", "patch", "width", "head_dim", "img_size"
 
 
 def model_geometry(model: Any) -> Geometry:
@@ -44,9 +44,11 @@ def model_geometry(model: Any) -> Geometry:
     size = getattr(embed, "img_size", None)
     if size is not None:
         out["img_size"] = int(min(size) if isinstance(size, (tuple, list)) else size)
+    if isinstance(getattr(model, "embed_dim", None), int):  # a list in multi-stage models
+        out["width"] = model.embed_dim
     attn = getattr(model.blocks[0], "attn", None) if out.get("depth") else None
-    if hasattr(attn, "num_heads") and hasattr(model, "embed_dim"):
-        out["head_dim"] = int(model.embed_dim) // int(attn.num_heads)
+    if hasattr(attn, "num_heads") and "width" in out:
+        out["head_dim"] = out["width"] // int(attn.num_heads)
     return out
 
 
@@ -69,7 +71,7 @@ def named_geometry(name: str) -> Geometry | None:
         kwargs = DEMO_VIT_KWARGS
         head_dim = kwargs["embed_dim"] // kwargs["num_heads"]
         return {"depth": kwargs["depth"], "patch": kwargs["patch_size"], "head_dim": head_dim,
-                "img_size": kwargs["img_size"]}  # fmt: skip
+                "width": kwargs["embed_dim"], "img_size": kwargs["img_size"]}  # fmt: skip
     if hub_repo(name) is not None:
         return None
     return timm_layouts().get("vit", {}).get(name.split(".", 1)[0])

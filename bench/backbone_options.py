@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.backbone_config import hub_repo, unknown_tag
-from bench.backbone_geometry import timm_layouts
+from bench.backbone_geometry import named_geometry, timm_layouts
 from bench.errors import UserError
-from bench.weights import DEMO_BACKBONE, check_weights_path
+from bench.weights import DEMO_BACKBONE, check_weights_path, check_weights_width
 
 # timm registers every architecture as a function under `@register_model` (other decorators may
 # follow it), and a renamed one as a key of `register_model_deprecations(__name__, {...})`.
@@ -130,4 +130,8 @@ def check_backbone_options(name: str, *, pretrained: bool, weights: str | Path |
         raise UserError("--weights and --no-pretrained contradict each other; drop one of them")
     check_backbone_name(name)
     if weights is not None:
-        check_weights_path(Path(weights).expanduser())
+        path = Path(weights).expanduser()
+        check_weights_path(path)
+        width = (named_geometry(name) or {}).get("width")
+        if width:  # another architecture's weights, told from a safetensors header
+            check_weights_width(path, name, width)

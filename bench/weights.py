@@ -6,8 +6,10 @@ architecture has. A bad file is one UserError naming the file and the entry."""
 from __future__ import annotations
 
 import functools
+import json
 import pickle
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.errors import UserError
@@ -32,6 +34,46 @@ def check_weights_path(path: Path) -> None:
         with path.open("rb") as f:
             if not f.read(4).startswith(_TORCH_MAGIC):
                 raise _refused(path, _NOT_A_STATE_DICT)
+
+
+# The patch projection: its output channels are the embedding width, which no checkpoint
+# conversion of timm's changes (it resamples the patch size and the position embedding).
+PATCH_PROJECTION = "patch_embed.proj.weight"
+
+
+def width_mismatch(name: str, shape: Sequence[int], backbone: str, width: int) -> str | None:
+    """What is wrong with a file's patch projection `name` of `shape` for `backbone`, `width`
+    wide (another architecture's weights), or None."""
+    if len(shape) < 2 or shape[0] == width:  # not a projection: the rank check says so
+        return None
+    return (
+        f"entry {name!r} projects patches to width {shape[0]}, but {backbone} is {width} wide; "
+        "pass weights of this architecture"
+    )
+
+
+def check_weights_width(path: Path, backbone: str, width: int) -> None:
+    """A .safetensors file's patch projection against the backbone's embedding width, from the
+    file's JSON header, without torch (other formats, and a header this cannot read, are left to
+    `check_weights_file`)."""
+    if path.suffix != ".safetensors":
+        return
+    try:
+        with path.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size)) if 0 < size <= _MAX_HEADER else None
+    except (OSError, ValueError):
+        return
+    entry = header.get(PATCH_PROJECTION) if isinstance(header, dict) else None
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    if isinstance(shape, list) and (
+        wrong := width_mismatch(PATCH_PROJECTION, shape, backbone, width)
+    ):
+        raise UserError(f"cannot read weights file {path}: {wrong}")
+
+
+# safetensors refuses headers over 100 MB
+_MAX_HEADER = 100_000_000
 
 
 def _refused(path: Path, what: str) -> UserError:
@@ -142,17 +184,18 @@ def _check_state_dict(checkpoint: dict, backbone: str | None) -> None:
         if value.is_complex():
             raise _BadContent(f"entry {name!r} is a {value.dtype} tensor, expected real numbers")
         want = shapes.get(_strip_wrappers(key))
+        projection = _strip_wrappers(key) == PATCH_PROJECTION
         # timm reshapes a flattened patch projection (a linear layer's weight) into the conv's
-        if (
-            want is None
-            or value.ndim == len(want)
-            or (key.endswith("patch_embed.proj.weight") and 2 <= value.ndim < len(want))
+        if want is not None and not (
+            value.ndim == len(want) or (projection and 2 <= value.ndim < len(want))
         ):
-            continue
-        raise _BadContent(
-            f"entry {name!r} is a {value.ndim}-D tensor of shape {tuple(value.shape)}, expected "
-            f"{len(want)}-D like {backbone}'s {want}; pass weights of this architecture"
-        )
+            raise _BadContent(
+                f"entry {name!r} is a {value.ndim}-D tensor of shape {tuple(value.shape)}, "
+                f"expected {len(want)}-D like {backbone}'s {want}; pass weights of this "
+                "architecture"
+            )
+        if want and projection and (wrong := width_mismatch(name, value.shape, backbone, want[0])):
+            raise _BadContent(wrong)
 
 
 def _strip_wrappers(key: str) -> str:

@@ -141,7 +141,7 @@ def test_the_named_geometry_is_the_built_models(name: str) -> None:
         pytest.skip("timm_layouts.json was written for another timm version")
     built = model_geometry(meta_build(name))
     assert named_geometry(name) == built
-    assert set(built) == {"depth", "patch", "head_dim", "img_size"}
+    assert set(built) == {"depth", "patch", "width", "head_dim", "img_size"}
 
 
 def test_a_named_input_size_is_the_one_a_run_uses() -> None:
@@ -174,13 +174,16 @@ def test_the_named_weights_source_is_the_pretrained_configs() -> None:
             assert weights_source(name) == {k: cfg[k] for k in SOURCE_KEYS if cfg.get(k)}, name
 
 
+DEMO_SHAPE = {"depth": 4, "patch": 8, "width": 96, "head_dim": 16}
+
+
 @pytest.mark.parametrize(
     ("name", "own", "img_size", "expected"),
     [
-        ("demo-vit", False, None, {"depth": 4, "patch": 8, "head_dim": 16, "img_size": 64}),
-        ("demo-vit", False, 96, {"depth": 4, "patch": 8, "head_dim": 16, "img_size": 96}),
+        ("demo-vit", False, None, DEMO_SHAPE | {"img_size": 64}),
+        ("demo-vit", False, 96, DEMO_SHAPE | {"img_size": 96}),
         # FPT builds its frozen model at its own size: no input size is known early
-        ("demo-vit", True, 96, {"depth": 4, "patch": 8, "head_dim": 16}),
+        ("demo-vit", True, 96, DEMO_SHAPE),
         ("hf-hub:MahmoodLab/UNI", False, 224, {"img_size": 224}),
         ("hf-hub:MahmoodLab/UNI", False, None, None),
     ],

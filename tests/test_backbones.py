@@ -49,14 +49,27 @@ def test_local_weights_resampled_to_new_img_size(tmp_path, saved_test_vit) -> No
     assert torch.equal(model.blocks[0].attn.qkv.weight, saved_test_vit.blocks[0].attn.qkv.weight)
 
 
-def test_weights_of_another_architecture_fail_clearly(tmp_path) -> None:
-    other = timm.create_model(
-        "vit_small_patch16_224", pretrained=False, embed_dim=48, depth=1, num_heads=2
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_weights_of_another_architecture_fail_clearly(tmp_path, suffix) -> None:
+    def saved(**kwargs):
+        other = timm.create_model("vit_small_patch16_224", pretrained=False, **kwargs)
+        state = {k: v.contiguous() for k, v in other.state_dict().items()}
+        path = tmp_path / f"{len(kwargs)}{suffix}"
+        save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+        return path
+
+    narrow = saved(embed_dim=48, depth=1, num_heads=2)  # test_vit is 64 wide
+    with pytest.raises(UserError) as err:
+        resolve_backbone("test_vit", pretrained=True, weights=narrow)
+    assert str(err.value) == (
+        f"cannot read weights file {narrow}: entry 'patch_embed.proj.weight' projects patches to "
+        "width 48, but test_vit is 64 wide; pass weights of this architecture"
     )
-    path = tmp_path / "other.safetensors"
-    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path))
+    shallow = saved(embed_dim=64, depth=1, num_heads=2)  # the width fits; its depth does not
     with pytest.raises(UserError, match="cannot build backbone 'test_vit' from"):
-        create_backbone(resolve_backbone("test_vit", pretrained=True, weights=path), num_classes=2)
+        create_backbone(
+            resolve_backbone("test_vit", pretrained=True, weights=shallow), num_classes=2
+        )
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"\x00\x01garbage"])

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import method_manifest, precheck
@@ -137,6 +138,24 @@ def test_bad_input_fails_before_torch_is_imported(tmp_path) -> None:
         assert fragment in err, (args, err)
         assert not torch_loaded, f"{args} imported torch before failing"
     assert not (tmp_path / "r").exists()
+
+
+def test_weights_of_another_width_fail_before_torch_as_later(tmp_path) -> None:
+    from safetensors.numpy import save_file
+
+    from bench.backbones import resolve_backbone
+
+    path = tmp_path / "narrow.safetensors"  # demo-vit is 96 wide
+    save_file({"patch_embed.proj.weight": np.zeros((5, 3, 8, 8), np.float32)}, str(path))
+    req = EarlyRequest(methods=["linear"], datasets=["demo"], seeds=[0], weights=path)
+    with pytest.raises(UserError) as early:
+        precheck.precheck(req)
+    with pytest.raises(UserError) as full:
+        resolve_backbone("demo-vit", pretrained=True, weights=path)
+    assert str(early.value) == str(full.value)
+    assert "'patch_embed.proj.weight' projects patches to width 5, but demo-vit is 96" in (
+        str(early.value)
+    )
 
 
 @pytest.fixture(autouse=True)
