@@ -87,7 +87,7 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["run", "--methods", "vp", "--set", "vp.pad=32"], "below half the input size 64"),
     (["export", "nope-run-id"], "no record of run 'nope-run-id' in"),
     (["profile", "--img-size", "4"], "--img-size must be >= 8 (the backbone's patch size), got 4"),
-    (["list", "methods", "--backbone", "resnet50"], "'resnet50' is not a timm VisionTransformer"),
+    (["list", "methods", "--backbone", "vit_bse"], "unknown backbone 'vit_bse'"),
     (["list", "methods", "--num-classes", "0"], "--num-classes must be >= 1, got 0"),
     (["data", "pretrain-demo", "--seed", "-1"], "--seed must be >= 0, got -1"),
     (
