@@ -13,9 +13,7 @@ from bench.backbone_config import backbone_config, hub_repo, meta_build, weights
 from bench.backbone_geometry import model_geometry
 from bench.backbone_options import check_backbone_options, not_vit_like, unknown_backbone
 from bench.errors import UserError
-from bench.hub_access import (
-    timm_hub_problem,
-)
+from bench.hub_access import timm_hub_problem
 from bench.weights import DEMO_BACKBONE, check_weights_file
 
 # Backbones worth naming in `bench list`; any timm ViT name or hf-hub:ORG/NAME works.

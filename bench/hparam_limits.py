@@ -2,11 +2,11 @@
 
 The registry checks them before a builder runs; the method manifest carries them as JSON, so the
 command line refuses `--set lora.rank=0` or a bad `--space` value before importing torch. A bound
-may name the backbone's shape (`at_most="depth"`, `multiple_of="patch"`, `divides="head_dim"`:
-bench.backbone_geometry),
-checked wherever that shape is known: always on the built model, before torch when the backbone
-is demo-vit or a timm ViT of the version `timm_layouts.json` was written for. A bound may also
-name another hyperparameter of the method (`same_as="side_reduction"`). Torch-free.
+may name the backbone's shape (`at_most="depth"`, `multiple_of="patch"`, `divides="head_dim"`,
+`below_half_of="img_size"`: bench.backbone_geometry), checked wherever that shape is known:
+always on the built model, before torch when the backbone is demo-vit or a timm ViT of the
+version `timm_layouts.json` was written for. A bound may also name another hyperparameter of the
+method (`same_as="side_reduction"`). Torch-free.
 """
 
 from __future__ import annotations

@@ -183,8 +183,8 @@ def _check_state_dict(checkpoint: dict, backbone: str | None) -> None:
             )
         if value.is_complex():
             raise _BadContent(f"entry {name!r} is a {value.dtype} tensor, expected real numbers")
-        want = shapes.get(_strip_wrappers(key))
-        projection = _strip_wrappers(key) == PATCH_PROJECTION
+        bare = _strip_wrappers(key)
+        want, projection = shapes.get(bare), bare == PATCH_PROJECTION
         # timm reshapes a flattened patch projection (a linear layer's weight) into the conv's
         if want is not None and not (
             value.ndim == len(want) or (projection and 2 <= value.ndim < len(want))
