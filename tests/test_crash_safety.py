@@ -64,7 +64,12 @@ def valid_records(results: Path) -> dict[str, str]:
 
 
 def n_records(results: Path) -> int:
-    return len(list(results.glob("*.json")))
+    try:
+        return len(list(results.glob("*.json")))
+    except FileNotFoundError:
+        # a starting runner makes the folder to check it is writable and removes it again
+        # until its first record: glob may meet it made and then gone
+        return 0
 
 
 def holds_claim(results: Path, pid: int) -> bool:
