@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 import random
 import time
 import traceback
@@ -56,6 +55,7 @@ from bench.split_sizes import split_counts
 from bench.train import Diverged, FitResult, TrainSettings, fit, image_free, predict
 from bench.train_free import remember, training_free
 from bench.transforms import Preprocess
+from bench.tuning_select import trial_result
 from methods import get_method
 
 OnStep = Callable[[int, int, float, int], None]
@@ -378,18 +378,6 @@ def compile_forward(model) -> None:
     on the instance, so parameter names, state dicts and train/eval switching are untouched."""
     name = "forward_with" if uses_frozen_features(model) else "forward"
     setattr(model, name, torch.compile(getattr(model, name)))
-
-
-def trial_result(outcome: str, metric: str, value: float | None) -> dict[str, Any]:
-    """A trial record's `trial` entry: how it ended and its validation score (None when it has
-    none: diverged, out of memory, or an undefined metric)."""
-    ok = value is not None and math.isfinite(value)
-    return {
-        "outcome": outcome,
-        "metric": metric,
-        "val_primary": float(value) if ok else None,
-        "higher_is_better": HIGHER_IS_BETTER.get(metric, True),
-    }
 
 
 def _finish(record: Record, t0: float, watch) -> dict[str, Any]:

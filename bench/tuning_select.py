@@ -1,11 +1,13 @@
-"""Picking a search's winner: trial scores, the tie rule, and the final cells and notes of the selected configuration."""
+"""Picking a search's winner: the trial entry of a record and its score, the tie rule, and the final cells and notes of the selected configuration."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any
 
 from bench.config import CellConfig
+from bench.metric_table import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:  # the report imports TIE_RULE from here and never imports torch
     from bench.tuning_plan import Group, TuneRequest
@@ -14,6 +16,18 @@ TIE_RULE = (
     "ties on the validation score go to the smaller learning rate, then the smaller weight "
     "decay, then the earlier trial (VPT's rule, Jia et al. 2022)"
 )
+
+
+def trial_result(outcome: str, metric: str, value: float | None) -> dict[str, Any]:
+    """A trial record's `trial` entry: how it ended and its validation score (None when it has
+    none: diverged, out of memory, or an undefined metric)."""
+    ok = value is not None and math.isfinite(value)
+    return {
+        "outcome": outcome,
+        "metric": metric,
+        "val_primary": float(value) if ok else None,
+        "higher_is_better": HIGHER_IS_BETTER.get(metric, True),
+    }
 
 
 def score(record: dict[str, Any] | None) -> float | None:

@@ -17,11 +17,10 @@ from bench.config import CellConfig
 from bench.errors import UserError
 from bench.grid import GridRequest, method_settings, plan
 from bench.harness import run_cell as real_run_cell
-from bench.harness import trial_result
 from bench.records import load_records
 from bench.tuning import run_tuning
 from bench.tuning_plan import TuneRequest, resolve_space, search_groups
-from bench.tuning_select import select
+from bench.tuning_select import select, trial_result
 from methods import get_method, list_methods
 from methods.registry import TRAIN_KEYS
 
