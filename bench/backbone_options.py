@@ -133,5 +133,5 @@ def check_backbone_options(name: str, *, pretrained: bool, weights: str | Path |
         path = Path(weights).expanduser()
         check_weights_path(path)
         width = (named_geometry(name) or {}).get("width")
-        if width:  # another architecture's weights, told from a safetensors header
+        if width:  # another architecture's weights, told from the file's header or pickle
             check_weights_width(path, name, width)

@@ -1,7 +1,8 @@
 """Weights files users bring, opened safely and checked before timm loads them: safetensors, a
 torch state dict through `torch.load(weights_only=True)` (a pickle that would run code is refused)
 or Google's ViT `.npz` (no pickled arrays), holding tensors under text names, of the ranks the
-architecture has. A bad file is one UserError naming the file and the entry."""
+architecture has. A bad file is one UserError naming the file and the entry. Weights of another
+embedding width are told before torch is imported, from the file's header or pickle."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import functools
 import json
 import pickle
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,23 +55,93 @@ def width_mismatch(name: str, shape: Sequence[int], backbone: str, width: int) -
 
 
 def check_weights_width(path: Path, backbone: str, width: int) -> None:
-    """A .safetensors file's patch projection against the backbone's embedding width, from the
-    file's JSON header, without torch (other formats, and a header this cannot read, are left to
-    `check_weights_file`)."""
-    if path.suffix != ".safetensors":
+    """A weights file's patch projection against the backbone's embedding width, read without
+    torch: from a .safetensors file's JSON header, or from the pickle of torch.save's zip archive
+    with its tensors' shapes in place of their data. A file this cannot read so (the legacy
+    torch format, a pickle of other objects) is left to `check_weights_file`."""
+    shapes = _safetensors_shapes(path) if path.suffix == ".safetensors" else _torch_zip_shapes(path)
+    if not isinstance(shapes, dict):
         return
+    try:
+        state, where = _unwrap(shapes)
+    except _BadContent:
+        return  # said by the full check, with the entry's content
+    for key, shape in state.items():
+        if (
+            isinstance(key, str)
+            and _strip_wrappers(key) == PATCH_PROJECTION
+            and isinstance(shape, (list, tuple))
+            and (wrong := width_mismatch(".".join([*where, key]), shape, backbone, width))
+        ):
+            raise UserError(f"cannot read weights file {path}: {wrong}")
+
+
+def _safetensors_shapes(path: Path) -> dict | None:
+    """Entry name -> shape, from a .safetensors file's header; None when it cannot be read."""
     try:
         with path.open("rb") as f:
             size = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(size)) if 0 < size <= _MAX_HEADER else None
     except (OSError, ValueError):
-        return
-    entry = header.get(PATCH_PROJECTION) if isinstance(header, dict) else None
-    shape = entry.get("shape") if isinstance(entry, dict) else None
-    if isinstance(shape, list) and (
-        wrong := width_mismatch(PATCH_PROJECTION, shape, backbone, width)
-    ):
-        raise UserError(f"cannot read weights file {path}: {wrong}")
+        return None
+    if not isinstance(header, dict):
+        return None
+    return {k: v.get("shape") for k, v in header.items() if isinstance(v, dict)}
+
+
+def _torch_zip_shapes(path: Path) -> object:
+    """What torch.load would return, with each tensor replaced by its shape (a tuple), read
+    without torch or the tensors' data; None when the file is no torch.save zip archive or its
+    pickle holds objects other than plain containers and tensors."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                return None
+            with archive.open(pickles[0]) as f:
+                return _ShapeUnpickler(f).load()
+    except Exception:  # whatever this cannot read, the full check reads with torch and names
+        return None
+
+
+def _tensor_shape(storage, offset, size, *rest) -> tuple[int, ...]:
+    return tuple(size)
+
+
+def _parameter(data, *rest):
+    return data
+
+
+class _StateDict(dict):
+    """An OrderedDict of torch.save's pickle: a state dict (whose `_metadata` attribute, the
+    modules' versions, is dropped) or a tensor's empty hook dict."""
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+# The only globals _ShapeUnpickler resolves, to stand-ins that read no data.
+_SHAPE_GLOBALS = {
+    ("collections", "OrderedDict"): _StateDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _tensor_shape,
+    ("torch._utils", "_rebuild_parameter"): _parameter,
+}
+
+
+class _ShapeUnpickler(pickle.Unpickler):
+    """torch.save's pickle, with tensors rebuilt as their shapes: unpickling calls nothing but
+    _SHAPE_GLOBALS (any other global raises)."""
+
+    def find_class(self, module: str, name: str):
+        if module == "torch" and name.endswith("Storage"):
+            return None  # a storage's type, only ever part of a persistent id
+        found = _SHAPE_GLOBALS.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"{module}.{name} is not read without torch")
+        return found
+
+    def persistent_load(self, pid):
+        return None  # the storage: its bytes are never read
 
 
 # safetensors refuses headers over 100 MB
@@ -160,18 +232,7 @@ def _check_state_dict(checkpoint: dict, backbone: str | None) -> None:
     real tensor, or a tensor of another rank than the backbone's parameter of that name."""
     import torch
 
-    state, where = checkpoint, []
-    outer = [k for k in _OUTER_KEYS if k in state and (state[k] is not None or "ema" not in k)]
-    for key in (*outer[:1], *_INNER_KEYS):
-        if key not in state:
-            continue
-        where.append(key)
-        state = state[key]
-        if not isinstance(state, dict):
-            raise _BadContent(
-                f"entry {'.'.join(where)!r} holds {_kind(state)}, expected a dict of tensors; "
-                f"{_STATE_DICT}"
-            )
+    state, where = _unwrap(checkpoint)
     shapes = _model_shapes(backbone) if backbone is not None else {}
     for key, value in state.items():
         if not isinstance(key, str):
@@ -196,6 +257,24 @@ def _check_state_dict(checkpoint: dict, backbone: str | None) -> None:
             )
         if want and projection and (wrong := width_mismatch(name, value.shape, backbone, want[0])):
             raise _BadContent(wrong)
+
+
+def _unwrap(checkpoint: dict) -> tuple[dict, list[str]]:
+    """The state dict timm takes from a checkpoint, and the wrapper keys around it; _BadContent
+    for a wrapper that is no dict."""
+    state, where = checkpoint, []
+    outer = [k for k in _OUTER_KEYS if k in state and (state[k] is not None or "ema" not in k)]
+    for key in (*outer[:1], *_INNER_KEYS):
+        if key not in state:
+            continue
+        where.append(key)
+        state = state[key]
+        if not isinstance(state, dict):
+            raise _BadContent(
+                f"entry {'.'.join(where)!r} holds {_kind(state)}, expected a dict of tensors; "
+                f"{_STATE_DICT}"
+            )
+    return state, where
 
 
 def _strip_wrappers(key: str) -> str:

@@ -140,22 +140,51 @@ def test_bad_input_fails_before_torch_is_imported(tmp_path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-def test_weights_of_another_width_fail_before_torch_as_later(tmp_path) -> None:
-    from safetensors.numpy import save_file
+def _narrow_weights(folder: Path, layout: str) -> tuple[Path, str, int]:
+    """Weights of a narrower ViT than demo-vit (96 wide), saved as `layout`: the file, the
+    patch projection's name as the message gives it, and its width."""
+    if layout == "safetensors":
+        from safetensors.numpy import save_file
 
+        path = folder / "narrow.safetensors"
+        save_file({"patch_embed.proj.weight": np.zeros((5, 3, 8, 8), np.float32)}, str(path))
+        return path, "patch_embed.proj.weight", 5
+    import timm
+    import torch
+
+    path = folder / "narrow.pth"
+    state = timm.create_model("test_vit").state_dict()  # 64 wide; an OrderedDict with _metadata
+    if layout == "pth":
+        torch.save(state, path)
+        return path, "patch_embed.proj.weight", 64
+    # a training checkpoint: the state dict of a DDP-wrapped model under "model", and more
+    wrapped = {f"module.{k}": torch.nn.Parameter(v) for k, v in state.items()}
+    torch.save({"epoch": 3, "model": wrapped, "optimizer": {"state": {}}}, path)
+    return path, "model.module.patch_embed.proj.weight", 64
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "pth", "pth-checkpoint"])
+def test_weights_of_another_width_fail_before_torch_as_later(tmp_path, layout) -> None:
     from bench.backbones import resolve_backbone
 
-    path = tmp_path / "narrow.safetensors"  # demo-vit is 96 wide
-    save_file({"patch_embed.proj.weight": np.zeros((5, 3, 8, 8), np.float32)}, str(path))
+    path, entry, width = _narrow_weights(tmp_path, layout)
     req = EarlyRequest(methods=["linear"], datasets=["demo"], seeds=[0], weights=path)
     with pytest.raises(UserError) as early:
         precheck.precheck(req)
     with pytest.raises(UserError) as full:
         resolve_backbone("demo-vit", pretrained=True, weights=path)
     assert str(early.value) == str(full.value)
-    assert "'patch_embed.proj.weight' projects patches to width 5, but demo-vit is 96" in (
+    assert f"{entry!r} projects patches to width {width}, but demo-vit is 96 wide" in (
         str(early.value)
     )
+    argv = ["run", "--weights", str(path), "--results", str(tmp_path / "r")]
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_ALL, json.dumps([argv])],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    [(code, err, torch_loaded)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (code, err) == (2, f"error: {early.value}")
+    assert not torch_loaded
 
 
 @pytest.fixture(autouse=True)
