@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.backbone_config import hub_repo, unknown_tag
 from bench.backbone_geometry import named_geometry, timm_layouts
 from bench.errors import UserError
-from bench.weights import DEMO_BACKBONE, check_weights_path, check_weights_width
+from bench.weights import DEMO_BACKBONE, check_weights_geometry, check_weights_path
 
 # timm registers every architecture as a function under `@register_model` (other decorators may
 # follow it), and a renamed one as a key of `register_model_deprecations(__name__, {...})`.
@@ -132,6 +132,6 @@ def check_backbone_options(name: str, *, pretrained: bool, weights: str | Path |
     if weights is not None:
         path = Path(weights).expanduser()
         check_weights_path(path)
-        width = (named_geometry(name) or {}).get("width")
-        if width:  # another architecture's weights, told from the file's header or pickle
-            check_weights_width(path, name, width)
+        geometry = named_geometry(name) or {}
+        if geometry.get("width"):  # another architecture's weights, told from the file's header
+            check_weights_geometry(path, name, geometry["width"], geometry.get("depth"))

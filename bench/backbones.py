@@ -89,7 +89,7 @@ def create_backbone(source: BackboneSource, *, num_classes: int, img_size: int |
         if hub_repo(source.name) is not None:
             overlay.update(source="")
     try:
-        with _missing_keys() as missing, _checkpoint_pos_embeds() as checkpoint_pos:
+        with _load_report() as keys, _checkpoint_pos_embeds() as checkpoint_pos:
             model = timm.create_model(
                 arch,
                 pretrained=source.pretrained,
@@ -107,15 +107,20 @@ def create_backbone(source: BackboneSource, *, num_classes: int, img_size: int |
         ) from exc
     _check_vit_like(model, source.name)
     head = str((getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head")
-    lost = [k for k in missing if k.split(".", 1)[0] != head.split(".", 1)[0]]
+    # timm loads non-strictly whenever the head is replaced: a file lacking backbone tensors
+    # would leave them random in a run recorded as pretrained, and tensors the model has no
+    # place for (another model's) would be dropped unsaid.
+    lost, extra = ([k for k in keys[kind] if not _in_head(k, head)] for kind in _LOAD_REPORTS)
+    where = f"weights file {source.weights}" if source.weights else f"{source.name}'s weights"
     if lost:
-        # timm loads non-strictly whenever the head is replaced, so a file lacking backbone
-        # tensors would leave them random in a run recorded as pretrained.
-        where = f"weights file {source.weights}" if source.weights else f"{source.name}'s weights"
-        shown = ", ".join(lost[:8]) + (f" and {len(lost) - 8} more" if len(lost) > 8 else "")
         raise UserError(
-            f"{where} lack backbone tensors ({shown}); they would stay randomly initialised. "
-            "Pass a complete checkpoint of this architecture"
+            f"{where} lack backbone tensors ({_some(lost)}); they would stay randomly "
+            "initialised. Pass a complete checkpoint of this architecture"
+        )
+    if extra and source.weights is not None:  # timm's own checkpoints are timm's to judge
+        raise UserError(
+            f"{where} hold tensors {source.name} has no place for ({_some(extra)}); they would "
+            "be dropped. Pass a checkpoint of this architecture"
         )
     if source.pretrained and len(checkpoint_pos) == 1:
         # The checkpoint's own position embedding, which timm resampled to this size: kept (a
@@ -135,28 +140,40 @@ def _first_lines(exc: BaseException) -> str:
     return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
 
 
+def _in_head(key: str, head: str) -> bool:
+    return key.split(".", 1)[0] == head.split(".", 1)[0]
+
+
+def _some(keys: list[str]) -> str:
+    return ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+
+
+# What timm's loader logs, and carries on: "Missing keys (a, b) discovered ..." (at INFO) and
+# "Unexpected keys (c) found ..." (a warning).
+_LOAD_REPORTS = ("Missing keys (", "Unexpected keys (")
+
+
 @contextlib.contextmanager
-def _missing_keys():
-    """The parameter names timm reports missing while loading pretrained weights (its loader logs
-    them at INFO and carries on); collected from timm's log for the duration of the block."""
+def _load_report():
+    """The parameter names timm reports missing, and unexpected, while loading pretrained
+    weights: collected from timm's log for the duration of the block, by _LOAD_REPORTS."""
     import logging
 
-    names: list[str] = []
+    keys: dict[str, list[str]] = {kind: [] for kind in _LOAD_REPORTS}
     logger = logging.getLogger("timm.models._builder")
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             text = record.getMessage()
-            if text.startswith("Missing keys (") and ")" in text:
-                names.extend(
-                    k.strip() for k in text[len("Missing keys (") : text.index(")")].split(",")
-                )
+            for kind, names in keys.items():
+                if text.startswith(kind) and ")" in text:
+                    names.extend(k.strip() for k in text[len(kind) : text.index(")")].split(","))
 
     handler, level = Collect(logging.INFO), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        yield names
+        yield keys
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

@@ -2,7 +2,7 @@
 torch state dict through `torch.load(weights_only=True)` (a pickle that would run code is refused)
 or Google's ViT `.npz` (no pickled arrays), holding tensors under text names, of the ranks the
 architecture has. A bad file is one UserError naming the file and the entry. Weights of another
-embedding width are told before torch is imported, from the file's header or pickle."""
+embedding width or depth are told before torch is imported, from the file's header or pickle."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import pickle
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from bench.errors import UserError
@@ -54,11 +54,32 @@ def width_mismatch(name: str, shape: Sequence[int], backbone: str, width: int) -
     )
 
 
-def check_weights_width(path: Path, backbone: str, width: int) -> None:
-    """A weights file's patch projection against the backbone's embedding width, read without
-    torch: from a .safetensors file's JSON header, or from the pickle of torch.save's zip archive
-    with its tensors' shapes in place of their data. A file this cannot read so (the legacy
-    torch format, a pickle of other objects) is left to `check_weights_file`."""
+def depth_mismatch(keys: Iterable[str], backbone: str, depth: int) -> str | None:
+    """What is wrong with a file whose entries (`keys`, without wrappers) hold more transformer
+    blocks than `backbone`'s `depth` (a deeper model's weights, which timm would load only in
+    part, dropping the rest), or None."""
+    blocks = 1 + max(map(_block_index, keys), default=-1)
+    if blocks <= depth:
+        return None
+    return (
+        f"it holds {blocks} transformer blocks, but {backbone} has {depth}; pass weights of this "
+        "architecture (a deeper model's would load only in part)"
+    )
+
+
+def _block_index(key: str) -> int:
+    """N of an entry 'blocks.N. ...', else -1."""
+    container, _, rest = key.partition(".")
+    index = rest.split(".", 1)[0]
+    return int(index) if container == "blocks" and index.isdigit() else -1
+
+
+def check_weights_geometry(path: Path, backbone: str, width: int, depth: int | None) -> None:
+    """A weights file's patch projection against the backbone's embedding width, and its blocks
+    against its depth, read without torch: from a .safetensors file's JSON header, or from the
+    pickle of torch.save's zip archive with its tensors' shapes in place of their data. A file
+    this cannot read so (the legacy torch format, a pickle of other objects) is left to
+    `check_weights_file`, which says the same of these two."""
     shapes = _safetensors_shapes(path) if path.suffix == ".safetensors" else _torch_zip_shapes(path)
     if not isinstance(shapes, dict):
         return
@@ -66,14 +87,15 @@ def check_weights_width(path: Path, backbone: str, width: int) -> None:
         state, where = _unwrap(shapes)
     except _BadContent:
         return  # said by the full check, with the entry's content
-    for key, shape in state.items():
-        if (
-            isinstance(key, str)
-            and _strip_wrappers(key) == PATCH_PROJECTION
-            and isinstance(shape, (list, tuple))
-            and (wrong := width_mismatch(".".join([*where, key]), shape, backbone, width))
-        ):
-            raise UserError(f"cannot read weights file {path}: {wrong}")
+    keys = {_strip_wrappers(k): k for k in state if isinstance(k, str)}
+    shape = state[keys[PATCH_PROJECTION]] if PATCH_PROJECTION in keys else None
+    wrong = (
+        width_mismatch(".".join([*where, keys[PATCH_PROJECTION]]), shape, backbone, width)
+        if isinstance(shape, (list, tuple))
+        else None
+    ) or (depth_mismatch(keys, backbone, depth) if depth else None)
+    if wrong:
+        raise UserError(f"cannot read weights file {path}: {wrong}")
 
 
 def _safetensors_shapes(path: Path) -> dict | None:
@@ -229,7 +251,8 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 def _check_state_dict(checkpoint: dict, backbone: str | None) -> None:
     """Raise _BadContent for what makes timm's loaders fail without naming the entry: a wrapper
     ("state_dict", "model", ...) that is no dict, a name that is no text, a value that is no
-    real tensor, or a tensor of another rank than the backbone's parameter of that name."""
+    real tensor, a tensor of another rank than the backbone's parameter of that name, and (as
+    `check_weights_geometry` says before torch) another width or more blocks than it has."""
     import torch
 
     state, where = _unwrap(checkpoint)
@@ -257,6 +280,9 @@ def _check_state_dict(checkpoint: dict, backbone: str | None) -> None:
             )
         if want and projection and (wrong := width_mismatch(name, value.shape, backbone, want[0])):
             raise _BadContent(wrong)
+    depth = 1 + max(map(_block_index, shapes), default=-1)
+    if depth and (wrong := depth_mismatch(map(_strip_wrappers, state), backbone, depth)):
+        raise _BadContent(wrong)
 
 
 def _unwrap(checkpoint: dict) -> tuple[dict, list[str]]:

@@ -55,7 +55,8 @@ them untouched, and report the rest):
                                                              test_run_never_overwrites_wrong_typed
 Also: a card with wrong-typed values or a shot-file template reaching attributes
 (test_card_with_wrong_types_is_a_user_error, 8 cases), a weights file missing backbone tensors
-(test_weights_missing_tensors_refused; a file missing only the head is accepted).
+(test_weights_missing_tensors_refused; a file missing only the head is accepted), and one with
+another model's extra tensors or blocks (test_weights_with_tensors_the_backbone_lacks_refused).
 
 Cases a later audit found, each in its own file: tests/test_audit_records.py (results folders:
 copies, foreign records, special files, full disk, exit statuses, report files),
@@ -140,7 +141,7 @@ from bench.formats.imagefolder import read_imagefolder
 from bench.formats.split_list import read_split_lists
 from bench.protocols import list_protocols, load_protocol
 from bench.records import read_record
-from bench.weights import check_weights_width
+from bench.weights import check_weights_geometry
 from methods import get_method
 
 runner = CliRunner()
@@ -773,7 +774,7 @@ def test_malicious_pickles_are_never_run(tmp_path: Path) -> None:
     raw.write_bytes(pickle.dumps({"pos_embed": Payload(marker)}, protocol=2))
     np.savez(npz, a=np.array([Payload(marker)], dtype=object))
     for path in (zipped, raw):  # the torch-free width check reads neither, and leaves them
-        check_weights_width(path, "test_vit", width=64)
+        check_weights_geometry(path, "test_vit", width=64, depth=6)
     for path in (zipped, raw):
         with pytest.raises(UserError, match=rf"cannot read weights file {re.escape(str(path))}: "
                            r"it is a pickle that calls \w+\.system, which loading with "
@@ -824,6 +825,24 @@ def test_weights_missing_tensors_refused(tmp_path: Path) -> None:
         num_classes=2,
     )
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
+
+
+def test_weights_with_tensors_the_backbone_lacks_refused(tmp_path: Path) -> None:
+    """Another model's extra tensors (a distilled DeiT's token) would be dropped by timm's
+    non-strict load, leaving a model the record calls pretrained on that file: refused. A
+    deeper model's blocks are refused before timm loads anything."""
+    state = timm.create_model("test_vit", pretrained=False).state_dict()
+    distilled = {k: v.contiguous() for k, v in state.items()} | {
+        "dist_token": torch.zeros(1, 1, 64)
+    }
+    path = tmp_path / "distilled.safetensors"
+    save_file(distilled, str(path))
+    with pytest.raises(UserError, match=r"hold tensors test_vit has no place for \(dist_token\)"):
+        create_backbone(resolve_backbone("test_vit", pretrained=True, weights=path), num_classes=2)
+    deeper = tmp_path / "deeper.pth"
+    torch.save(state | {"blocks.6.norm1.weight": torch.ones(64)}, deeper)
+    with pytest.raises(UserError, match="it holds 7 transformer blocks, but test_vit has 6"):
+        resolve_backbone("test_vit", pretrained=True, weights=deeper)
 
 
 def test_cli_refuses_malicious_weights(tmp_path: Path) -> None:

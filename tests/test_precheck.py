@@ -140,9 +140,29 @@ def test_bad_input_fails_before_torch_is_imported(tmp_path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+def _other_weights(folder: Path, layout: str) -> tuple[Path, str]:
+    """Weights of another ViT than demo-vit (96 wide, 4 blocks), saved as `layout`: the file,
+    and what the message says of it."""
+    if layout == "deeper":  # demo-vit's tensors and a fifth block's
+        import timm
+        import torch
+
+        from bench.backbone_geometry import DEMO_VIT_KWARGS
+
+        state = timm.create_model("vit_small_patch16_224", **DEMO_VIT_KWARGS).state_dict()
+        state |= {
+            k.replace("blocks.0.", "blocks.4."): v for k, v in state.items() if "blocks.0." in k
+        }
+        path = folder / "deeper.pth"
+        torch.save({"state_dict": state}, path)
+        return path, "it holds 5 transformer blocks, but demo-vit has 4; pass weights of this"
+    path, entry, width = _narrow_weights(folder, layout)
+    return path, f"{entry!r} projects patches to width {width}, but demo-vit is 96 wide"
+
+
 def _narrow_weights(folder: Path, layout: str) -> tuple[Path, str, int]:
-    """Weights of a narrower ViT than demo-vit (96 wide), saved as `layout`: the file, the
-    patch projection's name as the message gives it, and its width."""
+    """Weights of a narrower ViT than demo-vit, saved as `layout`: the file, the patch
+    projection's name as the message gives it, and its width."""
     if layout == "safetensors":
         from safetensors.numpy import save_file
 
@@ -163,20 +183,18 @@ def _narrow_weights(folder: Path, layout: str) -> tuple[Path, str, int]:
     return path, "model.module.patch_embed.proj.weight", 64
 
 
-@pytest.mark.parametrize("layout", ["safetensors", "pth", "pth-checkpoint"])
-def test_weights_of_another_width_fail_before_torch_as_later(tmp_path, layout) -> None:
+@pytest.mark.parametrize("layout", ["safetensors", "pth", "pth-checkpoint", "deeper"])
+def test_weights_of_another_shape_fail_before_torch_as_later(tmp_path, layout) -> None:
     from bench.backbones import resolve_backbone
 
-    path, entry, width = _narrow_weights(tmp_path, layout)
+    path, said = _other_weights(tmp_path, layout)
     req = EarlyRequest(methods=["linear"], datasets=["demo"], seeds=[0], weights=path)
     with pytest.raises(UserError) as early:
         precheck.precheck(req)
     with pytest.raises(UserError) as full:
         resolve_backbone("demo-vit", pretrained=True, weights=path)
     assert str(early.value) == str(full.value)
-    assert f"{entry!r} projects patches to width {width}, but demo-vit is 96 wide" in (
-        str(early.value)
-    )
+    assert said in str(early.value)
     argv = ["run", "--weights", str(path), "--results", str(tmp_path / "r")]
     proc = subprocess.run(
         [sys.executable, "-c", _RUN_ALL, json.dumps([argv])],
