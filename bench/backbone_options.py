@@ -133,5 +133,6 @@ def check_backbone_options(name: str, *, pretrained: bool, weights: str | Path |
         path = Path(weights).expanduser()
         check_weights_path(path)
         geometry = named_geometry(name) or {}
-        if geometry.get("width"):  # another architecture's weights, told from the file's header
+        # another architecture's weights, told from the file's header or pickle
+        if geometry.get("width"):
             check_weights_geometry(path, name, geometry["width"], geometry.get("depth"))
