@@ -773,7 +773,7 @@ def test_malicious_pickles_are_never_run(tmp_path: Path) -> None:
     torch.save({"pos_embed": Payload(marker)}, zipped)
     raw.write_bytes(pickle.dumps({"pos_embed": Payload(marker)}, protocol=2))
     np.savez(npz, a=np.array([Payload(marker)], dtype=object))
-    for path in (zipped, raw):  # the torch-free width check reads neither, and leaves them
+    for path in (zipped, raw):  # the torch-free shape check reads neither, and leaves them
         check_weights_geometry(path, "test_vit", width=64, depth=6)
     for path in (zipped, raw):
         with pytest.raises(UserError, match=rf"cannot read weights file {re.escape(str(path))}: "

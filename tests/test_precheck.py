@@ -143,44 +143,40 @@ def test_bad_input_fails_before_torch_is_imported(tmp_path) -> None:
 def _other_weights(folder: Path, layout: str) -> tuple[Path, str]:
     """Weights of another ViT than demo-vit (96 wide, 4 blocks), saved as `layout`: the file,
     and what the message says of it."""
-    if layout == "deeper":  # demo-vit's tensors and a fifth block's
-        import timm
-        import torch
-
-        from bench.backbone_geometry import DEMO_VIT_KWARGS
-
-        state = timm.create_model("vit_small_patch16_224", **DEMO_VIT_KWARGS).state_dict()
-        state |= {
-            k.replace("blocks.0.", "blocks.4."): v for k, v in state.items() if "blocks.0." in k
-        }
-        path = folder / "deeper.pth"
-        torch.save({"state_dict": state}, path)
-        return path, "it holds 5 transformer blocks, but demo-vit has 4; pass weights of this"
-    path, entry, width = _narrow_weights(folder, layout)
-    return path, f"{entry!r} projects patches to width {width}, but demo-vit is 96 wide"
-
-
-def _narrow_weights(folder: Path, layout: str) -> tuple[Path, str, int]:
-    """Weights of a narrower ViT than demo-vit, saved as `layout`: the file, the patch
-    projection's name as the message gives it, and its width."""
     if layout == "safetensors":
         from safetensors.numpy import save_file
 
         path = folder / "narrow.safetensors"
         save_file({"patch_embed.proj.weight": np.zeros((5, 3, 8, 8), np.float32)}, str(path))
-        return path, "patch_embed.proj.weight", 5
+        return (
+            path,
+            "'patch_embed.proj.weight' projects patches to width 5, but demo-vit is 96 wide",
+        )
     import timm
     import torch
 
-    path = folder / "narrow.pth"
+    from bench.backbone_geometry import DEMO_VIT_KWARGS
+
+    path = folder / f"{layout}.pth"
+    if layout == "deeper":  # demo-vit's tensors and a fifth block's
+        state = timm.create_model("vit_small_patch16_224", **DEMO_VIT_KWARGS).state_dict()
+        state |= {
+            k.replace("blocks.0.", "blocks.4."): v for k, v in state.items() if "blocks.0." in k
+        }
+        torch.save({"state_dict": state}, path)
+        return path, "it holds 5 transformer blocks, but demo-vit has 4; pass weights of this"
     state = timm.create_model("test_vit").state_dict()  # 64 wide; an OrderedDict with _metadata
     if layout == "pth":
         torch.save(state, path)
-        return path, "patch_embed.proj.weight", 64
+        return (
+            path,
+            "'patch_embed.proj.weight' projects patches to width 64, but demo-vit is 96 wide",
+        )
     # a training checkpoint: the state dict of a DDP-wrapped model under "model", and more
     wrapped = {f"module.{k}": torch.nn.Parameter(v) for k, v in state.items()}
     torch.save({"epoch": 3, "model": wrapped, "optimizer": {"state": {}}}, path)
-    return path, "model.module.patch_embed.proj.weight", 64
+    entry = "'model.module.patch_embed.proj.weight'"
+    return path, f"{entry} projects patches to width 64, but demo-vit is 96 wide"
 
 
 @pytest.mark.parametrize("layout", ["safetensors", "pth", "pth-checkpoint", "deeper"])
